@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 class DataConfig:
     source: str = ""  # hub id (therem/CLEAR) or a local hub-layout dir; "" = synthetic
     forget_split: str = "forget10"  # forget01 | forget05 | forget10
+    modality: str = "both"  # what is forgotten: text (QA rows) | visual (image rows) | both
     synthetic_persons: int = 20
     synthetic_seed: int = 0
 
@@ -96,6 +97,7 @@ class SearchConfig:
     cpus_per_worker: float = 1.0
     gpus_per_trial: float = 0.0
     seed: int = 0
+    startup_trials: int = 10  # random trials before TPE starts modelling (Optuna's default)
 
 
 @dataclass
@@ -193,6 +195,4 @@ def _coerce(value: Any, target: type, path: str) -> Any:
             return int(as_float)
         return target(value)
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"{path}: expected {target.__name__}, got {value!r}"
-        ) from None
+        raise ConfigError(f"{path}: expected {target.__name__}, got {value!r}") from None

@@ -1,0 +1,32 @@
+"""Registry of unlearning methods: one module per method, each defining ``METHOD``.
+
+Adding a method costs one file and one line in ``_METHOD_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from clear_ray.config import ConfigError
+from clear_ray.methods.base import Method
+
+_METHOD_MODULES = (
+    "ga",
+    "gd",
+    "dpo",
+)
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        importlib.import_module(f"{__name__}.{module}").METHOD for module in _METHOD_MODULES
+    )
+}
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``; ConfigError lists the known names otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None

@@ -1,0 +1,241 @@
+"""Load one CLEAR config from the hub (``therem/CLEAR``) or from a local hub-layout directory.
+
+Local directories (the synthetic stand-in, an offline mirror) are read and validated here rather
+than by ``datasets.load_dataset``: a broken mirror should fail before a Ray trial starts, with one
+line naming the config, column or row, not deep inside a training step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from datasets.table import cast_array_to_feature
+from PIL import Image
+
+from clear_ray.config import ConfigError
+from clear_ray.data.schema import CONFIG_FEATURES
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.DOTALL)
+
+
+def load_clear(source: str, config: str, *, revision: str | None = None) -> datasets.Dataset:
+    """The ``train`` split of a CLEAR config with the contract's features (images decode to PIL).
+
+    ``source`` is a hub id or a local directory laid out like the hub repo. Raises ConfigError,
+    one line, for an unknown config, a missing column or an image that does not decode.
+    """
+    features = _features_for(config)
+    root = _local_root(source)
+    if root is None:
+        return _load_hub(source, config, features, revision)
+    return _load_local(root, config, features)
+
+
+def data_fingerprint(source: str, configs: Iterable[str], *, revision: str | None = None) -> str:
+    """A sha256 cache key for the data behind ``configs``.
+
+    Local: the bytes of their parquet files. Hub: the id and the commit ``revision`` resolves to
+    (the literal revision if the hub cannot be asked, with a warning).
+    """
+    names = sorted(set(configs))
+    for name in names:
+        _features_for(name)
+    digest = hashlib.sha256()
+    root = _local_root(source)
+    if root is None:
+        digest.update(f"hub:{source}@{_resolve_revision(source, revision)}\n".encode())
+        digest.update("\n".join(names).encode())
+        return digest.hexdigest()
+    for name in names:
+        for path in _data_files(root, name):
+            digest.update(f"{name}:{path.relative_to(root).as_posix()}\n".encode())
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _features_for(config: str) -> datasets.Features:
+    if config not in CONFIG_FEATURES:
+        raise ConfigError(
+            f"unknown CLEAR config {config!r}; expected one of {', '.join(CONFIG_FEATURES)}"
+        )
+    return CONFIG_FEATURES[config]
+
+
+def _local_root(source: str) -> Path | None:
+    """The directory ``source`` names, or None when it is a hub id."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    # "data/clear" could be either; a first component that exists here means a missing local dir.
+    looks_local = source.startswith(("/", ".", "~")) or Path(source.split("/")[0]).is_dir()
+    if _HUB_ID.fullmatch(source) and not looks_local:
+        return None
+    raise ConfigError(
+        f"data source {source!r} is neither a directory nor a hub id like therem/CLEAR"
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+# --------------------------------------------------------------------------- hub
+
+
+def _load_hub(
+    source: str, config: str, features: datasets.Features, revision: str | None
+) -> datasets.Dataset:
+    try:
+        dataset = datasets.load_dataset(source, config, split="train", revision=revision)
+    except (OSError, ValueError) as error:  # not found, offline, unknown config on the hub
+        raise ConfigError(f"cannot load {source} config {config!r}: {_one_line(error)}") from error
+    missing = [name for name in features if name not in dataset.column_names]
+    if missing:
+        raise ConfigError(f"{source} config {config!r}: column {missing[0]!r} is missing")
+    return dataset.select_columns(list(features)).cast(features)
+
+
+def _resolve_revision(source: str, revision: str | None) -> str:
+    """The commit sha a hub revision points to, so a moved branch changes the cache key."""
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision  # already a commit: nothing to ask the hub
+    import huggingface_hub
+
+    try:
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            raise ConnectionError("HF_HUB_OFFLINE is set")
+        sha = huggingface_hub.HfApi().dataset_info(source, revision=revision).sha
+    except Exception as error:  # offline or unreachable: the literal name is the best key left
+        warnings.warn(
+            f"cannot resolve {source}@{revision or 'main'} ({_one_line(error)}); "
+            "the data fingerprint uses the revision name",
+            stacklevel=3,
+        )
+        return revision or "main"
+    return sha or revision or "main"
+
+
+# --------------------------------------------------------------------------- local
+
+
+def _readme_configs(root: Path) -> dict[str, dict]:
+    """The ``configs:`` entries of README.md's YAML front matter, by config name."""
+    readme = root / "README.md"
+    if not readme.is_file():
+        raise ConfigError(f"{root} has no README.md listing its configs (hub layout expected)")
+    match = _FRONT_MATTER.match(readme.read_text(encoding="utf-8"))
+    try:
+        front = yaml.safe_load(match.group(1)) if match else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{readme}: invalid YAML front matter: {_one_line(error)}") from error
+    entries = front.get("configs") if isinstance(front, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{readme} has no `configs:` list in its YAML front matter")
+    return {e["config_name"]: e for e in entries if isinstance(e, dict) and "config_name" in e}
+
+
+def _train_patterns(data_files: object) -> list[str]:
+    """Path patterns of the train split, from any form the hub accepts for ``data_files``."""
+    if isinstance(data_files, str):
+        return [data_files]
+    if isinstance(data_files, dict):
+        data_files = [{"split": k, "path": v} for k, v in data_files.items()]
+    patterns: list[str] = []
+    for entry in data_files if isinstance(data_files, list) else []:
+        if isinstance(entry, str):
+            patterns.append(entry)
+        elif isinstance(entry, dict) and entry.get("split", "train") == "train":
+            path = entry.get("path", [])
+            patterns += [path] if isinstance(path, str) else list(path)
+    return patterns
+
+
+def _data_files(root: Path, config: str) -> list[Path]:
+    configs = _readme_configs(root)
+    if config not in configs:
+        available = ", ".join(configs) or "none"
+        raise ConfigError(f"config {config!r} is not listed in {root}/README.md (has: {available})")
+    patterns = _train_patterns(configs[config].get("data_files", []))
+    files = sorted({path for pattern in patterns for path in root.glob(pattern) if path.is_file()})
+    if not files:
+        raise ConfigError(f"config {config!r}: no train files match {patterns} under {root}")
+    return files
+
+
+def _read_config_table(root: Path, config: str, features: datasets.Features) -> pa.Table:
+    """The config's parquet files, columns checked, selected and cast to the contract."""
+    tables = []
+    for path in _data_files(root, config):
+        where = path.relative_to(root).as_posix()
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as error:
+            raise ConfigError(
+                f"config {config!r}: cannot read {where}: {_one_line(error)}"
+            ) from error
+        missing = [name for name in features if name not in table.column_names]
+        if missing:
+            raise ConfigError(
+                f"config {config!r}: column {missing[0]!r} is missing from {where} "
+                f"(has: {', '.join(table.column_names)})"
+            )
+        tables.append(_cast_columns(table, features, config, where))
+    return pa.concat_tables(tables)
+
+
+def _cast_columns(
+    table: pa.Table, features: datasets.Features, config: str, where: str
+) -> pa.Table:
+    arrays = []
+    for name, feature in features.items():
+        try:
+            arrays.append(cast_array_to_feature(table.column(name), feature))
+        except (TypeError, ValueError, pa.ArrowException) as error:
+            raise ConfigError(
+                f"config {config!r}: column {name!r} in {where} is not {feature}: "
+                f"{_one_line(error)}"
+            ) from error
+    return pa.Table.from_arrays(arrays, schema=features.arrow_schema)
+
+
+def _check_images(table: pa.Table, config: str, root: Path) -> None:
+    """Every image must decode; only ``+tofu`` text rows may have none (CLEAR's layout)."""
+    allow_missing = config.endswith("+tofu")
+    for row, cell in enumerate(table.column("image").to_pylist()):
+        data = cell and cell.get("bytes")
+        if data is None and cell and cell.get("path"):
+            path = root / cell["path"]
+            data = path.read_bytes() if path.is_file() else None
+        if data is None:
+            if allow_missing:
+                continue
+            raise ConfigError(f"config {config!r}: row {row}: image is missing")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()  # checks structure and checksums without a full decode
+        except Exception as error:  # PIL raises many types for bad bytes
+            raise ConfigError(
+                f"config {config!r}: row {row}: image does not decode: {_one_line(error)}"
+            ) from error
+
+
+def _load_local(root: Path, config: str, features: datasets.Features) -> datasets.Dataset:
+    table = _read_config_table(root, config, features)
+    _check_images(table, config, root)
+    return datasets.Dataset(
+        datasets.table.InMemoryTable(table),
+        info=datasets.DatasetInfo(features=features),
+        split=datasets.Split.TRAIN,
+    )

@@ -1,0 +1,61 @@
+"""The CLEAR dataset contract (CLEAR_SPEC §1) as data.
+
+Every reader (``load_clear``), writer (``synthetic.generate``) and consumer (training, evaluation)
+checks against these features, so the synthetic stand-in and the hub dataset cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datasets import Features, Image, List, Value
+
+from clear_ray.config import ConfigError
+
+FORGET_SPLITS = ("forget01", "forget05", "forget10")
+RETAIN_SPLITS = ("retain99", "retain95", "retain90")
+# Configs holding one image row per (person, image): the person-level splits of the benchmark.
+IMAGE_SPLITS = ("full", *FORGET_SPLITS, *RETAIN_SPLITS)
+PERTURBED_SPLITS = (*(f"{split}_perturbed" for split in FORGET_SPLITS), "retain_perturbed")
+
+_STRING = Value("string")
+
+IMAGE_CAPTION_FEATURES = Features({"image": Image(), "caption": _STRING, "name": _STRING})
+# Image rows keep question/answer empty, TOFU rows keep image None and caption empty.
+TOFU_FEATURES = Features(
+    {"image": Image(), "caption": _STRING, "question": _STRING, "answer": _STRING}
+)
+PERTURBED_FEATURES = Features(
+    {
+        "image": Image(),
+        "caption": _STRING,
+        "name": _STRING,
+        "paraphrased_caption": _STRING,
+        "perturbed_captions": List(_STRING),
+        "perturbed_names": List(_STRING),
+    }
+)
+REAL_FACES_FEATURES = Features({"image": Image(), "answer": _STRING, "options": List(_STRING)})
+REAL_WORLD_FEATURES = Features(
+    {"image": Image(), "question": _STRING, "answer": _STRING, "options": List(_STRING)}
+)
+
+CONFIG_FEATURES: dict[str, Features] = {
+    **{split: IMAGE_CAPTION_FEATURES for split in IMAGE_SPLITS},
+    **{f"{split}+tofu": TOFU_FEATURES for split in IMAGE_SPLITS},
+    **{split: PERTURBED_FEATURES for split in PERTURBED_SPLITS},
+    "real_faces": REAL_FACES_FEATURES,
+    "real_world": REAL_WORLD_FEATURES,
+}
+
+
+def forget_percent(forget_split: str) -> int:
+    """Percentage of persons a forget split holds (forget05 -> 5); validates the name."""
+    if forget_split not in FORGET_SPLITS:
+        raise ConfigError(
+            f"unknown forget split {forget_split!r}; expected one of {', '.join(FORGET_SPLITS)}"
+        )
+    return int(forget_split.removeprefix("forget"))
+
+
+def retain_split_for(forget_split: str) -> str:
+    """The retain config that is the exact complement of a forget config (forget10 -> retain90)."""
+    return f"retain{100 - forget_percent(forget_split):02d}"

@@ -1,0 +1,184 @@
+"""CLEAR/TOFU evaluation metrics as pure functions of per-item arrays (spec §5).
+
+Inputs are per-item mean token NLLs ℓ (teacher forced) or truth ratios, so every aggregate
+can be recomputed later from the stored per-item values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from rouge_score import rouge_scorer
+from scipy.spatial.distance import jensenshannon
+from scipy.special import logsumexp
+from scipy.stats import ks_2samp
+
+
+def _checked(name: str, values: ArrayLike, ndim: int, n: int | None = None) -> NDArray[np.float64]:
+    """``values`` as a float64 array after rejecting wrong ndim, emptiness, NaN or a length ≠ n."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim}-d array, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name}: empty array (shape {array.shape})")
+    if np.isnan(array).any():
+        raise ValueError(f"{name}: contains NaN")
+    if n is not None and array.shape[0] != n:
+        raise ValueError(
+            f"{name}: expected {n} items to match the first argument, got {len(array)}"
+        )
+    return array
+
+
+def _checked_ratios(name: str, values: ArrayLike, n: int | None = None) -> NDArray[np.float64]:
+    array = _checked(name, values, ndim=1, n=n)
+    if (array < 0).any():
+        raise ValueError(f"{name}: truth ratios must be non-negative")
+    return array
+
+
+def probability(nll: ArrayLike) -> float:
+    """``prob`` of caption tasks: mean_i exp(−ℓ_i).
+
+    Args:
+        nll: mean token NLL of the true target per item, shape [n].
+    """
+    return float(np.mean(np.exp(-_checked("nll", nll, ndim=1))))
+
+
+def probability_with_options(nll_true: ArrayLike, nll_options: ArrayLike) -> float:
+    """``prob`` of option tasks: mean_i e^{−ℓ_true}/(e^{−ℓ_true} + Σ_k e^{−ℓ_k}).
+
+    Computed in log space (logsumexp) so long answers with large NLLs do not underflow to 0/0.
+
+    Args:
+        nll_true: mean token NLL of the true answer per item, shape [n].
+        nll_options: mean token NLL of each distractor, shape [n, k]. The caller must have
+            removed the true answer from the options already (CLEAR's options lists may contain
+            it); it is added here exactly once.
+    """
+    true = _checked("nll_true", nll_true, ndim=1)
+    options = _checked("nll_options", nll_options, ndim=2, n=len(true))
+    all_answers = np.concatenate([true[:, None], options], axis=1)
+    log_prob = -true - logsumexp(-all_answers, axis=1)
+    return float(np.mean(np.exp(log_prob)))
+
+
+def truth_ratios(nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike) -> NDArray[np.float64]:
+    """Per-item truth ratio TR_i = exp(ℓ_para,i − mean_k ℓ_pert,i,k) (TOFU orientation).
+
+    A model that prefers the paraphrase (lower NLL) over the distractors has TR < 1. The mean
+    is per item; CLEAR's code averaged the perturbed losses over the whole split instead.
+
+    Args:
+        nll_paraphrased: mean token NLL of the paraphrased answer, shape [n].
+        nll_perturbed: mean token NLL of each perturbed answer, shape [n, k].
+
+    Returns:
+        Truth ratios, shape [n].
+    """
+    paraphrased = _checked("nll_paraphrased", nll_paraphrased, ndim=1)
+    perturbed = _checked("nll_perturbed", nll_perturbed, ndim=2, n=len(paraphrased))
+    return np.exp(paraphrased - perturbed.mean(axis=1))
+
+
+def truth_ratio_score(truth_ratios: ArrayLike, forget: bool) -> float:
+    """Aggregate TR: forget tasks mean_i min(TR_i, 1/TR_i), others mean_i max(0, 1 − TR_i).
+
+    On forget tasks the ideal is indifference (TR = 1) in either direction; elsewhere the
+    model should prefer the truth (TR → 0).
+
+    Args:
+        truth_ratios: per-item TR from :func:`truth_ratios`, shape [n].
+        forget: whether the task is a forget task.
+    """
+    ratios = _checked_ratios("truth_ratios", truth_ratios)
+    if forget:
+        with np.errstate(divide="ignore"):
+            return float(np.mean(np.minimum(ratios, 1.0 / ratios)))
+    return float(np.mean(np.maximum(0.0, 1.0 - ratios)))
+
+
+def forget_quality(tr_model: ArrayLike, tr_gold: ArrayLike) -> float:
+    """p-value of the two-sample KS test between the model's and Gold's per-item truth ratios.
+
+    High means the model's TR distribution on the forget set is indistinguishable from a model
+    never trained on it (TOFU, https://arxiv.org/abs/2401.06121). Gold against itself gives 1.
+
+    Args:
+        tr_model: per-item TR of the evaluated model on the forget-captions task, shape [n].
+        tr_gold: Gold's per-item TR on the same items, shape [n].
+    """
+    model = _checked_ratios("tr_model", tr_model)
+    gold = _checked_ratios("tr_gold", tr_gold, n=len(model))
+    return float(ks_2samp(model, gold).pvalue)
+
+
+def forget_quality_js(tr_model: ArrayLike, tr_gold: ArrayLike) -> float:
+    """1 − Jensen–Shannon distance between 1/TR of the model and of Gold (CLEAR camera-ready).
+
+    scipy normalises each vector to sum to 1 and uses the natural log. Inverting TR gives
+    CLEAR's paraphrase-over-perturbed orientation. Gold against itself gives 1.
+
+    Args:
+        tr_model: per-item TR of the evaluated model on the forget-captions task, shape [n].
+        tr_gold: Gold's per-item TR on the same items, shape [n].
+    """
+    model = _checked_ratios("tr_model", tr_model)
+    gold = _checked_ratios("tr_gold", tr_gold, n=len(model))
+    return float(1.0 - jensenshannon(1.0 / model, 1.0 / gold))
+
+
+def rouge_l_recall(predictions: list[str], references: list[str]) -> NDArray[np.float64]:
+    """Per-item ROUGE-L recall of each generation against its true target (Porter stemmer).
+
+    Args:
+        predictions: greedy generations, length n.
+        references: true targets, length n.
+
+    Returns:
+        Recall values in [0, 1], shape [n].
+    """
+    if not predictions or len(predictions) != len(references):
+        raise ValueError(
+            f"need the same non-zero number of predictions and references, got "
+            f"{len(predictions)} and {len(references)}"
+        )
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return np.array(
+        [
+            scorer.score(target=reference, prediction=prediction)["rougeL"].recall
+            for prediction, reference in zip(predictions, references, strict=True)
+        ]
+    )
+
+
+def harmonic_mean(values: Sequence[float]) -> float:
+    """Harmonic mean of non-negative scores; any zero gives 0 (one failed task sinks the split).
+
+    Args:
+        values: the scores to aggregate (prob, truth ratio, ROUGE of each task), length ≥ 1.
+    """
+    scores = _checked("values", values, ndim=1)
+    if (scores < 0).any():
+        raise ValueError("values: harmonic mean needs non-negative scores")
+    if (scores == 0).any():
+        return 0.0
+    return float(len(scores) / np.sum(1.0 / scores))
+
+
+def log_forget_quality(p_value: float) -> float:
+    """Natural log of a forget-quality p-value (the CLEAR v1 tables' "log FQ").
+
+    ``ks_2samp`` p-values underflow to exactly 0.0 for well-separated samples; they are clipped
+    to the smallest positive normal float (log ≈ −708.4) so the objective stays finite and
+    ordered for Optuna instead of becoming −inf.
+
+    Args:
+        p_value: a p-value in [0, 1].
+    """
+    if not 0.0 <= p_value <= 1.0:  # also rejects NaN
+        raise ValueError(f"p_value must lie in [0, 1], got {p_value}")
+    return float(np.log(max(p_value, np.finfo(np.float64).tiny)))

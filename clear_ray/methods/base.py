@@ -1,0 +1,124 @@
+"""What every unlearning method consumes: answer-token statistics, not models.
+
+The trainer runs the forward passes a :class:`Method` declares (its ``views``, and the
+``reference_views`` again with LoRA adapters disabled), reduces them with
+:func:`sequence_scores`, and hands the result to the method's pure ``loss`` function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clear_ray.config import MethodConfig
+
+IGNORE_INDEX = -100  # label value of image, prompt and padding positions (HF convention)
+
+
+@dataclass(frozen=True)
+class SequenceScores:
+    """Per-example answer-token statistics of one batch view under one model.
+
+    Attributes:
+        logprob_sum: summed log π(y|x) over the answer tokens of each example, shape [B].
+        token_count: number of answer tokens of each example, shape [B].
+    """
+
+    logprob_sum: Tensor
+    token_count: Tensor
+
+    @property
+    def mean_nll(self) -> Tensor:
+        """Mean answer-token negative log-likelihood per example, shape [B]."""
+        return -self.logprob_sum / self.token_count
+
+
+def sequence_scores(logits: Tensor, labels: Tensor) -> SequenceScores:
+    """Score the answer tokens of a batch under teacher forcing.
+
+    Logits at position t predict the label at t + 1, so both are shifted by one. Positions
+    labelled ``-100`` never count: CLEAR's code summed over image, prompt and padding
+    positions, which makes "forgetting" partly about the prompt. Log-probabilities are taken
+    in float32 so bf16 logits do not lose the small differences DPO/NPO ratios depend on.
+
+    Args:
+        logits: model outputs, shape [B, T, V].
+        labels: target token ids, ``-100`` outside the answer span, shape [B, T].
+
+    Returns:
+        Differentiable :class:`SequenceScores` with tensors of shape [B].
+
+    Raises:
+        ValueError: if shapes disagree or an example has no answer token (its mean NLL would
+            be 0/0; usually a truncated answer span).
+    """
+    if logits.ndim != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(
+            f"expected logits [B, T, V] and labels [B, T], got {tuple(logits.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
+    targets = labels[:, 1:]
+    answer = targets != IGNORE_INDEX
+    log_probs = F.log_softmax(logits[:, :-1], dim=-1, dtype=torch.float32)
+    token_logps = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    token_count = answer.sum(dim=-1)
+    if bool((token_count == 0).any()):
+        raise ValueError("an example has no answer tokens (all labels are -100 after the shift)")
+    return SequenceScores(logprob_sum=(token_logps * answer).sum(dim=-1), token_count=token_count)
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """Everything a method's loss may look at for one step.
+
+    Attributes:
+        policy: view name ("forget", "retain", "idk") -> scores under the model being trained.
+        reference: view name -> scores under θ₀ (the same model with LoRA adapters disabled,
+            computed without grad). "idk" holds the forget prompts with an "I don't know" target.
+    """
+
+    policy: Mapping[str, SequenceScores]
+    reference: Mapping[str, SequenceScores]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered unlearning method: which views it needs and how it turns them into a loss.
+
+    Attributes:
+        name: registry key, also the ``method.name`` config value.
+        views: batch views the trainer scores under the policy.
+        reference_views: views the trainer also scores under θ₀ (a subset of ``views``).
+        loss: pure function returning the scalar loss and floats to log (``loss/...``).
+        paper: where the method comes from (arXiv link).
+    """
+
+    name: str
+    views: tuple[str, ...]
+    reference_views: tuple[str, ...]
+    loss: Callable[[LossInputs, MethodConfig], tuple[Tensor, dict[str, float]]]
+    paper: str
+
+    def __post_init__(self) -> None:
+        missing = set(self.reference_views) - set(self.views)
+        if missing:
+            raise ValueError(
+                f"method {self.name!r}: reference views {sorted(missing)} not in views"
+            )
+
+
+def cross_entropy(scores: SequenceScores) -> Tensor:
+    """CE = batch mean of each example's mean answer-token NLL (a scalar).
+
+    Per-example weighting (rather than one mean over all tokens of the batch) gives every
+    forget or retain item the same weight whatever its answer length, so a long caption does
+    not drown a short name, and it matches the per-item ℓ the evaluation reports.
+
+    Args:
+        scores: answer-token statistics of one view, tensors of shape [B].
+    """
+    return scores.mean_nll.mean()

@@ -1,0 +1,120 @@
+"""Search spaces: ``search_spaces/<method>.yaml`` maps dotted config paths to distributions.
+
+Example::
+
+    train.lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}
+    method.beta: {distribution: loguniform, low: 0.01, high: 1.0}
+    regularizer.l1_targets: {distribution: categorical, choices: [ab, b]}
+
+Every path must exist in :class:`clear_ray.config.Config`; a malformed file fails here, with
+one line, before Ray or any model starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from clear_ray.config import Config, ConfigError, field_paths
+
+SEARCH_SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+def _float(spec: dict, key: str, where: str) -> float:
+    if key not in spec:
+        raise ConfigError(f"{where}: missing {key!r}")
+    try:
+        return float(spec[key])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {key} must be a number, got {spec[key]!r}") from None
+
+
+def _range(spec: dict, where: str, log: bool) -> tuple[float, float]:
+    low, high = _float(spec, "low", where), _float(spec, "high", where)
+    if not low < high:
+        raise ConfigError(f"{where}: low must be below high, got {low} and {high}")
+    if log and low <= 0:
+        raise ConfigError(f"{where}: a log distribution needs low > 0, got {low}")
+    return low, high
+
+
+def _distribution(spec: Any, where: str) -> BaseDistribution:
+    if not isinstance(spec, dict) or "distribution" not in spec:
+        raise ConfigError(f"{where}: expected a mapping with a 'distribution' key")
+    kind = spec["distribution"]
+    if kind in ("uniform", "loguniform"):
+        low, high = _range(spec, where, log=kind == "loguniform")
+        return FloatDistribution(low, high, log=kind == "loguniform")
+    if kind == "int":
+        low, high = _range(spec, where, log=False)
+        return IntDistribution(int(low), int(high))
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}: categorical needs a non-empty 'choices' list")
+        return CategoricalDistribution(choices)
+    raise ConfigError(
+        f"{where}: unknown distribution {kind!r}; use uniform, loguniform, int or categorical"
+    )
+
+
+def parse_space(raw: Any, origin: str) -> dict[str, BaseDistribution]:
+    """Validate a loaded YAML mapping and turn it into Optuna distributions."""
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{origin}: expected a non-empty mapping of config paths")
+    known = set(field_paths())
+    space = {}
+    for path, spec in raw.items():
+        if path not in known:
+            raise ConfigError(f"{origin}: unknown config path {path!r}")
+        space[path] = _distribution(spec, f"{origin}: {path}")
+        _check_types(path, space[path], origin)
+    return space
+
+
+def _check_types(path: str, distribution: BaseDistribution, origin: str) -> None:
+    """Every value the distribution can produce must be accepted by the config field."""
+    samples = (
+        distribution.choices
+        if isinstance(distribution, CategoricalDistribution)
+        else (distribution.low, distribution.high)
+    )
+    for value in samples:
+        try:
+            Config().replace({path: value})
+        except ConfigError as error:
+            raise ConfigError(f"{origin}: {error}") from None
+
+
+def load_space(method: str, directory: Path = SEARCH_SPACE_DIR) -> dict[str, BaseDistribution]:
+    path = directory / f"{method}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise ConfigError(f"no search space {path}; available: {', '.join(available)}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        line = getattr(getattr(error, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return parse_space(raw, str(path))
+
+
+def describe(space: dict[str, BaseDistribution]) -> dict[str, str]:
+    """Human-readable form for MLflow params and the printed summary."""
+    out = {}
+    for path, dist in space.items():
+        if isinstance(dist, CategoricalDistribution):
+            out[path] = f"categorical{list(dist.choices)}"
+        else:
+            kind = "loguniform" if getattr(dist, "log", False) else type(dist).__name__
+            out[path] = f"{kind}[{dist.low}, {dist.high}]"
+    return out
