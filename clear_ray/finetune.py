@@ -93,7 +93,11 @@ def train_supervised(
     rng = np.random.default_rng(recipe.seed)
     epoch_losses = []
     model.train()
-    with tqdm(total=total, desc=description, unit="step", file=sys.stderr) as bar:
+    # Redraw at most every few seconds when stderr is a log file, not a terminal.
+    interval = 0.1 if sys.stderr.isatty() else 5.0
+    with tqdm(
+        total=total, desc=description, unit="step", file=sys.stderr, mininterval=interval
+    ) as bar:
         for epoch in range(recipe.epochs):
             order = rng.permutation(len(encoded))
             losses = []

@@ -109,6 +109,7 @@ def run_search(cfg: Config, space: dict, space_origin: str) -> int:
     from ray.tune.search import ConcurrencyLimiter
 
     from clear_ray.search.constrained import ConstrainedOptunaSearch
+    from clear_ray.search.progress import ProgressPrinter
     from clear_ray.search.trainable import DRIVER_CPUS, make_trainable
 
     output = Path(cfg.output_dir).resolve()
@@ -159,10 +160,12 @@ def run_search(cfg: Config, space: dict, space_origin: str) -> int:
         mode="max",
         sampler=TPESampler(seed=cfg.search.seed, n_startup_trials=cfg.search.startup_trials),
     )
+    # The dashboard stays on: its State API cleans up placement groups of stopped trials
+    # (without it the next trial can hang, shared/STACK_NOTES.md). Worker output stays in
+    # Ray's session logs; a failed trial prints where its traceback is.
     ray.init(
         ignore_reinit_error=True,
-        log_to_driver=True,
-        include_dashboard=False,
+        log_to_driver=False,
         runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
     )
     tuner = tune.Tuner(
@@ -176,8 +179,11 @@ def run_search(cfg: Config, space: dict, space_origin: str) -> int:
         run_config=tune.RunConfig(
             name=run_name,
             storage_path=str(output / "ray_results"),
-            callbacks=[TrialLogger(tracker, cfg.to_flat(), adapters_dir)],
-            verbose=1,
+            callbacks=[
+                TrialLogger(tracker, cfg.to_flat(), adapters_dir),
+                ProgressPrinter(cfg.search.objective, cfg.search.num_samples),
+            ],
+            verbose=0,
         ),
     )
     results = tuner.fit()

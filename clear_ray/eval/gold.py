@@ -17,7 +17,7 @@ from clear_ray.cache import cache_key
 from clear_ray.config import EvalConfig
 from clear_ray.data.clear import data_fingerprint
 from clear_ray.data.collate import Collator
-from clear_ray.eval.suite import FORGET_QUALITY_TASK, evaluate
+from clear_ray.eval.suite import FORGET_QUALITY_TASK, aggregate, evaluate
 from clear_ray.eval.tasks import TASKS
 from clear_ray.models.loading import load_checkpoint
 
@@ -49,11 +49,14 @@ def reference_evaluation(
     if path.is_file():
         return ReferenceEvaluation(**json.loads(path.read_text()))
     model, processor = load_checkpoint(model_dir)
-    gold = None if gold_truth_ratios is None else np.asarray(gold_truth_ratios)
-    result = evaluate(model, Collator(processor), source, forget_split, config, gold)
+    result = evaluate(model, Collator(processor), source, forget_split, config)
+    own = result.tasks[FORGET_QUALITY_TASK].truth_ratios
+    # Without a given reference the model is its own (Gold vs itself: FQ 1, log FQ 0, JS 1).
+    reference = own if gold_truth_ratios is None else np.asarray(gold_truth_ratios)
+    result.metrics = aggregate(result.tasks, reference)
     evaluation = ReferenceEvaluation(
         metrics=result.metrics,
-        forget_truth_ratios=result.tasks[FORGET_QUALITY_TASK].truth_ratios.tolist(),
+        forget_truth_ratios=own.tolist(),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(evaluation), indent=2))

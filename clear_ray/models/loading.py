@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
+from transformers.utils import logging
+
+logging.disable_progress_bar()  # per-shard bars drown the search's own progress lines
 
 
 def load_checkpoint(path: str | Path) -> tuple[PreTrainedModel, ProcessorMixin]:
