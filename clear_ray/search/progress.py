@@ -38,7 +38,8 @@ class ProgressPrinter(Callback):
         self._print(
             trial.trial_id,
             f"done ({self.finished}/{self.num_samples}): "
-            f"best epoch {int(last.get('best_epoch', -1))}, {self.objective}={last.get('best_objective', float('nan')):.4g}, "
+            f"best epoch {int(last.get('best_epoch', -1))}, "
+            f"{self.objective}={last.get('best_objective', float('nan')):.4g}, "
             f"{'feasible' if last.get('feasible') else 'infeasible'}",
         )
 
