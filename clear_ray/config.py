@@ -19,11 +19,23 @@ class ConfigError(ValueError):
     """A user-facing configuration mistake; CLIs print it as one line and exit 2."""
 
 
+FORGET_SPLITS = ("forget01", "forget05", "forget10")
+MODALITIES = ("text", "visual", "both")  # what is forgotten: TOFU QA rows, image rows, or both
+
+# Fields with a closed set of values, checked whenever a config is built or overridden.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.forget_split": FORGET_SPLITS,
+    "data.modality": MODALITIES,
+    "regularizer.l1_targets": ("ab", "b"),
+    "train.precision": ("fp32", "bf16"),
+}
+
+
 @dataclass
 class DataConfig:
     source: str = ""  # hub id (therem/CLEAR) or a local hub-layout dir; "" = synthetic
     forget_split: str = "forget10"  # forget01 | forget05 | forget10
-    modality: str = "both"  # what is forgotten: text (QA rows) | visual (image rows) | both
+    modality: str = "both"  # one of MODALITIES
     synthetic_persons: int = 20
     synthetic_seed: int = 0
 
@@ -59,7 +71,7 @@ class TrainConfig:
     """Unlearning recipe. Defaults suit the tiny CPU preset; the paper used lr 1e-5 on 7B."""
 
     lr: float = 1e-3
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 4  # per worker, forget items per step (each paired with a retain item)
     grad_accum: int = 1
     warmup_epochs: float = 0.0
@@ -89,7 +101,7 @@ class EvalConfig:
 
 @dataclass
 class SearchConfig:
-    num_samples: int = 4
+    num_samples: int = 8
     max_concurrent: int = 1
     min_retain: float = 0.9  # feasible iff retain_metric >= min_retain * Original's retain_metric
     objective: str = "log_forget_quality"
@@ -97,7 +109,7 @@ class SearchConfig:
     cpus_per_worker: float = 1.0
     gpus_per_trial: float = 0.0
     seed: int = 0
-    startup_trials: int = 10  # random trials before TPE starts modelling (Optuna's default)
+    startup_trials: int = 4  # random trials before TPE models the space (Optuna default: 10)
 
 
 @dataclass
@@ -129,7 +141,10 @@ class Config:
         new = copy.deepcopy(self)
         for path, value in overrides.items():
             parent, name = _resolve(new, path)
-            setattr(parent, name, _coerce(value, _field_type(parent, name), path))
+            value = _coerce(value, _field_type(parent, name), path)
+            if path in CHOICES and value not in CHOICES[path]:
+                raise ConfigError(f"{path}: {value!r} is not one of {', '.join(CHOICES[path])}")
+            setattr(parent, name, value)
         return new
 
     @classmethod

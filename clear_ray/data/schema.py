@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from datasets import Features, Image, List, Value
 
-from clear_ray.config import ConfigError
+from clear_ray.config import FORGET_SPLITS, ConfigError
 
-FORGET_SPLITS = ("forget01", "forget05", "forget10")
 RETAIN_SPLITS = ("retain99", "retain95", "retain90")
 # Configs holding one image row per (person, image): the person-level splits of the benchmark.
 IMAGE_SPLITS = ("full", *FORGET_SPLITS, *RETAIN_SPLITS)

@@ -15,8 +15,6 @@ import numpy as np
 from clear_ray.data.collate import Example
 from clear_ray.data.prompts import idk_response
 
-MODALITIES = ("text", "visual", "both")
-
 
 @dataclass(frozen=True)
 class UnlearningData:

@@ -1,0 +1,26 @@
+"""Shared fixtures: one synthetic dataset and one Original/Gold pair per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clear_ray.config import Config
+from clear_ray.data.source import resolve_source
+
+
+@pytest.fixture(scope="session")
+def session_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An output dir whose data and model cache the slow tests share (finetuning is the cost)."""
+    return tmp_path_factory.mktemp("clear_ray_session")
+
+
+@pytest.fixture(scope="session")
+def session_config(session_output: Path) -> Config:
+    return Config().replace({"output_dir": str(session_output)})
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(session_config: Config) -> str:
+    return resolve_source(session_config)

@@ -1,0 +1,112 @@
+"""Specification of the typed config: dotted paths, coercion, one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from clear_ray.config import Config, ConfigError, field_paths
+
+
+def test_to_flat_then_from_flat_round_trips_the_defaults() -> None:
+    config = Config()
+    assert Config.from_flat(config.to_flat()) == config
+
+
+def test_to_flat_then_from_flat_round_trips_changed_values() -> None:
+    config = Config().replace({"train.lr": 5e-4, "method.name": "gd", "eval.generate": False})
+    restored = Config.from_flat(config.to_flat())
+    assert restored == config
+    assert restored.to_flat() == config.to_flat()
+
+
+def test_to_flat_addresses_leaves_by_dotted_path() -> None:
+    flat = Config().to_flat()
+    assert flat["train.lr"] == Config().train.lr
+    assert flat["output_dir"] == Config().output_dir
+    assert not any(dataclasses.is_dataclass(value) for value in flat.values())
+
+
+def test_field_paths_include_the_searched_hyperparameters() -> None:
+    paths = field_paths()
+    assert {"train.lr", "method.beta", "regularizer.l1"} <= set(paths)
+
+
+def test_field_paths_are_leaves_not_sections() -> None:
+    assert "train" not in field_paths()
+    assert "method" not in field_paths()
+
+
+def test_replace_coerces_scientific_notation_string_to_float() -> None:
+    lr = Config().replace({"train.lr": "1e-4"}).train.lr
+    assert isinstance(lr, float)
+    assert lr == 1e-4
+
+
+def test_replace_coerces_integer_string_to_int() -> None:
+    epochs = Config().replace({"train.epochs": "3"}).train.epochs
+    assert isinstance(epochs, int)
+    assert epochs == 3
+
+
+def test_replace_accepts_an_integral_float_for_an_int_field() -> None:
+    epochs = Config().replace({"train.epochs": 4.0}).train.epochs
+    assert isinstance(epochs, int)
+    assert epochs == 4
+
+
+def test_replace_coerces_int_to_float_for_a_float_field() -> None:
+    l1 = Config().replace({"regularizer.l1": 1}).regularizer.l1
+    assert isinstance(l1, float)
+    assert l1 == 1.0
+
+
+@pytest.mark.parametrize(("text", "expected"), [("true", True), ("false", False), ("True", True)])
+def test_replace_coerces_boolean_strings(text: str, expected: bool) -> None:
+    assert Config().replace({"eval.generate": text}).eval.generate is expected
+
+
+def test_replace_rejects_a_non_boolean_string_for_a_bool_field() -> None:
+    with pytest.raises(ConfigError, match=r"eval\.generate"):
+        Config().replace({"eval.generate": "maybe"})
+
+
+@pytest.mark.parametrize("value", [2.5, "2.5"])
+def test_replace_rejects_non_integral_value_for_int_field(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
+        Config().replace({"train.epochs": value})
+
+
+def test_replace_rejects_a_non_numeric_string_for_a_float_field() -> None:
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        Config().replace({"train.lr": "fast"})
+
+
+@pytest.mark.parametrize("path", ["train.learning_rate", "nosuch.lr", "train.lr.extra", "lr"])
+def test_replace_rejects_unknown_path_naming_it(path: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{path}'"):
+        Config().replace({path: 1})
+
+
+@pytest.mark.parametrize("path", ["train", "method"])
+def test_replace_rejects_a_section_path_naming_it(path: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{path}'"):
+        Config().replace({path: 1})
+
+
+def test_from_flat_rejects_unknown_path() -> None:
+    with pytest.raises(ConfigError, match=r"method\.temperature"):
+        Config.from_flat({"method.temperature": 0.5})
+
+
+def test_replace_does_not_mutate_the_original() -> None:
+    original = Config()
+    changed = original.replace({"train.lr": "1e-4", "method.beta": 0.5})
+    assert original == Config()
+    assert changed.train is not original.train
+    assert (changed.train.lr, changed.method.beta) == (1e-4, 0.5)
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)

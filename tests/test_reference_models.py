@@ -1,0 +1,64 @@
+"""Original knows the forget persons, Gold does not, and both are cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clear_ray.config import Config
+from clear_ray.eval.gold import reference_evaluation
+from clear_ray.finetune import ReferenceModels, reference_models
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def models(session_config: Config, synthetic_source: str, session_output: Path) -> ReferenceModels:
+    return reference_models(session_config, synthetic_source, session_output / "cache")
+
+
+def test_original_knows_forget_persons_and_gold_does_not(
+    models: ReferenceModels, session_config: Config, synthetic_source: str
+) -> None:
+    split, eval_config = session_config.data.forget_split, session_config.eval
+    gold = reference_evaluation(models.gold, synthetic_source, split, eval_config)
+    original = reference_evaluation(
+        models.original, synthetic_source, split, eval_config, gold.forget_truth_ratios
+    )
+    assert original.metrics["forget_captions/prob"] > 0.5
+    assert gold.metrics["forget_captions/prob"] < 0.2
+    assert original.metrics["forget_metric"] > 2 * gold.metrics["forget_metric"]
+    assert original.metrics["log_forget_quality"] < -5  # KS test separates them clearly
+    # both know the retain persons
+    assert original.metrics["retain_captions/prob"] > 0.5
+    assert gold.metrics["retain_captions/prob"] > 0.5
+
+
+def test_gold_against_itself_has_perfect_forget_quality(
+    models: ReferenceModels, session_config: Config, synthetic_source: str
+) -> None:
+    gold = reference_evaluation(
+        models.gold, synthetic_source, session_config.data.forget_split, session_config.eval
+    )
+    assert gold.metrics["forget_quality"] == pytest.approx(1.0)
+    assert gold.metrics["log_forget_quality"] == pytest.approx(0.0)
+    assert gold.metrics["forget_quality_js"] == pytest.approx(1.0)
+
+
+def test_second_request_reuses_the_cached_models(
+    models: ReferenceModels, session_config: Config, synthetic_source: str, session_output: Path
+) -> None:
+    before = {path: path.stat().st_mtime_ns for path in models.original.iterdir()}
+    again = reference_models(session_config, synthetic_source, session_output / "cache")
+    assert again == models
+    assert {path: path.stat().st_mtime_ns for path in again.original.iterdir()} == before
+
+
+def test_a_different_recipe_gets_a_different_cache_key(
+    models: ReferenceModels, session_config: Config, synthetic_source: str, tmp_path: Path
+) -> None:
+    changed = session_config.replace({"finetune.epochs": 1})
+    other = reference_models(changed, synthetic_source, tmp_path / "cache")
+    assert other.original.name != models.original.name
+    assert other.gold.name != models.gold.name

@@ -1,0 +1,72 @@
+"""The per-worker loop alone (outside Ray/Tune): DeepSpeed steps, evaluation, adapter reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+from clear_ray.config import Config
+from clear_ray.eval.gold import reference_evaluation
+from clear_ray.finetune import reference_models
+from clear_ray.train.loop import TrialInputs, unlearn
+from clear_ray.train.selection import Thresholds
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def one_rank_group():
+    """DeepSpeed needs a process group; Ray creates it in workers, here we make a 1-rank one."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+    )
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def trial_inputs(
+    session_config: Config, synthetic_source: str, session_output: Path
+) -> TrialInputs:
+    models = reference_models(session_config, synthetic_source, session_output / "cache")
+    split, eval_config = session_config.data.forget_split, session_config.eval
+    gold = reference_evaluation(models.gold, synthetic_source, split, eval_config)
+    return TrialInputs(
+        synthetic_source,
+        str(models.original),
+        gold.forget_truth_ratios,
+        Thresholds("log_forget_quality", 0.0),
+    )
+
+
+def test_gradient_ascent_reports_every_epoch_with_an_adapter_and_forgets(
+    one_rank_group, trial_inputs: TrialInputs, session_config: Config
+) -> None:
+    cfg = session_config.replace({"method.name": "ga", "train.epochs": 2, "train.lr": 3e-3})
+    reports = []
+
+    def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
+        files = sorted(p.name for p in checkpoint.iterdir()) if checkpoint else []
+        saved = json.loads((checkpoint / "epoch_metrics.json").read_text()) if checkpoint else {}
+        reports.append((metrics, files, saved))
+
+    unlearn(cfg, trial_inputs, rank=0, world_size=1, report=report)
+
+    assert [metrics["epoch"] for metrics, _, _ in reports] == [1.0, 2.0]
+    for metrics, files, saved in reports:
+        assert "adapter_model.safetensors" in files and "adapter_config.json" in files
+        assert saved["epoch"] == metrics["epoch"]
+    # gradient ascent drives the forget loss up and the model's grip on forget captions down
+    first, last = reports[0][0], reports[-1][0]
+    assert last["loss/forget_nll"] > first["loss/forget_nll"]
+    assert last["forget_captions/prob"] < first["forget_captions/prob"]
+    assert {"forget_metric", "retain_metric", "forget_quality", "log_forget_quality"} <= set(last)
