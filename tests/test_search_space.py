@@ -131,21 +131,11 @@ def test_categorical_choice_the_field_cannot_take_is_a_one_line_error() -> None:
     assert "'x'" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: only the bounds are checked, so a float distribution on an int field "
-    "passes and every trial then fails on a non-integral sample (see report)",
-)
 def test_float_distribution_on_an_int_field_is_rejected() -> None:
     message = parse_error({"train.epochs": {"distribution": "uniform", "low": 1, "high": 5}})
     assert "train.epochs" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: int bounds are truncated with int(), so 1.5 silently becomes 1 "
-    "(see report)",
-)
 def test_int_distribution_with_non_integral_bound_is_rejected() -> None:
     message = parse_error({"train.epochs": {"distribution": "int", "low": 1.5, "high": 4}})
     assert "train.epochs" in message

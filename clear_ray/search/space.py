@@ -55,6 +55,8 @@ def _distribution(spec: Any, where: str) -> BaseDistribution:
         return FloatDistribution(low, high, log=kind == "loguniform")
     if kind == "int":
         low, high = _range(spec, where, log=False)
+        if not (low.is_integer() and high.is_integer()):
+            raise ConfigError(f"{where}: int bounds must be whole numbers, got {low} and {high}")
         return IntDistribution(int(low), int(high))
     if kind == "categorical":
         choices = spec.get("choices")
@@ -82,6 +84,8 @@ def parse_space(raw: Any, origin: str) -> dict[str, BaseDistribution]:
 
 def _check_types(path: str, distribution: BaseDistribution, origin: str) -> None:
     """Every value the distribution can produce must be accepted by the config field."""
+    if isinstance(distribution, FloatDistribution) and type(Config().to_flat()[path]) is int:
+        raise ConfigError(f"{origin}: {path} is an integer field; use distribution: int")
     samples = (
         distribution.choices
         if isinstance(distribution, CategoricalDistribution)
