@@ -58,6 +58,10 @@ class MethodConfig:
     beta: float = 0.1  # DPO/NPO inverse temperature
     alpha: float = 1.0  # weight of the retain term
     gamma: float = 1.0  # weight of the forget term
+    delta: float = 0.0  # SimNPO margin on the mean forget NLL (the paper's γ/β)
+    steering_coeff: float = 6.5  # RMU: c, the norm of the random target for forget activations
+    layer_fraction: float = 0.25  # RMU: steered decoder layer as a fraction of the depth
+    max_steps_ratio: float = 0.5  # SCRUB: fraction of steps that also take a max-step
 
 
 @dataclass
@@ -97,6 +101,11 @@ class EvalConfig:
     batch_size: int = 32
     max_new_tokens: int = 40
     generate: bool = True  # greedy generation for ROUGE; off = ROUGE excluded from aggregates
+    tasks: str = "all"  # comma-separated task names (clear_ray.eval.tasks.TASKS) or "all"
+    # Proxy evaluation: a fixed seeded subset of each task's rows, scoring only (no generation,
+    # so no ROUGE in aggregates); metric eval/proxy = 1.0 marks it. 0 = full evaluation.
+    proxy_items: int = 0
+    proxy_seed: int = 0
 
 
 @dataclass

@@ -106,6 +106,8 @@ def run_search(cfg: Config, space: dict, space_origin: str) -> int:
     from clear_ray.data.clear import data_fingerprint
     from clear_ray.data.source import resolve_source
     from clear_ray.eval.gold import reference_evaluation
+    from clear_ray.eval.suite import FORGET_QUALITY_TASK
+    from clear_ray.eval.tasks import resolve_task_names
     from clear_ray.finetune import reference_models
     from clear_ray.search.constrained import ConstrainedOptunaSearch
     from clear_ray.search.progress import ProgressPrinter
@@ -118,6 +120,8 @@ def run_search(cfg: Config, space: dict, space_origin: str) -> int:
     cfg = cfg.replace({"output_dir": str(output)})
     started = time.time()
 
+    if FORGET_QUALITY_TASK not in resolve_task_names(cfg.eval.tasks):
+        raise ConfigError(f"eval.tasks must include {FORGET_QUALITY_TASK} (the search objective)")
     source = resolve_source(cfg)
     log(f"data: {source}")
     models = reference_models(cfg, source, output / "cache")

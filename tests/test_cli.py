@@ -22,6 +22,8 @@ def run_tune(*args: str) -> subprocess.CompletedProcess:
         (["--num-samples", "two"], "search.num_samples: expected int"),
         (["--forget-split", "forget50"], "data.forget_split: 'forget50' is not one of"),
         (["--data", "/nonexistent/dir/x/y"], "neither a directory nor a hub id"),
+        (["--set", "eval.tasks=nope"], "eval.tasks: unknown task 'nope'"),
+        (["--set", "eval.tasks=retain_captions"], "eval.tasks must include forget_captions"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

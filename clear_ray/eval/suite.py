@@ -1,22 +1,35 @@
-"""Run CLEAR evaluation tasks on a model and aggregate them into the metrics a search uses."""
+"""Run CLEAR evaluation tasks on a model and aggregate them into the metrics a search uses.
+
+Two kinds of evaluation, told apart by the metric ``eval/proxy`` (1.0 proxy, 0.0 full):
+
+- full (``eval.proxy_items = 0``): every row of every task, plus greedy generation for ROUGE
+  when ``eval.generate`` is on (CLEAR_SPEC §4).
+- proxy (``eval.proxy_items = N``): the same seeded N rows of each task every time
+  (:func:`clear_ray.eval.tasks.proxy_subset`), teacher-forced scoring only. No generation, so
+  ROUGE is missing from every aggregate and proxy numbers are not comparable to full ones; Gold's
+  reference truth ratios must come from a proxy evaluation with the same eval config (the Gold
+  cache key includes it).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import datasets
 import numpy as np
 from torch import nn
 
-from clear_ray.config import EvalConfig
+from clear_ray.config import ConfigError, EvalConfig
 from clear_ray.data.clear import load_clear
 from clear_ray.data.collate import Collator, Example
 from clear_ray.eval import metrics
 from clear_ray.eval.generation import generate_greedy
 from clear_ray.eval.scoring import score_items
-from clear_ray.eval.tasks import TASKS, Task
+from clear_ray.eval.tasks import CAPTIONS, TASKS, Layout, Task, proxy_subset, resolve_task_names
 
 FORGET_QUALITY_TASK = "forget_captions"
+PROXY_METRIC = "eval/proxy"
 
 
 @dataclass
@@ -24,22 +37,76 @@ class TaskResult:
     """Per-item values of one task; aggregates are recomputed from these, never stored alone."""
 
     nll_true: np.ndarray  # [n]
-    nll_paraphrased: np.ndarray  # [n]
-    nll_perturbed: np.ndarray  # [n, k]
-    rouge_recall: np.ndarray | None  # [n], None when generation is off
+    nll_paraphrased: np.ndarray | None  # [n]; None for layouts without a truth ratio
+    nll_perturbed: Sequence[np.ndarray]  # per item [k_i]: distractor counts may differ per item
+    rouge_recall: np.ndarray | None  # [n], None when generation is off (or a proxy evaluation)
+    layout: Layout = CAPTIONS
+    item_index: np.ndarray | None = None  # [n] row index in the task's CLEAR config
+    proxy: bool = False
+
+    def __post_init__(self) -> None:
+        self.nll_true = np.asarray(self.nll_true, dtype=np.float64)
+        if self.nll_paraphrased is not None:
+            self.nll_paraphrased = np.asarray(self.nll_paraphrased, dtype=np.float64)
+        self.nll_perturbed = [np.asarray(row, dtype=np.float64) for row in self.nll_perturbed]
+        if self.item_index is None:
+            self.item_index = np.arange(len(self.nll_true))
+        if len(self.nll_perturbed) != len(self.nll_true):
+            raise ValueError(
+                f"{len(self.nll_perturbed)} distractor rows for {len(self.nll_true)} items"
+            )
+
+    def _by_width(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(item positions, their distractor NLLs [m, k]) for each distractor count k."""
+        widths = np.array([len(row) for row in self.nll_perturbed])
+        for width in np.unique(widths):
+            rows = np.flatnonzero(widths == width)
+            yield rows, np.stack([self.nll_perturbed[i] for i in rows]).reshape(len(rows), width)
 
     @property
-    def truth_ratios(self) -> np.ndarray:
-        return metrics.truth_ratios(self.nll_paraphrased, self.nll_perturbed)
+    def truth_ratios(self) -> np.ndarray | None:
+        """Per-item TR (each item averages its own distractors); None without a paraphrase."""
+        if not self.layout.truth_ratio or self.nll_paraphrased is None:
+            return None
+        ratios = np.empty(len(self.nll_true))
+        for rows, perturbed in self._by_width():
+            ratios[rows] = metrics.truth_ratios(self.nll_paraphrased[rows], perturbed)
+        return ratios
+
+    @property
+    def probability(self) -> float:
+        if not self.layout.prob_over_options:
+            return metrics.probability(self.nll_true)
+        # Items with different option counts are scored in groups, weighted by group size.
+        total = sum(
+            len(rows) * metrics.probability_with_options(self.nll_true[rows], perturbed)
+            for rows, perturbed in self._by_width()
+        )
+        return float(total / len(self.nll_true))
 
     def scores(self, forget: bool) -> dict[str, float]:
-        values = {
-            "prob": metrics.probability(self.nll_true),
-            "truth_ratio": metrics.truth_ratio_score(self.truth_ratios, forget=forget),
-        }
+        values = {"prob": self.probability}
+        ratios = self.truth_ratios
+        if ratios is not None:
+            values["truth_ratio"] = metrics.truth_ratio_score(ratios, forget=forget)
         if self.rouge_recall is not None:
             values["rougeL_recall"] = float(np.mean(self.rouge_recall))
         return values
+
+    def columns(self) -> dict[str, list]:
+        """Per-item values as columns (None where a task has no such value), e.g. for parquet."""
+        n = len(self.nll_true)
+        ratios = self.truth_ratios
+        return {
+            "item_index": [int(i) for i in self.item_index],
+            "nll_true": self.nll_true.tolist(),
+            "nll_paraphrased": (
+                [None] * n if self.nll_paraphrased is None else self.nll_paraphrased.tolist()
+            ),
+            "nll_perturbed": [row.tolist() for row in self.nll_perturbed],
+            "truth_ratio": [None] * n if ratios is None else ratios.tolist(),
+            "rouge": [None] * n if self.rouge_recall is None else self.rouge_recall.tolist(),
+        }
 
 
 @dataclass
@@ -47,29 +114,54 @@ class EvalResult:
     tasks: dict[str, TaskResult]
     metrics: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def eval_kind(self) -> str:
+        return "proxy" if self.metrics.get(PROXY_METRIC) == 1.0 else "full"
+
 
 def run_task(
-    task: Task, model: nn.Module, collator: Collator, rows: Sequence[dict], config: EvalConfig
+    task: Task, model: nn.Module, collator: Collator, rows: datasets.Dataset, config: EvalConfig
 ) -> TaskResult:
-    items = task.items(rows)
-    k = min(len(item.targets) for item in items) - 2  # ragged distractor lists: keep the common k
-    nll = np.stack(
-        [scores[: k + 2] for scores in score_items(model, collator, items, config.batch_size)]
-    )
+    """Score (and, in a full evaluation, generate for) the task's rows of its CLEAR config."""
+    eligible = task.eligible_rows(rows)
+    if len(eligible) == 0:
+        raise ConfigError(f"task {task.name}: its CLEAR config has no rows to evaluate")
+    proxy = config.proxy_items > 0
+    chosen = eligible[proxy_subset(len(eligible), config.proxy_items, config.proxy_seed)]
+    selected = list(rows.select(chosen))
+    items = task.items(selected)
+    nll_true, nll_paraphrased, nll_perturbed = [], [], []
+    for nll in score_items(model, collator, items, config.batch_size):
+        true, paraphrased, perturbed = task.layout.split(nll)
+        nll_true.append(true)
+        nll_paraphrased.append(paraphrased)
+        nll_perturbed.append(perturbed)
     rouge = None
-    if config.generate:
+    if config.generate and not proxy:
         prompts = [Example(item.question, "", item.image) for item in items]
         predictions = generate_greedy(
             model, collator, prompts, config.max_new_tokens, config.batch_size
         )
-        rouge = metrics.rouge_l_recall(predictions, [task.reference(row) for row in rows])
-    return TaskResult(nll[:, 0], nll[:, 1], nll[:, 2:], rouge)
+        rouge = metrics.rouge_l_recall(predictions, [task.reference(row) for row in selected])
+    return TaskResult(
+        nll_true=np.array(nll_true),
+        nll_paraphrased=np.array(nll_paraphrased) if task.layout.truth_ratio else None,
+        nll_perturbed=nll_perturbed,
+        rouge_recall=rouge,
+        layout=task.layout,
+        item_index=np.asarray(chosen),
+        proxy=proxy,
+    )
 
 
 def aggregate(
     results: dict[str, TaskResult], gold_truth_ratios: np.ndarray | None
 ) -> dict[str, float]:
-    """Per-task scores, per-group harmonic means, and forget quality against Gold."""
+    """Per-task scores, per-group and model-utility harmonic means, forget quality vs Gold.
+
+    ``{group}_metric`` is the harmonic mean of every score (prob, truth ratio, ROUGE) of that
+    group's tasks; ``model_utility`` that of every retain and real score (CLEAR_SPEC §5).
+    """
     flat: dict[str, float] = {}
     by_group: dict[str, list[float]] = {}
     for name, result in results.items():
@@ -79,6 +171,10 @@ def aggregate(
         by_group.setdefault(group, []).extend(scores.values())
     for group, values in by_group.items():
         flat[f"{group}_metric"] = metrics.harmonic_mean(values)
+    utility = [value for group, values in by_group.items() if group != "forget" for value in values]
+    if utility:
+        flat["model_utility"] = metrics.harmonic_mean(utility)
+    flat[PROXY_METRIC] = float(any(result.proxy for result in results.values()))
     if gold_truth_ratios is not None and FORGET_QUALITY_TASK in results:
         model_tr = results[FORGET_QUALITY_TASK].truth_ratios
         p_value = metrics.forget_quality(model_tr, gold_truth_ratios)
@@ -95,20 +191,26 @@ def evaluate(
     forget_split: str,
     config: EvalConfig,
     gold_truth_ratios: np.ndarray | None = None,
-    task_names: Sequence[str] = tuple(TASKS),
+    task_names: Sequence[str] | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on every row of each task (deterministic prompts, no sampling)."""
+    """Evaluate ``model`` on the tasks ``config.tasks`` names (or ``task_names`` if given).
+
+    Deterministic: fixed prompts, greedy generation, and in a proxy evaluation the same rows
+    every call. ``gold_truth_ratios`` are Gold's per-item TR on the forget-quality task from an
+    evaluation with the same ``config`` (so a proxy compares the same rows).
+    """
+    names = resolve_task_names(config.tasks if task_names is None else ",".join(task_names))
+    loaded: dict[str, datasets.Dataset] = {}  # forget captions and face naming share a config
     was_training = model.training
     model.eval()
-    results = {
-        name: run_task(
-            TASKS[name],
-            model,
-            collator,
-            list(load_clear(source, TASKS[name].config_for(forget_split))),
-            config,
-        )
-        for name in task_names
-    }
-    model.train(was_training)
+    try:
+        results = {}
+        for name in names:
+            task = TASKS[name]
+            clear_config = task.config_for(forget_split)
+            if clear_config not in loaded:
+                loaded[clear_config] = load_clear(source, clear_config)
+            results[name] = run_task(task, model, collator, loaded[clear_config], config)
+    finally:
+        model.train(was_training)
     return EvalResult(results, aggregate(results, gold_truth_ratios))

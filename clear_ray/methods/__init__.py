@@ -14,6 +14,14 @@ _METHOD_MODULES = (
     "ga",
     "gd",
     "dpo",
+    "retain_ft",
+    "idk",
+    "npo",
+    "simnpo",
+    "kl",
+    "llmu",
+    "rmu",
+    "scrub",
 )
 
 METHODS: dict[str, Method] = {

@@ -8,7 +8,7 @@ The trainer runs the forward passes a :class:`Method` declares (its ``views``, a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -79,10 +79,18 @@ class LossInputs:
         policy: view name ("forget", "retain", "idk") -> scores under the model being trained.
         reference: view name -> scores under θ₀ (the same model with LoRA adapters disabled,
             computed without grad). "idk" holds the forget prompts with an "I don't know" target.
+        policy_logprobs / reference_logprobs: view -> log-probabilities over the vocabulary at
+            the positions that predict answer tokens, [N, V] (only ``distribution_views``).
+        policy_hidden / reference_hidden: view -> decoder-layer outputs at the answer tokens,
+            [N, H] (only ``hidden_views``; the layer is chosen by ``method.layer_fraction``).
     """
 
     policy: Mapping[str, SequenceScores]
     reference: Mapping[str, SequenceScores]
+    policy_logprobs: Mapping[str, Tensor] = field(default_factory=dict)
+    reference_logprobs: Mapping[str, Tensor] = field(default_factory=dict)
+    policy_hidden: Mapping[str, Tensor] = field(default_factory=dict)
+    reference_hidden: Mapping[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,11 @@ class Method:
         reference_views: views the trainer also scores under θ₀ (a subset of ``views``).
         loss: pure function returning the scalar loss and floats to log (``loss/...``).
         paper: where the method comes from (arXiv link).
+        distribution_views: views whose full answer-token distributions the loss reads
+            (KL terms); reference distributions come for those also in ``reference_views``.
+        hidden_views: views whose decoder hidden states the loss reads (RMU).
+        ascent: a second phase taken *before* the main one on the steps where
+            ``ascent_schedule(step, config)`` is true (SCRUB's max-steps).
     """
 
     name: str
@@ -102,13 +115,30 @@ class Method:
     reference_views: tuple[str, ...]
     loss: Callable[[LossInputs, MethodConfig], tuple[Tensor, dict[str, float]]]
     paper: str
+    distribution_views: tuple[str, ...] = ()
+    hidden_views: tuple[str, ...] = ()
+    ascent: Method | None = None
+    ascent_schedule: Callable[[int, MethodConfig], bool] | None = None
 
     def __post_init__(self) -> None:
-        missing = set(self.reference_views) - set(self.views)
-        if missing:
-            raise ValueError(
-                f"method {self.name!r}: reference views {sorted(missing)} not in views"
-            )
+        for kind in ("reference_views", "distribution_views", "hidden_views"):
+            missing = set(getattr(self, kind)) - set(self.views)
+            if missing:
+                raise ValueError(f"method {self.name!r}: {kind} {sorted(missing)} not in views")
+        if (self.ascent is None) != (self.ascent_schedule is None):
+            raise ValueError(f"method {self.name!r}: ascent and ascent_schedule go together")
+
+    @property
+    def all_views(self) -> tuple[str, ...]:
+        """Every view any phase needs: what the data pipeline must provide."""
+        extra = self.ascent.views if self.ascent else ()
+        return tuple(dict.fromkeys((*self.views, *extra)))
+
+    def phases(self, step: int, config: MethodConfig) -> list[Method]:
+        """The losses to take, in order, at optimiser step ``step``."""
+        if self.ascent is not None and self.ascent_schedule(step, config):
+            return [self.ascent, self]
+        return [self]
 
 
 def cross_entropy(scores: SequenceScores) -> Tensor:
@@ -122,3 +152,34 @@ def cross_entropy(scores: SequenceScores) -> Tensor:
         scores: answer-token statistics of one view, tensors of shape [B].
     """
     return scores.mean_nll.mean()
+
+
+def answer_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
+    """Log-probabilities over the vocabulary at the positions that predict answer tokens.
+
+    Same shift and mask as :func:`sequence_scores`; float32 for the same reason.
+
+    Args:
+        logits: model outputs, shape [B, T, V].
+        labels: ``-100`` outside the answer span, shape [B, T].
+
+    Returns:
+        Shape [N, V], N = number of answer tokens in the batch (row-major order).
+    """
+    answer = labels[:, 1:] != IGNORE_INDEX
+    return F.log_softmax(logits[:, :-1][answer], dim=-1, dtype=torch.float32)
+
+
+def kl_divergence(p_logprobs: Tensor, q_logprobs: Tensor) -> Tensor:
+    """KL(p ‖ q) = Σ_v p (log p − log q), averaged over answer tokens (a scalar).
+
+    Args:
+        p_logprobs: log p per answer token, [N, V].
+        q_logprobs: log q at the same tokens, [N, V].
+    """
+    return F.kl_div(q_logprobs, p_logprobs, log_target=True, reduction="none").sum(-1).mean()
+
+
+def answer_hidden(hidden: Tensor, labels: Tensor) -> Tensor:
+    """A decoder layer's outputs at the answer tokens themselves, [N, H] from [B, T, H]."""
+    return hidden[labels != IGNORE_INDEX]

@@ -23,14 +23,14 @@ from clear_ray.data.schema import retain_split_for
 from clear_ray.data.unlearning import UnlearningData, epoch_views, select_modality
 from clear_ray.eval.suite import evaluate
 from clear_ray.methods import Method, get_method
-from clear_ray.methods.base import LossInputs, sequence_scores
-from clear_ray.models.forward import forward_logits, to_device
+from clear_ray.models.forward import to_device
+from clear_ray.models.introspection import steering_layer
 from clear_ray.models.loading import load_checkpoint
-from clear_ray.models.lora import attach_lora, reference_model
+from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
-from clear_ray.regularizers import l1_penalty, lora_parameters
 from clear_ray.train.deepspeed import deepspeed_config
 from clear_ray.train.selection import BestEpoch, Thresholds
+from clear_ray.train.step import training_step
 
 Report = Callable[[dict[str, float], Path | None], None]
 
@@ -59,38 +59,6 @@ def load_unlearning_data(source: str, forget_split: str, modality: str) -> Unlea
     return UnlearningData(select_modality(forget, modality), retain)
 
 
-def training_step(engine, collator: Collator, method: Method, views: dict, cfg: Config) -> dict:
-    """One optimiser micro-step: method loss on answer tokens + L1 on the LoRA weights."""
-    batches = {
-        view: to_device(collator(examples), engine.module) for view, examples in views.items()
-    }
-    policy = {
-        view: sequence_scores(forward_logits(engine, batch), batch["labels"])
-        for view, batch in batches.items()
-    }
-    reference = {}
-    if method.reference_views:
-        with torch.no_grad(), reference_model(engine.module):
-            reference = {
-                view: sequence_scores(
-                    forward_logits(engine.module, batches[view]), batches[view]["labels"]
-                )
-                for view in method.reference_views
-            }
-    loss, logs = method.loss(LossInputs(policy, reference), cfg.method)
-    if cfg.regularizer.l1 > 0:
-        penalty = l1_penalty(
-            [p for _, p in lora_parameters(engine.module, cfg.regularizer.l1_targets)]
-        )
-        loss = loss + cfg.regularizer.l1 * penalty
-        logs["loss/l1"] = float(penalty.detach())
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"unlearning loss became {loss.item()}")
-    engine.backward(loss)
-    engine.step()
-    return {**logs, "loss/total": float(loss.detach())}
-
-
 def unlearn(cfg: Config, inputs: TrialInputs, rank: int, world_size: int, report: Report) -> None:
     """Unlearn from Original for ``cfg.train.epochs`` epochs, evaluating after each one."""
     import deepspeed
@@ -117,15 +85,20 @@ def unlearn(cfg: Config, inputs: TrialInputs, rank: int, world_size: int, report
     )
     gold = np.asarray(inputs.gold_truth_ratios)
     best = BestEpoch(inputs.thresholds)
+    layer = steering_layer(model, cfg.method.layer_fraction) if _reads_hidden(method) else None
+    step = 0
     for epoch in range(cfg.train.epochs):
         engine.train()
-        logs = [
-            training_step(engine, collator, method, views, cfg)
-            for views in epoch_views(
-                data, method.views, cfg.train.batch_size, epoch, cfg.train.seed, rank, world_size
-            )
-        ]
-        metrics = {key: float(np.mean([log[key] for log in logs])) for key in logs[0]}
+        logs = []
+        for views in epoch_views(
+            data, method.all_views, cfg.train.batch_size, epoch, cfg.train.seed, rank, world_size
+        ):
+            batches = {
+                view: to_device(collator(examples), model) for view, examples in views.items()
+            }
+            logs.append(training_step(engine, method, batches, cfg, step, layer))
+            step += 1
+        metrics = _epoch_means(logs)
         metrics.update(_evaluate_on_rank0(engine.module, collator, inputs, cfg, gold, rank))
         metrics["epoch"] = float(epoch + 1)
         metrics.update(best.epoch_values(metrics))
@@ -135,6 +108,16 @@ def unlearn(cfg: Config, inputs: TrialInputs, rank: int, world_size: int, report
             if rank == 0:
                 _save_adapter(engine.module, Path(checkpoint_dir), epoch + 1, metrics)
             report(metrics, Path(checkpoint_dir) if rank == 0 else None)
+
+
+def _reads_hidden(method: Method) -> bool:
+    return any(phase.hidden_views for phase in (method, method.ascent) if phase is not None)
+
+
+def _epoch_means(logs: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each logged value over the steps that logged it (SCRUB's max-steps are sparse)."""
+    keys = dict.fromkeys(key for log in logs for key in log)
+    return {key: float(np.mean([log[key] for log in logs if key in log])) for key in keys}
 
 
 def _evaluate_on_rank0(model, collator, inputs, cfg, gold, rank) -> dict[str, float]:

@@ -1,0 +1,298 @@
+"""python -m clear_ray.evaluate CHECKPOINT: the CLEAR evaluation of one model, outside a search.
+
+Reads top to bottom: parse → resolve config and check every path → load data, the model (and a
+LoRA adapter on top) and Gold's cached reference → evaluate → print a table → write
+``metrics.json`` and one per-item parquet per task → optionally log them to a new MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from clear_ray.config import Config, ConfigError
+
+# flag -> dotted config path; defaults and types come from Config, never from here.
+FLAGS = {
+    "--data": ("data.source", "hub id (therem/CLEAR) or local CLEAR dir; default: synthetic"),
+    "--forget-split": ("data.forget_split", "forget01 | forget05 | forget10"),
+    "--tasks": ("eval.tasks", "comma-separated task names, or all"),
+    "--proxy-items": (
+        "eval.proxy_items",
+        "proxy evaluation on this many seeded rows per task (scoring only, no ROUGE); 0 = full",
+    ),
+    "--proxy-seed": ("eval.proxy_seed", "seed choosing the proxy rows"),
+    "--batch-size": ("eval.batch_size", "evaluation batch size"),
+    "--output-dir": ("output_dir", "where the synthetic data lives (as for clear_ray.tune)"),
+}
+TRACKING_FLAGS = {
+    "--tracking-uri": (
+        "tracking.tracking_uri",
+        "log to a new MLflow run at this URI (default: sqlite in the output dir)",
+    ),
+    "--experiment": (
+        "tracking.experiment",
+        f"log to a new MLflow run in this experiment (default: {Config().tracking.experiment})",
+    ),
+}
+TABLE_SCORES = ("prob", "truth_ratio", "rougeL_recall")
+SUMMARY_METRICS = (
+    "forget_metric",
+    "retain_metric",
+    "real_metric",
+    "model_utility",
+    "forget_quality",
+    "log_forget_quality",
+    "forget_quality_js",
+)
+
+
+class _DefaultsWhereSet(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only where it has one (not None, "" or [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, "", []):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Config().to_flat()
+    parser = argparse.ArgumentParser(
+        prog="python -m clear_ray.evaluate",
+        description=(
+            "Evaluate a finetuned checkpoint (a directory with model + processor, e.g. "
+            "<output>/cache/models/tiny-llava-original-*), optionally with a LoRA adapter on "
+            "top, on the CLEAR tasks. Forget quality needs --gold. Prints a table; --out writes "
+            "metrics.json and <task>.parquet with per-item values."
+        ),
+        epilog=(
+            "Tasks: forget_captions, retain_captions, forget_face_naming, retain_face_naming, "
+            "forget_text_qa, retain_text_qa, real_faces, real_world. A proxy evaluation "
+            "(--proxy-items N) is marked by the metric eval/proxy = 1 and is not comparable "
+            "to a full one. Any config field can be set with --set PATH=VALUE, "
+            "e.g. --set eval.generate=false."
+        ),
+        formatter_class=_DefaultsWhereSet,
+    )
+    parser.add_argument("checkpoint", type=Path, help="finetuned model directory")
+    parser.add_argument(
+        "--adapter", type=Path, default=None, help="LoRA adapter directory (peft) to apply"
+    )
+    parser.add_argument(
+        "--gold",
+        type=Path,
+        default=None,
+        help="Gold model directory: reference for forget quality (cached evaluation); "
+        "none = no forget quality",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write metrics.json and per-task parquet here"
+    )
+    for flag, (path, help_text) in FLAGS.items():
+        metavar = path.rsplit(".", 1)[-1].upper()
+        parser.add_argument(
+            flag, dest=path, default=defaults[path], metavar=metavar, help=help_text
+        )
+    # None = not given: an MLflow run is logged only when one of these is.
+    for flag, (path, help_text) in TRACKING_FLAGS.items():
+        metavar = path.rsplit(".", 1)[-1].upper()
+        parser.add_argument(flag, dest=path, default=None, metavar=metavar, help=help_text)
+    parser.add_argument("--run-name", default=None, help="MLflow run name (default: eval-<time>)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override any config field by its dotted path (repeatable)",
+    )
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    overrides = {path: getattr(args, path) for path, _ in FLAGS.values()}
+    for path, _ in TRACKING_FLAGS.values():
+        if getattr(args, path) is not None:
+            overrides[path] = getattr(args, path)
+    for item in args.overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects PATH=VALUE, got {item!r}")
+        path, value = item.split("=", 1)
+        overrides[path] = value
+    return Config().replace(overrides)
+
+
+def wants_tracking(args: argparse.Namespace) -> bool:
+    return any(getattr(args, path) is not None for path, _ in TRACKING_FLAGS.values())
+
+
+def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:
+    """Every path and name checked before anything is loaded or written; the tasks to run."""
+    from clear_ray.eval.suite import FORGET_QUALITY_TASK
+    from clear_ray.eval.tasks import proxy_subset, resolve_task_names
+
+    for what, directory, marker in (
+        ("checkpoint", args.checkpoint, "config.json"),
+        ("adapter", args.adapter, "adapter_config.json"),
+        ("gold", args.gold, "config.json"),
+    ):
+        if directory is None:
+            continue
+        if not directory.is_dir():
+            raise ConfigError(f"{what} directory {directory} does not exist")
+        if not (directory / marker).is_file():
+            raise ConfigError(f"{what} directory {directory} has no {marker}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} exists and is not a directory")
+    names = resolve_task_names(cfg.eval.tasks)
+    proxy_subset(0, cfg.eval.proxy_items, cfg.eval.proxy_seed)  # rejects a negative size
+    if args.gold is not None and FORGET_QUALITY_TASK not in names:
+        raise ConfigError(f"--gold needs the {FORGET_QUALITY_TASK} task (forget quality uses it)")
+    return names
+
+
+def log(message: str) -> None:
+    print(f"[clear_ray] {message}", file=sys.stderr, flush=True)
+
+
+def run_evaluation(args: argparse.Namespace, cfg: Config, task_names: tuple[str, ...]) -> int:
+    # Heavy imports (torch, transformers, peft, mlflow) come after argument parsing, so that
+    # --help and bad input answer at once.
+    import numpy as np
+    import torch
+
+    from clear_ray.data.collate import Collator
+    from clear_ray.data.source import resolve_source
+    from clear_ray.eval.gold import reference_evaluation
+    from clear_ray.eval.suite import evaluate
+    from clear_ray.models.loading import load_checkpoint
+
+    source = resolve_source(cfg)
+    log(f"data: {source}")
+    gold_truth_ratios = None
+    if args.gold is not None:
+        log("evaluating Gold (cached after the first run)")
+        gold = reference_evaluation(args.gold, source, cfg.data.forget_split, cfg.eval)
+        gold_truth_ratios = np.asarray(gold.forget_truth_ratios)
+    model, processor = load_checkpoint(args.checkpoint)
+    if args.adapter is not None:
+        from peft import PeftModel
+
+        # Merged: evaluation never trains it, and the forward pass is the plain model's.
+        model = PeftModel.from_pretrained(model, str(args.adapter)).merge_and_unload()
+    if torch.cuda.is_available():
+        model = model.cuda()
+    log(f"evaluating {', '.join(task_names)}")
+    result = evaluate(
+        model,
+        Collator(processor),
+        source,
+        cfg.data.forget_split,
+        cfg.eval,
+        gold_truth_ratios,
+        task_names,
+    )
+    print(results_table(result.metrics, task_names, result.eval_kind), flush=True)
+
+    summary = {
+        "eval_kind": result.eval_kind,
+        "checkpoint": str(args.checkpoint.resolve()),
+        "adapter": str(args.adapter.resolve()) if args.adapter else None,
+        "gold": str(args.gold.resolve()) if args.gold else None,
+        "data": source,
+        "forget_split": cfg.data.forget_split,
+        "tasks": list(task_names),
+        "eval": asdict(cfg.eval),
+        "metrics": result.metrics,
+    }
+    if args.out is not None:
+        write_outputs(args.out, summary, result.tasks)
+        log(f"wrote {args.out / 'metrics.json'} and per-item parquet files")
+    if wants_tracking(args):
+        log_to_mlflow(args, cfg, summary, result.tasks)
+    return 0
+
+
+def results_table(metrics: dict[str, float], task_names: Sequence[str], eval_kind: str) -> str:
+    lines = [f"{'task':20}" + "".join(f"{score:>16}" for score in TABLE_SCORES)]
+    for name in task_names:
+        cells = (metrics.get(f"{name}/{score}") for score in TABLE_SCORES)
+        lines.append(
+            f"{name:20}" + "".join(f"{'-':>16}" if v is None else f"{v:>16.4g}" for v in cells)
+        )
+    lines.append("")
+    lines.extend(f"{key:20}{metrics[key]:>16.4g}" for key in SUMMARY_METRICS if key in metrics)
+    if eval_kind == "proxy":
+        lines.append("proxy evaluation (eval/proxy = 1): seeded subset, no ROUGE in aggregates")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, summary: dict, tasks: dict) -> list[Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "metrics.json"]
+    paths[0].write_text(json.dumps(summary, indent=2) + "\n")
+    schema = pa.schema(
+        [
+            ("item_index", pa.int64()),
+            ("nll_true", pa.float64()),
+            ("nll_paraphrased", pa.float64()),
+            ("nll_perturbed", pa.list_(pa.float64())),
+            ("truth_ratio", pa.float64()),
+            ("rouge", pa.float64()),
+        ]
+    )
+    for name, task_result in tasks.items():
+        path = out / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pydict(task_result.columns(), schema=schema), path)
+        paths.append(path)
+    return paths
+
+
+def log_to_mlflow(args: argparse.Namespace, cfg: Config, summary: dict, tasks: dict) -> None:
+    from clear_ray.tracking import SearchTracker
+
+    tracker = SearchTracker(cfg)
+    run_id = tracker.start_parent(
+        args.run_name or f"eval-{time.strftime('%Y%m%d-%H%M%S')}",
+        params={
+            **{k: v for k, v in cfg.to_flat().items() if k.startswith(("data.", "eval."))},
+            "checkpoint": summary["checkpoint"],
+            "adapter": summary["adapter"] or "none",
+            "gold": summary["gold"] or "none",
+        },
+        tags={"clear_ray.role": "evaluation", "eval_kind": summary["eval_kind"]},
+    )
+    tracker.log_metrics(run_id, summary["metrics"])
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out if args.out is not None else Path(scratch)
+        files = [out / "metrics.json", *(out / f"{name}.parquet" for name in tasks)]
+        if args.out is None:
+            files = write_outputs(out, summary, tasks)
+        tracker.log_artifacts(run_id, files, artifact_path="evaluation")
+    tracker.finish(run_id)
+    log(f"MLflow run {run_id} in {tracker.uri}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+        task_names = check_inputs(args, cfg)
+        return run_evaluation(args, cfg, task_names)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""One unlearning optimiser step: forward the views a method asks for, take its loss(es).
+
+The trainer, not the method, does every forward pass (policy, and reference with adapters
+disabled) and reduces logits to what the method declared it reads; methods stay pure
+functions of tensors. Slicing batches once here is what keeps each method a dozen lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from clear_ray.config import Config
+from clear_ray.methods.base import (
+    LossInputs,
+    Method,
+    SequenceScores,
+    answer_hidden,
+    answer_logprobs,
+    sequence_scores,
+)
+from clear_ray.models.forward import forward_logits
+from clear_ray.models.lora import reference_model
+from clear_ray.regularizers import l1_penalty, lora_parameters
+
+Batches = dict[str, dict[str, Tensor]]
+
+
+@contextmanager
+def capture_output(layer: nn.Module | None) -> Iterator[list[Tensor]]:
+    """Collect ``layer``'s output tensor during the forward passes inside the context."""
+    captured: list[Tensor] = []
+    if layer is None:
+        yield captured
+        return
+
+    def hook(module: nn.Module, args: tuple, output: Tensor | tuple) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def score_views(
+    model: nn.Module,
+    method: Method,
+    views: tuple[str, ...],
+    batches: Batches,
+    layer: nn.Module | None,
+) -> tuple[dict[str, SequenceScores], dict[str, Tensor], dict[str, Tensor]]:
+    """Scores of ``views`` plus the distributions and hidden states ``method`` declared."""
+    scores, logprobs, hidden = {}, {}, {}
+    for view in views:
+        batch = batches[view]
+        wants_hidden = view in method.hidden_views
+        with capture_output(layer if wants_hidden else None) as captured:
+            logits = forward_logits(model, batch)
+        scores[view] = sequence_scores(logits, batch["labels"])
+        if view in method.distribution_views:
+            logprobs[view] = answer_logprobs(logits, batch["labels"])
+        if wants_hidden:
+            hidden[view] = answer_hidden(captured[-1], batch["labels"])
+    return scores, logprobs, hidden
+
+
+def phase_loss(
+    engine, method: Method, batches: Batches, cfg: Config, layer: nn.Module | None
+) -> tuple[Tensor, dict[str, float]]:
+    """The method's loss on policy (and reference) outputs, plus L1 on the LoRA weights."""
+    policy, policy_logprobs, policy_hidden = score_views(
+        engine, method, method.views, batches, layer
+    )
+    reference, reference_logprobs, reference_hidden = {}, {}, {}
+    if method.reference_views:
+        with torch.no_grad(), reference_model(engine.module):
+            reference, reference_logprobs, reference_hidden = score_views(
+                engine.module, method, method.reference_views, batches, layer
+            )
+    inputs = LossInputs(
+        policy, reference, policy_logprobs, reference_logprobs, policy_hidden, reference_hidden
+    )
+    loss, logs = method.loss(inputs, cfg.method)
+    if cfg.regularizer.l1 > 0:
+        lora = lora_parameters(engine.module, cfg.regularizer.l1_targets)
+        penalty = l1_penalty([param for _, param in lora])
+        loss = loss + cfg.regularizer.l1 * penalty
+        logs["loss/l1"] = float(penalty.detach())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{method.name} loss became {loss.item()}")
+    return loss, logs
+
+
+def training_step(
+    engine, method: Method, batches: Batches, cfg: Config, step: int, layer: nn.Module | None
+) -> dict[str, float]:
+    """One step: each phase of the method (SCRUB: max then min) is backward + optimiser step."""
+    logs: dict[str, float] = {}
+    for phase in method.phases(step, cfg.method):
+        loss, phase_logs = phase_loss(engine, phase, batches, cfg, layer)
+        engine.backward(loss)
+        engine.step()
+        logs.update(phase_logs)
+        logs[f"loss/{phase.name}"] = float(loss.detach())
+    return logs
