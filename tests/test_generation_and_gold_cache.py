@@ -1,0 +1,61 @@
+"""Greedy generation stops at EOS; the Gold reference cache follows its inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from clear_ray.config import EvalConfig
+from clear_ray.data.collate import Collator, Example
+from clear_ray.data.synthetic import generate
+from clear_ray.eval.generation import generate_greedy
+from clear_ray.eval.gold import reference_evaluation
+from clear_ray.models.loading import save_checkpoint
+from clear_ray.models.tiny import build_tiny_llava, build_tiny_processor, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tokenizer = train_tokenizer(["Describe the image. A photo of a person in a park."] * 8)
+    return build_tiny_llava(tokenizer, seed=0), build_tiny_processor(tokenizer)
+
+
+def test_generation_stops_once_every_prompt_has_produced_eos(tiny) -> None:
+    model, processor = tiny
+    eos = processor.tokenizer.eos_token_id
+    head = nn.Linear(model.config.text_config.hidden_size, model.config.text_config.vocab_size)
+    nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.fill_(0.0)
+        head.bias[eos] = 10.0  # every step's greedy choice is EOS
+    model.lm_head = head
+    calls = []
+    head.register_forward_hook(lambda *args: calls.append(1))
+    image = Image.new("RGB", (64, 64), (120, 30, 30))
+    prompts = [Example("Describe the image.", "", image), Example("Who is this?", "", None)]
+    texts = generate_greedy(model, Collator(processor), prompts, max_new_tokens=20, batch_size=2)
+    assert texts == ["", ""]
+    assert len(calls) == 1  # the prefill step produced EOS everywhere; no further steps ran
+
+
+def test_gold_cache_is_reused_and_invalidated_when_the_data_changes(tiny, tmp_path: Path) -> None:
+    model, processor = tiny
+    checkpoint = tmp_path / "gold"
+    save_checkpoint(model, processor, checkpoint)
+    data = tmp_path / "data"
+    generate(data, persons=10, seed=0)
+    config = EvalConfig(tasks="forget_captions", generate=False)
+    cache = checkpoint / "evaluations"
+
+    first = reference_evaluation(checkpoint, str(data), "forget10", config)
+    files = sorted(cache.iterdir())
+    again = reference_evaluation(checkpoint, str(data), "forget10", config)
+    assert again == first and sorted(cache.iterdir()) == files and len(files) == 1
+
+    generate(data, persons=10, seed=1, overwrite=True)
+    reference_evaluation(checkpoint, str(data), "forget10", config)
+    assert len(list(cache.iterdir())) == 2
