@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from clear_ray.cli import add_config_flags, add_set_flag, overrides_from
 from clear_ray.config import Config, ConfigError
 
 # flag -> dotted config path; defaults and types come from Config, never from here.
@@ -95,38 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, default=None, help="write metrics.json and per-task parquet here"
     )
-    for flag, (path, help_text) in FLAGS.items():
-        metavar = path.rsplit(".", 1)[-1].upper()
-        parser.add_argument(
-            flag, dest=path, default=defaults[path], metavar=metavar, help=help_text
-        )
-    # None = not given: an MLflow run is logged only when one of these is.
-    for flag, (path, help_text) in TRACKING_FLAGS.items():
-        metavar = path.rsplit(".", 1)[-1].upper()
-        parser.add_argument(flag, dest=path, default=None, metavar=metavar, help=help_text)
+    add_config_flags(parser, FLAGS, defaults)
+    # Default None = not given: an MLflow run is logged only when one of these is.
+    add_config_flags(parser, TRACKING_FLAGS, {})
     parser.add_argument("--run-name", default=None, help="MLflow run name (default: eval-<time>)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="override any config field by its dotted path (repeatable)",
-    )
+    add_set_flag(parser)
     return parser
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    overrides = {path: getattr(args, path) for path, _ in FLAGS.values()}
-    for path, _ in TRACKING_FLAGS.values():
-        if getattr(args, path) is not None:
-            overrides[path] = getattr(args, path)
-    for item in args.overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects PATH=VALUE, got {item!r}")
-        path, value = item.split("=", 1)
-        overrides[path] = value
-    return Config().replace(overrides)
+    return Config().replace(overrides_from(args, {**FLAGS, **TRACKING_FLAGS}))
 
 
 def wants_tracking(args: argparse.Namespace) -> bool:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from clear_ray.cli import add_config_flags, add_set_flag, overrides_from
 from clear_ray.config import Config, ConfigError
 from clear_ray.methods import METHODS
 from clear_ray.search.space import describe, load_space
@@ -64,30 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="YAML search space (default: search_spaces/<method>.yaml)",
     )
-    for flag, (path, help_text) in FLAGS.items():
-        metavar = path.rsplit(".", 1)[-1].upper()
-        parser.add_argument(
-            flag, dest=path, default=defaults[path], metavar=metavar, help=help_text
-        )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="override any config field by its dotted path (repeatable)",
-    )
+    add_config_flags(parser, FLAGS, defaults)
+    add_set_flag(parser)
     return parser
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    overrides = {path: getattr(args, path) for path, _ in FLAGS.values()}
-    overrides["method.name"] = args.method
-    for item in args.overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects PATH=VALUE, got {item!r}")
-        path, value = item.split("=", 1)
-        overrides[path] = value
+    overrides = {"method.name": args.method, **overrides_from(args, FLAGS)}
     return Config().replace(overrides)
 
 
