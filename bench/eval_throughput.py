@@ -29,12 +29,10 @@ import torch
 import transformers
 from PIL import Image
 from transformers import (
-    CLIPImageProcessorPil,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
-    LlavaProcessor,
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
@@ -42,7 +40,6 @@ from transformers import (
 from clear_ray.data.collate import Collator, Example
 from clear_ray.eval.scoring import ScoringItem, score_items, score_items_naive
 from clear_ray.models.tiny import (
-    CHAT_TEMPLATE,
     build_tiny_llava,
     build_tiny_processor,
     train_tokenizer,
@@ -114,21 +111,6 @@ def llava15_7b_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
     )
 
 
-def llava15_processor(tokenizer: PreTrainedTokenizerFast) -> LlavaProcessor:
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": LLAVA_IMAGE_SIZE},
-        crop_size={"height": LLAVA_IMAGE_SIZE, "width": LLAVA_IMAGE_SIZE},
-    )
-    return LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=LLAVA_PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=CHAT_TEMPLATE,
-    )
-
-
 def build(
     preset: str, device: torch.device, corpus: list[str]
 ) -> tuple[PreTrainedModel, Collator, int]:
@@ -141,7 +123,11 @@ def build(
     torch.manual_seed(0)
     with device:
         model = LlavaForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
-    return model.eval(), Collator(llava15_processor(tokenizer)), LLAVA_IMAGE_SIZE
+    return (
+        model.eval(),
+        Collator(build_tiny_processor(tokenizer, LLAVA_IMAGE_SIZE, LLAVA_PATCH_SIZE)),
+        LLAVA_IMAGE_SIZE,
+    )
 
 
 def fastest(

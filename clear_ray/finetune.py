@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from clear_ray.cache import cache_key, cached_dir
-from clear_ray.config import Config, ConfigError, FinetuneConfig
+from clear_ray.config import Config, ConfigError, FinetuneConfig, LoraConfig
 from clear_ray.data.clear import data_fingerprint, load_clear
 from clear_ray.data.collate import Collator, EncodedExample, Example, row_example
 from clear_ray.data.prompts import CAPTION_QUESTIONS, FACE_NAME_PROMPT, idk_responses
@@ -128,8 +128,6 @@ def finetune(
     if torch.cuda.is_available():
         model = model.cuda()
     if not preset.finetune_full:  # the paper's recipe: LoRA r8/α32, merged afterwards
-        from clear_ray.config import LoraConfig
-
         model = attach_lora(model, LoraConfig(), preset.lora_target_modules)
     examples = [row_example(row) for row in load_clear(source, train_config)]
     train_supervised(model, Collator(processor), examples, recipe, f"finetune {train_config}")

@@ -62,14 +62,17 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = VOCAB_SIZE) -> PreT
     )
 
 
-def build_tiny_processor(tokenizer: PreTrainedTokenizerFast) -> LlavaProcessor:
+def build_tiny_processor(
+    tokenizer: PreTrainedTokenizerFast, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE
+) -> LlavaProcessor:
+    """LLaVA-1.5's processor around a local tokenizer; the sizes default to the tiny model's."""
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
+        patch_size=patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS token, dropped again by "default"
         chat_template=CHAT_TEMPLATE,
