@@ -17,8 +17,14 @@ Flags = dict[str, tuple[str, str]]  # flag -> (dotted config path, help text)
 def add_config_flags(
     parser: argparse.ArgumentParser, flags: Flags, defaults: dict[str, Any]
 ) -> None:
-    """One option per flag, stored under its dotted path; ``defaults`` maps path -> default."""
+    """One option per flag, stored under its dotted path; ``defaults`` maps path -> default.
+
+    A boolean field becomes a switch that turns it on (its default is off).
+    """
     for flag, (path, help_text) in flags.items():
+        if isinstance(defaults.get(path), bool):
+            parser.add_argument(flag, dest=path, action="store_const", const=True, help=help_text)
+            continue
         metavar = path.rsplit(".", 1)[-1].upper()
         parser.add_argument(
             flag, dest=path, default=defaults.get(path), metavar=metavar, help=help_text

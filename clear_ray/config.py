@@ -28,6 +28,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.modality": MODALITIES,
     "regularizer.l1_targets": ("ab", "b"),
     "train.precision": ("fp32", "bf16"),
+    "search.objective": ("log_forget_quality", "forget_quality_js"),
+    "search.threshold_mode": ("relative", "absolute"),
+    "search.scheduler": ("asha", "none"),
+    "search.sampler": ("tpe", "grid"),
 }
 
 
@@ -112,8 +116,20 @@ class EvalConfig:
 class SearchConfig:
     num_samples: int = 8
     max_concurrent: int = 1
-    min_retain: float = 0.9  # feasible iff retain_metric >= min_retain * Original's retain_metric
-    objective: str = "log_forget_quality"
+    objective: str = "log_forget_quality"  # or forget_quality_js (smoother on few items)
+    multi_objective: bool = False  # Pareto search: objective vs model_utility
+    # Constraints (feasible iff all hold). "relative": a fraction of Original's value;
+    # "absolute": the value itself. min_utility 0 = no utility constraint.
+    threshold_mode: str = "relative"
+    min_retain: float = 0.9
+    min_utility: float = 0.0
+    # Hard stop: a trial whose retain_metric falls below this (same mode) has collapsed.
+    retain_floor: float = 0.5
+    scheduler: str = "asha"  # asha | none: early stopping on the per-epoch score
+    grace_period: int = 1  # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: float = 2.0  # ASHA: 1/reduction_factor of trials go on at each rung
+    sampler: str = "tpe"  # tpe | grid (every combination of categorical choices)
+    max_failures: int = 2  # worker crashes retried per trial, from the last epoch checkpoint
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_trial: float = 0.0

@@ -145,13 +145,12 @@ def run_evaluation(args: argparse.Namespace, cfg: Config, task_names: tuple[str,
     # Heavy imports (torch, transformers, peft, mlflow) come after argument parsing, so that
     # --help and bad input answer at once.
     import numpy as np
-    import torch
 
     from clear_ray.data.collate import Collator
     from clear_ray.data.source import resolve_source
     from clear_ray.eval.gold import reference_evaluation
     from clear_ray.eval.suite import evaluate
-    from clear_ray.models.loading import load_checkpoint
+    from clear_ray.models.loading import load_for_evaluation
 
     source = resolve_source(cfg)
     log(f"data: {source}")
@@ -160,14 +159,7 @@ def run_evaluation(args: argparse.Namespace, cfg: Config, task_names: tuple[str,
         log("evaluating Gold (cached after the first run)")
         gold = reference_evaluation(args.gold, source, cfg.data.forget_split, cfg.eval)
         gold_truth_ratios = np.asarray(gold.forget_truth_ratios)
-    model, processor = load_checkpoint(args.checkpoint)
-    if args.adapter is not None:
-        from peft import PeftModel
-
-        # Merged: evaluation never trains it, and the forward pass is the plain model's.
-        model = PeftModel.from_pretrained(model, str(args.adapter)).merge_and_unload()
-    if torch.cuda.is_available():
-        model = model.cuda()
+    model, processor = load_for_evaluation(args.checkpoint, args.adapter)
     log(f"evaluating {', '.join(task_names)}")
     result = evaluate(
         model,
@@ -214,27 +206,11 @@ def results_table(metrics: dict[str, float], task_names: Sequence[str], eval_kin
 
 
 def write_outputs(out: Path, summary: dict, tasks: dict) -> list[Path]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from clear_ray.eval.outputs import write_item_tables
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "metrics.json"]
-    paths[0].write_text(json.dumps(summary, indent=2) + "\n")
-    schema = pa.schema(
-        [
-            ("item_index", pa.int64()),
-            ("nll_true", pa.float64()),
-            ("nll_paraphrased", pa.float64()),
-            ("nll_perturbed", pa.list_(pa.float64())),
-            ("truth_ratio", pa.float64()),
-            ("rouge", pa.float64()),
-        ]
-    )
-    for name, task_result in tasks.items():
-        path = out / f"{name}.parquet"
-        pq.write_table(pa.Table.from_pydict(task_result.columns(), schema=schema), path)
-        paths.append(path)
-    return paths
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return [out / "metrics.json", *write_item_tables(out, tasks)]
 
 
 def log_to_mlflow(args: argparse.Namespace, cfg: Config, summary: dict, tasks: dict) -> None:

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import math
 import shutil
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from clear_ray.config import Config
+from clear_ray.config import Config, ConfigError
+from clear_ray.train.selection import Thresholds
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "clear_ray.trial_id"
 ADAPTER_ARTIFACT = "best_adapter"
+HEALTH_TIMEOUT_S = 5.0
 _TUNE_BOOKKEEPING = {
     "epoch",
     "training_iteration",
@@ -43,6 +48,26 @@ def tracking_uri(cfg: Config) -> str:
 
 def artifact_location(cfg: Config) -> str:
     return (Path(cfg.output_dir).resolve() / "mlartifacts").as_uri()
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail with one line before any work when the tracking store cannot be used.
+
+    An HTTP server is asked for ``/health`` with a short timeout (the MLflow client itself
+    retries for minutes); any other store is opened once.
+    """
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
+                return
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise ConfigError(f"tracking URI {uri} is unreachable: {reason}") from None
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as error:  # any store error means: not usable
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ConfigError(f"tracking URI {uri} is not usable: {first_line}") from None
 
 
 def ui_command(uri: str) -> str:
@@ -74,11 +99,51 @@ class SearchTracker:
         )
         self.parent_id: str | None = None
 
-    def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    def start_parent(
+        self,
+        name: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        parent_id: str | None = None,
+    ) -> str:
+        """A search's run (nested under ``parent_id`` when one search of ``--method all``)."""
+        tags = {**tags, PARENT_TAG: parent_id} if parent_id else tags
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.parent_id = run.info.run_id
         self.log_params(self.parent_id, params)
         return self.parent_id
+
+    def reopen(self, run_id: str) -> str:
+        """Continue a run of an interrupted search (``--resume``)."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.parent_id = run_id
+        return run_id
+
+    def find_child(self, trial_id: str) -> str | None:
+        """The child run already opened for ``trial_id`` (a resumed trial must not get two)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{PARENT_TAG}` = '{self.parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
+            ),
+        )
+        return runs[0].info.run_id if runs else None
+
+    def children(self) -> list:
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'"
+        )
+
+    def register_adapter(self, model_name: str, run_id: str) -> int:
+        """Register a child run's best adapter as a new version of ``model_name``."""
+        try:
+            self.client.create_registered_model(model_name)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{ADAPTER_ARTIFACT}"
+        version = self.client.create_model_version(model_name, source=source, run_id=run_id)
+        return int(version.version)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(key, str(value)) for key, value in params.items()]
@@ -95,8 +160,14 @@ class SearchTracker:
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
-    def start_child(self, trial_id: str, params: dict[str, Any]) -> str:
-        tags = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id}
+    def start_child(
+        self, trial_id: str, params: dict[str, Any], tags: dict[str, str] | None = None
+    ) -> str:
+        existing = self.find_child(trial_id)
+        if existing:
+            self.client.update_run(existing, status="RUNNING")
+            return existing
+        tags = {**(tags or {}), PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id}
         run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -122,15 +193,26 @@ class TrialLogger(Callback):
     """Tune driver callback: a child run per trial, per-epoch metrics, the best epoch's adapter.
 
     The best epoch's adapter is copied out of the Train checkpoint when it is reported (Train
-    may later delete checkpoints that are no longer among the best kept ones).
+    may later delete checkpoints that are no longer among the best kept ones). A trial that
+    ends before its last epoch is tagged with why (ASHA or retain collapse); a failed one with
+    its error.
     """
 
     def __init__(
-        self, tracker: SearchTracker, base_params: dict[str, Any], adapters_dir: Path
+        self,
+        tracker: SearchTracker,
+        base_params: dict[str, Any],
+        adapters_dir: Path,
+        thresholds: Thresholds,
+        epochs: int,
+        tags: dict[str, str],
     ) -> None:
         self.tracker = tracker
         self.base_params = base_params
         self.adapters_dir = adapters_dir
+        self.thresholds = thresholds
+        self.epochs = epochs
+        self.tags = tags
         self.run_ids: dict[str, str] = {}
 
     def adapter_dir(self, trial_id: str) -> Path:
@@ -138,7 +220,7 @@ class TrialLogger(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         params = {**self.base_params, **trial.config}
-        self.run_ids[trial.trial_id] = self.tracker.start_child(trial.trial_id, params)
+        self.run_ids[trial.trial_id] = self.tracker.start_child(trial.trial_id, params, self.tags)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         run_id = self.run_ids[trial.trial_id]
@@ -160,11 +242,31 @@ class TrialLogger(Callback):
         tags = {
             "feasible": bool(last.get("feasible", 0.0)),
             "best_epoch": int(last.get("best_epoch", -1)),
+            "stopped": self.stop_reason(last),
         }
         self.tracker.finish(run_id, "FINISHED", tags)
+
+    def stop_reason(self, last: dict[str, Any]) -> str:
+        """Why a trial ended: all epochs run, retain collapsed, or ASHA stopped it."""
+        if int(last.get("epoch", 0)) >= self.epochs:
+            return "completed"
+        if "retain_metric" in last and self.thresholds.collapsed(last):
+            return "retain_collapse"
+        return "asha"
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         run_id = self.run_ids.pop(trial.trial_id, None)
         if run_id:
-            error = getattr(trial, "error_file", None) or "see the Tune trial folder"
-            self.tracker.finish(run_id, "FAILED", {"feasible": False, "error": error})
+            tags = {"feasible": False, "error": error_reason(trial)}
+            self.tracker.finish(run_id, "FAILED", tags)
+
+
+def error_reason(trial) -> str:
+    """The last line of a failed trial's error, e.g. ``FloatingPointError: ga loss became nan``.
+
+    Read from the driver's local error file: Tune syncs it to storage only later.
+    """
+    error_file = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+    text = error_file.read_text() if error_file and error_file.is_file() else ""
+    lines = text.strip().splitlines()
+    return lines[-1][:500] if lines else f"see {trial.local_path}/error.txt"

@@ -1,8 +1,10 @@
-"""python -m clear_ray.tune --method dpo: a constrained hyperparameter search for one method.
+"""python -m clear_ray.tune --method dpo: a constrained hyperparameter search per method.
 
-Reads top to bottom: parse → resolve config → prepare data and Original/Gold → build the
-Tuner → run → report. Objective: maximise ``search.objective`` (log forget quality) subject to
-``retain_metric ≥ min_retain × Original's retain_metric``.
+Reads top to bottom: parse → resolve config (or the saved one, ``--resume``) → check inputs
+→ prepare data, Original/Gold and their evaluations → one Tune search per method (each an
+MLflow run; ``--method all`` nests them under one parent) → final full evaluation of each
+best trial → leaderboard. Objective: maximise ``search.objective`` (log forget quality)
+subject to ``retain_metric ≥ min_retain × Original's`` (and optionally a utility threshold).
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from clear_ray.cli import add_config_flags, add_set_flag, overrides_from
 from clear_ray.config import Config, ConfigError
 from clear_ray.methods import METHODS
-from clear_ray.search.space import describe, load_space
-from clear_ray.train.selection import Thresholds
+from clear_ray.search.session import SearchDirs, SearchState, find_search
+from clear_ray.search.space import SEARCH_SPACE_DIR, describe, load_space
+
+ALL = "all"
+METHOD_ORDER = tuple(METHODS)  # the paper's Table 1 order
 
 # flag -> dotted config path; defaults and types come from Config, never from here.
 FLAGS = {
@@ -25,18 +31,49 @@ FLAGS = {
     "--model": ("model.preset", "model preset (tiny-llava, llava-1.5-7b)"),
     "--forget-split": ("data.forget_split", "forget01 | forget05 | forget10"),
     "--modality": ("data.modality", "forget text QA rows, visual image rows, or both"),
-    "--num-samples": ("search.num_samples", "number of trials"),
+    "--num-samples": ("search.num_samples", "number of trials per method"),
     "--epochs": ("train.epochs", "unlearning epochs per trial"),
     "--max-concurrent": ("search.max_concurrent", "trials running at once"),
     "--workers-per-trial": ("search.workers_per_trial", "Ray Train workers per trial"),
     "--gpus-per-trial": ("search.gpus_per_trial", "GPUs per trial (0 = CPU with gloo)"),
-    "--min-retain": ("search.min_retain", "feasible iff retain_metric >= this x Original's"),
+    "--objective": (
+        "search.objective",
+        "log_forget_quality (KS test vs Gold) | forget_quality_js (smoother on few items)",
+    ),
+    "--multi-objective": (
+        "search.multi_objective",
+        "Pareto search of the objective vs model_utility; reports the Pareto front",
+    ),
+    "--min-retain": (
+        "search.min_retain",
+        "feasible iff retain_metric >= this (x Original's in relative mode)",
+    ),
+    "--min-utility": (
+        "search.min_utility",
+        "feasible iff model_utility >= this (x Original's in relative mode); 0 = off",
+    ),
+    "--threshold-mode": ("search.threshold_mode", "relative (x Original's value) | absolute"),
+    "--retain-floor": (
+        "search.retain_floor",
+        "stop a trial at once when retain_metric < this (same mode): it has collapsed",
+    ),
+    "--scheduler": ("search.scheduler", "asha | none: early stopping on the per-epoch score"),
+    "--grace-period": ("search.grace_period", "ASHA: epochs before a trial can be stopped"),
+    "--reduction-factor": (
+        "search.reduction_factor",
+        "ASHA: 1/this of the trials go on at each rung",
+    ),
+    "--sampler": ("search.sampler", "tpe | grid (every combination of categorical choices)"),
+    "--proxy-items": (
+        "eval.proxy_items",
+        "per-epoch proxy evaluation on this many seeded rows per task; 0 = full",
+    ),
     "--tracking-uri": (
         "tracking.tracking_uri",
-        "MLflow tracking URI; default: sqlite in output dir",
+        "MLflow tracking URI (sqlite:///..., http://host:port); default: sqlite in output dir",
     ),
     "--experiment": ("tracking.experiment", "MLflow experiment name"),
-    "--output-dir": ("output_dir", "where data, model cache, Ray results and MLflow go"),
+    "--output-dir": ("output_dir", "where data, model cache, searches and MLflow go"),
     "--seed": ("search.seed", "seed of the Optuna sampler"),
 }
 
@@ -46,110 +83,167 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clear_ray.tune",
         description=(
-            "Search one unlearning method's hyperparameters with Ray Tune + Optuna (TPE): "
-            "maximise forget quality subject to a retain threshold. Each trial unlearns with "
-            "LoRA under Ray Train + DeepSpeed; every trial is an MLflow child run."
+            "Search unlearning hyperparameters with Ray Tune + Optuna: maximise forget quality "
+            "subject to retain (and optionally utility) thresholds. Each trial unlearns with "
+            "LoRA under Ray Train + DeepSpeed and is an MLflow child run; the best trial gets a "
+            "full evaluation and its adapter is registered as clear_ray-<method>."
         ),
-        epilog="Any config field can be set with --set PATH=VALUE, e.g. --set train.lr=1e-4.",
+        epilog=(
+            "Any config field can be set with --set PATH=VALUE, e.g. --set train.lr=1e-4. "
+            "Everything a search writes is under OUTPUT_DIR/searches/<name>/; --resume continues "
+            "an interrupted search from there with its saved configuration."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--method",
         default=defaults["method.name"],
-        choices=sorted(METHODS),
-        help="unlearning method; its space is search_spaces/<method>.yaml",
+        choices=[*METHOD_ORDER, ALL],
+        help="unlearning method (space: search_spaces/<method>.yaml); 'all' searches every "
+        "method in turn and prints a leaderboard",
     )
     parser.add_argument(
         "--search-space",
         type=Path,
         default=None,
-        help="YAML search space (default: search_spaces/<method>.yaml)",
+        help="YAML search space (default: search_spaces/<method>.yaml); one method only",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="NAME",
+        help="continue an interrupted search in --output-dir (default: the latest one)",
     )
     add_config_flags(parser, FLAGS, defaults)
     add_set_flag(parser)
     return parser
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
-    overrides = {"method.name": args.method, **overrides_from(args, FLAGS)}
-    return Config().replace(overrides)
-
-
 def log(message: str) -> None:
     print(f"[clear_ray] {message}", file=sys.stderr, flush=True)
 
 
-def run_search(cfg: Config, space: dict, space_origin: str) -> int:
-    import ray
-    from optuna.samplers import TPESampler
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
-    # Heavy imports (torch, transformers, mlflow, ray) come after argument parsing, so that
-    # --help and bad input answer at once.
-    from clear_ray.data.clear import data_fingerprint
-    from clear_ray.data.source import resolve_source
-    from clear_ray.eval.gold import reference_evaluation
-    from clear_ray.eval.suite import FORGET_QUALITY_TASK
-    from clear_ray.eval.tasks import resolve_task_names
-    from clear_ray.finetune import reference_models
-    from clear_ray.search.constrained import ConstrainedOptunaSearch
-    from clear_ray.search.progress import ProgressPrinter
-    from clear_ray.search.results import markdown_table, trial_rows, write_csv
-    from clear_ray.search.trainable import DRIVER_CPUS, make_trainable
-    from clear_ray.tracking import SearchTracker, TrialLogger, ui_command
-    from clear_ray.train.loop import TrialInputs
-
+def plan_search(args: argparse.Namespace) -> tuple[Config, SearchState, SearchDirs]:
+    """The config and the search's saved state: new from the flags, or loaded to resume."""
+    if args.resume:
+        output = Path(args.output_dir or Config().output_dir).resolve()
+        dirs = find_search(output, args.resume)
+        state = dirs.load()
+        return Config.from_flat(state.config), state, dirs
+    cfg = Config().replace({"method.name": args.method, **overrides_from(args, FLAGS)})
+    if args.method == ALL and args.search_space is not None:
+        raise ConfigError("--search-space applies to one method, not --method all")
+    methods = list(METHOD_ORDER) if args.method == ALL else [args.method]
+    origins = {
+        method: str((args.search_space or SEARCH_SPACE_DIR / f"{method}.yaml").resolve())
+        for method in methods
+    }
     output = Path(cfg.output_dir).resolve()
     cfg = cfg.replace({"output_dir": str(output)})
-    started = time.time()
+    name = f"{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    while (output / "searches" / name).exists():  # two searches started in one second
+        name += "x"
+    state = SearchState(name, cfg.to_flat(), methods, origins)
+    return cfg, state, SearchDirs(output, name)
+
+
+def load_spaces(cfg: Config, state: SearchState) -> dict[str, dict]:
+    """Every method's space, checked (and grid sizes known) before anything starts."""
+    from clear_ray.search.strategy import trial_count
+
+    spaces = {}
+    for method, origin in state.space_origins.items():
+        path = Path(origin)
+        spaces[method] = load_space(path.stem, path.parent)
+        trial_count(cfg.search, spaces[method])  # a grid needs categorical dimensions
+    return spaces
+
+
+def check_inputs(cfg: Config) -> None:
+    """Bad input fails here with one line, before any data, model or run is written."""
+    from clear_ray.data.source import resolve_source
+    from clear_ray.eval.suite import FORGET_QUALITY_TASK
+    from clear_ray.eval.tasks import resolve_task_names
+    from clear_ray.tracking import check_tracking_uri
 
     if FORGET_QUALITY_TASK not in resolve_task_names(cfg.eval.tasks):
         raise ConfigError(f"eval.tasks must include {FORGET_QUALITY_TASK} (the search objective)")
+    if cfg.data.source:
+        resolve_source(cfg)  # a local directory is checked without writing anything
+    if cfg.tracking.tracking_uri:
+        check_tracking_uri(cfg.tracking.tracking_uri)
+
+
+@dataclass(frozen=True)
+class References:
+    """Data, Original/Gold and their evaluations: computed once, shared by every search."""
+
+    source: str
+    original_dir: str
+    gold: object  # ReferenceEvaluation with the per-epoch eval config (proxy or full)
+    original: object
+    gold_full: object  # full evaluations: the final evaluation and the leaderboard
+    original_full: object
+
+
+def prepare_references(cfg: Config) -> References:
+    from clear_ray.data.source import resolve_source
+    from clear_ray.eval.final import full_eval_config
+    from clear_ray.eval.gold import reference_evaluation
+    from clear_ray.finetune import reference_models
+
     source = resolve_source(cfg)
     log(f"data: {source}")
-    models = reference_models(cfg, source, output / "cache")
+    models = reference_models(cfg, source, Path(cfg.output_dir) / "cache")
     log("evaluating Gold and Original (cached after the first run)")
-    gold = reference_evaluation(models.gold, source, cfg.data.forget_split, cfg.eval)
-    original = reference_evaluation(
-        models.original, source, cfg.data.forget_split, cfg.eval, gold.forget_truth_ratios
-    )
-    thresholds = Thresholds(
-        objective=cfg.search.objective,
-        min_retain_metric=cfg.search.min_retain * original.metrics["retain_metric"],
-    )
-    print(reference_table(original.metrics, gold.metrics, thresholds), flush=True)
+    split = cfg.data.forget_split
+
+    def evaluations(eval_config):
+        gold = reference_evaluation(models.gold, source, split, eval_config)
+        original = reference_evaluation(
+            models.original, source, split, eval_config, gold.forget_truth_ratios
+        )
+        return gold, original
+
+    gold, original = evaluations(cfg.eval)
+    gold_full, original_full = evaluations(full_eval_config(cfg.eval))
+    return References(source, str(models.original), gold, original, gold_full, original_full)
+
+
+def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dict]) -> int:
+    # Heavy imports (torch, transformers, mlflow, ray) come after argument parsing, so that
+    # --help and bad input answer at once.
+    import ray
+
+    from clear_ray.provenance import system_tags
+    from clear_ray.search.results import LeaderboardRow, leaderboard
+    from clear_ray.tracking import SearchTracker, ui_command
+    from clear_ray.train.selection import Thresholds
+
+    started = time.time()
+    log(f"search {state.name}: files in {dirs.root}")
+    refs = prepare_references(cfg)
+    thresholds = Thresholds.from_search(cfg.search, refs.original.metrics)
+    print(reference_table(refs.original.metrics, refs.gold.metrics, thresholds), flush=True)
 
     tracker = SearchTracker(cfg)
-    run_name = f"{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    parent_id = tracker.start_parent(
-        run_name,
-        params={
-            **cfg.to_flat(),
-            **{f"search_space.{k}": v for k, v in describe(space).items()},
-            "search.min_retain_metric": thresholds.min_retain_metric,
-        },
-        tags={
-            "clear_ray.role": "search",
-            "method": cfg.method.name,
-            "model": cfg.model.preset,
-            "data": source,
-            "data_fingerprint": data_fingerprint(source, [f"{cfg.data.forget_split}+tofu"]),
-            "search_space": space_origin,
-        },
-    )
-    tracker.log_metrics(parent_id, original.metrics, prefix="original/")
-    tracker.log_metrics(parent_id, gold.metrics, prefix="gold/")
-    log(f"MLflow parent run {parent_id} in {tracker.uri}")
-
-    inputs = TrialInputs(source, str(models.original), gold.forget_truth_ratios, thresholds)
-    adapters_dir = output / "adapters" / run_name
-    searcher = ConstrainedOptunaSearch(
-        space=space,
-        metric="best_objective",
-        mode="max",
-        sampler=TPESampler(seed=cfg.search.seed, n_startup_trials=cfg.search.startup_trials),
-    )
+    tags = {
+        "clear_ray.search": state.name,
+        "model": cfg.model.preset,
+        "data": refs.source,
+        **system_tags(cfg.search.workers_per_trial, cfg.train.zero_stage, cfg.search.seed),
+    }
+    if len(state.methods) > 1:
+        if state.top_parent_id:
+            tracker.reopen(state.top_parent_id)
+        else:
+            state.top_parent_id = tracker.start_parent(
+                state.name, cfg.to_flat(), {**tags, "clear_ray.role": "comparison"}
+            )
+            log_references(tracker, state.top_parent_id, refs)
+        dirs.save(state)
     # The dashboard stays on: its State API cleans up placement groups of stopped trials
     # (without it the next trial can hang, shared/STACK_NOTES.md). Worker output stays in
     # Ray's session logs; a failed trial prints where its traceback is.
@@ -158,81 +252,256 @@ def run_search(cfg: Config, space: dict, space_origin: str) -> int:
         log_to_driver=False,
         runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
     )
-    tuner = tune.Tuner(
-        tune.with_resources(
-            make_trainable(cfg, inputs, str(output / "ray_train")), {"cpu": DRIVER_CPUS}
-        ),
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.search.max_concurrent),
-            num_samples=cfg.search.num_samples,
-        ),
-        run_config=tune.RunConfig(
-            name=run_name,
-            storage_path=str(output / "ray_results"),
-            callbacks=[
-                TrialLogger(tracker, cfg.to_flat(), adapters_dir),
-                ProgressPrinter(cfg.search.objective, cfg.search.num_samples),
-            ],
-            verbose=0,
-        ),
-    )
-    results = tuner.fit()
+    for method in state.methods:
+        if method in state.runs and state.runs[method].status == "done":
+            log(f"{method}: done before the resume, kept")
+            continue
+        search_method(cfg, method, spaces[method], refs, thresholds, tracker, state, dirs, tags)
 
-    rows = trial_rows(results, adapters_dir)
-    param_names = sorted(space)
-    table = markdown_table(rows, param_names)
-    report_dir = output / "reports" / run_name
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "trials.md").write_text(table + "\n")
-    write_csv(rows, param_names, report_dir / "trials.csv")
-    tracker.log_artifacts(parent_id, [report_dir / "trials.md", report_dir / "trials.csv"])
-    best = next((row for row in rows if row.feasible), None)
-    tracker.finish(parent_id, "FINISHED", {"best_trial": best.trial if best else "none feasible"})
-
-    print(f"\nTrials (objective = {cfg.search.objective}, feasible first):\n{table}\n")
-    if best:
-        print(
-            f"Best feasible trial {best.trial}: {cfg.search.objective} = "
-            f"{best.best_objective:.4g} at epoch {best.best_epoch}"
-        )
-        for name in param_names:
-            print(f"  {name} = {best.params[name]}")
-        print(f"  adapter: {best.adapter}")
-    else:
-        print("No trial met the retain threshold; lower --min-retain or widen the space.")
-    print(f"\nSearch took {time.time() - started:.0f} s. Open MLflow with:")
-    print(f"  {ui_command(tracker.uri)}")
+    rows = [
+        LeaderboardRow("Original", refs.original_full.metrics, ""),
+        LeaderboardRow("Gold", refs.gold_full.metrics, ""),
+        *(LeaderboardRow(**state.runs[method].outcome) for method in state.methods),
+    ]
+    table = leaderboard(rows)
+    (dirs.root / "leaderboard.md").write_text(table + "\n")
+    summary_run = state.top_parent_id or state.runs[state.methods[0]].parent_id
+    tracker.log_artifacts(summary_run, [dirs.root / "leaderboard.md"])
+    if state.top_parent_id:
+        tracker.finish(state.top_parent_id)
+    print(f"\nLeaderboard (full evaluation of each method's best trial):\n{table}\n")
+    print(f"Search {state.name} took {time.time() - started:.0f} s; files in {dirs.root}")
+    print(f"Open MLflow with:\n  {ui_command(tracker.uri)}")
     return 0
 
 
-def reference_table(original: dict, gold: dict, thresholds: Thresholds) -> str:
+def log_references(tracker, run_id: str, refs: References) -> None:
+    """Original/Gold metrics and Gold's per-item values, once per search."""
+    for name in ("original", "gold"):
+        evaluation = getattr(refs, name)
+        tracker.log_metrics(run_id, evaluation.metrics, prefix=f"{name}/")
+        tracker.log_metrics(run_id, getattr(refs, f"{name}_full").metrics, prefix=f"{name}_full/")
+        tracker.log_artifacts(run_id, [Path(evaluation.directory)], f"reference/{name}")
+        full_dir = Path(getattr(refs, f"{name}_full").directory)
+        if full_dir != Path(evaluation.directory):
+            tracker.log_artifacts(run_id, [full_dir], f"reference/{name}_full")
+
+
+def search_method(cfg, method, space, refs, thresholds, tracker, state, dirs, tags) -> None:
+    """One Tune search for ``method``: trials, reports, final evaluation, registered adapter."""
+    from ray import tune
+
+    from clear_ray.data.clear import data_fingerprint
+    from clear_ray.search.progress import ProgressPrinter
+    from clear_ray.search.results import LeaderboardRow, trial_rows
+    from clear_ray.search.session import MethodRun
+    from clear_ray.search.strategy import (
+        RetainCollapseStopper,
+        build_scheduler,
+        build_searcher,
+        trial_count,
+    )
+    from clear_ray.search.trainable import DRIVER_CPUS, make_trainable
+    from clear_ray.tracking import TrialLogger
+    from clear_ray.train.loop import TrialInputs
+    from clear_ray.train.selection import Thresholds
+
+    cfg = cfg.replace({"method.name": method})
+    method_dir = dirs.method(method)
+    resuming = method in state.runs
+    if resuming:
+        parent_id = tracker.reopen(state.runs[method].parent_id)
+    else:
+        parent_id = tracker.start_parent(
+            f"{state.name}-{method}" if state.top_parent_id else state.name,
+            params={
+                **cfg.to_flat(),
+                **{f"search_space.{k}": v for k, v in describe(space).items()},
+                "search.min_retain_metric": thresholds.min_retain_metric,
+                "search.min_model_utility": thresholds.min_model_utility,
+                "search.retain_floor_metric": thresholds.retain_floor,
+            },
+            tags={
+                **tags,
+                "clear_ray.role": "search",
+                "method": method,
+                "modality": cfg.data.modality,
+                "data_fingerprint": data_fingerprint(
+                    refs.source, [f"{cfg.data.forget_split}+tofu"]
+                ),
+                "search_space": state.space_origins[method],
+            },
+            parent_id=state.top_parent_id,
+        )
+        state.runs[method] = MethodRun(parent_id)
+        dirs.save(state)
+        if not state.top_parent_id:
+            log_references(tracker, parent_id, refs)
+    log(f"{method}: MLflow run {parent_id} in {tracker.uri}")
+
+    num_samples = trial_count(cfg.search, space)
+    inputs = TrialInputs(refs.source, refs.original_dir, refs.gold.forget_truth_ratios, thresholds)
+    trainable = tune.with_resources(
+        make_trainable(cfg, inputs, str(dirs.ray_train)), {"cpu": DRIVER_CPUS}
+    )
+    experiment = dirs.tune_experiment(method)
+    if resuming and tune.Tuner.can_restore(str(experiment)):
+        log(f"{method}: resuming the Tune experiment in {experiment}")
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=build_searcher(cfg.search, space, str(method_dir / "optuna_trials.csv")),
+                scheduler=build_scheduler(cfg.search, cfg.train.epochs),
+                num_samples=num_samples,
+            ),
+            run_config=tune.RunConfig(
+                name=method,
+                storage_path=str(dirs.ray_results),
+                stop=RetainCollapseStopper(thresholds),
+                callbacks=[
+                    TrialLogger(
+                        tracker,
+                        cfg.to_flat(),
+                        dirs.adapters(method),
+                        thresholds,
+                        cfg.train.epochs,
+                        tags,
+                    ),
+                    ProgressPrinter(cfg.search.objective, num_samples),
+                ],
+                verbose=0,
+            ),
+        )
+    rows = trial_rows(tuner.fit(), dirs.adapters(method))
+    report_trials(cfg, rows, sorted(space), method_dir, thresholds, tracker, parent_id)
+
+    best = rows[0] if rows and rows[0].adapter else None
+    outcome = LeaderboardRow(method, {}, "no", "none")
+    if best is None:
+        log(f"{method}: no trial produced an adapter")
+    else:
+        final = final_evaluation(cfg, best.adapter, refs, method_dir / "final_evaluation")
+        tracker.log_metrics(parent_id, final, prefix="final/")
+        tracker.log_artifacts(parent_id, [method_dir / "final_evaluation"], "final_evaluation")
+        # Feasible at full evaluation: thresholds from Original's full evaluation.
+        full_thresholds = Thresholds.from_search(cfg.search, refs.original_full.metrics)
+        feasible = full_thresholds.constraint(final) <= 0
+        outcome = LeaderboardRow(method, final, "yes" if feasible else "no", best.trial)
+        if best.feasible:
+            child = tracker.find_child(best.trial)
+            if child:
+                version = tracker.register_adapter(f"clear_ray-{method}", child)
+                log(f"{method}: best adapter registered as clear_ray-{method} v{version}")
+    tracker.finish(parent_id, "FINISHED", {"best_trial": best.trial if best else "none"})
+    state.runs[method].status = "done"
+    state.runs[method].outcome = {
+        "model": outcome.model,
+        "metrics": outcome.metrics,
+        "feasible": outcome.feasible,
+        "trial": outcome.trial,
+    }
+    dirs.save(state)
+
+
+def report_trials(cfg, rows, param_names, method_dir, thresholds, tracker, run_id) -> None:
+    """Trial table, Optuna's own record, plots (and the Pareto front): printed and logged."""
+    from clear_ray.search.pareto import pareto_front
+    from clear_ray.search.plots import TrialPoint, search_plots
+    from clear_ray.search.results import markdown_table, write_csv
+
+    method_dir.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows, param_names)
+    files = [method_dir / "trials.md", method_dir / "trials.csv"]
+    files[0].write_text(table + "\n")
+    write_csv(rows, param_names, files[1])
+    if (method_dir / "optuna_trials.csv").is_file():
+        files.append(method_dir / "optuna_trials.csv")
+    print(f"\n{cfg.method.name}: trials (objective = {cfg.search.objective}, feasible first):")
+    print(table, flush=True)
+    if cfg.search.multi_objective:
+        feasible = [row for row in rows if row.feasible]
+        front = [
+            feasible[i]
+            for i in pareto_front([(r.best_objective, r.best_model_utility) for r in feasible])
+        ]
+        pareto = markdown_table(front, param_names)
+        (method_dir / "pareto_front.md").write_text(pareto + "\n")
+        files.append(method_dir / "pareto_front.md")
+        print(f"\nPareto front ({cfg.search.objective} vs model_utility, feasible trials):")
+        print(pareto, flush=True)
+    points = [
+        TrialPoint(
+            number=row.number,
+            objective=row.best_objective,
+            retain=row.best_retain_metric,
+            utility=row.best_model_utility,
+            feasible=row.feasible,
+            params=row.params,
+        )
+        for row in sorted(rows, key=lambda row: row.number)
+    ]
+    plots = search_plots(
+        points,
+        method_dir / "plots",
+        cfg.search.objective,
+        thresholds.min_retain_metric,
+        cfg.search.multi_objective,
+    )
+    tracker.log_artifacts(run_id, files)
+    tracker.log_artifacts(run_id, plots, "plots")
+    best = rows[0] if rows else None
+    if best and best.feasible:
+        params = ", ".join(f"{name}={best.params[name]:.4g}" for name in param_names)
+        print(f"Best feasible trial {best.trial} (epoch {best.best_epoch}): {params}")
+    else:
+        print("No trial met the thresholds; lower --min-retain or widen the space.")
+
+
+def final_evaluation(cfg: Config, adapter: str, refs: References, out: Path) -> dict[str, float]:
+    """Full evaluation of the best trial's best-epoch adapter; per-item values go to ``out``."""
+    from clear_ray.eval.final import full_eval_config, run_final_evaluation
+    from clear_ray.evaluate import write_outputs
+
+    log(f"{cfg.method.name}: full evaluation of the best trial ({adapter})")
+    result = run_final_evaluation(
+        cfg, refs.original_dir, Path(adapter), refs.source, refs.gold_full.forget_truth_ratios
+    )
+    summary = {
+        "eval_kind": result.eval_kind,
+        "checkpoint": refs.original_dir,
+        "adapter": adapter,
+        "data": refs.source,
+        "forget_split": cfg.data.forget_split,
+        "eval": vars(full_eval_config(cfg.eval)),
+        "metrics": result.metrics,
+    }
+    write_outputs(out, summary, result.tasks)
+    return result.metrics
+
+
+def reference_table(original: dict, gold: dict, thresholds) -> str:
     keys = ("forget_metric", "retain_metric", "forget_quality", "log_forget_quality")
     lines = [f"{'':10}" + "".join(f"{k:>20}" for k in keys)]
     for name, values in (("Original", original), ("Gold", gold)):
         lines.append(f"{name:10}" + "".join(f"{values.get(k, float('nan')):>20.4g}" for k in keys))
-    lines.append(f"feasible iff retain_metric >= {thresholds.min_retain_metric:.4g}")
+    lines.append(f"feasible iff {thresholds.describe()}")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = resolve_config(args)
-        space = (
-            load_space(cfg.method.name)
-            if args.search_space is None
-            else _load_file(args.search_space)
-        )
-        return run_search(
-            cfg, space, str(args.search_space or f"search_spaces/{cfg.method.name}.yaml")
-        )
+        cfg, state, dirs = plan_search(args)
+        spaces = load_spaces(cfg, state)
+        check_inputs(cfg)
+        if args.resume:
+            log(f"resuming search {state.name} with its saved configuration")
+        return run(cfg, state, dirs, spaces)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
-
-def _load_file(path: Path) -> dict:
-    return load_space(path.stem, path.parent)
 
 
 if __name__ == "__main__":

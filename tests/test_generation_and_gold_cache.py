@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -55,6 +56,9 @@ def test_gold_cache_is_reused_and_invalidated_when_the_data_changes(tiny, tmp_pa
     files = sorted(cache.iterdir())
     again = reference_evaluation(checkpoint, str(data), "forget10", config)
     assert again == first and sorted(cache.iterdir()) == files and len(files) == 1
+    # Per-item values sit next to the aggregates (they are logged to MLflow as they are).
+    items = pq.read_table(Path(first.directory) / "forget_captions.parquet").to_pydict()
+    assert items["truth_ratio"] == pytest.approx(first.forget_truth_ratios)
 
     generate(data, persons=10, seed=1, overwrite=True)
     reference_evaluation(checkpoint, str(data), "forget10", config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from clear_ray.config import ConfigError, SearchConfig
 from clear_ray.train.selection import BestEpoch, Thresholds
 
 THRESHOLDS = Thresholds(objective="log_forget_quality", min_retain_metric=0.45)
@@ -83,9 +84,12 @@ def test_summary_reports_the_best_epoch_and_its_feasibility() -> None:
         {
             "best_epoch": 1.0,
             "best_objective": -3.0,
+            "best_score": -3.0,
             "best_retain_metric": 0.6,
             "best_forget_metric": 0.2,
+            "best_log_forget_quality": -3.0,
             "best_constraint": -0.15,
+            "best_constraint/min_retain": -0.15,
             "feasible": 1.0,
         }
     )
@@ -127,3 +131,62 @@ def test_infeasible_epoch_score_falls_with_the_violation() -> None:
     small = best.epoch_values(metrics(-1.0, 0.4))["epoch_score"]
     large = best.epoch_values(metrics(-1.0, 0.1))["epoch_score"]
     assert large < small
+
+
+def utility_metrics(objective: float, retain: float, utility: float) -> dict[str, float]:
+    return {**metrics(objective, retain), "model_utility": utility}
+
+
+def test_utility_constraint_joins_retain_and_the_largest_shortfall_decides() -> None:
+    thresholds = Thresholds("log_forget_quality", min_retain_metric=0.45, min_model_utility=0.5)
+    values = utility_metrics(-3.0, retain=0.6, utility=0.2)
+    assert thresholds.constraints(values) == pytest.approx(
+        {"min_retain": -0.15, "min_utility": 0.3}
+    )
+    assert thresholds.constraint(values) == pytest.approx(0.3)
+    summary = BestEpoch(thresholds)
+    summary.update(0, values)
+    assert summary.summary()["feasible"] == 0.0
+    assert summary.summary()["best_constraint/min_utility"] == pytest.approx(0.3)
+
+
+ORIGINAL = {"retain_metric": 0.8, "model_utility": 0.5}
+
+
+def test_relative_thresholds_scale_original_values() -> None:
+    search = SearchConfig(min_retain=0.9, min_utility=0.5, retain_floor=0.25)
+    thresholds = Thresholds.from_search(search, ORIGINAL)
+    assert thresholds.min_retain_metric == pytest.approx(0.72)
+    assert thresholds.min_model_utility == pytest.approx(0.25)
+    assert thresholds.retain_floor == pytest.approx(0.2)
+
+
+def test_absolute_thresholds_are_taken_as_given() -> None:
+    search = SearchConfig(threshold_mode="absolute", min_retain=0.3, min_utility=0.1)
+    thresholds = Thresholds.from_search(search, ORIGINAL)
+    assert (thresholds.min_retain_metric, thresholds.min_model_utility) == (0.3, 0.1)
+
+
+def test_no_utility_constraint_by_default() -> None:
+    thresholds = Thresholds.from_search(SearchConfig(), ORIGINAL)
+    assert thresholds.min_model_utility is None
+    assert set(thresholds.constraints(metrics(-1.0, 0.9))) == {"min_retain"}
+
+
+def test_relative_utility_threshold_needs_originals_utility() -> None:
+    with pytest.raises(ConfigError, match="model_utility"):
+        Thresholds.from_search(SearchConfig(min_utility=0.5), {"retain_metric": 0.8})
+
+
+def test_collapse_is_retain_below_the_floor() -> None:
+    thresholds = Thresholds("log_forget_quality", min_retain_metric=0.45, retain_floor=0.2)
+    assert thresholds.collapsed(metrics(-1.0, 0.19))
+    assert not thresholds.collapsed(metrics(-1.0, 0.2))
+
+
+def test_state_round_trip_restores_the_best_epoch() -> None:
+    best = best_of(metrics(-9.0, 0.8), metrics(-3.0, 0.6))
+    restored = BestEpoch(THRESHOLDS)
+    restored.restore(best.state())
+    assert restored.epoch == 1
+    assert not restored.update(2, metrics(-4.0, 0.9))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -14,24 +15,22 @@ pytestmark = pytest.mark.slow
 SEARCHED = ("train.lr", "method.beta", "method.alpha", "regularizer.l1")
 
 
+def run_tune(output: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "clear_ray.tune", "--output-dir", str(output), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def search_dir(output: Path, prefix: str) -> Path:
+    (found,) = [p for p in (output / "searches").iterdir() if p.name.startswith(prefix)]
+    return found
+
+
 @pytest.fixture(scope="module")
 def search(session_output: Path, synthetic_source: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "clear_ray.tune",
-        "--method",
-        "dpo",
-        "--num-samples",
-        "2",
-        "--epochs",
-        "1",
-        "--output-dir",
-        str(session_output),
-        "--experiment",
-        "e2e",
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+    return run_tune(
+        session_output, "--method", "dpo", "--num-samples", "2", "--epochs", "1",
+        "--experiment", "e2e",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +44,11 @@ def runs(search: subprocess.CompletedProcess, session_output: Path):
     return client, parents, children
 
 
-def test_search_prints_the_trial_table_and_the_mlflow_command(search) -> None:
-    assert "Trials (objective = log_forget_quality, feasible first)" in search.stdout
+def test_search_prints_trials_leaderboard_and_the_mlflow_command(search) -> None:
+    assert "dpo: trials (objective = log_forget_quality, feasible first)" in search.stdout
+    assert "Leaderboard (full evaluation of each method's best trial)" in search.stdout
+    for row in ("| Original |", "| Gold |", "| dpo |"):
+        assert row in search.stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in search.stdout
 
 
@@ -59,10 +61,38 @@ def test_one_parent_run_records_the_search(runs) -> None:
     assert parent.data.params["search.min_retain"] == "0.9"
     assert all(f"search_space.{path}" in parent.data.params for path in SEARCHED)
     assert {"original/retain_metric", "gold/forget_metric"} <= set(parent.data.metrics)
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
-        "trials.md",
-        "trials.csv",
-    }
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.md", "trials.csv", "optuna_trials.csv", "plots", "leaderboard.md"} <= artifacts
+
+
+def test_parent_run_has_system_tags(runs) -> None:
+    _, parents, _ = runs
+    tags = parents[0].data.tags
+    assert tags["seed"] == "0" and tags["world_size"] == "1" and tags["deepspeed.zero_stage"] == "2"
+    assert tags["version.torch"].startswith("2.") and tags["git.commit"]
+
+
+def test_parent_run_has_the_plots(runs) -> None:
+    client, parents, _ = runs
+    plots = {a.path for a in client.list_artifacts(parents[0].info.run_id, "plots")}
+    for name in ("optimisation_history", "forget_vs_retain", "parameter_importances"):
+        assert f"plots/{name}.png" in plots
+
+
+def test_gold_per_item_values_are_logged_once(runs) -> None:
+    client, parents, _ = runs
+    gold = {a.path for a in client.list_artifacts(parents[0].info.run_id, "reference/gold")}
+    assert "reference/gold/forget_captions.parquet" in gold
+    assert "reference/gold/reference.json" in gold
+
+
+def test_best_trial_gets_a_full_final_evaluation(runs) -> None:
+    client, parents, _ = runs
+    parent = parents[0]
+    assert parent.data.metrics["final/eval/proxy"] == 0.0
+    assert {"final/forget_quality", "final/retain_metric"} <= set(parent.data.metrics)
+    final = {a.path for a in client.list_artifacts(parent.info.run_id, "final_evaluation")}
+    assert "final_evaluation/forget_captions.parquet" in final
 
 
 def test_each_trial_is_a_child_run_with_params_metrics_and_adapter(runs) -> None:
@@ -72,6 +102,7 @@ def test_each_trial_is_a_child_run_with_params_metrics_and_adapter(runs) -> None
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert child.info.status == "FINISHED"
         assert child.data.tags["feasible"] in ("True", "False")
+        assert child.data.tags["stopped"] == "completed"
         assert all(path in child.data.params for path in SEARCHED)
         assert child.data.params["method.name"] == "dpo"
         history = client.get_metric_history(child.info.run_id, "log_forget_quality")
@@ -81,6 +112,28 @@ def test_each_trial_is_a_child_run_with_params_metrics_and_adapter(runs) -> None
         )
         adapter = {a.path for a in client.list_artifacts(child.info.run_id, "best_adapter")}
         assert "best_adapter/adapter_model.safetensors" in adapter
+
+
+def test_best_feasible_adapter_is_registered(runs) -> None:
+    client, _, children = runs
+    feasible = [c.info.run_id for c in children if c.data.tags["feasible"] == "True"]
+    versions = client.search_model_versions("name='clear_ray-dpo'")
+    if feasible:
+        assert [v.run_id for v in versions] == [
+            max(
+                (c for c in children if c.info.run_id in feasible),
+                key=lambda c: c.data.metrics["best_objective"],
+            ).info.run_id
+        ]
+    else:
+        assert versions == []
+
+
+def test_optuna_records_every_trial_with_its_constraint(search, session_output: Path) -> None:
+    with (search_dir(session_output, "dpo-") / "dpo" / "optuna_trials.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
+    assert all("min_retain" in row["constraints"] for row in rows)
 
 
 def test_sampled_params_differ_between_trials(runs) -> None:

@@ -21,6 +21,8 @@ def resolve_source(cfg: Config) -> str:
             if not (path / "README.md").is_file():
                 raise ConfigError(f"{path} is not a CLEAR dataset directory (no README.md)")
             return str(path.resolve())
+        if cfg.data.source.startswith((".", "/", "~")):
+            raise ConfigError(f"data directory {cfg.data.source} does not exist")
         if cfg.data.source.count("/") != 1:
             raise ConfigError(
                 f"data source {cfg.data.source!r} is neither a directory nor a hub id"

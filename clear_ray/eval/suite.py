@@ -9,15 +9,21 @@ Two kinds of evaluation, told apart by the metric ``eval/proxy`` (1.0 proxy, 0.0
   ROUGE is missing from every aggregate and proxy numbers are not comparable to full ones; Gold's
   reference truth ratios must come from a proxy evaluation with the same eval config (the Gold
   cache key includes it).
+
+Either kind can be split over the ranks of a process group (:class:`Shard`): each rank scores a
+strided share of every task's rows, the per-item values are gathered, and every rank ends with
+the result of the unsharded evaluation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import datasets
 import numpy as np
+import torch.distributed as dist
 from torch import nn
 
 from clear_ray.config import ConfigError, EvalConfig
@@ -30,6 +36,59 @@ from clear_ray.eval.tasks import CAPTIONS, TASKS, Layout, Task, proxy_subset, re
 
 FORGET_QUALITY_TASK = "forget_captions"
 PROXY_METRIC = "eval/proxy"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of an evaluation: rank ``rank`` of ``world_size`` takes every
+    ``world_size``-th chosen row from position ``rank`` (strided, so shares differ by at most
+    one row and each spans the whole task). The default is the whole, unsharded evaluation.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is outside a world of {self.world_size}")
+
+    @property
+    def sharded(self) -> bool:
+        return self.world_size > 1
+
+    def check_group(self) -> None:
+        """Fail before any work, not at the gather, when no matching process group exists."""
+        if self.sharded and not (
+            dist.is_initialized() and dist.get_world_size() == self.world_size
+        ):
+            raise RuntimeError(
+                f"a {self.world_size}-rank evaluation needs an initialised process group of "
+                "that size"
+            )
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return rows[self.rank :: self.world_size]
+
+    def gather(self, values: list[T]) -> list[T]:
+        """Every rank's ``values`` (its :meth:`take` share), in the unsharded order."""
+        if not self.sharded:
+            return values
+        parts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(parts, values)
+        return interleave(parts)
+
+
+def interleave(parts: Sequence[Sequence[T]]) -> list[T]:
+    """Undo a strided split: ``parts[r]`` holds items ``r, r + len(parts), ...`` of the whole.
+
+    Raises ValueError when the part lengths cannot come from one strided split.
+    """
+    merged: list[Any] = [None] * sum(len(part) for part in parts)
+    for rank, part in enumerate(parts):
+        merged[rank :: len(parts)] = part
+    return merged
 
 
 @dataclass
@@ -120,38 +179,65 @@ class EvalResult:
 
 
 def run_task(
-    task: Task, model: nn.Module, collator: Collator, rows: datasets.Dataset, config: EvalConfig
+    task: Task,
+    model: nn.Module,
+    collator: Collator,
+    rows: datasets.Dataset,
+    config: EvalConfig,
+    shard: Shard = Shard(),
 ) -> TaskResult:
-    """Score (and, in a full evaluation, generate for) the task's rows of its CLEAR config."""
+    """Score (and, in a full evaluation, generate for) the task's rows of its CLEAR config.
+
+    With a sharded ``shard`` this rank works on its share only and every rank returns the
+    whole, unsharded result (a collective: all ranks must call it for the same task).
+    """
+    shard.check_group()
     eligible = task.eligible_rows(rows)
     if len(eligible) == 0:
         raise ConfigError(f"task {task.name}: its CLEAR config has no rows to evaluate")
     proxy = config.proxy_items > 0
+    generate = config.generate and not proxy
     chosen = eligible[proxy_subset(len(eligible), config.proxy_items, config.proxy_seed)]
-    selected = list(rows.select(chosen))
-    items = task.items(selected)
-    nll_true, nll_paraphrased, nll_perturbed = [], [], []
-    for nll in score_items(model, collator, items, config.batch_size):
-        true, paraphrased, perturbed = task.layout.split(nll)
-        nll_true.append(true)
-        nll_paraphrased.append(paraphrased)
-        nll_perturbed.append(perturbed)
-    rouge = None
-    if config.generate and not proxy:
-        prompts = [Example(item.question, "", item.image) for item in items]
-        predictions = generate_greedy(
-            model, collator, prompts, config.max_new_tokens, config.batch_size
-        )
-        rouge = metrics.rouge_l_recall(predictions, [task.reference(row) for row in selected])
+    mine = list(rows.select(shard.take(chosen)))
+    values = shard.gather(_score_rows(task, model, collator, mine, config, generate))
+    nll_true, nll_paraphrased, nll_perturbed, rouge = zip(*values, strict=True)
     return TaskResult(
         nll_true=np.array(nll_true),
         nll_paraphrased=np.array(nll_paraphrased) if task.layout.truth_ratio else None,
         nll_perturbed=nll_perturbed,
-        rouge_recall=rouge,
+        rouge_recall=np.array(rouge) if generate else None,
         layout=task.layout,
         item_index=np.asarray(chosen),
         proxy=proxy,
     )
+
+
+def _score_rows(
+    task: Task,
+    model: nn.Module,
+    collator: Collator,
+    rows: list[dict],
+    config: EvalConfig,
+    generate: bool,
+) -> list[tuple[float, float | None, np.ndarray, float | None]]:
+    """Per row (true NLL, paraphrase NLL, distractor NLLs, ROUGE-L recall), ready to gather.
+
+    A rank can get no rows when a task has fewer rows than there are ranks.
+    """
+    if not rows:
+        return []
+    items = task.items(rows)
+    split = [
+        task.layout.split(nll) for nll in score_items(model, collator, items, config.batch_size)
+    ]
+    rouge: list[float | None] = [None] * len(rows)
+    if generate:
+        prompts = [Example(item.question, "", item.image) for item in items]
+        predictions = generate_greedy(
+            model, collator, prompts, config.max_new_tokens, config.batch_size
+        )
+        rouge = metrics.rouge_l_recall(predictions, [task.reference(row) for row in rows]).tolist()
+    return [(*nll, recall) for nll, recall in zip(split, rouge, strict=True)]
 
 
 def aggregate(
@@ -192,12 +278,15 @@ def evaluate(
     config: EvalConfig,
     gold_truth_ratios: np.ndarray | None = None,
     task_names: Sequence[str] | None = None,
+    shard: Shard = Shard(),
 ) -> EvalResult:
     """Evaluate ``model`` on the tasks ``config.tasks`` names (or ``task_names`` if given).
 
     Deterministic: fixed prompts, greedy generation, and in a proxy evaluation the same rows
     every call. ``gold_truth_ratios`` are Gold's per-item TR on the forget-quality task from an
-    evaluation with the same ``config`` (so a proxy compares the same rows).
+    evaluation with the same ``config`` (so a proxy compares the same rows). A sharded
+    ``shard`` splits the work over the process group's ranks, which must all call this with
+    the same arguments; each gets the unsharded result.
     """
     names = resolve_task_names(config.tasks if task_names is None else ",".join(task_names))
     loaded: dict[str, datasets.Dataset] = {}  # forget captions and face naming share a config
@@ -210,7 +299,7 @@ def evaluate(
             clear_config = task.config_for(forget_split)
             if clear_config not in loaded:
                 loaded[clear_config] = load_clear(source, clear_config)
-            results[name] = run_task(task, model, collator, loaded[clear_config], config)
+            results[name] = run_task(task, model, collator, loaded[clear_config], config, shard)
     finally:
         model.train(was_training)
     return EvalResult(results, aggregate(results, gold_truth_ratios))

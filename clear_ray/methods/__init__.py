@@ -10,17 +10,17 @@ import importlib
 from clear_ray.config import ConfigError
 from clear_ray.methods.base import Method
 
-_METHOD_MODULES = (
+_METHOD_MODULES = (  # the order of the CLEAR paper's Table 1 (and of --method all)
+    "retain_ft",
     "ga",
     "gd",
-    "dpo",
-    "retain_ft",
+    "kl",
     "idk",
+    "dpo",
     "npo",
     "simnpo",
-    "kl",
-    "llmu",
     "rmu",
+    "llmu",
     "scrub",
 )
 

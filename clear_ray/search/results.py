@@ -1,8 +1,10 @@
-"""The trial table: feasible trials first, each with its best epoch and adapter."""
+"""The trial table (feasible first, each with its best epoch and adapter) and the leaderboard."""
 
 from __future__ import annotations
 
 import csv
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,19 +16,24 @@ COLUMNS = (
     "best_objective",
     "best_forget_metric",
     "best_retain_metric",
+    "best_model_utility",
     "best_epoch",
+    "stopped_at",
 )
 
 
 @dataclass(frozen=True)
 class TrialRow:
     trial: str
+    number: int  # creation order within the search
     status: str  # done | error
     feasible: bool
     best_objective: float
     best_forget_metric: float
     best_retain_metric: float
+    best_model_utility: float
     best_epoch: int
+    stopped_at: int  # last epoch run (< epochs when ASHA or a collapse stopped it)
     params: dict[str, Any]
     adapter: str  # local copy of the best epoch's adapter ("" if none)
 
@@ -38,7 +45,9 @@ class TrialRow:
             f"{self.best_objective:.4g}",
             f"{self.best_forget_metric:.4g}",
             f"{self.best_retain_metric:.4g}",
+            f"{self.best_model_utility:.4g}",
             str(self.best_epoch),
+            str(self.stopped_at),
         ]
         return values + [_fmt(self.params.get(name)) for name in param_names]
 
@@ -47,22 +56,39 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+# Tune names a trial's folder <trainable>_<trial id>_<creation number>_<params>_<time>.
+_TRIAL_FOLDER = re.compile(r"_([0-9a-f]{5,})_(\d+)(?:_|$)")
+
+
+def trial_identity(folder: str) -> tuple[str, int]:
+    """(trial id, creation number) from a Tune trial folder name; ("?", -1) if unrecognised."""
+    found = _TRIAL_FOLDER.search(folder)
+    return (found.group(1), int(found.group(2))) if found else ("?", -1)
+
+
 def trial_rows(results, adapters_dir: Path) -> list[TrialRow]:
     """Rows from a Tune ``ResultGrid``, sorted feasible first, then by objective."""
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        trial = metrics.get("trial_id") or Path(result.path).name
+        trial, number = trial_identity(Path(result.path).name)
         adapter = adapters_dir / trial
+
+        def value(key: str, metrics: dict = metrics) -> float:
+            return float(metrics.get(key, math.nan))
+
         rows.append(
             TrialRow(
                 trial=trial,
+                number=number,
                 status="error" if result.error else "done",
                 feasible=bool(metrics.get("feasible", 0.0)) and not result.error,
-                best_objective=float(metrics.get("best_objective", float("nan"))),
-                best_forget_metric=float(metrics.get("best_forget_metric", float("nan"))),
-                best_retain_metric=float(metrics.get("best_retain_metric", float("nan"))),
+                best_objective=value("best_objective"),
+                best_forget_metric=value("best_forget_metric"),
+                best_retain_metric=value("best_retain_metric"),
+                best_model_utility=value("best_model_utility"),
                 best_epoch=int(metrics.get("best_epoch", -1)),
+                stopped_at=int(metrics.get("epoch", 0)),
                 params=dict(result.config or {}),
                 adapter=str(adapter) if adapter.is_dir() else "",
             )
@@ -74,11 +100,13 @@ def _finite(value: float) -> float:
     return value if value == value else float("-inf")
 
 
-def markdown_table(rows: list[TrialRow], param_names: list[str]) -> str:
-    header = [*COLUMNS, *param_names]
+def markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row.cells(param_names)) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def markdown_table(rows: list[TrialRow], param_names: list[str]) -> str:
+    return markdown([*COLUMNS, *param_names], [row.cells(param_names) for row in rows])
 
 
 def write_csv(rows: list[TrialRow], param_names: list[str], path: Path) -> None:
@@ -87,3 +115,31 @@ def write_csv(rows: list[TrialRow], param_names: list[str], path: Path) -> None:
         writer.writerow([*COLUMNS, *param_names, "adapter"])
         for row in rows:
             writer.writerow([*row.cells(param_names), row.adapter])
+
+
+LEADERBOARD_COLUMNS = ("model", "Real", "Retain", "Forget", "FQ", "log FQ", "feasible", "trial")
+LEADERBOARD_METRICS = (
+    "real_metric",
+    "retain_metric",
+    "forget_metric",
+    "forget_quality",
+    "log_forget_quality",
+)
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """One line of the Table-1-style comparison, from a *full* evaluation."""
+
+    model: str
+    metrics: dict[str, float]
+    feasible: str  # yes | no | "" (references)
+    trial: str = ""
+
+    def cells(self) -> list[str]:
+        numbers = [f"{self.metrics.get(key, math.nan):.4g}" for key in LEADERBOARD_METRICS]
+        return [self.model, *numbers, self.feasible, self.trial]
+
+
+def leaderboard(rows: list[LeaderboardRow]) -> str:
+    return markdown(list(LEADERBOARD_COLUMNS), [row.cells() for row in rows])

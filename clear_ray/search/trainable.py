@@ -3,6 +3,12 @@
 The supported Train V2 + Tune pattern (shared/STACK_NOTES.md): the function trainable builds
 the trainer and calls ``fit()`` without returning its result; worker reports reach Tune
 through ``TuneReportCallback`` in the *Train* run config.
+
+Faults: a worker crash is retried by Train from the last epoch checkpoint
+(``search.max_failures``). A diverged loss is not a crash worth retrying (it would diverge
+again), so workers report it, with a checkpoint, instead of raising; the report is kept from
+Tune (it has no metrics), and the trial driver finds it as Train's last checkpointed result and
+raises ``FloatingPointError`` with the reason, which Tune records as the trial's error.
 """
 
 from __future__ import annotations
@@ -10,11 +16,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ray.tune.integration.ray_train import TuneReportCallback
+
 from clear_ray.config import Config
-from clear_ray.train.loop import TrialInputs, ray_train_loop
+from clear_ray.train.loop import DIVERGED_KEY, TrialInputs, ray_train_loop
 
 DRIVER_CPUS = 0.25  # Tune refuses 0; the trial driver only waits on its workers
-KEPT_CHECKPOINTS = 2  # by score: the best epoch's adapter is always among them
+KEPT_CHECKPOINTS = 2  # by score (the best epoch's adapter); Train also keeps the latest
+
+
+class EpochReportCallback(TuneReportCallback):
+    """Forwards epoch reports to Tune, but not a divergence report (it has no metrics)."""
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        if not metrics[0].get(DIVERGED_KEY):
+            super().after_report(run_context, metrics, checkpoint)
 
 
 def make_trainable(
@@ -27,7 +43,6 @@ def make_trainable(
         import ray.train
         from ray import tune
         from ray.train.torch import TorchConfig, TorchTrainer
-        from ray.tune.integration.ray_train import TuneReportCallback
 
         use_gpu = search.gpus_per_trial > 0
         resources = {"CPU": search.cpus_per_worker}
@@ -44,16 +59,20 @@ def make_trainable(
                 resources_per_worker=resources,
             ),
             run_config=ray.train.RunConfig(
-                name=f"train-{trial_id}",  # deterministic: a restarted trial finds its own run
+                # Deterministic: a restarted or resumed trial finds its own checkpoints.
+                name=f"train-{trial_id}",
                 storage_path=storage_path,
-                callbacks=[TuneReportCallback()],
+                callbacks=[EpochReportCallback()],
                 checkpoint_config=ray.train.CheckpointConfig(
                     num_to_keep=KEPT_CHECKPOINTS,
                     checkpoint_score_attribute="epoch_score",
                     checkpoint_score_order="max",
                 ),
+                failure_config=ray.train.FailureConfig(max_failures=search.max_failures),
             ),
         )
-        trainer.fit()
+        result = trainer.fit()
+        if result.metrics and result.metrics.get(DIVERGED_KEY):
+            raise FloatingPointError(result.metrics["reason"])
 
     return run_trial

@@ -7,6 +7,7 @@ a Ray Train worker (``ray_train_loop``) or alone in a test process with a one-ra
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -14,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from clear_ray.config import Config
 from clear_ray.data.clear import load_clear
 from clear_ray.data.collate import Collator, row_example
 from clear_ray.data.schema import retain_split_for
 from clear_ray.data.unlearning import UnlearningData, epoch_views, select_modality
-from clear_ray.eval.suite import evaluate
+from clear_ray.eval.suite import Shard, evaluate
 from clear_ray.methods import Method, get_method
 from clear_ray.models.forward import to_device
 from clear_ray.models.introspection import steering_layer
@@ -33,6 +33,9 @@ from clear_ray.train.selection import BestEpoch, Thresholds
 from clear_ray.train.step import training_step
 
 Report = Callable[[dict[str, float], Path | None], None]
+DIVERGED_KEY = "diverged"  # a report with this key fails the trial (search/trainable.py)
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PROGRESS_FILE = "trial_progress.json"
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,21 @@ def load_unlearning_data(source: str, forget_split: str, modality: str) -> Unlea
     return UnlearningData(select_modality(forget, modality), retain)
 
 
-def unlearn(cfg: Config, inputs: TrialInputs, rank: int, world_size: int, report: Report) -> None:
-    """Unlearn from Original for ``cfg.train.epochs`` epochs, evaluating after each one."""
+def unlearn(
+    cfg: Config,
+    inputs: TrialInputs,
+    rank: int,
+    world_size: int,
+    report: Report,
+    resume_from: Path | None = None,
+) -> None:
+    """Unlearn from Original for ``cfg.train.epochs`` epochs, evaluating after each one.
+
+    ``resume_from`` is an epoch checkpoint of this trial (a retried worker crash or a resumed
+    search): its adapter weights and best-epoch state are restored and training goes on at
+    the next epoch, with the same batches an uninterrupted run would see there (the optimiser
+    moments start afresh). A diverged loss ends the trial with a report of the reason.
+    """
     import deepspeed
 
     torch.manual_seed(cfg.train.seed)
@@ -70,6 +86,8 @@ def unlearn(cfg: Config, inputs: TrialInputs, rank: int, world_size: int, report
     if torch.cuda.is_available():
         model = model.to(torch.device("cuda", torch.cuda.current_device()))
     model = attach_lora(model, cfg.lora, preset.lora_target_modules)
+    best = BestEpoch(inputs.thresholds)
+    start = _restore(model, best, resume_from) if resume_from else TrialProgress()
     collator = Collator(processor)
     data = load_unlearning_data(inputs.source, cfg.data.forget_split, cfg.data.modality)
     steps_per_epoch = data.batches_per_epoch(cfg.train.batch_size, world_size)
@@ -84,30 +102,71 @@ def unlearn(cfg: Config, inputs: TrialInputs, rank: int, world_size: int, report
         config=deepspeed_config(cfg.train, steps_per_epoch),
     )
     gold = np.asarray(inputs.gold_truth_ratios)
-    best = BestEpoch(inputs.thresholds)
     layer = steering_layer(model, cfg.method.layer_fraction) if _reads_hidden(method) else None
-    step = 0
-    for epoch in range(cfg.train.epochs):
+    step = start.step
+    for epoch in range(start.epoch, cfg.train.epochs):
         engine.train()
         logs = []
-        for views in epoch_views(
-            data, method.all_views, cfg.train.batch_size, epoch, cfg.train.seed, rank, world_size
-        ):
-            batches = {
-                view: to_device(collator(examples), model) for view, examples in views.items()
-            }
-            logs.append(training_step(engine, method, batches, cfg, step, layer))
-            step += 1
+        try:
+            for views in epoch_views(
+                data,
+                method.all_views,
+                cfg.train.batch_size,
+                epoch,
+                cfg.train.seed,
+                rank,
+                world_size,
+            ):
+                batches = {
+                    view: to_device(collator(examples), model) for view, examples in views.items()
+                }
+                logs.append(training_step(engine, method, batches, cfg, step, layer))
+                step += 1
+        except FloatingPointError as error:  # every rank raises it (step.py agrees on NaN)
+            _report_divergence(report, f"epoch {epoch + 1}: {error}", rank)
+            return
         metrics = _epoch_means(logs)
-        metrics.update(_evaluate_on_rank0(engine.module, collator, inputs, cfg, gold, rank))
+        metrics.update(_evaluate(engine.module, collator, inputs, cfg, gold, rank, world_size))
         metrics["epoch"] = float(epoch + 1)
         metrics.update(best.epoch_values(metrics))
         best.update(epoch + 1, metrics)
         metrics.update(best.summary())
         with tempfile.TemporaryDirectory() as checkpoint_dir:
             if rank == 0:
-                _save_adapter(engine.module, Path(checkpoint_dir), epoch + 1, metrics)
+                progress = TrialProgress(epoch + 1, step, best.state())
+                _save_checkpoint(engine.module, Path(checkpoint_dir), progress, metrics)
             report(metrics, Path(checkpoint_dir) if rank == 0 else None)
+
+
+def _report_divergence(report: Report, reason: str, rank: int) -> None:
+    """End the trial with the reason, as a checkpointed report: Train's result carries only
+    checkpointed metrics, and the trial driver reads the reason from there (search/trainable).
+    """
+    metrics = {DIVERGED_KEY: 1.0, "reason": reason, "epoch_score": -math.inf}
+    with tempfile.TemporaryDirectory() as checkpoint_dir:
+        if rank == 0:
+            (Path(checkpoint_dir) / "diverged.txt").write_text(reason + "\n")
+        report(metrics, Path(checkpoint_dir) if rank == 0 else None)
+
+
+@dataclass(frozen=True)
+class TrialProgress:
+    """Where a trial stands after an epoch: what a checkpoint must carry to go on from it."""
+
+    epoch: int = 0  # epochs done
+    step: int = 0  # optimiser steps done (SCRUB's max/min schedule follows it)
+    best: dict | None = None  # BestEpoch.state()
+
+
+def _restore(model, best: BestEpoch, checkpoint: Path) -> TrialProgress:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(checkpoint / ADAPTER_WEIGHTS)))
+    progress = TrialProgress(**json.loads((checkpoint / PROGRESS_FILE).read_text()))
+    if progress.best:
+        best.restore(progress.best)
+    return progress
 
 
 def _reads_hidden(method: Method) -> bool:
@@ -120,21 +179,21 @@ def _epoch_means(logs: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([log[key] for log in logs if key in log])) for key in keys}
 
 
-def _evaluate_on_rank0(model, collator, inputs, cfg, gold, rank) -> dict[str, float]:
-    """Rank 0 evaluates, every rank gets the same numbers (reports must agree)."""
-    payload = [None]
-    if rank == 0:
-        payload[0] = evaluate(
-            model, collator, inputs.source, cfg.data.forget_split, cfg.eval, gold
-        ).metrics
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.broadcast_object_list(payload, src=0)
-    return payload[0]
+def _evaluate(model, collator, inputs, cfg, gold, rank, world_size) -> dict[str, float]:
+    """Every rank scores its shard of the items; all get the same metrics (reports must agree)."""
+    shard = Shard(rank, world_size)
+    return evaluate(
+        model, collator, inputs.source, cfg.data.forget_split, cfg.eval, gold, shard=shard
+    ).metrics
 
 
-def _save_adapter(model, directory: Path, epoch: int, metrics: dict[str, float]) -> None:
+def _save_checkpoint(
+    model, directory: Path, progress: TrialProgress, metrics: dict[str, float]
+) -> None:
     model.save_pretrained(str(directory))  # peft: adapter weights only, as safetensors
-    (directory / "epoch_metrics.json").write_text(json.dumps({"epoch": epoch, **metrics}, indent=2))
+    (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
+    metrics_file = directory / "epoch_metrics.json"
+    metrics_file.write_text(json.dumps({"epoch": progress.epoch, **metrics}, indent=2))
 
 
 def ray_train_loop(loop_config: dict) -> None:
@@ -151,4 +210,10 @@ def ray_train_loop(loop_config: dict) -> None:
         )
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    unlearn(cfg, inputs, context.get_world_rank(), context.get_world_size(), report)
+    checkpoint = ray.train.get_checkpoint()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    if checkpoint is None:
+        unlearn(cfg, inputs, rank, world_size, report)
+        return
+    with checkpoint.as_directory() as resume_from:
+        unlearn(cfg, inputs, rank, world_size, report, Path(resume_from))

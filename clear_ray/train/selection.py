@@ -1,28 +1,79 @@
 """Feasibility and best-epoch bookkeeping: the search objective is a constrained one.
 
-A trial's objective is forget quality *subject to* keeping retain performance; the constraint
-value follows Optuna's convention (≤ 0 feasible) so it can be handed to the sampler as is.
+A trial's objective is forget quality *subject to* keeping retain performance (and optionally
+model utility); constraint values follow Optuna's convention (≤ 0 feasible) so they can be
+handed to the sampler as they are.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from clear_ray.config import ConfigError, SearchConfig
 
 # Below any objective (log p-values are ≥ −745) yet small enough that float64 still resolves
 # retain violations of 1e-10, so the least infeasible epoch wins among infeasible ones.
 INFEASIBLE_SCORE = -1e6
+# Metrics of the best epoch that every report carries as best_<name> (when evaluated).
+BEST_METRICS = (
+    "retain_metric",
+    "forget_metric",
+    "real_metric",
+    "model_utility",
+    "forget_quality",
+    "log_forget_quality",
+    "forget_quality_js",
+)
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """What every trial is compared against, computed once by the driver."""
+    """What every trial is compared against, computed once by the driver (absolute values)."""
 
     objective: str  # metric to maximise, e.g. "log_forget_quality"
-    min_retain_metric: float  # absolute: min_retain × Original's retain_metric
+    min_retain_metric: float
+    min_model_utility: float | None = None  # None: no utility constraint
+    retain_floor: float = -math.inf  # below it retain has collapsed: the trial is stopped
+
+    @classmethod
+    def from_search(cls, search: SearchConfig, original: dict[str, float]) -> Thresholds:
+        """Absolute thresholds; "relative" mode scales each by Original's own value."""
+
+        def absolute(value: float, metric: str) -> float:
+            if search.threshold_mode == "absolute":
+                return value
+            if metric not in original:
+                raise ConfigError(f"Original has no {metric} (are its tasks in eval.tasks?)")
+            return value * original[metric]
+
+        utility = absolute(search.min_utility, "model_utility") if search.min_utility else None
+        return cls(
+            objective=search.objective,
+            min_retain_metric=absolute(search.min_retain, "retain_metric"),
+            min_model_utility=utility,
+            retain_floor=absolute(search.retain_floor, "retain_metric"),
+        )
+
+    def constraints(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Named shortfalls (≤ 0 when met): the values Optuna learns the feasible region from."""
+        values = {"min_retain": self.min_retain_metric - metrics["retain_metric"]}
+        if self.min_model_utility is not None:
+            values["min_utility"] = self.min_model_utility - metrics["model_utility"]
+        return values
 
     def constraint(self, metrics: dict[str, float]) -> float:
-        """≤ 0 when feasible: how far retain_metric falls short of the threshold."""
-        return self.min_retain_metric - metrics["retain_metric"]
+        """≤ 0 when every constraint holds: the largest shortfall."""
+        return max(self.constraints(metrics).values())
+
+    def collapsed(self, metrics: dict[str, float]) -> bool:
+        return metrics["retain_metric"] < self.retain_floor
+
+    def describe(self) -> str:
+        rules = [f"retain_metric >= {self.min_retain_metric:.4g}"]
+        if self.min_model_utility is not None:
+            rules.append(f"model_utility >= {self.min_model_utility:.4g}")
+        return " and ".join(rules)
 
 
 @dataclass
@@ -34,8 +85,9 @@ class BestEpoch:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def score(self, metrics: dict[str, float]) -> float:
-        if self.thresholds.constraint(metrics) > 0:
-            return INFEASIBLE_SCORE - self.thresholds.constraint(metrics)
+        violation = self.thresholds.constraint(metrics)
+        if violation > 0:
+            return INFEASIBLE_SCORE - violation
         return metrics[self.thresholds.objective]
 
     def update(self, epoch: int, metrics: dict[str, float]) -> bool:
@@ -47,13 +99,15 @@ class BestEpoch:
 
     def summary(self) -> dict[str, float]:
         """Flat values reported every epoch so Tune, Optuna and MLflow see the running best."""
-        constraint = self.thresholds.constraint(self.metrics)
+        constraints = self.thresholds.constraints(self.metrics)
+        constraint = max(constraints.values())
         return {
             "best_epoch": float(self.epoch),
             "best_objective": self.metrics[self.thresholds.objective],
-            "best_retain_metric": self.metrics["retain_metric"],
-            "best_forget_metric": self.metrics["forget_metric"],
+            "best_score": self.score(self.metrics),
+            **{f"best_{key}": self.metrics[key] for key in BEST_METRICS if key in self.metrics},
             "best_constraint": constraint,
+            **{f"best_constraint/{name}": value for name, value in constraints.items()},
             "feasible": float(constraint <= 0),
         }
 
@@ -65,3 +119,10 @@ class BestEpoch:
             "epoch_feasible": float(constraint <= 0),
             "epoch_score": self.score(metrics),
         }
+
+    def state(self) -> dict:
+        """What a resumed trial needs to go on choosing its best epoch."""
+        return {"epoch": self.epoch, "metrics": self.metrics}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.metrics = int(state["epoch"]), dict(state["metrics"])

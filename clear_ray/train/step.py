@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from clear_ray.config import Config
@@ -91,9 +92,17 @@ def phase_loss(
         penalty = l1_penalty([param for _, param in lora])
         loss = loss + cfg.regularizer.l1 * penalty
         logs["loss/l1"] = float(penalty.detach())
-    if not torch.isfinite(loss):
+    if not finite_on_every_rank(loss):
         raise FloatingPointError(f"{method.name} loss became {loss.item()}")
     return loss, logs
+
+
+def finite_on_every_rank(loss: Tensor) -> bool:
+    """True iff the loss is finite on all ranks, so every worker stops together on a NaN."""
+    finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def training_step(

@@ -1,0 +1,68 @@
+"""The final, full evaluation of a search's best trial at its best epoch.
+
+Per-epoch reports may be proxies (a seeded subset, scoring only); the numbers a user compares
+come from this one: every row of every task with generation, against Gold's full evaluation.
+It runs as a Ray task with a trial's resources (a GPU when trials have one), and the adapter
+travels as bytes, so it does not depend on the driver's filesystem.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from clear_ray.config import Config, EvalConfig
+from clear_ray.data.collate import Collator
+from clear_ray.eval.suite import EvalResult, evaluate
+from clear_ray.models.loading import load_for_evaluation
+
+
+def full_eval_config(config: EvalConfig) -> EvalConfig:
+    return replace(config, proxy_items=0)
+
+
+def read_adapter(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in directory.iterdir() if path.is_file()}
+
+
+def evaluate_adapter(
+    original_dir: str,
+    adapter_files: dict[str, bytes],
+    source: str,
+    forget_split: str,
+    config: EvalConfig,
+    gold_truth_ratios: list[float],
+) -> EvalResult:
+    """Original + the adapter (merged), evaluated on ``config``'s tasks against Gold."""
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, blob in adapter_files.items():
+            (Path(scratch) / name).write_bytes(blob)
+        model, processor = load_for_evaluation(original_dir, scratch)
+    return evaluate(
+        model, Collator(processor), source, forget_split, config, np.asarray(gold_truth_ratios)
+    )
+
+
+def run_final_evaluation(
+    cfg: Config, original_dir: str, adapter: Path, source: str, gold_truth_ratios: list[float]
+) -> EvalResult:
+    """``evaluate_adapter`` as a Ray task with one trial worker's resources."""
+    import ray
+
+    task = ray.remote(evaluate_adapter).options(
+        num_cpus=cfg.search.cpus_per_worker,
+        num_gpus=1 if cfg.search.gpus_per_trial > 0 else 0,
+    )
+    return ray.get(
+        task.remote(
+            original_dir,
+            read_adapter(adapter),
+            source,
+            cfg.data.forget_split,
+            full_eval_config(cfg.eval),
+            gold_truth_ratios,
+        )
+    )

@@ -1,0 +1,90 @@
+"""MLflow tags that say which code, libraries and hardware produced a run.
+
+Search results are only comparable between runs with the same code and library versions, so
+every parent run records them. Nothing here may fail a search: an unknown value is tagged as
+such instead of raising.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "deepspeed",
+    "ray",
+    "optuna",
+    "mlflow",
+    "scipy",
+    "numpy",
+    "clear_ray",
+)
+GIT_TIMEOUT_S = 5.0
+
+
+def _git(*args: str) -> str | None:
+    """Output of a git command run in the package directory, None when it fails.
+
+    ``--no-optional-locks`` keeps ``git status`` from rewriting the index of a checkout that
+    someone may be working in.
+    """
+    try:
+        result = subprocess.run(
+            ["git", "--no-optional-locks", *args],
+            cwd=PACKAGE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def git_tags() -> dict[str, str]:
+    """HEAD of the checkout the package runs from (``-dirty`` with uncommitted or untracked
+    files); "unknown" for an installed copy, which lies in no checkout or an untracked one."""
+    if _git("ls-files", "--error-unmatch", "--", "__init__.py") is None:
+        return {"git.commit": "unknown"}
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git.commit": "unknown"}
+    status = _git("status", "--porcelain")
+    tags = {"git.commit": commit + ("-dirty" if status else "")}
+    branch = _git("rev-parse", "--abbrev-ref", "HEAD")
+    if branch and branch != "HEAD":  # "HEAD" means detached: no branch
+        tags["git.branch"] = branch
+    return tags
+
+
+def library_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "missing"
+
+
+def device_name() -> str:
+    return f"cuda:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+
+
+def system_tags(world_size: int, zero_stage: int, seed: int) -> dict[str, str]:
+    """Tags for a run: git state, library versions, Python, platform, device and run setup."""
+    return {
+        **git_tags(),
+        **{f"version.{name}": library_version(name) for name in LIBRARIES},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "seed": str(seed),
+        "world_size": str(world_size),
+        "deepspeed.zero_stage": str(zero_stage),
+        "device": device_name(),
+    }

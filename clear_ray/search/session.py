@@ -1,0 +1,94 @@
+"""One search on disk: its folder layout and the state that ``--resume`` continues from.
+
+Everything a search writes lives under ``<output>/searches/<name>/``: ``state.json`` (the
+config, the methods and their MLflow runs), Ray Tune's experiment per method, Ray Train's
+checkpoints, the best adapters, the reports. A search killed at any point is resumed from
+here: finished methods are kept, the running one is restored with ``Tuner.restore``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from clear_ray.config import ConfigError
+
+STATE_FILE = "state.json"
+
+
+@dataclass
+class MethodRun:
+    parent_id: str
+    status: str = "running"  # running | done
+    outcome: dict = field(default_factory=dict)  # what the leaderboard shows once done
+
+
+@dataclass
+class SearchState:
+    name: str
+    config: dict  # Config.to_flat() of the search
+    methods: list[str]
+    space_origins: dict[str, str]  # method -> search space file
+    top_parent_id: str | None = None  # the --method all parent run
+    runs: dict[str, MethodRun] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SearchState:
+        runs = {name: MethodRun(**run) for name, run in values.pop("runs").items()}
+        return cls(**values, runs=runs)
+
+
+class SearchDirs:
+    """Paths of one search; every writer asks here."""
+
+    def __init__(self, output: Path, name: str) -> None:
+        self.root = output / "searches" / name
+        self.name = name
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def ray_results(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def ray_train(self) -> Path:
+        return self.root / "ray_train"
+
+    def tune_experiment(self, method: str) -> Path:
+        return self.ray_results / method
+
+    def method(self, method: str) -> Path:
+        return self.root / method
+
+    def adapters(self, method: str) -> Path:
+        return self.method(method) / "adapters"
+
+    def save(self, state: SearchState) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        scratch = self.state.with_suffix(".tmp")
+        scratch.write_text(json.dumps(asdict(state), indent=2, default=str))
+        os.replace(scratch, self.state)
+
+    def load(self) -> SearchState:
+        return SearchState.from_dict(json.loads(self.state.read_text()))
+
+
+def find_search(output: Path, name: str) -> SearchDirs:
+    """The search ``name`` in ``output``, or with ``name == "latest"`` the newest one."""
+    searches = sorted(
+        (path.parent for path in (output / "searches").glob(f"*/{STATE_FILE}")),
+        key=lambda path: (path / STATE_FILE).stat().st_mtime,
+    )
+    if name == "latest":
+        if not searches:
+            raise ConfigError(f"no search to resume in {output}")
+        return SearchDirs(output, searches[-1].name)
+    if not (output / "searches" / name / STATE_FILE).is_file():
+        known = ", ".join(path.name for path in searches) or "none"
+        raise ConfigError(f"no search named {name!r} in {output} (searches: {known})")
+    return SearchDirs(output, name)

@@ -1,0 +1,101 @@
+"""How trials are chosen and stopped: the Optuna sampler, ASHA, and the retain-collapse stop.
+
+Metric keys live here so the searcher, the scheduler and the reports agree on them:
+Optuna maximises a trial's best feasible objective (and model utility in a Pareto search);
+ASHA compares trials by their running best *score*, in which an infeasible epoch ranks below
+every feasible one (``clear_ray.train.selection``).
+
+What Optuna learns from a stopped trial: the best epoch it reached before the stop (value and
+constraints), told as COMPLETE. That is a lower bound on what it would have reached; ASHA
+only stops trials below the median of their rung and a collapsed trial will not recover, so
+the bound is what TPE should learn from them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.samplers import BaseSampler, GridSampler, TPESampler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.stopper import Stopper
+
+from clear_ray.config import ConfigError, SearchConfig
+from clear_ray.search.constrained import ConstrainedOptunaSearch
+from clear_ray.train.selection import Thresholds
+
+OBJECTIVE_KEY = "best_objective"
+UTILITY_KEY = "best_model_utility"
+SCORE_KEY = "best_score"
+TIME_KEY = "epoch"
+
+
+def grid_size(space: dict[str, BaseDistribution]) -> int:
+    """Points of the full grid; every dimension must be categorical."""
+    not_categorical = [p for p, d in space.items() if not isinstance(d, CategoricalDistribution)]
+    if not_categorical:
+        raise ConfigError(
+            f"search.sampler=grid needs categorical choices; not categorical: "
+            f"{', '.join(not_categorical)}"
+        )
+    return math.prod(len(dist.choices) for dist in space.values())
+
+
+def build_sampler(search: SearchConfig, space: dict[str, BaseDistribution]) -> BaseSampler:
+    if search.sampler == "grid":
+        grid = {path: list(dist.choices) for path, dist in space.items()}
+        return GridSampler(grid, seed=search.seed)
+    return TPESampler(seed=search.seed, n_startup_trials=search.startup_trials)
+
+
+def build_searcher(
+    search: SearchConfig, space: dict[str, BaseDistribution], trials_csv: str | None = None
+) -> Searcher:
+    """Constrained Optuna search; two objectives (Pareto) when ``search.multi_objective``."""
+    metric: str | list[str] = OBJECTIVE_KEY
+    mode: str | list[str] = "max"
+    if search.multi_objective:
+        metric, mode = [OBJECTIVE_KEY, UTILITY_KEY], ["max", "max"]
+    searcher = ConstrainedOptunaSearch(
+        space=space,
+        metric=metric,
+        mode=mode,
+        sampler=build_sampler(search, space),
+        trials_csv=trials_csv,
+    )
+    # Without the limiter more than startup_trials random trials would start at once.
+    return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
+
+
+def build_scheduler(search: SearchConfig, epochs: int) -> TrialScheduler:
+    if search.scheduler == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr=TIME_KEY,
+        metric=SCORE_KEY,
+        mode="max",
+        max_t=epochs,
+        grace_period=min(search.grace_period, epochs),
+        reduction_factor=search.reduction_factor,
+    )
+
+
+def trial_count(search: SearchConfig, space: dict[str, BaseDistribution]) -> int:
+    """``num_samples``, capped to the grid size for a grid search (no point runs twice)."""
+    if search.sampler != "grid":
+        return search.num_samples
+    return min(search.num_samples, grid_size(space))
+
+
+class RetainCollapseStopper(Stopper):
+    """Stops a trial at once when its retain metric falls below the floor: it has collapsed."""
+
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.thresholds = thresholds
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return "retain_metric" in result and self.thresholds.collapsed(result)
+
+    def stop_all(self) -> bool:
+        return False

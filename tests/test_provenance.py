@@ -1,0 +1,84 @@
+"""Run provenance tags: git state of the checkout, library versions and the run's setup."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from clear_ray import provenance
+from clear_ray.provenance import LIBRARIES, system_tags
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+in_checkout = pytest.mark.skipif(
+    shutil.which("git") is None or git("rev-parse", "HEAD").returncode != 0,
+    reason="needs git and a git checkout of the repository",
+)
+
+
+@in_checkout
+def test_commit_is_the_checkout_head() -> None:
+    head = git("rev-parse", "HEAD").stdout.strip()
+    assert system_tags(1, 0, 0)["git.commit"] in (head, f"{head}-dirty")
+
+
+@in_checkout
+def test_dirty_suffix_follows_uncommitted_changes() -> None:
+    dirty = bool(git("status", "--porcelain").stdout.strip())
+    assert system_tags(1, 0, 0)["git.commit"].endswith("-dirty") == dirty
+
+
+@in_checkout
+def test_branch_is_tagged_unless_detached() -> None:
+    branch = git("rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    assert system_tags(1, 0, 0).get("git.branch", "HEAD") == branch
+
+
+@in_checkout
+def test_working_directory_does_not_matter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    head = git("rev-parse", "HEAD").stdout.strip()
+    assert system_tags(1, 0, 0)["git.commit"].removesuffix("-dirty") == head
+
+
+def test_commit_is_unknown_outside_a_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", tmp_path)
+    tags = system_tags(1, 0, 0)
+    assert tags["git.commit"] == "unknown"
+    assert "git.branch" not in tags
+
+
+def test_commit_is_unknown_without_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "")
+    assert system_tags(1, 0, 0)["git.commit"] == "unknown"
+
+
+def test_versions_are_the_installed_ones() -> None:
+    tags = system_tags(1, 0, 0)
+    for name in LIBRARIES:
+        assert tags[f"version.{name}"] == version(name)
+
+
+def test_a_missing_library_is_tagged_missing() -> None:
+    assert provenance.library_version("no-such-distribution-clear-ray") == "missing"
+
+
+def test_run_setup_is_tagged_as_strings() -> None:
+    tags = system_tags(world_size=4, zero_stage=2, seed=1234)
+    assert tags["seed"] == "1234"
+    assert tags["world_size"] == "4"
+    assert tags["deepspeed.zero_stage"] == "2"
+    assert tags["device"] == "cpu" or tags["device"].startswith("cuda:")
+    assert tags["python"] and tags["platform"]
+    assert all(isinstance(value, str) for value in tags.values())

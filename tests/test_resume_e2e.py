@@ -1,0 +1,82 @@
+"""Kill the driver mid-search (SIGKILL), ``--resume``: nothing lost, nothing duplicated."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+SAMPLES = 3
+
+
+def tune_command(output: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "clear_ray.tune", "--output-dir", str(output), *args]
+
+
+@pytest.fixture(scope="module")
+def resumed(session_output: Path, synthetic_source: str) -> str:
+    """Name of a search killed after its first trial finished, then resumed to the end."""
+    command = tune_command(
+        session_output, "--method", "ga", "--num-samples", str(SAMPLES), "--epochs", "2",
+        "--scheduler", "none", "--experiment", "resume", "--set", "eval.generate=false",
+    )  # fmt: skip
+    driver = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    name = None
+    for line in driver.stderr:
+        found = re.search(r"search (\S+): files in", line)
+        name = found.group(1) if found else name
+        if f"done (1/{SAMPLES})" in line:
+            break
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=60)
+    assert name, "the search never reported its name"
+    result = subprocess.run(
+        tune_command(session_output, "--resume", name),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming search {name}" in result.stderr
+    return name
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_trial_completed_once(resumed: str, session_output: Path) -> None:
+    rows = read_csv(session_output / "searches" / resumed / "ga" / "trials.csv")
+    assert len(rows) == SAMPLES
+    assert [row["status"] for row in rows] == ["done"] * SAMPLES
+    assert len({row["trial"] for row in rows}) == SAMPLES
+
+
+def test_optuna_told_every_trial_once(resumed: str, session_output: Path) -> None:
+    rows = read_csv(session_output / "searches" / resumed / "ga" / "optuna_trials.csv")
+    assert [row["state"] for row in rows] == ["COMPLETE"] * SAMPLES
+
+
+def test_one_mlflow_child_run_per_trial(resumed: str, session_output: Path) -> None:
+    client = MlflowClient(f"sqlite:///{session_output / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("resume")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    assert len(children) == SAMPLES
+    assert len({run.data.tags["clear_ray.trial_id"] for run in children}) == SAMPLES
+    assert all(run.info.status == "FINISHED" for run in children)

@@ -1,0 +1,90 @@
+"""Sampler, scheduler and stopping choices; constraints reach Optuna; search state on disk."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from clear_ray.config import ConfigError, SearchConfig
+from clear_ray.search.constrained import ConstrainedOptunaSearch
+from clear_ray.search.session import MethodRun, SearchDirs, SearchState, find_search
+from clear_ray.search.strategy import (
+    SCORE_KEY,
+    RetainCollapseStopper,
+    build_scheduler,
+    grid_size,
+    trial_count,
+)
+from clear_ray.train.selection import Thresholds
+
+GRID = {
+    "train.lr": CategoricalDistribution([1e-4, 1e-3, 1e-2]),
+    "method.beta": CategoricalDistribution([0.1, 0.5]),
+}
+
+
+def test_grid_size_is_the_product_of_choices() -> None:
+    assert grid_size(GRID) == 6
+
+
+def test_grid_needs_categorical_dimensions() -> None:
+    space = {**GRID, "method.alpha": FloatDistribution(0.1, 1.0)}
+    with pytest.raises(ConfigError, match=r"not categorical: method\.alpha"):
+        grid_size(space)
+
+
+def test_grid_search_runs_each_point_at_most_once() -> None:
+    assert trial_count(SearchConfig(sampler="grid", num_samples=100), GRID) == 6
+    assert trial_count(SearchConfig(sampler="grid", num_samples=4), GRID) == 4
+    assert trial_count(SearchConfig(num_samples=100), GRID) == 100
+
+
+def test_asha_ranks_trials_by_their_running_best_score_per_epoch() -> None:
+    scheduler = build_scheduler(SearchConfig(grace_period=1, reduction_factor=3), epochs=4)
+    assert isinstance(scheduler, ASHAScheduler)
+    assert scheduler.metric == SCORE_KEY and scheduler._time_attr == "epoch"
+    assert isinstance(build_scheduler(SearchConfig(scheduler="none"), epochs=4), FIFOScheduler)
+
+
+def test_retain_collapse_stopper_stops_below_the_floor_only() -> None:
+    stopper = RetainCollapseStopper(Thresholds("log_forget_quality", 0.5, retain_floor=0.3))
+    assert stopper("t", {"retain_metric": 0.29})
+    assert not stopper("t", {"retain_metric": 0.31})
+    assert not stopper("t", {"training_iteration": 1})  # not an evaluation report
+    assert not stopper.stop_all()
+
+
+def test_constraints_and_values_reach_the_optuna_study(tmp_path: Path) -> None:
+    trials_csv = tmp_path / "optuna_trials.csv"
+    searcher = ConstrainedOptunaSearch(
+        space=GRID, metric="best_objective", mode="max", trials_csv=str(trials_csv), seed=0
+    )
+    for trial_id, objective, shortfall in (("a", -3.0, 0.2), ("b", -9.0, -0.1)):
+        searcher.suggest(trial_id)
+        result = {"best_objective": objective, "best_constraint/min_retain": shortfall}
+        searcher.on_trial_complete(trial_id, result)
+    study_trials = searcher._ot_study.trials
+    assert [t.constraints for t in study_trials] == [{"min_retain": 0.2}, {"min_retain": -0.1}]
+    assert [t.values for t in study_trials] == [[-3.0], [-9.0]]
+    with trials_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["feasible"] for row in rows] == ["False", "True"]
+
+
+def test_search_state_round_trips_and_latest_is_found(tmp_path: Path) -> None:
+    first = SearchDirs(tmp_path, "dpo-1")
+    state = SearchState("dpo-1", {"train.lr": 1e-3}, ["dpo"], {"dpo": "dpo.yaml"})
+    state.runs["dpo"] = MethodRun("run-1", "done", {"model": "dpo", "metrics": {"x": math.pi}})
+    first.save(state)
+    assert first.load() == state
+    second = SearchDirs(tmp_path, "ga-2")
+    second.save(SearchState("ga-2", {}, ["ga"], {"ga": "ga.yaml"}))
+    assert find_search(tmp_path, "latest").root == second.root
+    assert find_search(tmp_path, "dpo-1").root == first.root
+    with pytest.raises(ConfigError, match=r"no search named .x.*dpo-1, ga-2"):
+        find_search(tmp_path, "x")
