@@ -19,6 +19,7 @@ from typing import Any
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from ray.train import Checkpoint
 from ray.tune import Callback
 
 from clear_ray.config import Config, ConfigError
@@ -46,7 +47,11 @@ def tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{Path(cfg.output_dir).resolve() / 'mlflow.db'}"
 
 
-def artifact_location(cfg: Config) -> str:
+def artifact_location(cfg: Config, uri: str) -> str | None:
+    """Local stores keep artifacts under the output dir; a server stores (proxies) its own, so
+    trials on other nodes never write to a path of the driver."""
+    if uri.startswith(("http://", "https://")):
+        return None
     return (Path(cfg.output_dir).resolve() / "mlartifacts").as_uri()
 
 
@@ -94,7 +99,7 @@ class SearchTracker:
             experiment.experiment_id
             if experiment
             else self.client.create_experiment(
-                cfg.tracking.experiment, artifact_location=artifact_location(cfg)
+                cfg.tracking.experiment, artifact_location=artifact_location(cfg, self.uri)
             )
         )
         self.parent_id: str | None = None
@@ -229,9 +234,10 @@ class TrialLogger(Callback):
         self.tracker.log_metrics(run_id, metrics, step=step)
         checkpoint = result.get("checkpoint_path")
         if checkpoint and result.get("best_epoch") == result.get("epoch"):
+            # Through Train's Checkpoint: the storage may be remote (s3://, gs://, NFS).
             target = self.adapter_dir(trial.trial_id)
             shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(checkpoint, target)
+            Checkpoint(checkpoint).to_directory(str(target))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id = self.run_ids.pop(trial.trial_id)

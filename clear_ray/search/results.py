@@ -11,6 +11,7 @@ from typing import Any
 
 COLUMNS = (
     "trial",
+    "number",
     "status",
     "feasible",
     "best_objective",
@@ -40,6 +41,7 @@ class TrialRow:
     def cells(self, param_names: list[str]) -> list[str]:
         values = [
             self.trial,
+            str(self.number),
             self.status,
             "yes" if self.feasible else "no",
             f"{self.best_objective:.4g}",

@@ -1,0 +1,153 @@
+"""Trial overhead: one Tune trial (Ray Tune + Train + DeepSpeed) against the same bare loop.
+
+Both run :func:`clear_ray.train.loop.unlearn` with the same model, data, method, params and
+epochs: once in this process (a one-rank gloo group, no Ray), once as a one-trial Tune search
+through the production trainable (``search/trainable.py``: TorchTrainer, checkpoints,
+TuneReportCallback). Wall time is measured around each; the per-epoch report times show where
+the overhead goes (start-up before the first epoch vs per-epoch reporting and checkpointing).
+
+    python bench/trial_overhead.py --epochs 12 --out bench/results/trial_overhead.json
+
+Target (issue 6): ratio ≤ 1.10 for a trial whose training takes about 2 minutes on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import time
+from pathlib import Path
+
+import torch.distributed as dist
+
+from clear_ray.config import Config
+from clear_ray.data.source import resolve_source
+from clear_ray.eval.gold import reference_evaluation
+from clear_ray.finetune import reference_models
+from clear_ray.train.loop import TrialInputs, unlearn
+from clear_ray.train.selection import Thresholds
+
+
+def prepare(cfg: Config) -> TrialInputs:
+    source = resolve_source(cfg)
+    models = reference_models(cfg, source, Path(cfg.output_dir) / "cache")
+    gold = reference_evaluation(models.gold, source, cfg.data.forget_split, cfg.eval)
+    original = reference_evaluation(
+        models.original, source, cfg.data.forget_split, cfg.eval, gold.forget_truth_ratios
+    )
+    thresholds = Thresholds.from_search(cfg.search, original.metrics)
+    return TrialInputs(source, str(models.original), gold.forget_truth_ratios, thresholds)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bare_loop(cfg: Config, inputs: TrialInputs) -> dict:
+    """``unlearn`` in this process; report times relative to the start."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+        LOCAL_RANK="0",
+    )  # fmt: skip
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    epochs: list[float] = []
+    start = time.perf_counter()
+    unlearn(cfg, inputs, 0, 1, lambda metrics, _: epochs.append(time.perf_counter() - start))
+    total = time.perf_counter() - start
+    dist.destroy_process_group()
+    return {"total_s": total, "epoch_end_s": epochs}
+
+
+def tune_trial(cfg: Config, inputs: TrialInputs, storage: Path) -> dict:
+    """The same trial through Tune → TorchTrainer → worker; ``ray.init`` timed apart."""
+    import ray
+    from ray import tune
+
+    from clear_ray.search.trainable import DRIVER_CPUS, make_trainable
+
+    started = time.perf_counter()
+    ray.init(log_to_driver=False, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    ray_init = time.perf_counter() - started
+
+    epochs: list[float] = []
+
+    class EpochClock(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            epochs.append(time.perf_counter() - start)
+
+    tuner = tune.Tuner(
+        tune.with_resources(
+            make_trainable(cfg, inputs, str(storage / "train")), {"cpu": DRIVER_CPUS}
+        ),
+        param_space={"train.lr": cfg.train.lr},
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(
+            name="overhead", storage_path=str(storage / "tune"), callbacks=[EpochClock()],
+            verbose=0,
+        ),
+    )  # fmt: skip
+    start = time.perf_counter()
+    results = tuner.fit()
+    total = time.perf_counter() - start
+    ray.shutdown()
+    if results.errors:
+        raise RuntimeError(f"the Tune trial failed: {results.errors[0]}")
+    return {"ray_init_s": ray_init, "total_s": total, "epoch_end_s": epochs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--method", default="gd")
+    parser.add_argument("--output-dir", type=Path, default=Path("/tmp/clear_ray_bench"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/trial_overhead.json"))
+    args = parser.parse_args()
+
+    cfg = Config().replace(
+        {
+            "output_dir": str(args.output_dir.resolve()),
+            "method.name": args.method,
+            "train.epochs": args.epochs,
+            "search.max_failures": 0,
+        }
+    )
+    inputs = prepare(cfg)
+    bare = bare_loop(cfg, inputs)
+    print(f"bare loop: {bare['total_s']:.1f} s", flush=True)
+    trial = tune_trial(cfg, inputs, args.output_dir / "overhead")
+    print(f"Tune trial: {trial['total_s']:.1f} s (+ ray.init {trial['ray_init_s']:.1f} s)")
+    first_epoch_extra = trial["epoch_end_s"][0] - bare["epoch_end_s"][0]
+    per_epoch = [
+        (t1 - t0) - (b1 - b0)
+        for (t0, t1), (b0, b1) in zip(
+            zip(trial["epoch_end_s"], trial["epoch_end_s"][1:], strict=False),
+            zip(bare["epoch_end_s"], bare["epoch_end_s"][1:], strict=False),
+            strict=False,
+        )
+    ]
+    record = {
+        "method": args.method,
+        "epochs": args.epochs,
+        "bare": bare,
+        "tune": trial,
+        "ratio": trial["total_s"] / bare["total_s"],
+        "fixed_overhead_s": trial["total_s"] - bare["total_s"],
+        "startup_overhead_s": first_epoch_extra,
+        "mean_per_epoch_overhead_s": sum(per_epoch) / len(per_epoch) if per_epoch else None,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(
+        f"ratio {record['ratio']:.3f}; overhead {record['fixed_overhead_s']:.1f} s, of which "
+        f"{first_epoch_extra:.1f} s before the first epoch report"
+    )
+
+
+if __name__ == "__main__":
+    main()
