@@ -6,7 +6,7 @@ through the production trainable (``search/trainable.py``: TorchTrainer, checkpo
 TuneReportCallback). Wall time is measured around each; the per-epoch report times show where
 the overhead goes (start-up before the first epoch vs per-epoch reporting and checkpointing).
 
-    python bench/trial_overhead.py --epochs 12 --out bench/results/trial_overhead.json
+    python bench/trial_overhead.py --epochs 40 --out bench/results/trial_overhead.json
 
 Target (issue 6): ratio ≤ 1.10 for a trial whose training takes about 2 minutes on CPU.
 """
@@ -102,7 +102,7 @@ def tune_trial(cfg: Config, inputs: TrialInputs, storage: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--method", default="gd")
     parser.add_argument("--output-dir", type=Path, default=Path("/tmp/clear_ray_bench"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/trial_overhead.json"))

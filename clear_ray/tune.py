@@ -15,12 +15,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clear_ray.cli import add_config_flags, add_set_flag, overrides_from
 from clear_ray.config import Config, ConfigError
 from clear_ray.methods import METHODS
 from clear_ray.search.session import SearchDirs, SearchState, find_search
 from clear_ray.search.space import SEARCH_SPACE_DIR, describe, load_space
+
+if TYPE_CHECKING:  # heavy (torch); imported where used, after argument parsing
+    from clear_ray.eval.gold import ReferenceEvaluation
 
 ALL = "all"
 METHOD_ORDER = tuple(METHODS)  # the paper's Table 1 order
@@ -182,10 +186,10 @@ class References:
 
     source: str
     original_dir: str
-    gold: object  # ReferenceEvaluation with the per-epoch eval config (proxy or full)
-    original: object
-    gold_full: object  # full evaluations: the final evaluation and the leaderboard
-    original_full: object
+    gold: ReferenceEvaluation  # with the per-epoch eval config (proxy or full)
+    original: ReferenceEvaluation
+    gold_full: ReferenceEvaluation  # full evaluations: the final evaluation and the leaderboard
+    original_full: ReferenceEvaluation
 
 
 def prepare_references(cfg: Config) -> References:
