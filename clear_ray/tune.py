@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -400,12 +400,7 @@ def search_method(cfg, method, space, refs, thresholds, tracker, state, dirs, ta
                 log(f"{method}: best adapter registered as clear_ray-{method} v{version}")
     tracker.finish(parent_id, "FINISHED", {"best_trial": best.trial if best else "none"})
     state.runs[method].status = "done"
-    state.runs[method].outcome = {
-        "model": outcome.model,
-        "metrics": outcome.metrics,
-        "feasible": outcome.feasible,
-        "trial": outcome.trial,
-    }
+    state.runs[method].outcome = asdict(outcome)
     dirs.save(state)
 
 
