@@ -3,8 +3,10 @@
 Both run :func:`clear_ray.train.loop.unlearn` with the same model, data, method, params and
 epochs: once in this process (a one-rank gloo group, no Ray), once as a one-trial Tune search
 through the production trainable (``search/trainable.py``: TorchTrainer, checkpoints,
-TuneReportCallback). Wall time is measured around each; the per-epoch report times show where
-the overhead goes (start-up before the first epoch vs per-epoch reporting and checkpointing).
+TuneReportCallback). Both get the same compute: Ray gives a worker with ``cpus_per_worker``
+CPUs that many torch threads (OMP_NUM_THREADS), so the bare loop uses as many. Wall time is
+measured around each; the per-epoch report times show where the overhead goes (start-up
+before the first epoch vs per-epoch reporting and checkpointing).
 
     python bench/trial_overhead.py --epochs 40 --out bench/results/trial_overhead.json
 
@@ -15,20 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import socket
 import time
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 
 from clear_ray.config import Config
 from clear_ray.data.source import resolve_source
 from clear_ray.eval.gold import reference_evaluation
 from clear_ray.finetune import reference_models
-from clear_ray.train.loop import TrialInputs, unlearn
+from clear_ray.train.loop import unlearn
 from clear_ray.train.selection import Thresholds
+from clear_ray.train.worker import TrialInputs
 
 
 def prepare(cfg: Config) -> TrialInputs:
@@ -55,12 +60,13 @@ def bare_loop(cfg: Config, inputs: TrialInputs) -> dict:
         LOCAL_RANK="0",
     )  # fmt: skip
     dist.init_process_group("gloo", rank=0, world_size=1)
+    torch.set_num_threads(max(math.floor(cfg.search.cpus_per_worker), 1))  # as Ray does
     epochs: list[float] = []
     start = time.perf_counter()
     unlearn(cfg, inputs, 0, 1, lambda metrics, _: epochs.append(time.perf_counter() - start))
     total = time.perf_counter() - start
     dist.destroy_process_group()
-    return {"total_s": total, "epoch_end_s": epochs}
+    return {"total_s": total, "epoch_end_s": epochs, "torch_threads": torch.get_num_threads()}
 
 
 def tune_trial(cfg: Config, inputs: TrialInputs, storage: Path) -> dict:

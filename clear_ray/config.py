@@ -130,6 +130,9 @@ class SearchConfig:
     reduction_factor: float = 2.0  # ASHA: 1/reduction_factor of trials go on at each rung
     sampler: str = "tpe"  # tpe | grid (every combination of categorical choices)
     max_failures: int = 2  # worker crashes retried per trial, from the last epoch checkpoint
+    # Where Ray Tune results and Ray Train checkpoints go: "" = the search folder (one node);
+    # on a cluster, storage every node reaches (s3://bucket/prefix, gs://..., a shared mount).
+    storage_path: str = ""
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_trial: float = 0.0

@@ -211,8 +211,10 @@ class TrialLogger(Callback):
         thresholds: Thresholds,
         epochs: int,
         tags: dict[str, str],
+        storage_filesystem=None,  # pyarrow filesystem of the checkpoints; None = local
     ) -> None:
         self.tracker = tracker
+        self.storage_filesystem = storage_filesystem
         self.base_params = base_params
         self.adapters_dir = adapters_dir
         self.thresholds = thresholds
@@ -237,7 +239,7 @@ class TrialLogger(Callback):
             # Through Train's Checkpoint: the storage may be remote (s3://, gs://, NFS).
             target = self.adapter_dir(trial.trial_id)
             shutil.rmtree(target, ignore_errors=True)
-            Checkpoint(checkpoint).to_directory(str(target))
+            Checkpoint(checkpoint, self.storage_filesystem).to_directory(str(target))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id = self.run_ids.pop(trial.trial_id)

@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING
 from clear_ray.cli import add_config_flags, add_set_flag, overrides_from
 from clear_ray.config import Config, ConfigError
 from clear_ray.methods import METHODS
-from clear_ray.search.session import SearchDirs, SearchState, find_search
+from clear_ray.search.session import SearchDirs, SearchState, check_storage_path, find_search
 from clear_ray.search.space import SEARCH_SPACE_DIR, describe, load_space
 
-if TYPE_CHECKING:  # heavy (torch); imported where used, after argument parsing
+if TYPE_CHECKING:  # heavy (torch, mlflow); imported where used, after argument parsing
     from clear_ray.eval.gold import ReferenceEvaluation
+    from clear_ray.tracking import SearchTracker
+    from clear_ray.train.selection import Thresholds
+    from clear_ray.train.worker import TrialInputs
 
 ALL = "all"
 METHOD_ORDER = tuple(METHODS)  # the paper's Table 1 order
@@ -77,6 +80,11 @@ FLAGS = {
         "MLflow tracking URI (sqlite:///..., http://host:port); default: sqlite in output dir",
     ),
     "--experiment": ("tracking.experiment", "MLflow experiment name"),
+    "--storage-path": (
+        "search.storage_path",
+        "Ray results and checkpoints: s3://bucket/prefix or a mount every node reaches "
+        "(needed on a multi-node cluster); default: the search folder",
+    ),
     "--output-dir": ("output_dir", "where data, model cache, searches and MLflow go"),
     "--seed": ("search.seed", "seed of the Optuna sampler"),
 }
@@ -133,9 +141,9 @@ def plan_search(args: argparse.Namespace) -> tuple[Config, SearchState, SearchDi
     """The config and the search's saved state: new from the flags, or loaded to resume."""
     if args.resume:
         output = Path(args.output_dir or Config().output_dir).resolve()
-        dirs = find_search(output, args.resume)
-        state = dirs.load()
-        return Config.from_flat(state.config), state, dirs
+        state = find_search(output, args.resume).load()
+        cfg = Config.from_flat(state.config)
+        return cfg, state, SearchDirs(output, state.name, cfg.search.storage_path)
     cfg = Config().replace({"method.name": args.method, **overrides_from(args, FLAGS)})
     if args.method == ALL and args.search_space is not None:
         raise ConfigError("--search-space applies to one method, not --method all")
@@ -145,12 +153,15 @@ def plan_search(args: argparse.Namespace) -> tuple[Config, SearchState, SearchDi
         for method in methods
     }
     output = Path(cfg.output_dir).resolve()
-    cfg = cfg.replace({"output_dir": str(output)})
+    storage = cfg.search.storage_path
+    if storage and "://" not in storage:  # Ray wants an absolute path or a URI
+        storage = str(Path(storage).resolve())
+    cfg = cfg.replace({"output_dir": str(output), "search.storage_path": storage})
     name = f"{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     while (output / "searches" / name).exists():  # two searches started in one second
         name += "x"
     state = SearchState(name, cfg.to_flat(), methods, origins)
-    return cfg, state, SearchDirs(output, name)
+    return cfg, state, SearchDirs(output, name, storage)
 
 
 def load_spaces(cfg: Config, state: SearchState) -> dict[str, dict]:
@@ -178,6 +189,12 @@ def check_inputs(cfg: Config) -> None:
         resolve_source(cfg)  # a local directory is checked without writing anything
     if cfg.tracking.tracking_uri:
         check_tracking_uri(cfg.tracking.tracking_uri)
+    if cfg.search.storage_path:
+        check_storage_path(cfg.search.storage_path)
+    if cfg.train.zero_stage == 3 and cfg.search.workers_per_trial > 1:
+        # Each rank evaluates its own share of rows, and under ZeRO-3 every forward pass is a
+        # collective: ranks with different row counts would wait on each other for ever.
+        raise ConfigError("train.zero_stage=3 needs --workers-per-trial 1 (sharded evaluation)")
 
 
 @dataclass(frozen=True)
@@ -216,6 +233,20 @@ def prepare_references(cfg: Config) -> References:
     return References(source, str(models.original), gold, original, gold_full, original_full)
 
 
+@dataclass
+class Search:
+    """What every method's search shares: config, saved state, references, tracker, inputs."""
+
+    cfg: Config
+    state: SearchState
+    dirs: SearchDirs
+    refs: References
+    thresholds: Thresholds
+    tracker: SearchTracker
+    tags: dict[str, str]
+    inputs: TrialInputs  # data and Original as trials on any node open them
+
+
 def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dict]) -> int:
     # Heavy imports (torch, transformers, mlflow, ray) come after argument parsing, so that
     # --help and bad input answer at once.
@@ -223,8 +254,10 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
 
     from clear_ray.provenance import system_tags
     from clear_ray.search.results import LeaderboardRow, leaderboard
+    from clear_ray.staging import stage
     from clear_ray.tracking import SearchTracker, ui_command
     from clear_ray.train.selection import Thresholds
+    from clear_ray.train.worker import TrialInputs
 
     started = time.time()
     log(f"search {state.name}: files in {dirs.root}")
@@ -256,11 +289,15 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
         log_to_driver=False,
         runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
     )
+    inputs = TrialInputs(
+        stage(refs.source), stage(refs.original_dir), refs.gold.forget_truth_ratios, thresholds
+    )
+    search = Search(cfg, state, dirs, refs, thresholds, tracker, tags, inputs)
     for method in state.methods:
         if method in state.runs and state.runs[method].status == "done":
             log(f"{method}: done before the resume, kept")
             continue
-        search_method(cfg, method, spaces[method], refs, thresholds, tracker, state, dirs, tags)
+        search_method(search, method, spaces[method])
 
     rows = [
         LeaderboardRow("Original", refs.original_full.metrics, ""),
@@ -291,14 +328,14 @@ def log_references(tracker, run_id: str, refs: References) -> None:
             tracker.log_artifacts(run_id, [full_dir], f"reference/{name}_full")
 
 
-def search_method(cfg, method, space, refs, thresholds, tracker, state, dirs, tags) -> None:
+def search_method(search: Search, method: str, space: dict) -> None:
     """One Tune search for ``method``: trials, reports, final evaluation, registered adapter."""
     from ray import tune
 
     from clear_ray.data.clear import data_fingerprint
     from clear_ray.search.progress import ProgressPrinter
     from clear_ray.search.results import LeaderboardRow, trial_rows
-    from clear_ray.search.session import MethodRun
+    from clear_ray.search.session import MethodRun, storage_filesystem
     from clear_ray.search.strategy import (
         RetainCollapseStopper,
         build_scheduler,
@@ -307,10 +344,11 @@ def search_method(cfg, method, space, refs, thresholds, tracker, state, dirs, ta
     )
     from clear_ray.search.trainable import DRIVER_CPUS, make_trainable
     from clear_ray.tracking import TrialLogger
-    from clear_ray.train.loop import TrialInputs
     from clear_ray.train.selection import Thresholds
 
-    cfg = cfg.replace({"method.name": method})
+    cfg = search.cfg.replace({"method.name": method})
+    state, dirs, refs, tracker = search.state, search.dirs, search.refs, search.tracker
+    thresholds = search.thresholds
     method_dir = dirs.method(method)
     resuming = method in state.runs
     if resuming:
@@ -326,7 +364,7 @@ def search_method(cfg, method, space, refs, thresholds, tracker, state, dirs, ta
                 "search.retain_floor_metric": thresholds.retain_floor,
             },
             tags={
-                **tags,
+                **search.tags,
                 "clear_ray.role": "search",
                 "method": method,
                 "modality": cfg.data.modality,
@@ -344,14 +382,13 @@ def search_method(cfg, method, space, refs, thresholds, tracker, state, dirs, ta
     log(f"{method}: MLflow run {parent_id} in {tracker.uri}")
 
     num_samples = trial_count(cfg.search, space)
-    inputs = TrialInputs(refs.source, refs.original_dir, refs.gold.forget_truth_ratios, thresholds)
     trainable = tune.with_resources(
-        make_trainable(cfg, inputs, str(dirs.ray_train)), {"cpu": DRIVER_CPUS}
+        make_trainable(cfg, search.inputs, dirs.ray_train), {"cpu": DRIVER_CPUS}
     )
     experiment = dirs.tune_experiment(method)
-    if resuming and tune.Tuner.can_restore(str(experiment)):
+    if resuming and tune.Tuner.can_restore(experiment):
         log(f"{method}: resuming the Tune experiment in {experiment}")
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=False)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=False)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -362,7 +399,7 @@ def search_method(cfg, method, space, refs, thresholds, tracker, state, dirs, ta
             ),
             run_config=tune.RunConfig(
                 name=method,
-                storage_path=str(dirs.ray_results),
+                storage_path=dirs.ray_results,
                 stop=RetainCollapseStopper(thresholds),
                 callbacks=[
                     TrialLogger(
@@ -371,7 +408,8 @@ def search_method(cfg, method, space, refs, thresholds, tracker, state, dirs, ta
                         dirs.adapters(method),
                         thresholds,
                         cfg.train.epochs,
-                        tags,
+                        search.tags,
+                        storage_filesystem(dirs.storage),
                     ),
                     ProgressPrinter(cfg.search.objective, num_samples),
                 ],
@@ -386,7 +424,7 @@ def search_method(cfg, method, space, refs, thresholds, tracker, state, dirs, ta
     if best is None:
         log(f"{method}: no trial produced an adapter")
     else:
-        final = final_evaluation(cfg, best.adapter, refs, method_dir / "final_evaluation")
+        final = final_evaluation(cfg, best.adapter, search, method_dir / "final_evaluation")
         tracker.log_metrics(parent_id, final, prefix="final/")
         tracker.log_artifacts(parent_id, [method_dir / "final_evaluation"], "final_evaluation")
         # Feasible at full evaluation: thresholds from Original's full evaluation.
@@ -458,14 +496,19 @@ def report_trials(cfg, rows, param_names, method_dir, thresholds, tracker, run_i
         print("No trial met the thresholds; lower --min-retain or widen the space.")
 
 
-def final_evaluation(cfg: Config, adapter: str, refs: References, out: Path) -> dict[str, float]:
+def final_evaluation(cfg: Config, adapter: str, search: Search, out: Path) -> dict[str, float]:
     """Full evaluation of the best trial's best-epoch adapter; per-item values go to ``out``."""
     from clear_ray.eval.final import full_eval_config, run_final_evaluation
     from clear_ray.evaluate import write_outputs
 
     log(f"{cfg.method.name}: full evaluation of the best trial ({adapter})")
+    refs = search.refs
     result = run_final_evaluation(
-        cfg, refs.original_dir, Path(adapter), refs.source, refs.gold_full.forget_truth_ratios
+        cfg,
+        search.inputs.original_dir,
+        Path(adapter),
+        search.inputs.source,
+        refs.gold_full.forget_truth_ratios,
     )
     summary = {
         "eval_kind": result.eval_kind,

@@ -29,6 +29,11 @@ def run_tune(*args: str) -> subprocess.CompletedProcess:
         (["--resume", "nope"], "no search named 'nope'"),
         (["--set", "eval.tasks=nope"], "eval.tasks: unknown task 'nope'"),
         (["--set", "eval.tasks=retain_captions"], "eval.tasks must include forget_captions"),
+        (["--storage-path", "foo://bucket/x"], "storage path foo://bucket/x is unusable"),
+        (
+            ["--set", "train.zero_stage=3", "--workers-per-trial", "2"],
+            "train.zero_stage=3 needs --workers-per-trial 1",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

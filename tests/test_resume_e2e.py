@@ -1,4 +1,8 @@
-"""Kill the driver mid-search (SIGKILL), ``--resume``: nothing lost, nothing duplicated."""
+"""Kill the driver mid-search (SIGKILL), ``--resume``: nothing lost, nothing duplicated.
+
+Ray's results and checkpoints go to a ``file://`` storage URI outside the search folder, the
+route a cluster takes with ``s3://``: restore and adapter copies must read from there.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +27,17 @@ def tune_command(output: Path, *args: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def resumed(session_output: Path, synthetic_source: str) -> str:
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("remote_storage")
+
+
+@pytest.fixture(scope="module")
+def resumed(session_output: Path, synthetic_source: str, storage: Path) -> str:
     """Name of a search killed after its first trial finished, then resumed to the end."""
     command = tune_command(
         session_output, "--method", "ga", "--num-samples", str(SAMPLES), "--epochs", "2",
         "--scheduler", "none", "--experiment", "resume", "--set", "eval.generate=false",
+        "--storage-path", f"file://{storage}",
     )  # fmt: skip
     driver = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -80,3 +90,15 @@ def test_one_mlflow_child_run_per_trial(resumed: str, session_output: Path) -> N
     assert len(children) == SAMPLES
     assert len({run.data.tags["clear_ray.trial_id"] for run in children}) == SAMPLES
     assert all(run.info.status == "FINISHED" for run in children)
+
+
+def test_ray_results_and_checkpoints_live_in_the_storage(
+    resumed: str, session_output: Path, storage: Path
+) -> None:
+    search = session_output / "searches" / resumed
+    assert not (search / "ray").exists() and not (search / "ray_train").exists()
+    assert (storage / resumed / "ray" / "ga").is_dir()
+    checkpoints = list((storage / resumed / "ray_train").glob("train-*/checkpoint_*"))
+    assert len({path.parent for path in checkpoints}) == SAMPLES
+    # every trial's best adapter was copied out of the storage by the driver
+    assert len(list((search / "ga" / "adapters").glob("*/adapter_model.safetensors"))) == SAMPLES

@@ -13,8 +13,9 @@ import torch.distributed as dist
 from clear_ray.config import Config
 from clear_ray.eval.gold import reference_evaluation
 from clear_ray.finetune import reference_models
-from clear_ray.train.loop import TrialInputs, unlearn
+from clear_ray.train.loop import unlearn
 from clear_ray.train.selection import Thresholds
+from clear_ray.train.worker import TrialInputs
 
 pytestmark = pytest.mark.slow
 

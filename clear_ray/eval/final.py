@@ -18,6 +18,7 @@ from clear_ray.config import Config, EvalConfig
 from clear_ray.data.collate import Collator
 from clear_ray.eval.suite import EvalResult, evaluate
 from clear_ray.models.loading import load_for_evaluation
+from clear_ray.staging import DriverDir, on_this_node
 
 
 def full_eval_config(config: EvalConfig) -> EvalConfig:
@@ -29,9 +30,9 @@ def read_adapter(directory: Path) -> dict[str, bytes]:
 
 
 def evaluate_adapter(
-    original_dir: str,
+    original_dir: str | DriverDir,
     adapter_files: dict[str, bytes],
-    source: str,
+    source: str | DriverDir,
     forget_split: str,
     config: EvalConfig,
     gold_truth_ratios: list[float],
@@ -40,14 +41,17 @@ def evaluate_adapter(
     with tempfile.TemporaryDirectory() as scratch:
         for name, blob in adapter_files.items():
             (Path(scratch) / name).write_bytes(blob)
-        model, processor = load_for_evaluation(original_dir, scratch)
-    return evaluate(
-        model, Collator(processor), source, forget_split, config, np.asarray(gold_truth_ratios)
-    )
+        model, processor = load_for_evaluation(on_this_node(original_dir), scratch)
+    gold = np.asarray(gold_truth_ratios)
+    return evaluate(model, Collator(processor), on_this_node(source), forget_split, config, gold)
 
 
 def run_final_evaluation(
-    cfg: Config, original_dir: str, adapter: Path, source: str, gold_truth_ratios: list[float]
+    cfg: Config,
+    original_dir: str | DriverDir,
+    adapter: Path,
+    source: str | DriverDir,
+    gold_truth_ratios: list[float],
 ) -> EvalResult:
     """``evaluate_adapter`` as a Ray task with one trial worker's resources."""
     import ray

@@ -41,26 +41,31 @@ class SearchState:
 
 
 class SearchDirs:
-    """Paths of one search; every writer asks here."""
+    """Paths of one search; every writer asks here.
 
-    def __init__(self, output: Path, name: str) -> None:
+    Ray's results and checkpoints go under ``storage`` when given (a URI or a shared mount
+    that trials on other nodes reach), else under the search folder.
+    """
+
+    def __init__(self, output: Path, name: str, storage: str = "") -> None:
         self.root = output / "searches" / name
         self.name = name
+        self.storage = f"{storage.rstrip('/')}/{name}" if storage else str(self.root)
 
     @property
     def state(self) -> Path:
         return self.root / STATE_FILE
 
     @property
-    def ray_results(self) -> Path:
-        return self.root / "ray"
+    def ray_results(self) -> str:
+        return f"{self.storage}/ray"
 
     @property
-    def ray_train(self) -> Path:
-        return self.root / "ray_train"
+    def ray_train(self) -> str:
+        return f"{self.storage}/ray_train"
 
-    def tune_experiment(self, method: str) -> Path:
-        return self.ray_results / method
+    def tune_experiment(self, method: str) -> str:
+        return f"{self.ray_results}/{method}"
 
     def method(self, method: str) -> Path:
         return self.root / method
@@ -92,3 +97,24 @@ def find_search(output: Path, name: str) -> SearchDirs:
         known = ", ".join(path.name for path in searches) or "none"
         raise ConfigError(f"no search named {name!r} in {output} (searches: {known})")
     return SearchDirs(output, name)
+
+
+def storage_filesystem(storage: str):
+    """The pyarrow filesystem of a storage URI (checkpoint paths Train reports are relative to
+    it); ``None`` for a plain path, which Ray reads as local."""
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(storage)[0] if "://" in storage else None
+
+
+def check_storage_path(storage: str) -> None:
+    """An unusable ``search.storage_path`` fails before the search starts, in one line."""
+    from pyarrow import fs
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(
+            storage if "://" in storage else f"file://{storage}"
+        )
+        filesystem.get_file_info(path)
+    except Exception as error:  # pyarrow raises several types, all with a readable message
+        raise ConfigError(f"storage path {storage} is unusable: {error}") from None

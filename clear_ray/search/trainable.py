@@ -19,7 +19,7 @@ from typing import Any
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from clear_ray.config import Config
-from clear_ray.train.loop import DIVERGED_KEY, TrialInputs, ray_train_loop
+from clear_ray.train.worker import DIVERGED_KEY, TrialInputs, ray_train_loop
 
 DRIVER_CPUS = 0.25  # Tune refuses 0; the trial driver only waits on its workers
 KEPT_CHECKPOINTS = 2  # by score (the best epoch's adapter); Train also keeps the latest
@@ -51,7 +51,7 @@ def make_trainable(
         trial_id = tune.get_context().get_trial_id()
         trainer = TorchTrainer(
             ray_train_loop,
-            train_loop_config={"config": {**base_flat, **params}, "inputs": inputs.to_dict()},
+            train_loop_config={"config": {**base_flat, **params}, "inputs": inputs},
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
             scaling_config=ray.train.ScalingConfig(
                 num_workers=search.workers_per_trial,

@@ -1,7 +1,7 @@
 """The per-worker unlearning loop: DeepSpeed LoRA training, per-epoch evaluation, reports.
 
 ``unlearn`` is plain Python (rank, world size and a ``report`` callback in), so it runs inside
-a Ray Train worker (``ray_train_loop``) or alone in a test process with a one-rank group.
+a Ray Train worker (``train/worker.py``) or alone in a test process with a one-rank group.
 """
 
 from __future__ import annotations
@@ -29,30 +29,13 @@ from clear_ray.models.loading import load_checkpoint
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
 from clear_ray.train.deepspeed import deepspeed_config
-from clear_ray.train.selection import BestEpoch, Thresholds
+from clear_ray.train.selection import BestEpoch
 from clear_ray.train.step import training_step
+from clear_ray.train.worker import DIVERGED_KEY, TrialInputs
 
 Report = Callable[[dict[str, float], Path | None], None]
-DIVERGED_KEY = "diverged"  # a report with this key fails the trial (search/trainable.py)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PROGRESS_FILE = "trial_progress.json"
-
-
-@dataclass(frozen=True)
-class TrialInputs:
-    """Everything a worker needs besides the config; plain values so Ray can ship it."""
-
-    source: str
-    original_dir: str
-    gold_truth_ratios: list[float]
-    thresholds: Thresholds
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrialInputs:
-        return cls(**{**values, "thresholds": Thresholds(**values["thresholds"])})
 
 
 def load_unlearning_data(source: str, forget_split: str, modality: str) -> UnlearningData:
@@ -194,26 +177,3 @@ def _save_checkpoint(
     (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
     metrics_file = directory / "epoch_metrics.json"
     metrics_file.write_text(json.dumps({"epoch": progress.epoch, **metrics}, indent=2))
-
-
-def ray_train_loop(loop_config: dict) -> None:
-    """Entry point of each Ray Train worker (the process group already exists)."""
-    import ray.train
-
-    cfg = Config.from_flat(loop_config["config"])
-    inputs = TrialInputs.from_dict(loop_config["inputs"])
-    context = ray.train.get_context()
-
-    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        checkpoint = (
-            ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        )
-        ray.train.report(metrics, checkpoint=checkpoint)
-
-    checkpoint = ray.train.get_checkpoint()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    if checkpoint is None:
-        unlearn(cfg, inputs, rank, world_size, report)
-        return
-    with checkpoint.as_directory() as resume_from:
-        unlearn(cfg, inputs, rank, world_size, report, Path(resume_from))

@@ -1,0 +1,62 @@
+"""The Ray Train worker's entry point and what it is handed.
+
+Kept light at import time on purpose: the Tune trial actor and the Train controller unpickle
+``ray_train_loop`` and ``TrialInputs`` by reference, so whatever this module imports, every
+trial pays for three times over. The training code (torch models, transformers, peft,
+DeepSpeed) is imported inside the worker only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from clear_ray.config import Config
+from clear_ray.staging import DriverDir, on_this_node
+from clear_ray.train.selection import Thresholds
+
+DIVERGED_KEY = "diverged"  # a report with this key fails the trial (search/trainable.py)
+
+
+@dataclass(frozen=True)
+class TrialInputs:
+    """Everything a worker needs besides the config.
+
+    ``source`` (a hub id or a dataset directory) and ``original_dir`` may be ``DriverDir``s:
+    a worker on another node then opens its own copy (``on_this_node``).
+    """
+
+    source: str | DriverDir
+    original_dir: str | DriverDir
+    gold_truth_ratios: list[float]
+    thresholds: Thresholds
+
+    def on_this_node(self) -> TrialInputs:
+        return replace(
+            self, source=on_this_node(self.source), original_dir=on_this_node(self.original_dir)
+        )
+
+
+def ray_train_loop(loop_config: dict) -> None:
+    """Entry point of each Ray Train worker (the process group already exists)."""
+    import ray.train
+
+    from clear_ray.train.loop import unlearn
+
+    cfg = Config.from_flat(loop_config["config"])
+    inputs = loop_config["inputs"].on_this_node()
+    context = ray.train.get_context()
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        checkpoint = (
+            ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        )
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    checkpoint = ray.train.get_checkpoint()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    if checkpoint is None:
+        unlearn(cfg, inputs, rank, world_size, report)
+        return
+    with checkpoint.as_directory() as resume_from:
+        unlearn(cfg, inputs, rank, world_size, report, Path(resume_from))
