@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from rouge_score import rouge_scorer
 from scipy.spatial.distance import jensenshannon
 from scipy.special import logsumexp
 from scipy.stats import ks_2samp
@@ -146,6 +145,8 @@ def rouge_l_recall(predictions: list[str], references: list[str]) -> NDArray[np.
             f"need the same non-zero number of predictions and references, got "
             f"{len(predictions)} and {len(references)}"
         )
+    from rouge_score import rouge_scorer  # imports nltk (~1 s): only evaluations that generate
+
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     return np.array(
         [
