@@ -72,7 +72,9 @@ def make_trainable(
             ),
         )
         result = trainer.fit()
-        if result.metrics and result.metrics.get(DIVERGED_KEY):
+        if not result.metrics:  # Tune would end the whole search on a trial without metrics
+            raise RuntimeError("the trial ended without reporting an epoch")
+        if result.metrics.get(DIVERGED_KEY):
             raise FloatingPointError(result.metrics["reason"])
 
     return run_trial

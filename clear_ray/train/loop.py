@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -36,6 +37,8 @@ from clear_ray.train.worker import DIVERGED_KEY, TrialInputs
 Report = Callable[[dict[str, float], Path | None], None]
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PROGRESS_FILE = "trial_progress.json"
+METRICS_FILE = "epoch_metrics.json"
+DIVERGED_FILE = "diverged.txt"
 
 
 def load_unlearning_data(source: str, forget_split: str, modality: str) -> UnlearningData:
@@ -62,6 +65,8 @@ def unlearn(
     """
     import deepspeed
 
+    if resume_from and replay_end(report, resume_from, cfg.train.epochs, rank):
+        return
     torch.manual_seed(cfg.train.seed)
     method = get_method(cfg.method.name)
     preset = get_preset(cfg.model.preset)
@@ -128,8 +133,28 @@ def _report_divergence(report: Report, reason: str, rank: int) -> None:
     metrics = {DIVERGED_KEY: 1.0, "reason": reason, "epoch_score": -math.inf}
     with tempfile.TemporaryDirectory() as checkpoint_dir:
         if rank == 0:
-            (Path(checkpoint_dir) / "diverged.txt").write_text(reason + "\n")
+            (Path(checkpoint_dir) / DIVERGED_FILE).write_text(reason + "\n")
         report(metrics, Path(checkpoint_dir) if rank == 0 else None)
+
+
+def replay_end(report: Report, checkpoint: Path, epochs: int, rank: int) -> bool:
+    """Report again how a trial ended, if its checkpoint says it already has; True if so.
+
+    A search killed just after a trial's last report can restore a Tune state saved before it
+    (remote storage is synced only now and then), and the trial runs again: it must end the
+    same way instead of reporting nothing, which Tune refuses.
+    """
+    if (checkpoint / DIVERGED_FILE).is_file():
+        _report_divergence(report, (checkpoint / DIVERGED_FILE).read_text().strip(), rank)
+        return True
+    if json.loads((checkpoint / PROGRESS_FILE).read_text())["epoch"] < epochs:
+        return False
+    metrics = json.loads((checkpoint / METRICS_FILE).read_text())
+    with tempfile.TemporaryDirectory() as copy:
+        if rank == 0:
+            shutil.copytree(checkpoint, copy, dirs_exist_ok=True)
+        report(metrics, Path(copy) if rank == 0 else None)
+    return True
 
 
 @dataclass(frozen=True)
@@ -175,5 +200,5 @@ def _save_checkpoint(
 ) -> None:
     model.save_pretrained(str(directory))  # peft: adapter weights only, as safetensors
     (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
-    metrics_file = directory / "epoch_metrics.json"
+    metrics_file = directory / METRICS_FILE
     metrics_file.write_text(json.dumps({"epoch": progress.epoch, **metrics}, indent=2))
