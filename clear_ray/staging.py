@@ -63,16 +63,24 @@ def on_this_node(value: str | DriverDir) -> str:
 
     Plain strings (hub ids, paths in tests) pass through unchanged.
     """
-    if isinstance(value, str) or value.visible_here():
-        return value if isinstance(value, str) else value.path
+    if isinstance(value, str):
+        return value
+    if value.visible_here():
+        return value.path
     cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "clear_ray" / "staged")
     return str(fetch(value, cache))
 
 
 def fetch(source: DriverDir, cache: Path, chunk_bytes: int = CHUNK_BYTES) -> Path:
     """Copy ``source`` into ``cache/<digest>`` once; concurrent workers of a node wait for it."""
+    import ray
     from filelock import FileLock
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    read = ray.remote(read_chunk).options(
+        num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(source.node_id, soft=False),
+    )
     target = cache / source.digest
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
@@ -81,21 +89,18 @@ def fetch(source: DriverDir, cache: Path, chunk_bytes: int = CHUNK_BYTES) -> Pat
         partial = cache / f"{source.digest}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         for relative, size in source.files:
-            _copy_file(source, relative, size, partial / relative, chunk_bytes)
+            _copy_file(
+                read, str(Path(source.path) / relative), size, partial / relative, chunk_bytes
+            )
         os.replace(partial, target)  # complete or absent, never half-written
     return target
 
 
-def _copy_file(source: DriverDir, relative: str, size: int, out: Path, chunk_bytes: int) -> None:
+def _copy_file(read, path: str, size: int, out: Path, chunk_bytes: int) -> None:
+    """``path`` on the driver's node to ``out`` here, a chunk per ``read`` task."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    read = ray.remote(read_chunk).options(
-        num_cpus=0,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(source.node_id, soft=False),
-    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    path = str(Path(source.path) / relative)
     with out.open("wb") as handle:
         for offset in range(0, max(size, 1), chunk_bytes):
             handle.write(ray.get(read.remote(path, offset, chunk_bytes)))

@@ -409,7 +409,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
                         thresholds,
                         cfg.train.epochs,
                         search.tags,
-                        storage_filesystem(dirs.storage),
+                        storage_filesystem(dirs.storage)[0],
                     ),
                     ProgressPrinter(cfg.search.objective, num_samples),
                 ],

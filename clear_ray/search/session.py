@@ -100,21 +100,17 @@ def find_search(output: Path, name: str) -> SearchDirs:
 
 
 def storage_filesystem(storage: str):
-    """The pyarrow filesystem of a storage URI (checkpoint paths Train reports are relative to
-    it); ``None`` for a plain path, which Ray reads as local."""
+    """The pyarrow filesystem of ``search.storage_path`` and the path within it (a plain path
+    is local); checkpoint paths that Train reports are paths within this filesystem."""
     from pyarrow import fs
 
-    return fs.FileSystem.from_uri(storage)[0] if "://" in storage else None
+    return fs.FileSystem.from_uri(storage if "://" in storage else f"file://{storage}")
 
 
 def check_storage_path(storage: str) -> None:
     """An unusable ``search.storage_path`` fails before the search starts, in one line."""
-    from pyarrow import fs
-
     try:
-        filesystem, path = fs.FileSystem.from_uri(
-            storage if "://" in storage else f"file://{storage}"
-        )
+        filesystem, path = storage_filesystem(storage)
         filesystem.get_file_info(path)
     except Exception as error:  # pyarrow raises several types, all with a readable message
         raise ConfigError(f"storage path {storage} is unusable: {error}") from None

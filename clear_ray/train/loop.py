@@ -63,10 +63,10 @@ def unlearn(
     the next epoch, with the same batches an uninterrupted run would see there (the optimiser
     moments start afresh). A diverged loss ends the trial with a report of the reason.
     """
-    import deepspeed
-
     if resume_from and replay_end(report, resume_from, cfg.train.epochs, rank):
         return
+    import deepspeed
+
     torch.manual_seed(cfg.train.seed)
     method = get_method(cfg.method.name)
     preset = get_preset(cfg.model.preset)
