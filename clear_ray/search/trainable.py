@@ -21,6 +21,16 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from clear_ray.config import Config
 from clear_ray.train.worker import DIVERGED_KEY, TrialInputs, ray_train_loop
 
+# Environment of every Ray process in a search (``ray.init``'s runtime_env).
+RAY_ENV_VARS = {
+    "TOKENIZERS_PARALLELISM": "false",
+    # Train V2 polls its workers every 2 s by default, so a trial ended up to 2 s after its
+    # last epoch; a poll is one small actor call per worker.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    # One more process per trial that only logs node drains; a preempted spot node is already
+    # handled by the epoch checkpoints and FailureConfig's restart.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
 DRIVER_CPUS = 0.25  # Tune refuses 0; the trial driver only waits on its workers
 KEPT_CHECKPOINTS = 2  # by score (the best epoch's adapter); Train also keeps the latest
 
@@ -42,17 +52,19 @@ def make_trainable(
     def run_trial(params: dict[str, Any]) -> None:
         import ray.train
         from ray import tune
-        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+        from clear_ray.train.backend import TorchProcessGroupConfig
 
         use_gpu = search.gpus_per_trial > 0
         resources = {"CPU": search.cpus_per_worker}
         if use_gpu:
             resources["GPU"] = search.gpus_per_trial / search.workers_per_trial
         trial_id = tune.get_context().get_trial_id()
-        trainer = TorchTrainer(
+        trainer = DataParallelTrainer(
             ray_train_loop,
             train_loop_config={"config": {**base_flat, **params}, "inputs": inputs},
-            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            backend_config=TorchProcessGroupConfig(backend="nccl" if use_gpu else "gloo"),
             scaling_config=ray.train.ScalingConfig(
                 num_workers=search.workers_per_trial,
                 use_gpu=use_gpu,
