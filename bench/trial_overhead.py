@@ -8,7 +8,7 @@ CPUs that many torch threads (OMP_NUM_THREADS), so the bare loop uses as many. W
 measured around each; the per-epoch report times show where the overhead goes (start-up
 before the first epoch vs per-epoch reporting and checkpointing).
 
-    python bench/trial_overhead.py --epochs 40 --out bench/results/trial_overhead.json
+    python bench/trial_overhead.py --epochs 60 --out bench/results/trial_overhead.json
 
 Target (issue 6): ratio ≤ 1.10 for a trial whose training takes about 2 minutes on CPU.
 """
@@ -79,10 +79,10 @@ def tune_trial(cfg: Config, inputs: TrialInputs, storage: Path, warmup_epochs: i
     import ray
     from ray import tune
 
-    from clear_ray.search.trainable import DRIVER_CPUS, RAY_ENV_VARS, make_trainable
+    from clear_ray.search.trainable import DRIVER_CPUS, make_trainable, ray_env_vars
 
     started = time.perf_counter()
-    ray.init(log_to_driver=False, runtime_env={"env_vars": RAY_ENV_VARS})
+    ray.init(log_to_driver=False, runtime_env={"env_vars": ray_env_vars()})
     ray_init = time.perf_counter() - started
 
     def one_trial(name: str, trial_cfg: Config) -> dict:
@@ -119,7 +119,7 @@ def tune_trial(cfg: Config, inputs: TrialInputs, storage: Path, warmup_epochs: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--method", default="gd")
     parser.add_argument(
         "--warmup-epochs", type=int, default=1,

@@ -254,7 +254,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
 
     from clear_ray.provenance import system_tags
     from clear_ray.search.results import LeaderboardRow, leaderboard
-    from clear_ray.search.trainable import RAY_ENV_VARS
+    from clear_ray.search.trainable import ray_env_vars
     from clear_ray.staging import stage
     from clear_ray.tracking import SearchTracker, ui_command
     from clear_ray.train.selection import Thresholds
@@ -288,7 +288,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     ray.init(
         ignore_reinit_error=True,
         log_to_driver=False,
-        runtime_env={"env_vars": RAY_ENV_VARS},
+        runtime_env={"env_vars": ray_env_vars()},
     )
     inputs = TrialInputs(
         stage(refs.source), stage(refs.original_dir), refs.gold.forget_truth_ratios, thresholds

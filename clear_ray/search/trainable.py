@@ -1,8 +1,10 @@
-"""One Tune trial = a light driver that launches a Ray Train ``TorchTrainer``.
+"""One Tune trial = a light driver that launches a Ray Train run (torch process group).
 
 The supported Train V2 + Tune pattern (shared/STACK_NOTES.md): the function trainable builds
 the trainer and calls ``fit()`` without returning its result; worker reports reach Tune
-through ``TuneReportCallback`` in the *Train* run config.
+through ``TuneReportCallback`` in the *Train* run config. The trainer is a
+``DataParallelTrainer`` with ``train/backend.py``'s process group rather than ``TorchTrainer``,
+whose config imports torch in this actor and in Train's controller (~1.3 s each, per trial).
 
 Faults: a worker crash is retried by Train from the last epoch checkpoint
 (``search.max_failures``). A diverged loss is not a crash worth retrying (it would diverge
@@ -13,6 +15,7 @@ raises ``FloatingPointError`` with the reason, which Tune records as the trial's
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -21,16 +24,24 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from clear_ray.config import Config
 from clear_ray.train.worker import DIVERGED_KEY, TrialInputs, ray_train_loop
 
-# Environment of every Ray process in a search (``ray.init``'s runtime_env).
-RAY_ENV_VARS = {
+# Defaults for the environment of every Ray process in a search (``ray.init``'s runtime_env);
+# a variable already set in the user's environment wins.
+RAY_ENV_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
     # Train V2 polls its workers every 2 s by default, so a trial ended up to 2 s after its
     # last epoch; a poll is one small actor call per worker.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-    # One more process per trial that only logs node drains; a preempted spot node is already
-    # handled by the epoch checkpoints and FailureConfig's restart.
+    # One more process per trial, started while the worker imports its stack, that watches
+    # for node drains. Without it a preempted worker still restarts from the last epoch
+    # checkpoint (Ray tells preemptions from crashes by the actor's death cause).
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
+
+
+def ray_env_vars() -> dict[str, str]:
+    return {name: os.environ.get(name, value) for name, value in RAY_ENV_DEFAULTS.items()}
+
+
 DRIVER_CPUS = 0.25  # Tune refuses 0; the trial driver only waits on its workers
 KEPT_CHECKPOINTS = 2  # by score (the best epoch's adapter); Train also keeps the latest
 
