@@ -11,8 +11,15 @@ from clear_ray.config import ConfigError, EvalConfig
 from clear_ray.data.clear import load_clear
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.synthetic import generate
-from clear_ray.eval import metrics
-from clear_ray.eval.suite import PROXY_METRIC, EvalResult, TaskResult, aggregate, evaluate
+from clear_ray.eval import metrics, suite
+from clear_ray.eval.suite import (
+    PROXY_METRIC,
+    EvalResult,
+    TaskData,
+    TaskResult,
+    aggregate,
+    evaluate,
+)
 from clear_ray.eval.tasks import (
     ANSWER,
     CAPTIONS,
@@ -331,6 +338,28 @@ def test_proxy_evaluation_scores_the_same_rows_every_time_without_rouge(
         assert result.rouge_recall is None
     assert not any(key.endswith("rougeL_recall") for key in first.metrics)
     assert first.metrics == second.metrics
+
+
+def test_task_data_loads_each_config_once_across_evaluations(
+    source: str, tiny_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[str] = []
+
+    def counting_load(data_source: str, clear_config: str):
+        loads.append(clear_config)
+        return load_clear(data_source, clear_config)
+
+    monkeypatch.setattr(suite, "load_clear", counting_load)
+    model, collator = tiny_model
+    config = EvalConfig(proxy_items=3, tasks="forget_captions,forget_face_naming,real_faces")
+    data = TaskData(source)
+    first = evaluate(model, collator, data, SPLIT, config)
+    second = evaluate(model, collator, data, SPLIT, config)
+    # captions and face naming share the forget config: two loads for three tasks, two calls
+    assert sorted(loads) == sorted({TASKS[t].config_for(SPLIT) for t in first.tasks})
+    assert len(loads) == 2
+    fresh = evaluate(model, collator, source, SPLIT, config)
+    assert first.metrics == second.metrics == fresh.metrics
 
 
 def test_text_qa_proxy_rows_are_drawn_from_the_tofu_rows_only(source: str, tiny_model) -> None:

@@ -22,7 +22,7 @@ from clear_ray.data.clear import load_clear
 from clear_ray.data.collate import Collator, row_example
 from clear_ray.data.schema import retain_split_for
 from clear_ray.data.unlearning import UnlearningData, epoch_views, select_modality
-from clear_ray.eval.suite import Shard, evaluate
+from clear_ray.eval.suite import Shard, TaskData, evaluate
 from clear_ray.methods import Method, get_method
 from clear_ray.models.forward import to_device
 from clear_ray.models.introspection import steering_layer
@@ -90,6 +90,7 @@ def unlearn(
         config=deepspeed_config(cfg.train, steps_per_epoch),
     )
     gold = np.asarray(inputs.gold_truth_ratios)
+    task_data = TaskData(inputs.source)  # loaded on the first evaluation, kept for the others
     layer = steering_layer(model, cfg.method.layer_fraction) if _reads_hidden(method) else None
     step = start.step
     for epoch in range(start.epoch, cfg.train.epochs):
@@ -114,7 +115,7 @@ def unlearn(
             _report_divergence(report, f"epoch {epoch + 1}: {error}", rank)
             return
         metrics = _epoch_means(logs)
-        metrics.update(_evaluate(engine.module, collator, inputs, cfg, gold, rank, world_size))
+        metrics.update(_evaluate(engine.module, collator, task_data, cfg, gold, rank, world_size))
         metrics["epoch"] = float(epoch + 1)
         metrics.update(best.epoch_values(metrics))
         best.update(epoch + 1, metrics)
@@ -187,11 +188,11 @@ def _epoch_means(logs: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([log[key] for log in logs if key in log])) for key in keys}
 
 
-def _evaluate(model, collator, inputs, cfg, gold, rank, world_size) -> dict[str, float]:
+def _evaluate(model, collator, task_data, cfg, gold, rank, world_size) -> dict[str, float]:
     """Every rank scores its shard of the items; all get the same metrics (reports must agree)."""
     shard = Shard(rank, world_size)
     return evaluate(
-        model, collator, inputs.source, cfg.data.forget_split, cfg.eval, gold, shard=shard
+        model, collator, task_data, cfg.data.forget_split, cfg.eval, gold, shard=shard
     ).metrics
 
 
