@@ -2,11 +2,12 @@
 
 Both run :func:`clear_ray.train.loop.unlearn` with the same model, data, method, params and
 epochs: once in this process (a one-rank gloo group, no Ray), once as a one-trial Tune search
-through the production trainable (``search/trainable.py``: TorchTrainer, checkpoints,
-TuneReportCallback). Both get the same compute: Ray gives a worker with ``cpus_per_worker``
-CPUs that many torch threads (OMP_NUM_THREADS), so the bare loop uses as many. Wall time is
-measured around each; the per-epoch report times show where the overhead goes (start-up
-before the first epoch vs per-epoch reporting and checkpointing).
+through the production trainable (``search/trainable.py``: Ray Train with clear_ray's torch
+process-group backend, checkpoints, TuneReportCallback), timed in a Ray session that has
+already run a short warm-up trial. Both get the same compute: Ray gives a worker with
+``cpus_per_worker`` CPUs that many torch threads (OMP_NUM_THREADS), so the bare loop uses as
+many. Wall time is measured around each; the per-epoch report times show where the overhead
+goes (start-up before the first epoch vs per-epoch reporting and checkpointing).
 
     python bench/trial_overhead.py --epochs 60 --out bench/results/trial_overhead.json
 

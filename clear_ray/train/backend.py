@@ -99,11 +99,12 @@ def init_process_group(backend: str, master: tuple[str, int], timeout_s: int) ->
     import torch.distributed as dist
 
     context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
     os.environ.update(
         MASTER_ADDR=master[0],
         MASTER_PORT=str(master[1]),
-        RANK=str(context.get_world_rank()),
-        WORLD_SIZE=str(context.get_world_size()),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
         LOCAL_RANK=str(context.get_local_rank()),
         LOCAL_WORLD_SIZE=str(context.get_local_world_size()),
         NODE_RANK=str(context.get_node_rank()),
@@ -113,8 +114,8 @@ def init_process_group(backend: str, master: tuple[str, int], timeout_s: int) ->
     dist.init_process_group(
         backend=backend,
         init_method="env://",
-        rank=context.get_world_rank(),
-        world_size=context.get_world_size(),
+        rank=rank,
+        world_size=world_size,
         timeout=timedelta(seconds=timeout_s),
     )
 
