@@ -29,7 +29,7 @@ from clear_ray.models.introspection import steering_layer
 from clear_ray.models.loading import load_checkpoint
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
-from clear_ray.train.deepspeed import deepspeed_config
+from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed
 from clear_ray.train.selection import BestEpoch
 from clear_ray.train.step import training_step
 from clear_ray.train.worker import DIVERGED_KEY, TrialInputs
@@ -65,7 +65,7 @@ def unlearn(
     """
     if resume_from and replay_end(report, resume_from, cfg.train.epochs, rank):
         return
-    import deepspeed
+    deepspeed = import_deepspeed()
 
     torch.manual_seed(cfg.train.seed)
     method = get_method(cfg.method.name)
