@@ -213,6 +213,7 @@ def prepare_references(cfg: Config) -> References:
     from clear_ray.data.source import resolve_source
     from clear_ray.eval.final import full_eval_config
     from clear_ray.eval.gold import reference_evaluation
+    from clear_ray.eval.suite import TaskData
     from clear_ray.finetune import reference_models
 
     source = resolve_source(cfg)
@@ -220,11 +221,12 @@ def prepare_references(cfg: Config) -> References:
     models = reference_models(cfg, source, Path(cfg.output_dir) / "cache")
     log("evaluating Gold and Original (cached after the first run)")
     split = cfg.data.forget_split
+    data = TaskData(source)  # loaded once for the (up to four) uncached evaluations
 
     def evaluations(eval_config):
-        gold = reference_evaluation(models.gold, source, split, eval_config)
+        gold = reference_evaluation(models.gold, data, split, eval_config)
         original = reference_evaluation(
-            models.original, source, split, eval_config, gold.forget_truth_ratios
+            models.original, data, split, eval_config, gold.forget_truth_ratios
         )
         return gold, original
 

@@ -20,7 +20,7 @@ from clear_ray.config import EvalConfig
 from clear_ray.data.clear import data_fingerprint
 from clear_ray.data.collate import Collator
 from clear_ray.eval.outputs import write_item_tables
-from clear_ray.eval.suite import FORGET_QUALITY_TASK, aggregate, evaluate
+from clear_ray.eval.suite import FORGET_QUALITY_TASK, TaskData, aggregate, evaluate
 from clear_ray.eval.tasks import TASKS
 from clear_ray.models.loading import load_checkpoint
 
@@ -36,16 +36,20 @@ class ReferenceEvaluation:
 
 def reference_evaluation(
     model_dir: Path,
-    source: str,
+    source: str | TaskData,
     forget_split: str,
     config: EvalConfig,
     gold_truth_ratios: list[float] | None = None,
 ) -> ReferenceEvaluation:
-    """Evaluate the checkpoint in ``model_dir`` (cached under ``model_dir/evaluations``)."""
+    """Evaluate the checkpoint in ``model_dir`` (cached under ``model_dir/evaluations``).
+
+    A ``TaskData`` source lets a search's reference evaluations share one load of the data.
+    """
+    data = source if isinstance(source, TaskData) else TaskData(source)
     configs = sorted({task.config_for(forget_split) for task in TASKS.values()})
     key = cache_key(
         {
-            "data": data_fingerprint(source, configs),
+            "data": data_fingerprint(data.source, configs),
             "split": forget_split,
             "eval": asdict(config),
             "gold": gold_truth_ratios,
@@ -54,7 +58,7 @@ def reference_evaluation(
 
     def build(directory: Path) -> None:
         model, processor = load_checkpoint(model_dir)
-        result = evaluate(model, Collator(processor), source, forget_split, config)
+        result = evaluate(model, Collator(processor), data, forget_split, config)
         own = result.tasks[FORGET_QUALITY_TASK].truth_ratios
         # Without a given reference the model is its own (Gold vs itself: FQ 1, log FQ 0, JS 1).
         reference = own if gold_truth_ratios is None else np.asarray(gold_truth_ratios)
