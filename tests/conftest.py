@@ -1,4 +1,4 @@
-"""Shared fixtures: one synthetic dataset and one Original/Gold pair per test session."""
+"""Shared fixtures: one synthetic dataset and Original/Gold pair per session; a load counter."""
 
 from __future__ import annotations
 
@@ -24,3 +24,19 @@ def session_config(session_output: Path) -> Config:
 @pytest.fixture(scope="session")
 def synthetic_source(session_config: Config) -> str:
     return resolve_source(session_config)
+
+
+@pytest.fixture
+def clear_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The CLEAR configs that evaluations load from disk during the test, in order."""
+    from clear_ray.data.clear import load_clear
+    from clear_ray.eval import suite
+
+    loads: list[str] = []
+
+    def counting_load(source: str, clear_config: str):
+        loads.append(clear_config)
+        return load_clear(source, clear_config)
+
+    monkeypatch.setattr(suite, "load_clear", counting_load)
+    return loads

@@ -11,7 +11,7 @@ from clear_ray.config import ConfigError, EvalConfig
 from clear_ray.data.clear import load_clear
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.synthetic import generate
-from clear_ray.eval import metrics, suite
+from clear_ray.eval import metrics
 from clear_ray.eval.suite import (
     PROXY_METRIC,
     EvalResult,
@@ -341,23 +341,16 @@ def test_proxy_evaluation_scores_the_same_rows_every_time_without_rouge(
 
 
 def test_task_data_loads_each_config_once_across_evaluations(
-    source: str, tiny_model, monkeypatch: pytest.MonkeyPatch
+    source: str, tiny_model, clear_loads: list[str]
 ) -> None:
-    loads: list[str] = []
-
-    def counting_load(data_source: str, clear_config: str):
-        loads.append(clear_config)
-        return load_clear(data_source, clear_config)
-
-    monkeypatch.setattr(suite, "load_clear", counting_load)
     model, collator = tiny_model
     config = EvalConfig(proxy_items=3, tasks="forget_captions,forget_face_naming,real_faces")
     data = TaskData(source)
     first = evaluate(model, collator, data, SPLIT, config)
     second = evaluate(model, collator, data, SPLIT, config)
     # captions and face naming share the forget config: two loads for three tasks, two calls
-    assert sorted(loads) == sorted({TASKS[t].config_for(SPLIT) for t in first.tasks})
-    assert len(loads) == 2
+    assert sorted(clear_loads) == sorted({TASKS[t].config_for(SPLIT) for t in first.tasks})
+    assert len(clear_loads) == 2
     fresh = evaluate(model, collator, source, SPLIT, config)
     assert first.metrics == second.metrics == fresh.metrics
 

@@ -11,10 +11,8 @@ from PIL import Image
 from torch import nn
 
 from clear_ray.config import EvalConfig
-from clear_ray.data.clear import load_clear
 from clear_ray.data.collate import Collator, Example
 from clear_ray.data.synthetic import generate
-from clear_ray.eval import suite
 from clear_ray.eval.generation import generate_greedy
 from clear_ray.eval.gold import reference_evaluation
 from clear_ray.eval.suite import TaskData
@@ -69,20 +67,13 @@ def test_gold_cache_is_reused_and_invalidated_when_the_data_changes(tiny, tmp_pa
 
 
 def test_reference_evaluations_given_one_task_data_load_the_data_once(
-    tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny, tmp_path: Path, clear_loads: list[str]
 ) -> None:
     model, processor = tiny
     checkpoint = tmp_path / "gold"
     save_checkpoint(model, processor, checkpoint)
     data = tmp_path / "data"
     generate(data, persons=10, seed=0)
-    loads: list[str] = []
-
-    def counting_load(data_source: str, clear_config: str):
-        loads.append(clear_config)
-        return load_clear(data_source, clear_config)
-
-    monkeypatch.setattr(suite, "load_clear", counting_load)
     captions = EvalConfig(tasks="forget_captions", generate=False)
     shared = TaskData(str(data))
     first = reference_evaluation(checkpoint, shared, "forget10", captions)
@@ -92,7 +83,7 @@ def test_reference_evaluations_given_one_task_data_load_the_data_once(
         "forget10",
         EvalConfig(proxy_items=3, tasks="forget_captions", generate=False),
     )
-    assert len(loads) == 1  # two uncached evaluations of the same config, one load
+    assert len(clear_loads) == 1  # two uncached evaluations of the same config, one load
     # The cache entry is the one a path source finds: the key is the data, not how it was passed.
     assert reference_evaluation(checkpoint, str(data), "forget10", captions) == first
-    assert len(loads) == 1
+    assert len(clear_loads) == 1

@@ -45,7 +45,7 @@ def reference_evaluation(
 
     A ``TaskData`` source lets a search's reference evaluations share one load of the data.
     """
-    data = source if isinstance(source, TaskData) else TaskData(source)
+    data = TaskData.of(source)
     configs = sorted({task.config_for(forget_split) for task in TASKS.values()})
     key = cache_key(
         {

@@ -282,6 +282,11 @@ class TaskData:
         self.source = source
         self._loaded: dict[str, datasets.Dataset] = {}
 
+    @classmethod
+    def of(cls, source: str | TaskData) -> TaskData:
+        """``source`` itself if it is already a ``TaskData``, else a fresh one for the path/id."""
+        return source if isinstance(source, TaskData) else cls(source)
+
     def __getitem__(self, clear_config: str) -> datasets.Dataset:
         if clear_config not in self._loaded:
             self._loaded[clear_config] = load_clear(self.source, clear_config)
@@ -308,7 +313,7 @@ def evaluate(
     or a ``TaskData`` that keeps its datasets loaded between calls.
     """
     names = resolve_task_names(config.tasks if task_names is None else ",".join(task_names))
-    data = source if isinstance(source, TaskData) else TaskData(source)
+    data = TaskData.of(source)
     was_training = model.training
     model.eval()
     try:
