@@ -44,12 +44,21 @@ def test_generation_stops_once_every_prompt_has_produced_eos(tiny) -> None:
     assert len(calls) == 1  # the prefill step produced EOS everywhere; no further steps ran
 
 
-def test_gold_cache_is_reused_and_invalidated_when_the_data_changes(tiny, tmp_path: Path) -> None:
+@pytest.fixture
+def gold_and_data(tiny, tmp_path: Path) -> tuple[Path, Path]:
+    """A saved Gold checkpoint and a synthetic dataset directory."""
     model, processor = tiny
     checkpoint = tmp_path / "gold"
     save_checkpoint(model, processor, checkpoint)
     data = tmp_path / "data"
     generate(data, persons=10, seed=0)
+    return checkpoint, data
+
+
+def test_gold_cache_is_reused_and_invalidated_when_the_data_changes(
+    gold_and_data: tuple[Path, Path],
+) -> None:
+    checkpoint, data = gold_and_data
     config = EvalConfig(tasks="forget_captions", generate=False)
     cache = checkpoint / "evaluations"
 
@@ -67,13 +76,9 @@ def test_gold_cache_is_reused_and_invalidated_when_the_data_changes(tiny, tmp_pa
 
 
 def test_reference_evaluations_given_one_task_data_load_the_data_once(
-    tiny, tmp_path: Path, clear_loads: list[str]
+    gold_and_data: tuple[Path, Path], clear_loads: list[str]
 ) -> None:
-    model, processor = tiny
-    checkpoint = tmp_path / "gold"
-    save_checkpoint(model, processor, checkpoint)
-    data = tmp_path / "data"
-    generate(data, persons=10, seed=0)
+    checkpoint, data = gold_and_data
     captions = EvalConfig(tasks="forget_captions", generate=False)
     shared = TaskData(str(data))
     first = reference_evaluation(checkpoint, shared, "forget10", captions)
