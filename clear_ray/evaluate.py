@@ -148,6 +148,7 @@ def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
     # --help and bad input answer at once.
     import numpy as np
 
+    from clear_ray.data.clear import check_disjoint_persons
     from clear_ray.data.collate import Collator
     from clear_ray.data.source import resolve_source
     from clear_ray.eval.gold import reference_evaluation
@@ -157,6 +158,7 @@ def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
 
     source = resolve_source(cfg)
     log(f"data: {source}")
+    check_disjoint_persons(source, cfg.data.forget_split)  # before minutes of model loading
     data = TaskData(source)  # "all" takes an optional task only where its config exists
     task_names = resolve_task_names(cfg.eval.tasks, data.has, cfg.data.forget_split)
     gold_truth_ratios = None
