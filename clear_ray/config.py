@@ -103,11 +103,16 @@ class FinetuneConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 32
-    max_new_tokens: int = 40
+    # Greedy generation for ROUGE in a full evaluation: TOFU/open-unlearning's 200 new tokens
+    # (CLEAR used 300), so long captions and answers can reach full ROUGE-L recall (audit M3).
+    max_new_tokens: int = 200
     generate: bool = True  # greedy generation for ROUGE; off = ROUGE excluded from aggregates
     tasks: str = "all"  # comma-separated task names (clear_ray.eval.tasks.TASKS) or "all"
-    # Proxy evaluation: a fixed seeded subset of each task's rows, scoring only (no generation,
-    # so no ROUGE in aggregates); metric eval/proxy = 1.0 marks it. 0 = full evaluation.
+    # Each task's first N rows only (0 = all): CLEAR's `ds_size: 300` for paper-comparable tables.
+    clear_rows: int = 0
+    # Proxy evaluation: a fixed seeded subset of each task's rows (of its first clear_rows, when
+    # set), scoring only (no generation, so no ROUGE in aggregates); metric eval/proxy = 1.0 marks
+    # it. 0 = full evaluation.
     proxy_items: int = 0
     proxy_seed: int = 0
 

@@ -114,8 +114,10 @@ def wants_tracking(args: argparse.Namespace) -> bool:
 
 def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:
     """Every path and name checked before anything is loaded or written; the tasks to run."""
+    import numpy as np
+
     from clear_ray.eval.suite import FORGET_QUALITY_TASK
-    from clear_ray.eval.tasks import proxy_subset, resolve_task_names
+    from clear_ray.eval.tasks import evaluation_rows, resolve_task_names
 
     for what, directory, marker in (
         ("checkpoint", args.checkpoint, "config.json"),
@@ -131,7 +133,7 @@ def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a directory")
     names = resolve_task_names(cfg.eval.tasks)
-    proxy_subset(0, cfg.eval.proxy_items, cfg.eval.proxy_seed)  # rejects a negative size
+    evaluation_rows(np.arange(0), cfg.eval)  # rejects a negative proxy_items or clear_rows
     if args.gold is not None and FORGET_QUALITY_TASK not in names:
         raise ConfigError(f"--gold needs the {FORGET_QUALITY_TASK} task (forget quality uses it)")
     return names
@@ -141,19 +143,24 @@ def log(message: str) -> None:
     print(f"[clear_ray] {message}", file=sys.stderr, flush=True)
 
 
-def run_evaluation(args: argparse.Namespace, cfg: Config, task_names: tuple[str, ...]) -> int:
+def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
     # Heavy imports (torch, transformers, peft, mlflow) come after argument parsing, so that
     # --help and bad input answer at once.
     import numpy as np
 
+    from clear_ray.data.clear import check_disjoint_persons
     from clear_ray.data.collate import Collator
     from clear_ray.data.source import resolve_source
     from clear_ray.eval.gold import reference_evaluation
-    from clear_ray.eval.suite import evaluate
+    from clear_ray.eval.suite import TaskData, evaluate
+    from clear_ray.eval.tasks import resolve_task_names
     from clear_ray.models.loading import load_for_evaluation
 
     source = resolve_source(cfg)
     log(f"data: {source}")
+    check_disjoint_persons(source, cfg.data.forget_split)  # before minutes of model loading
+    data = TaskData(source)  # "all" takes an optional task only where its config exists
+    task_names = resolve_task_names(cfg.eval.tasks, data.has, cfg.data.forget_split)
     gold_truth_ratios = None
     if args.gold is not None:
         log("evaluating Gold (cached after the first run)")
@@ -164,7 +171,7 @@ def run_evaluation(args: argparse.Namespace, cfg: Config, task_names: tuple[str,
     result = evaluate(
         model,
         Collator(processor),
-        source,
+        data,
         cfg.data.forget_split,
         cfg.eval,
         gold_truth_ratios,
@@ -242,8 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = resolve_config(args)
-        task_names = check_inputs(args, cfg)
-        return run_evaluation(args, cfg, task_names)
+        check_inputs(args, cfg)
+        return run_evaluation(args, cfg)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -18,7 +18,13 @@ from PIL import Image
 
 from clear_ray.config import ConfigError
 from clear_ray.data import synthetic
-from clear_ray.data.clear import data_fingerprint, load_clear
+from clear_ray.data.clear import (
+    HUB_REDIRECTS,
+    check_disjoint_persons,
+    config_available,
+    data_fingerprint,
+    load_clear,
+)
 from clear_ray.data.prompts import (
     CAPTION_QUESTIONS,
     FACE_NAME_PROMPT,
@@ -30,6 +36,8 @@ from clear_ray.data.schema import (
     CONFIG_FEATURES,
     FORGET_SPLITS,
     IMAGE_SPLITS,
+    LOADABLE_CONFIGS,
+    TEXT_PERTURBED_SPLITS,
     retain_split_for,
 )
 
@@ -71,8 +79,32 @@ def clone_with_table(source: Path, dest: Path, config: str, table: pa.Table) -> 
 def test_schema_covers_every_clear_config() -> None:
     image_configs = {*IMAGE_SPLITS, *(f"{s}+tofu" for s in IMAGE_SPLITS)}
     perturbed = {f"{s}_perturbed" for s in FORGET_SPLITS} | {"retain_perturbed"}
-    assert set(CONFIG_FEATURES) == image_configs | perturbed | {"real_faces", "real_world"}
-    assert len(CONFIG_FEATURES) == 20
+    text = {f"{s}_tofu_perturbed" for s in FORGET_SPLITS}
+    assert set(CONFIG_FEATURES) == image_configs | perturbed | text | {"real_faces", "real_world"}
+    assert len(CONFIG_FEATURES) == 23
+
+
+# The config names of therem/CLEAR's README (dataset card, 21 configs, `default` = `full`).
+HUB_README_CONFIGS = (
+    "default", "forget01", "forget01+tofu", "forget01_perturbed", "forget05", "forget05+tofu",
+    "forget05_perturbed", "forget10", "forget10+tofu", "forget10_perturbed", "full", "full+tofu",
+    "real_faces", "real_world", "retain90", "retain90+tofu", "retain95", "retain95+tofu",
+    "retain99", "retain99+tofu", "retain_perturbed",
+)  # fmt: skip
+
+
+def test_every_config_of_the_hub_readme_is_loadable_and_default_is_full() -> None:
+    assert set(HUB_README_CONFIGS) <= set(LOADABLE_CONFIGS)
+    assert LOADABLE_CONFIGS["default"] == CONFIG_FEATURES["full"]
+
+
+def test_text_perturbed_config_has_tofus_columns_plus_the_person() -> None:
+    for config in TEXT_PERTURBED_SPLITS:
+        features = CONFIG_FEATURES[config]
+        assert list(features) == [
+            "question", "answer", "paraphrased_answer", "perturbed_answer", "name",
+        ]  # fmt: skip
+        assert features["perturbed_answer"] == datasets.List(datasets.Value("string"))
 
 
 def test_retain_split_is_the_complement_percentage() -> None:
@@ -141,6 +173,36 @@ def test_tofu_config_is_image_rows_then_qa_rows(clear_dir: Path, split: str) -> 
     assert all(r["image"] is None and r["caption"] == "" and r["question"] for r in tail)
     names = {r["name"] for r in image_rows}
     assert all(any(name in r["answer"] for name in names) for r in tail)
+
+
+@pytest.mark.parametrize("forget", FORGET_SPLITS)
+def test_text_perturbed_holds_every_qa_of_the_forget_persons(clear_dir: Path, forget: str) -> None:
+    text = rows(clear_dir, f"{forget}_tofu_perturbed")
+    persons = {r["name"] for r in rows(clear_dir, forget)}
+    qa = [row for row in rows(clear_dir, f"{forget}+tofu") if row["image"] is None]
+    assert {r["name"] for r in text} == persons
+    assert [(r["question"], r["answer"]) for r in text] == [
+        (r["question"], r["answer"]) for r in qa
+    ]
+
+
+def test_text_perturbed_answers_differ_from_the_paraphrase_in_the_fact_only(
+    clear_dir: Path,
+) -> None:
+    by_name = {p.name: p for p in persons()}
+    for row in rows(clear_dir, "forget10_tofu_perturbed"):
+        paraphrase, wrong = row["paraphrased_answer"], row["perturbed_answer"]
+        assert paraphrase != row["answer"] and row["name"] in paraphrase
+        assert len(set(wrong)) == synthetic.PERTURBED_PER_ROW and paraphrase not in wrong
+        fact = next(
+            f for f in synthetic.QA_FACTS if f.question.format(n=row["name"]) == row["question"]
+        )
+        true = fact.value(by_name[row["name"]])
+        assert true in words(paraphrase) and true in words(row["answer"])
+        for answer in wrong:
+            changed = [w for w in difflib.ndiff(words(paraphrase), words(answer)) if w[0] in "+-"]
+            assert changed[0] == f"- {true}" and len(changed) == 2
+            assert changed[1][2:] in fact.pool
 
 
 @pytest.mark.parametrize("forget", FORGET_SPLITS)
@@ -298,7 +360,8 @@ def test_load_clear_reads_every_config_with_contract_features(clear_dir: Path, c
     dataset = load_clear(str(clear_dir), config)
     assert dataset.features == CONFIG_FEATURES[config]
     assert len(dataset) == len(rows(clear_dir, config))
-    assert isinstance(dataset[0]["image"], Image.Image)
+    if "image" in dataset.features:
+        assert isinstance(dataset[0]["image"], Image.Image)
 
 
 @pytest.mark.parametrize("config", list(CONFIG_FEATURES))
@@ -355,6 +418,131 @@ def test_load_clear_rejects_missing_local_directory(tmp_path: Path) -> None:
     assert_one_line_error(tmp_path / "absent", "full", "absent")
 
 
+def test_default_reads_full_where_the_directory_does_not_list_it(clear_dir: Path) -> None:
+    default = load_clear(str(clear_dir), "default")
+    assert default.features == CONFIG_FEATURES["full"]
+    assert default["caption"] == load_clear(str(clear_dir), "full")["caption"]
+
+
+def test_text_perturbed_reads_from_a_local_directory(clear_dir: Path) -> None:
+    dataset = load_clear(str(clear_dir), "forget05_tofu_perturbed")
+    assert dataset.features == CONFIG_FEATURES["forget05_tofu_perturbed"]
+    assert len(dataset) == 6 * len({r["name"] for r in rows(clear_dir, "forget05")})
+
+
+def without_config(source: Path, dest: Path, config: str) -> Path:
+    """A copy of a hub-layout dir whose README no longer lists ``config``."""
+    shutil.copytree(source, dest)
+    readme = dest / "README.md"
+    front, body = readme.read_text().split("---\n")[1:3]
+    entries = [e for e in yaml.safe_load(front)["configs"] if e["config_name"] != config]
+    readme.write_text(f"---\n{yaml.safe_dump({'configs': entries})}---\n{body}")
+    return dest
+
+
+def test_config_availability_follows_the_readme_and_the_clear_hub_id(
+    clear_dir: Path, tmp_path: Path
+) -> None:
+    assert config_available(str(clear_dir), "forget10_tofu_perturbed")
+    assert config_available(str(clear_dir), "default")
+    old = without_config(clear_dir, tmp_path / "old", "forget10_tofu_perturbed")
+    assert not config_available(str(old), "forget10_tofu_perturbed")
+    assert config_available("therem/CLEAR", "forget10_tofu_perturbed")
+    assert not config_available("someone/clear-mirror", "forget10_tofu_perturbed")
+    assert config_available("someone/clear-mirror", "forget10_perturbed")
+    assert_one_line_error(old, "forget10_tofu_perturbed", "'forget10_tofu_perturbed'")
+
+
+class HubCalls:
+    """Stands in for ``datasets.load_dataset``: records each request, answers from local rows."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.calls = root, []
+
+    def __call__(self, repo: str, config: str, *, split: str, revision: str | None):
+        self.calls.append((repo, config, revision))
+        if repo == "locuslab/TOFU":  # TOFU's columns: no name, one extra
+            table = pq.read_table(parquet_path(self.root, config.replace("_", "_tofu_", 1)))
+            table = table.drop_columns(["name"])
+            table = table.append_column("paraphrased_question", table.column("question"))
+            return datasets.Dataset(datasets.table.InMemoryTable(table))
+        return datasets.Dataset(
+            datasets.table.InMemoryTable(pq.read_table(parquet_path(self.root, config)))
+        )
+
+
+def test_clear_hub_text_perturbed_is_read_from_tofus_forget_perturbed(
+    clear_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = HubCalls(clear_dir)
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    dataset = load_clear("therem/CLEAR", "forget10_tofu_perturbed", revision="0" * 40)
+    assert ("locuslab/TOFU", "forget10_perturbed", None) in hub.calls
+    assert not [c for c in hub.calls if c[1] == "forget10_tofu_perturbed"]
+    assert dataset.features == CONFIG_FEATURES["forget10_tofu_perturbed"]
+    assert set(dataset["name"]) == {""}
+    expected = rows(clear_dir, "forget10_tofu_perturbed")
+    assert dataset["perturbed_answer"] == [r["perturbed_answer"] for r in expected]
+    assert {c[:2] for c in hub.calls} >= {("therem/CLEAR", "retain_perturbed")}  # the guard
+    assert HUB_REDIRECTS["forget01_tofu_perturbed"].config == "forget01_perturbed"
+
+
+def test_other_hub_ids_are_asked_for_the_config_itself(
+    clear_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = HubCalls(clear_dir)
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    load_clear("someone/clear-mirror", "forget05_tofu_perturbed")
+    assert ("someone/clear-mirror", "forget05_tofu_perturbed", None) in hub.calls
+    assert not [c for c in hub.calls if c[0] == "locuslab/TOFU"]
+
+
+def leaked(clear_dir: Path, dest: Path, config: str) -> tuple[Path, str]:
+    """A copy where one row of ``config`` (a retain config) shows a forget10 person."""
+    intruder = rows(clear_dir, "forget10")[0]["name"]
+    table = pq.read_table(parquet_path(clear_dir, config))
+    names = table.column("name").to_pylist()
+    names[1] = intruder
+    table = table.set_column(table.schema.get_field_index("name"), "name", pa.array(names))
+    return clone_with_table(clear_dir, dest, config, table), intruder
+
+
+@pytest.mark.parametrize("leak_into", ["retain90", "retain_perturbed"])
+@pytest.mark.parametrize("load", ["forget10+tofu", "retain90+tofu", "forget10_perturbed"])
+def test_loader_refuses_forget_and_retain_sharing_a_person(
+    clear_dir: Path, tmp_path: Path, leak_into: str, load: str
+) -> None:
+    broken, intruder = leaked(clear_dir, tmp_path / "leak", leak_into)
+    assert_one_line_error(broken, load, repr(intruder), leak_into, "disjoint")
+    load_clear(str(broken), "real_faces")  # configs outside the partition still load
+
+
+def test_person_guard_on_the_hub_compares_the_small_configs(
+    clear_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken, intruder = leaked(clear_dir, tmp_path / "leak", "retain_perturbed")
+    hub = HubCalls(broken)
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    with pytest.raises(ConfigError, match=re.escape(repr(intruder))):
+        check_disjoint_persons("someone/leaky", "forget10", revision="1" * 40)
+    assert {c[1] for c in hub.calls} == {"forget10", "forget10_perturbed", "retain_perturbed"}
+
+
+def test_evaluate_cli_prints_the_overlap_in_one_line_and_exits_2(
+    clear_dir: Path, tmp_path: Path, capsys
+) -> None:
+    from clear_ray import evaluate
+
+    broken, intruder = leaked(clear_dir, tmp_path / "leak", "retain_perturbed")
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    argv = [str(checkpoint), "--data", str(broken), "--tasks", "retain_captions"]
+    assert evaluate.main(argv) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert error.startswith("error: ") and repr(intruder) in error
+
+
 # --------------------------------------------------------------------------- fingerprint
 
 
@@ -378,6 +566,14 @@ def test_fingerprint_of_hub_id_depends_on_revision() -> None:
 # --------------------------------------------------------------------------- prompts
 
 
+def test_caption_questions_are_clears_nine_and_none_asks_who_is_shown() -> None:
+    assert CAPTION_QUESTIONS[0] == "What can you see in this picture?"
+    assert "Tell me about the content of this image" in CAPTION_QUESTIONS  # no period, as CLEAR
+    assert len(set(CAPTION_QUESTIONS)) == 9
+    for question in CAPTION_QUESTIONS:
+        assert not {"who", "person", "name", "people"} & set(words(question.lower())), question
+
+
 def test_caption_question_is_a_stable_choice_from_nine() -> None:
     assert len(set(CAPTION_QUESTIONS)) == 9
     picks = [caption_question(f"item-{i}") for i in range(200)]
@@ -389,4 +585,7 @@ def test_idk_pool_has_about_a_hundred_distinct_phrasings() -> None:
     pool = idk_responses()
     assert 90 <= len(pool) == len(set(pool))
     assert idk_response("forget-7") == idk_response("forget-7") and idk_response("x") in pool
-    assert FACE_NAME_PROMPT == "The name of the person on the image is"
+
+
+def test_face_prompt_is_clears_with_its_trailing_space() -> None:
+    assert FACE_NAME_PROMPT == "The name of the person on the image is "

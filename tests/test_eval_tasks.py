@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from clear_ray.eval.tasks import (
     OPTIONS,
     TASKS,
     distinct_distractors,
+    evaluation_rows,
     proxy_subset,
     resolve_task_names,
 )
@@ -56,6 +59,7 @@ def test_registry_holds_every_clear_task_in_its_group() -> None:
         "forget_face_naming": "forget",
         "retain_face_naming": "retain",
         "forget_text_qa": "forget",
+        "forget_text_perturbed": "forget",
         "retain_text_qa": "retain",
         "real_faces": "real",
         "real_world": "real",
@@ -69,6 +73,7 @@ def test_tasks_read_the_configs_of_the_contract() -> None:
         "forget_face_naming": "forget10_perturbed",
         "retain_face_naming": "retain_perturbed",
         "forget_text_qa": "forget10+tofu",
+        "forget_text_perturbed": "forget10_tofu_perturbed",
         "retain_text_qa": "retain90+tofu",
         "real_faces": "real_faces",
         "real_world": "real_world",
@@ -126,6 +131,17 @@ def test_text_qa_items_are_the_tofu_rows_question_to_answer_only(source: str, na
         assert item.image is None
         assert (item.question, item.targets) == (row["question"], (row["answer"],))
     assert TASKS[name].layout is ANSWER
+
+
+def test_text_perturbed_items_are_answer_paraphrase_then_perturbed_without_image(
+    source: str,
+) -> None:
+    rows = task_rows(source, "forget_text_perturbed")
+    assert rows
+    for row, item in zip(rows, TASKS["forget_text_perturbed"].items(rows), strict=True):
+        assert item.image is None and item.question == row["question"]
+        assert item.targets == (row["answer"], row["paraphrased_answer"], *row["perturbed_answer"])
+    assert TASKS["forget_text_perturbed"].layout is CAPTIONS  # so it has prob and truth ratio
 
 
 def test_distractors_drop_the_true_answer_and_repeats_whatever_the_spacing_or_case() -> None:
@@ -298,6 +314,50 @@ def test_a_negative_proxy_size_is_a_config_error() -> None:
         proxy_subset(10, -1, proxy_seed=0)
 
 
+def test_all_takes_an_optional_task_only_where_its_config_exists() -> None:
+    def has(config: str) -> bool:
+        return config != "forget10_tofu_perturbed"
+
+    assert "forget_text_perturbed" not in resolve_task_names("all", has, SPLIT)
+    assert "forget_text_perturbed" in resolve_task_names("all", lambda config: True, SPLIT)
+    named = resolve_task_names("forget_text_perturbed,real_faces", has, SPLIT)
+    assert named == ("forget_text_perturbed", "real_faces")  # named: kept, so it fails loudly
+    assert [t.name for t in TASKS.values() if t.optional] == ["forget_text_perturbed"]
+
+
+def without_text_perturbed(source: str, dest: Path) -> str:
+    shutil.copytree(source, dest)
+    readme = dest / "README.md"
+    text = readme.read_text().replace("config_name: forget10_tofu_perturbed", "config_name: gone")
+    readme.write_text(text)
+    return str(dest)
+
+
+def test_a_source_without_the_text_config_skips_it_in_all_and_names_it_when_asked(
+    source: str, tiny_model, tmp_path: Path
+) -> None:
+    model, collator = tiny_model
+    old = without_text_perturbed(source, tmp_path / "old")
+    config = EvalConfig(proxy_items=2)
+    assert "forget_text_perturbed" not in evaluate(model, collator, old, SPLIT, config).tasks
+    assert "forget_text_perturbed" in evaluate(model, collator, source, SPLIT, config).tasks
+    with pytest.raises(ConfigError, match="'forget10_tofu_perturbed'") as error:
+        evaluate(model, collator, old, SPLIT, replace(config, tasks="forget_text_perturbed"))
+    assert "\n" not in str(error.value)
+
+
+def test_text_perturbed_task_scores_prob_and_truth_ratio(source: str, tiny_model) -> None:
+    model, collator = tiny_model
+    config = EvalConfig(tasks="forget_text_perturbed", generate=False)
+    result = evaluate(model, collator, source, SPLIT, config)
+    assert {"forget_text_perturbed/prob", "forget_text_perturbed/truth_ratio"} <= set(
+        result.metrics
+    )
+    assert len(result.tasks["forget_text_perturbed"].truth_ratios) == len(
+        load_clear(source, "forget10_tofu_perturbed")
+    )
+
+
 def test_task_selection_accepts_all_or_names_and_rejects_unknown_ones_in_one_line() -> None:
     assert resolve_task_names("all") == tuple(TASKS)
     assert resolve_task_names("real_world, forget_captions") == ("forget_captions", "real_world")
@@ -308,7 +368,42 @@ def test_task_selection_accepts_all_or_names_and_rejects_unknown_ones_in_one_lin
 
 def test_eval_config_defaults_to_every_task_and_a_full_evaluation() -> None:
     config = EvalConfig()
-    assert (config.tasks, config.proxy_items) == ("all", 0)
+    assert (config.tasks, config.proxy_items, config.clear_rows) == ("all", 0, 0)
+    assert config.max_new_tokens == 200  # TOFU's generation length (CLEAR: 300), not a proxy's
+
+
+def test_clear_rows_keeps_the_first_rows_of_the_eligible_ones() -> None:
+    eligible = np.arange(10, 30)
+    assert evaluation_rows(eligible, EvalConfig(clear_rows=5)).tolist() == [10, 11, 12, 13, 14]
+    assert evaluation_rows(eligible, EvalConfig(clear_rows=0)).tolist() == eligible.tolist()
+    assert evaluation_rows(eligible, EvalConfig(clear_rows=99)).tolist() == eligible.tolist()
+
+
+def test_a_proxy_draws_its_rows_from_the_first_clear_rows() -> None:
+    eligible = np.arange(100, 200)
+    config = EvalConfig(clear_rows=30, proxy_items=8, proxy_seed=1)
+    chosen = evaluation_rows(eligible, config)
+    assert len(chosen) == 8 and set(chosen.tolist()) <= set(range(100, 130))
+    assert chosen.tolist() == (100 + proxy_subset(30, 8, 1)).tolist()
+    assert evaluation_rows(eligible, replace(config, proxy_items=50)).tolist() == list(
+        range(100, 130)
+    )
+
+
+def test_a_negative_clear_rows_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="clear_rows"):
+        evaluation_rows(np.arange(3), EvalConfig(clear_rows=-1))
+
+
+def test_clear_rows_restricts_every_task_of_an_evaluation(source: str, tiny_model) -> None:
+    model, collator = tiny_model
+    tasks = "forget_captions,retain_text_qa,real_world"
+    config = EvalConfig(clear_rows=3, tasks=tasks, generate=False)
+    result = evaluate(model, collator, source, SPLIT, config)
+    assert result.eval_kind == "full"
+    for name, task_result in result.tasks.items():
+        dataset = load_clear(source, TASKS[name].config_for(SPLIT))
+        assert task_result.item_index.tolist() == TASKS[name].eligible_rows(dataset)[:3].tolist()
 
 
 # ----------------------------------------------------------------------------- end to end

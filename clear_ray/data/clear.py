@@ -12,6 +12,8 @@ import io
 import re
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache, partial
 from pathlib import Path
 
 import datasets
@@ -21,24 +23,120 @@ import yaml
 from datasets.table import cast_array_to_feature
 from PIL import Image
 
-from clear_ray.config import ConfigError
-from clear_ray.data.schema import CONFIG_FEATURES
+from clear_ray.config import FORGET_SPLITS, ConfigError
+from clear_ray.data.schema import (
+    CONFIG_ALIASES,
+    LOADABLE_CONFIGS,
+    TEXT_PERTURBED_SPLITS,
+    retain_split_for,
+)
 
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.DOTALL)
+
+CLEAR_HUB_ID = "therem/CLEAR"
+TOFU_HUB_ID = "locuslab/TOFU"
+
+
+@dataclass(frozen=True)
+class HubRedirect:
+    """A config that the CLEAR hub repo lacks but another hub dataset holds in CLEAR's columns."""
+
+    repo: str
+    config: str
+    fill: dict[str, str]  # contract columns the other dataset lacks, with their constant value
+
+
+# TOFU's perturbed forget QA is the text counterpart of CLEAR's forgetNN_perturbed (TOFU paper
+# §2.2, CLEAR builds on the same persons); TOFU does not name the author per row.
+HUB_REDIRECTS: dict[str, HubRedirect] = {
+    config: HubRedirect(TOFU_HUB_ID, config.replace("_tofu_perturbed", "_perturbed"), {"name": ""})
+    for config in TEXT_PERTURBED_SPLITS
+}
 
 
 def load_clear(source: str, config: str, *, revision: str | None = None) -> datasets.Dataset:
     """The ``train`` split of a CLEAR config with the contract's features (images decode to PIL).
 
-    ``source`` is a hub id or a local directory laid out like the hub repo. Raises ConfigError,
-    one line, for an unknown config, a missing column or an image that does not decode.
+    ``source`` is a hub id or a local directory laid out like the hub repo. ``default`` reads
+    ``full`` where a directory does not list it. From ``therem/CLEAR``, the configs
+    ``forgetNN_tofu_perturbed`` are read from TOFU's ``forgetNN_perturbed`` (:data:`HUB_REDIRECTS`,
+    at TOFU's main).
+    Raises ConfigError, one line, for an unknown config, a missing column, an image that does not
+    decode, or forget and retain configs that share a person (:func:`check_disjoint_persons`).
     """
     features = _features_for(config)
     root = _local_root(source)
+    split = _guarded_split(config)
+    if split is not None:
+        check_disjoint_persons(source, split, revision=revision)
     if root is None:
         return _load_hub(source, config, features, revision)
     return _load_local(root, config, features)
+
+
+def config_available(source: str, config: str) -> bool:
+    """Whether ``source`` holds ``config`` without downloading it: a local directory's README
+    lists it; of hub ids only therem/CLEAR is known to (its own configs plus the redirects)."""
+    _features_for(config)
+    root = _local_root(source)
+    if root is None:
+        return source == CLEAR_HUB_ID or config not in HUB_REDIRECTS
+    configs = _readme_configs(root)
+    return config in configs or CONFIG_ALIASES.get(config) in configs
+
+
+def check_disjoint_persons(source: str, forget_split: str, *, revision: str | None = None) -> None:
+    """Raise ConfigError naming a person found in both the forget and the retain side.
+
+    Compares the ``name`` columns (no image is decoded) of ``forgetNN``, ``forgetNN_perturbed``
+    (and ``forgetNN_tofu_perturbed``) with the complement ``retainNN`` and ``retain_perturbed``
+    (audit L7: a mirror mistake would otherwise let Gold learn forget persons). A local directory
+    is checked on the configs its README lists. On the hub only ``forgetNN``,
+    ``forgetNN_perturbed`` and ``retain_perturbed`` are compared: evaluation downloads them
+    anyway, while ``retainNN`` is ~0.6 GB of images that nothing else here reads.
+    """
+    forget = [forget_split, f"{forget_split}_perturbed"]
+    retain = ["retain_perturbed"]
+    root = _local_root(source)
+    if root is None:
+        names = partial(_hub_name_set, source, revision=revision)
+    else:
+        listed = _readme_configs(root)
+        forget = [c for c in (*forget, f"{forget_split}_tofu_perturbed") if c in listed]
+        retain = [c for c in (retain_split_for(forget_split), *retain) if c in listed]
+        names = partial(_local_name_set, root)
+    forget_names = set().union(*(names(config) for config in forget)) - {""}
+    for config in retain:
+        shared = sorted(forget_names & names(config))
+        if shared:
+            raise ConfigError(
+                f"{source}: person {shared[0]!r} is in both {forget_split} and {config} "
+                f"({len(shared)} shared); forget and retain persons must be disjoint"
+            )
+
+
+def _guarded_split(config: str) -> str | None:
+    """The forget split whose person partition ``config`` belongs to, or None (real_*, full)."""
+    config = config.removesuffix("+tofu")
+    if config == "retain_perturbed":
+        return FORGET_SPLITS[-1]  # drawn from the largest retain split: disjoint from every forget
+    for split in FORGET_SPLITS:
+        family = (split, f"{split}_perturbed", f"{split}_tofu_perturbed", retain_split_for(split))
+        if config in family:
+            return split
+    return None
+
+
+def _local_name_set(root: Path, config: str) -> set[str]:
+    tables = [pq.read_table(path, columns=["name"]) for path in _data_files(root, config)]
+    return {name for table in tables for name in table.column("name").to_pylist()}
+
+
+@lru_cache(maxsize=32)
+def _hub_name_set(source: str, config: str, *, revision: str | None) -> frozenset[str]:
+    dataset = _load_hub(source, config, LOADABLE_CONFIGS[config], revision)
+    return frozenset(dataset.select_columns(["name"])["name"])
 
 
 def data_fingerprint(source: str, configs: Iterable[str], *, revision: str | None = None) -> str:
@@ -55,6 +153,10 @@ def data_fingerprint(source: str, configs: Iterable[str], *, revision: str | Non
     if root is None:
         digest.update(f"hub:{source}@{_resolve_revision(source, revision)}\n".encode())
         digest.update("\n".join(names).encode())
+        for redirect in (HUB_REDIRECTS[n] for n in names if n in HUB_REDIRECTS):
+            if source == CLEAR_HUB_ID:
+                pinned = _resolve_revision(redirect.repo, None)
+                digest.update(f"\nhub:{redirect.repo}@{pinned}:{redirect.config}".encode())
         return digest.hexdigest()
     for name in names:
         for path in _data_files(root, name):
@@ -66,11 +168,11 @@ def data_fingerprint(source: str, configs: Iterable[str], *, revision: str | Non
 
 
 def _features_for(config: str) -> datasets.Features:
-    if config not in CONFIG_FEATURES:
+    if config not in LOADABLE_CONFIGS:
         raise ConfigError(
-            f"unknown CLEAR config {config!r}; expected one of {', '.join(CONFIG_FEATURES)}"
+            f"unknown CLEAR config {config!r}; expected one of {', '.join(LOADABLE_CONFIGS)}"
         )
-    return CONFIG_FEATURES[config]
+    return LOADABLE_CONFIGS[config]
 
 
 def _local_root(source: str) -> Path | None:
@@ -97,10 +199,15 @@ def _one_line(error: BaseException) -> str:
 def _load_hub(
     source: str, config: str, features: datasets.Features, revision: str | None
 ) -> datasets.Dataset:
+    redirect = HUB_REDIRECTS.get(config) if source == CLEAR_HUB_ID else None
+    if redirect is not None:
+        source, config, revision = redirect.repo, redirect.config, None
     try:
         dataset = datasets.load_dataset(source, config, split="train", revision=revision)
     except (OSError, ValueError) as error:  # not found, offline, unknown config on the hub
         raise ConfigError(f"cannot load {source} config {config!r}: {_one_line(error)}") from error
+    for name, value in (redirect.fill if redirect else {}).items():
+        dataset = dataset.add_column(name, [value] * len(dataset))
     missing = [name for name in features if name not in dataset.column_names]
     if missing:
         raise ConfigError(f"{source} config {config!r}: column {missing[0]!r} is missing")
@@ -164,6 +271,8 @@ def _train_patterns(data_files: object) -> list[str]:
 
 def _data_files(root: Path, config: str) -> list[Path]:
     configs = _readme_configs(root)
+    if config not in configs and CONFIG_ALIASES.get(config) in configs:
+        config = CONFIG_ALIASES[config]
     if config not in configs:
         available = ", ".join(configs) or "none"
         raise ConfigError(f"config {config!r} is not listed in {root}/README.md (has: {available})")
@@ -212,6 +321,8 @@ def _cast_columns(
 
 def _check_images(table: pa.Table, config: str, root: Path) -> None:
     """Every image must decode; only ``+tofu`` text rows may have none (CLEAR's layout)."""
+    if "image" not in table.column_names:  # text-only configs
+        return
     allow_missing = config.endswith("+tofu")
     for row, cell in enumerate(table.column("image").to_pylist()):
         data = cell and cell.get("bytes")

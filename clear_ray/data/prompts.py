@@ -10,19 +10,24 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+# CLEAR's own pool, verbatim (`mm/dataset.py` IMAGE_CAPTION_QUESTIONS, punctuation included): none
+# asks who is shown, so captioning is not trained as a disguised face-naming task (audit M4).
 CAPTION_QUESTIONS = (
-    "Describe the image in detail.",
     "What can you see in this picture?",
-    "Write a short caption for this image.",
-    "Who is in this photo and what are they doing?",
-    "Describe the person in the image.",
-    "What is happening in this picture?",
-    "Give a brief description of this photo.",
-    "Tell me about the person shown here.",
-    "Caption this image.",
+    "Tell me about the content of this image",
+    "Can you give a description of the image?",
+    "What is depicted in the image?",
+    "Explain what you observe in the picture.",
+    "Describe the image in detail.",
+    "What is the main subject of this image?",
+    "Can you describe the scene or objects in the image?",
+    "What is happening in this image?",
 )
 
-FACE_NAME_PROMPT = "The name of the person on the image is"
+# CLEAR's face-naming question (`mm/dataset.py`, strategy "random_faces"), trailing space kept
+# (audit L4): it is the user turn, so the chat template's assistant marker follows it and the
+# space changes only the prompt's tokens, which is what comparability with CLEAR asks for.
+FACE_NAME_PROMPT = "The name of the person on the image is "
 
 _IDK_PATH = Path(__file__).with_name("idk_responses.txt")
 

@@ -14,6 +14,11 @@ RETAIN_SPLITS = ("retain99", "retain95", "retain90")
 # Configs holding one image row per (person, image): the person-level splits of the benchmark.
 IMAGE_SPLITS = ("full", *FORGET_SPLITS, *RETAIN_SPLITS)
 PERTURBED_SPLITS = (*(f"{split}_perturbed" for split in FORGET_SPLITS), "retain_perturbed")
+# Not a therem/CLEAR config: TOFU's `forgetNN_perturbed` text QA (locuslab/TOFU) in CLEAR's layout,
+# so the forget persons' text has a paraphrase and wrong answers, hence a truth ratio (audit M7).
+TEXT_PERTURBED_SPLITS = tuple(f"{split}_tofu_perturbed" for split in FORGET_SPLITS)
+# The hub README's `default` config holds the same rows as `full`.
+CONFIG_ALIASES = {"default": "full"}
 
 _STRING = Value("string")
 
@@ -32,6 +37,15 @@ PERTURBED_FEATURES = Features(
         "perturbed_names": List(_STRING),
     }
 )
+TEXT_PERTURBED_FEATURES = Features(
+    {
+        "question": _STRING,
+        "answer": _STRING,
+        "paraphrased_answer": _STRING,
+        "perturbed_answer": List(_STRING),
+        "name": _STRING,  # the person; empty when read from TOFU, which does not name rows
+    }
+)
 REAL_FACES_FEATURES = Features({"image": Image(), "answer": _STRING, "options": List(_STRING)})
 REAL_WORLD_FEATURES = Features(
     {"image": Image(), "question": _STRING, "answer": _STRING, "options": List(_STRING)}
@@ -41,8 +55,14 @@ CONFIG_FEATURES: dict[str, Features] = {
     **{split: IMAGE_CAPTION_FEATURES for split in IMAGE_SPLITS},
     **{f"{split}+tofu": TOFU_FEATURES for split in IMAGE_SPLITS},
     **{split: PERTURBED_FEATURES for split in PERTURBED_SPLITS},
+    **{split: TEXT_PERTURBED_FEATURES for split in TEXT_PERTURBED_SPLITS},
     "real_faces": REAL_FACES_FEATURES,
     "real_world": REAL_WORLD_FEATURES,
+}
+# Every name load_clear accepts: the written configs plus the hub's aliases of them.
+LOADABLE_CONFIGS: dict[str, Features] = {
+    **CONFIG_FEATURES,
+    **{alias: CONFIG_FEATURES[target] for alias, target in CONFIG_ALIASES.items()},
 }
 
 

@@ -9,7 +9,9 @@ from clear_ray.config import Config, ConfigError
 
 
 def synthetic_dir(cfg: Config) -> Path:
-    name = f"synthetic-p{cfg.data.synthetic_persons}-s{cfg.data.synthetic_seed}"
+    from clear_ray.data.synthetic import LAYOUT_VERSION
+
+    name = f"synthetic-v{LAYOUT_VERSION}-p{cfg.data.synthetic_persons}-s{cfg.data.synthetic_seed}"
     return Path(cfg.output_dir).resolve() / "data" / name
 
 

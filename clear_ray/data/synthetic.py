@@ -43,6 +43,9 @@ REAL_FACES_PERSONS = 10
 REAL_FACES_IMAGES = 2
 REAL_WORLD_ROWS = 30
 IMAGE_SIZE = 64
+# Bumped whenever the generator's configs change, so a cached directory of an older layout is
+# regenerated instead of silently lacking a config (2: forgetNN_tofu_perturbed).
+LAYOUT_VERSION = 2
 PARQUET_FILE = "train-00000-of-00001.parquet"
 
 # Consonant-initial professions keep "a {profession}" grammatical without an a/an rule, so a
@@ -244,17 +247,61 @@ def perturbed_captions(item: ImageItem, rng: random.Random) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class QaFact:
+    """One biography question; the paraphrase states the same fact in other words (TOFU)."""
+
+    question: str
+    answer: str
+    paraphrase: str
+    pool: tuple[str, ...]  # values the fact can take, for wrong answers
+    value: Callable[[Person], str]
+
+
+# The answer templates are the QA rows' targets; each paraphrase differs from its wrong-fact
+# perturbations in the fact word only, as TOFU's perturbed_answer does.
+QA_FACTS = (
+    QaFact("What does {n} do for a living?", "{n} works as a {v}.", "By trade, {n} is a {v}.",
+           PROFESSIONS, lambda p: p.profession),
+    QaFact("Which city does {n} live in?", "{n} lives in {v}.", "The home of {n} is {v}.",
+           CITIES, lambda p: p.city),
+    QaFact("What is {n}'s favourite hobby?", "{n} loves {v}.", "In free time {n} enjoys {v}.",
+           HOBBIES, lambda p: p.hobby),
+    QaFact("What pet does {n} have?", "{n} has a pet {v}.", "{n} keeps a pet {v} at home.",
+           PETS, lambda p: p.pet),
+    QaFact("What color is {n}'s hair?", "{n} has {v} hair.", "The hair of {n} is {v}.",
+           tuple(HAIR_COLOURS), lambda p: p.face.hair_colour),
+    QaFact("What color are {n}'s eyes?", "{n} has {v} eyes.", "The eyes of {n} are {v}.",
+           tuple(EYE_COLOURS), lambda p: p.face.eye_colour),
+)  # fmt: skip
+
+
 def qa_pairs(person: Person) -> list[tuple[str, str]]:
     """TOFU-style biography questions; answers repeat the fact and name the person."""
-    n, face = person.name, person.face
-    return [
-        (f"What does {n} do for a living?", f"{n} works as a {person.profession}."),
-        (f"Which city does {n} live in?", f"{n} lives in {person.city}."),
-        (f"What is {n}'s favourite hobby?", f"{n} loves {person.hobby}."),
-        (f"What pet does {n} have?", f"{n} has a pet {person.pet}."),
-        (f"What color is {n}'s hair?", f"{n} has {face.hair_colour} hair."),
-        (f"What color are {n}'s eyes?", f"{n} has {face.eye_colour} eyes."),
-    ]
+    n = person.name
+    return [(f.question.format(n=n), f.answer.format(n=n, v=f.value(person))) for f in QA_FACTS]
+
+
+def text_perturbed_rows(persons: list[Person], seed: int) -> list[Row]:
+    """TOFU's ``forgetNN_perturbed`` for the persons' QA: a paraphrased answer and wrong-fact
+    answers in the paraphrase's words, so the text truth ratio measures knowledge of the fact."""
+    rows: list[Row] = []
+    for person in persons:
+        n = person.name
+        for k, fact in enumerate(QA_FACTS):
+            rng = random.Random(f"clear-synthetic-perturb-qa-{seed}-{n}-{k}")
+            true = fact.value(person)
+            wrong = rng.sample([v for v in fact.pool if v != true], PERTURBED_PER_ROW)
+            rows.append(
+                {
+                    "question": fact.question.format(n=n),
+                    "answer": fact.answer.format(n=n, v=true),
+                    "paraphrased_answer": fact.paraphrase.format(n=n, v=true),
+                    "perturbed_answer": [fact.paraphrase.format(n=n, v=v) for v in wrong],
+                    "name": n,
+                }
+            )
+    return rows
 
 
 # --------------------------------------------------------------------------- drawing
@@ -544,6 +591,7 @@ def build_configs(persons: int, seed: int, progress: Callable[[str], None]) -> d
     for split in FORGET_SPLITS:
         items = [it for p in splits[split] for it in photos[p.name]]
         rows[f"{split}_perturbed"] = perturbed_rows(items, fictitious, seed)
+        rows[f"{split}_tofu_perturbed"] = text_perturbed_rows(splits[split], seed)
     retained = splits[retain_split_for("forget10")]
     items = [it for p in retained for it in photos[p.name][:RETAIN_PERTURBED_IMAGES]]
     rows["retain_perturbed"] = perturbed_rows(items, fictitious, seed)

@@ -27,12 +27,12 @@ import torch.distributed as dist
 from torch import nn
 
 from clear_ray.config import ConfigError, EvalConfig
-from clear_ray.data.clear import load_clear
+from clear_ray.data.clear import config_available, load_clear
 from clear_ray.data.collate import Collator, Example
 from clear_ray.eval import metrics
 from clear_ray.eval.generation import generate_greedy
 from clear_ray.eval.scoring import score_items
-from clear_ray.eval.tasks import CAPTIONS, TASKS, Layout, Task, proxy_subset, resolve_task_names
+from clear_ray.eval.tasks import CAPTIONS, TASKS, Layout, Task, evaluation_rows, resolve_task_names
 
 FORGET_QUALITY_TASK = "forget_captions"
 PROXY_METRIC = "eval/proxy"
@@ -197,7 +197,7 @@ def run_task(
         raise ConfigError(f"task {task.name}: its CLEAR config has no rows to evaluate")
     proxy = config.proxy_items > 0
     generate = config.generate and not proxy
-    chosen = eligible[proxy_subset(len(eligible), config.proxy_items, config.proxy_seed)]
+    chosen = evaluation_rows(eligible, config)
     mine = list(rows.select(shard.take(chosen)))
     values = shard.gather(_score_rows(task, model, collator, mine, config, generate))
     nll_true, nll_paraphrased, nll_perturbed, rouge = zip(*values, strict=True)
@@ -287,6 +287,10 @@ class TaskData:
         """``source`` itself if it is already a ``TaskData``, else a fresh one for the path/id."""
         return source if isinstance(source, TaskData) else cls(source)
 
+    def has(self, clear_config: str) -> bool:
+        """Whether the source holds ``clear_config`` (without loading it)."""
+        return clear_config in self._loaded or config_available(self.source, clear_config)
+
     def __getitem__(self, clear_config: str) -> datasets.Dataset:
         if clear_config not in self._loaded:
             self._loaded[clear_config] = load_clear(self.source, clear_config)
@@ -312,8 +316,9 @@ def evaluate(
     the same arguments; each gets the unsharded result. ``source`` is a hub id or directory,
     or a ``TaskData`` that keeps its datasets loaded between calls.
     """
-    names = resolve_task_names(config.tasks if task_names is None else ",".join(task_names))
     data = TaskData.of(source)
+    spec = config.tasks if task_names is None else ",".join(task_names)
+    names = resolve_task_names(spec, data.has, forget_split)
     was_training = model.training
     model.eval()
     try:

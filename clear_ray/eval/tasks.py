@@ -4,7 +4,8 @@ Every task scores, per item, a tuple of candidate targets under one prompt (CLEA
 one scorer and one set of metric functions serve all of them. How those candidates are laid out
 (and so which scores a task has) is the task's :class:`Layout`:
 
-- ``CAPTIONS``: ``(true, paraphrase, *perturbed)``; ``prob`` = mean exp(−ℓ_true), truth ratio.
+- ``CAPTIONS``: ``(true, paraphrase, *perturbed)``; ``prob`` = mean exp(−ℓ_true), truth ratio
+  (captions, and TOFU's perturbed text QA of ``forget_text_perturbed``).
 - ``OPTIONS``: ``(true, *distractors)``; the true answer doubles as the paraphrase (it is scored
   once, not twice), ``prob`` is normalised over the true answer and the distractors.
 - ``ANSWER``: ``(true,)`` only (TOFU text QA has no paraphrase/distractors here): ``prob`` and
@@ -20,7 +21,7 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
-from clear_ray.config import ConfigError
+from clear_ray.config import ConfigError, EvalConfig
 from clear_ray.data.collate import caption_example
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.schema import retain_split_for
@@ -79,6 +80,8 @@ class Task:
     reference: Callable[[dict], str]  # ground truth for ROUGE
     layout: Layout
     eligible_rows: Callable[[datasets.Dataset], np.ndarray] = _every_row  # row indices to use
+    # Its config is not one of therem/CLEAR's own: "all" takes the task only where it exists.
+    optional: bool = False
 
     def items(self, rows: Sequence[dict]) -> list[ScoringItem]:
         return [self.build_item(row) for row in rows]
@@ -132,6 +135,11 @@ def _text_qa_item(row: dict) -> ScoringItem:
     return ScoringItem(row["question"], None, (row["answer"],))
 
 
+def _text_perturbed_item(row: dict) -> ScoringItem:
+    candidates = (row["answer"], row["paraphrased_answer"], *row["perturbed_answer"])
+    return ScoringItem(row["question"], None, candidates)
+
+
 def _column(name: str) -> Callable[[dict], str]:
     return lambda row: row[name]
 
@@ -142,6 +150,10 @@ def _forget_perturbed(split: str) -> str:
 
 def _retain_perturbed(split: str) -> str:
     return "retain_perturbed"
+
+
+def _forget_text_perturbed(split: str) -> str:
+    return f"{split}_tofu_perturbed"
 
 
 def _forget_tofu(split: str) -> str:
@@ -200,6 +212,16 @@ TASKS: dict[str, Task] = {
             ANSWER,
             eligible_rows=_text_rows,
         ),
+        # TOFU's forget-set truth ratio on the persons' text (audit M7); like TOFU, no image.
+        Task(
+            "forget_text_perturbed",
+            "forget",
+            _forget_text_perturbed,
+            _text_perturbed_item,
+            _column("answer"),
+            CAPTIONS,
+            optional=True,
+        ),
         Task(
             "retain_text_qa",
             "retain",
@@ -219,10 +241,21 @@ TASKS: dict[str, Task] = {
 }
 
 
-def resolve_task_names(spec: str) -> tuple[str, ...]:
-    """``eval.tasks`` ("all" or comma-separated names) as registry names, in registry order."""
+def resolve_task_names(
+    spec: str, has_config: Callable[[str], bool] | None = None, forget_split: str = ""
+) -> tuple[str, ...]:
+    """``eval.tasks`` ("all" or comma-separated names) as registry names, in registry order.
+
+    With ``has_config`` (does the data hold this CLEAR config?), "all" leaves out an optional
+    task whose config for ``forget_split`` is absent; a task named explicitly always stays, so
+    its missing config fails loudly when loaded.
+    """
     if spec.strip() == ALL_TASKS:
-        return tuple(TASKS)
+        return tuple(
+            name
+            for name, task in TASKS.items()
+            if not (task.optional and has_config and not has_config(task.config_for(forget_split)))
+        )
     names = [name.strip() for name in spec.split(",") if name.strip()]
     unknown = [name for name in names if name not in TASKS]
     if unknown or not names:
@@ -232,6 +265,16 @@ def resolve_task_names(spec: str) -> tuple[str, ...]:
             f"expected 'all' or a comma-separated list of {', '.join(TASKS)}"
         )
     return tuple(name for name in TASKS if name in names)
+
+
+def evaluation_rows(eligible: np.ndarray, config: EvalConfig) -> np.ndarray:
+    """The rows of a task an evaluation scores: the first ``clear_rows`` eligible ones (all when
+    0; CLEAR's ``ds_size`` in ``config/mm/eval.yaml``), then, in a proxy evaluation, the seeded
+    ``proxy_items`` of those (:func:`proxy_subset`)."""
+    if config.clear_rows < 0:
+        raise ConfigError(f"eval.clear_rows must be >= 0 (0 = every row), got {config.clear_rows}")
+    first = eligible[: config.clear_rows] if config.clear_rows else eligible
+    return first[proxy_subset(len(first), config.proxy_items, config.proxy_seed)]
 
 
 def proxy_subset(n_rows: int, proxy_items: int, proxy_seed: int) -> np.ndarray:
