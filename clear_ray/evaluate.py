@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Tasks: forget_captions, retain_captions, forget_face_naming, retain_face_naming, "
-            "forget_text_qa, retain_text_qa, real_faces, real_world. A proxy evaluation "
+            "forget_text_qa, retain_text_qa, real_faces, real_world, forget_text_perturbed "
+            "(when the data has forgetNN_tofu_perturbed). A proxy evaluation "
             "(--proxy-items N) is marked by the metric eval/proxy = 1 and is not comparable "
             "to a full one. Any config field can be set with --set PATH=VALUE, "
             "e.g. --set eval.generate=false."
