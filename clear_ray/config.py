@@ -64,13 +64,16 @@ class MethodConfig:
     gamma: float = 1.0  # weight of the forget term
     delta: float = 0.0  # SimNPO margin on the mean forget NLL (the paper's γ/β)
     steering_coeff: float = 6.5  # RMU: c, the norm of the random target for forget activations
-    layer_fraction: float = 0.25  # RMU: steered decoder layer as a fraction of the depth
-    max_steps_ratio: float = 0.5  # SCRUB: fraction of steps that also take a max-step
+    # RMU: steered decoder layer as a fraction of the depth; round(0.225·31) = layer 7 of 32,
+    # the paper's (models/introspection.py layer_index)
+    layer_fraction: float = 0.225
+    scrub_max_epochs: int = 1  # SCRUB's msteps: leading epochs with a max pass over the forget set
+    kl_temperature: float = 4.0  # SCRUB: temperature of its KL terms (T² scaled, as SCRUB)
 
 
 @dataclass
 class RegularizerConfig:
-    l1: float = 0.0  # strength of the per-parameter-normalised L1 norm of LoRA weights
+    l1: float = 0.0  # λ of CLEAR's λ·Σ|w| over the LoRA weights (un-normalised; paper: 0.01)
     l1_targets: str = "ab"  # "ab": LoRA A and B matrices; "b": B only
 
 
@@ -82,7 +85,9 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 4  # per worker, forget items per step (each paired with a retain item)
     grad_accum: int = 1
-    warmup_epochs: float = 0.0
+    # LR: linear warm-up over this many epochs, then linear decay to 0 at the end of the run
+    # (CLEAR mm/forget.py and open-unlearning: one epoch of warm-up)
+    warmup_epochs: float = 1.0
     weight_decay: float = 0.01
     zero_stage: int = 2
     precision: str = "fp32"  # fp32 | bf16 (GPU)

@@ -1,8 +1,9 @@
 """L1 on LoRA weights: CLEAR's regulariser (Dontsov et al., https://arxiv.org/abs/2410.18057).
 
 A sparse low-rank update touches few directions of the base model, which in CLEAR kept
-utility while forgetting. The penalty is normalised per parameter so one λ range works for
-every model size.
+utility while forgetting. The penalty is CLEAR's un-normalised Σ|w| (``mm/trainer.py``, the L1
+block of ``compute_loss``: λ·‖cat(LoRA params)‖₁, λ = 0.01 in the paper): its per-weight pull
+λ·sign(w) is the same at every model size, so λ = 0.01 means what it meant in the paper.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def lora_parameters(model: nn.Module, targets: str) -> list[tuple[str, Tensor]]:
 
 
 def l1_penalty(params: Sequence[Tensor]) -> Tensor:
-    """Σ|w| over all ``params`` divided by their total number of elements (a scalar).
+    """Σ|w| over all ``params`` (a scalar), not divided by their number, as CLEAR.
 
-    Its gradient is sign(w)/n, so λ means the same per weight whatever the model size.
-    Sums are accumulated in float32 so bf16 adapters do not lose precision.
+    Its gradient is sign(w) per weight whatever the model size; dividing by the number of
+    weights n would shrink that pull as 1/n (≈ 2·10⁷ LoRA weights on LLaVA-7B). Sums are
+    accumulated in float32 so bf16 adapters do not lose precision.
 
     Args:
         params: the weights to penalise, any shapes (usually from :func:`lora_parameters`).
@@ -58,7 +60,6 @@ def l1_penalty(params: Sequence[Tensor]) -> Tensor:
     Raises:
         ValueError: if ``params`` is empty or holds no elements.
     """
-    total = sum(p.numel() for p in params)
-    if total == 0:
+    if sum(p.numel() for p in params) == 0:
         raise ValueError("l1_penalty got no weights to regularise")
-    return torch.stack([p.abs().sum(dtype=torch.float32) for p in params]).sum() / total
+    return torch.stack([p.abs().sum(dtype=torch.float32) for p in params]).sum()

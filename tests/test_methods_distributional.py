@@ -20,10 +20,11 @@ from clear_ray.config import Config, MethodConfig
 from clear_ray.methods import get_method
 from clear_ray.methods.base import LossInputs, SequenceScores, answer_logprobs, kl_divergence
 from clear_ray.methods.rmu import steering_direction
-from clear_ray.methods.scrub import takes_max_step
 from clear_ray.models.introspection import decoder_layers, layer_index, steering_layer
 from clear_ray.models.lora import reference_model
-from clear_ray.train.step import training_step
+from clear_ray.regularizers import l1_penalty, lora_parameters
+from clear_ray.train.schedule import micro_steps_per_pass
+from clear_ray.train.step import train_epoch, training_step
 
 P = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]))
 Q = torch.log(torch.tensor([[0.25, 0.5, 0.25], [0.2, 0.4, 0.4]]))
@@ -63,9 +64,18 @@ def test_kl_method_is_ascent_on_forget_plus_kl_from_reference_on_retain() -> Non
     assert loss.item() == pytest.approx(-0.5 * 2.5 + 2.0 * kl_by_hand(P, Q), rel=1e-5)
 
 
-def test_llmu_uses_the_policy_to_reference_kl_direction() -> None:
+def test_llmu_uses_the_forward_kl_from_reference_to_policy_as_llmu_code() -> None:
+    # policy Q, reference P: LLMU's compute_kl is -sum P log Q, i.e. KL(P || Q) up to H(P)
     inputs = LossInputs({"forget": SCORES, "idk": SCORES}, {}, {"retain": Q}, {"retain": P})
-    loss, _ = get_method("llmu").loss(inputs, MethodConfig(gamma=2.0, alpha=3.0))
+    loss, logs = get_method("llmu").loss(inputs, MethodConfig(gamma=2.0, alpha=3.0))
+    assert kl_by_hand(P, Q) != pytest.approx(kl_by_hand(Q, P), rel=1e-2)  # directions differ
+    assert loss.item() == pytest.approx(-2.0 * 2.5 + 2.5 + 3.0 * kl_by_hand(P, Q), rel=1e-5)
+    assert logs["loss/retain_kl"] == pytest.approx(kl_by_hand(P, Q), rel=1e-5)
+
+
+def test_llmu_clear_uses_clears_reverse_kl_from_policy_to_reference() -> None:
+    inputs = LossInputs({"forget": SCORES, "idk": SCORES}, {}, {"retain": Q}, {"retain": P})
+    loss, _ = get_method("llmu_clear").loss(inputs, MethodConfig(gamma=2.0, alpha=3.0))
     assert loss.item() == pytest.approx(-2.0 * 2.5 + 2.5 + 3.0 * kl_by_hand(Q, P), rel=1e-5)
 
 
@@ -85,30 +95,59 @@ def test_rmu_loss_matches_hand_computation() -> None:
     assert u.norm().item() == pytest.approx(1.0) and (u >= 0).all()
 
 
-def test_scrub_max_step_ascends_forget_kl_and_min_step_anchors_retain() -> None:
+def softened(logprobs: torch.Tensor, temperature: float) -> torch.Tensor:
+    probs = logprobs.exp() ** (1 / temperature)
+    return torch.log(probs / probs.sum(-1, keepdim=True))
+
+
+def test_tempered_kl_is_t_squared_times_kl_of_the_softened_distributions() -> None:
+    # T = 2: p^(1/2) renormalised, by hand for the first row: sqrt(.5, .25, .25) / sum
+    row = torch.tensor([0.5, 0.25, 0.25]).sqrt()
+    assert softened(P, 2.0)[0].exp().tolist() == pytest.approx((row / row.sum()).tolist())
+    expected = 4.0 * kl_by_hand(softened(P, 2.0), softened(Q, 2.0))
+    assert kl_divergence(P, Q, temperature=2.0).item() == pytest.approx(expected, rel=1e-5)
+    assert kl_divergence(P, Q, temperature=1.0).item() == pytest.approx(kl_by_hand(P, Q))
+
+
+def test_scrub_max_step_ascends_forget_kl_and_min_step_anchors_retain_at_temperature_4() -> None:
     scrub = get_method("scrub")
+    assert MethodConfig().kl_temperature == 4.0  # SCRUB's kd_T
+    kl_t4 = 16.0 * kl_by_hand(softened(P, 4.0), softened(Q, 4.0))
     max_loss, _ = scrub.ascent.loss(
         LossInputs({}, {}, {"forget": Q}, {"forget": P}), MethodConfig()
     )
-    assert max_loss.item() == pytest.approx(-kl_by_hand(P, Q), rel=1e-5)
+    assert max_loss.item() == pytest.approx(-kl_t4, rel=1e-5)
     inputs = LossInputs({"retain": SCORES}, {}, {"retain": Q}, {"retain": P})
     min_loss, _ = scrub.loss(inputs, MethodConfig(alpha=2.0, gamma=0.5))
-    assert min_loss.item() == pytest.approx(2.0 * kl_by_hand(P, Q) + 0.5 * 2.5, rel=1e-5)
+    assert min_loss.item() == pytest.approx(2.0 * kl_t4 + 0.5 * 2.5, rel=1e-5)
 
 
 @pytest.mark.parametrize(
-    ("ratio", "expected"),
-    [(0.5, [0, 1, 0, 1, 0, 1]), (1.0, [1] * 6), (0.0, [0] * 6), (1 / 3, [0, 0, 1, 0, 0, 1])],
+    ("max_epochs", "expected"),
+    [(1, [2, 1, 1, 1]), (3, [2, 2, 2, 1]), (0, [1, 1, 1, 1]), (9, [2, 2, 2, 2])],
 )
-def test_scrub_takes_max_steps_on_an_even_share_of_steps(ratio: float, expected: list[int]) -> None:
-    config = MethodConfig(max_steps_ratio=ratio)
-    assert [int(takes_max_step(step, config)) for step in range(6)] == expected
-    phases = [len(get_method("scrub").phases(step, config)) for step in range(6)]
-    assert phases == [1 + e for e in expected]
+def test_scrub_takes_a_max_pass_then_a_min_pass_only_in_the_first_msteps_epochs(
+    max_epochs: int, expected: list[int]
+) -> None:
+    scrub, config = get_method("scrub"), MethodConfig(scrub_max_epochs=max_epochs)
+    passes = [scrub.epoch_passes(epoch, config) for epoch in range(4)]
+    assert [len(p) for p in passes] == expected
+    for epoch_passes in passes:
+        assert [phase.name for phase in epoch_passes][-1] == "scrub"
+        assert [phase.name for phase in epoch_passes][:-1] in ([], ["scrub_max"])
+
+
+def test_single_phase_methods_take_one_pass_every_epoch() -> None:
+    assert [len(get_method("npo").epoch_passes(epoch, MethodConfig())) for epoch in range(3)] == [
+        1,
+        1,
+        1,
+    ]
 
 
 def test_layer_fraction_maps_to_a_layer_index() -> None:
     assert layer_index(32, 0.25) == 8 and layer_index(32, 0.0) == 0 and layer_index(32, 1.0) == 31
+    assert layer_index(32, MethodConfig().layer_fraction) == 7  # the WMDP paper's layer 7 of 32
     assert layer_index(2, 0.25) == 0
     with pytest.raises(ValueError):
         layer_index(32, 1.5)
@@ -203,39 +242,105 @@ def _forget_nll(module: nn.Module) -> float:
     return sequence_scores(logits, batch["labels"]).mean_nll.mean().item()
 
 
-@pytest.mark.parametrize("method", ["kl", "llmu", "scrub", "npo", "dpo", "rmu"])
+def _one_batch_per_pass(views: tuple[str, ...]) -> list[dict[str, dict[str, torch.Tensor]]]:
+    return [{view: BATCHES[view] for view in views}]
+
+
+def _train_epochs(engine, cfg: Config, epochs: int, layer) -> list[dict[str, float]]:
+    method = get_method(cfg.method.name)
+    return [
+        log
+        for epoch in range(epochs)
+        for log in train_epoch(engine, method, cfg, epoch, _one_batch_per_pass, 1, layer)
+    ]
+
+
+@pytest.mark.parametrize("method", ["kl", "llmu", "llmu_clear", "scrub", "npo", "dpo", "rmu"])
 def test_reference_outputs_do_not_change_during_training(method: str) -> None:
     engine = _lora_engine()
-    cfg = Config().replace({"method.name": method, "method.max_steps_ratio": 1.0})
+    cfg = Config().replace({"method.name": method, "method.scrub_max_epochs": 3})
     layer = steering_layer(engine.module, 0.5)
     with reference_model(engine.module):
         before = _forget_nll(engine.module)
     adapted_before = _forget_nll(engine.module)
-    for step in range(3):
-        training_step(engine, get_method(method), BATCHES, cfg, step, layer)
+    _train_epochs(engine, cfg, 3, layer)
     with reference_model(engine.module):
         assert _forget_nll(engine.module) == pytest.approx(before, abs=1e-6)
     assert _forget_nll(engine.module) != pytest.approx(adapted_before, abs=1e-4)
 
 
-@pytest.mark.parametrize("method", ["kl", "llmu", "scrub"])
+@pytest.mark.parametrize("method", ["kl", "llmu", "llmu_clear", "scrub"])
 def test_a_few_steps_raise_the_forget_nll(method: str) -> None:
     engine = _lora_engine()
     cfg = Config().replace(
-        {"method.name": method, "method.max_steps_ratio": 1.0, "method.alpha": 0.1}
+        {"method.name": method, "method.scrub_max_epochs": 3, "method.alpha": 0.1}
     )
     before = _forget_nll(engine.module)
-    for step in range(3):
-        training_step(engine, get_method(method), BATCHES, cfg, step, None)
+    _train_epochs(engine, cfg, 3, None)
     assert _forget_nll(engine.module) > before
 
 
 def test_rmu_steps_move_forget_activations_towards_the_steering_target() -> None:
     engine = _lora_engine(lr=0.05)
-    method = get_method("rmu")
     cfg = Config().replace({"method.name": "rmu", "method.steering_coeff": 2.0})
     layer = steering_layer(engine.module, 0.5)
-    first = training_step(engine, method, BATCHES, cfg, 0, layer)["loss/rmu_forget"]
-    for step in range(1, 4):
-        last = training_step(engine, method, BATCHES, cfg, step, layer)["loss/rmu_forget"]
-    assert last < first
+    losses = [log["loss/rmu_forget"] for log in _train_epochs(engine, cfg, 4, layer)]
+    assert losses[-1] < losses[0]
+
+
+class AccumulatingEngine(PlainEngine):
+    """DeepSpeed's managed accumulation: backward adds loss/gas, every gas-th step updates."""
+
+    def __init__(self, module: nn.Module, lr: float, grad_accum: int) -> None:
+        super().__init__(module, lr)
+        self.grad_accum, self.micro_steps, self.updates = grad_accum, 0, []
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.grad_accum).backward()
+
+    def step(self) -> None:
+        self.micro_steps += 1
+        if self.micro_steps % self.grad_accum == 0:  # DeepSpeed's is_gradient_accumulation_boundary
+            super().step()
+            self.updates.append(list(range(self.micro_steps - self.grad_accum, self.micro_steps)))
+
+
+def test_with_grad_accum_2_scrub_max_and_min_gradients_never_share_an_update() -> None:
+    engine = AccumulatingEngine(_lora_engine().module, lr=0.1, grad_accum=2)
+    cfg = Config().replace(
+        {"method.name": "scrub", "method.scrub_max_epochs": 1, "train.grad_accum": 2}
+    )
+
+    def three_batches(views: tuple[str, ...]) -> list:  # odd on purpose
+        return _one_batch_per_pass(views) * 3
+
+    micro_steps = micro_steps_per_pass(3, cfg.train.grad_accum)
+    assert micro_steps == 2  # the third batch would straddle the max and min passes
+    logs = [
+        log
+        for epoch in range(2)
+        for log in train_epoch(
+            engine, get_method("scrub"), cfg, epoch, three_batches, micro_steps, None
+        )
+    ]
+    phases = ["scrub_max" if "loss/scrub_max" in log else "scrub" for log in logs]
+    assert phases == ["scrub_max"] * 2 + ["scrub"] * 2 + ["scrub"] * 2  # epoch 0, epoch 1
+    assert engine.micro_steps == len(logs) == 6  # nothing left pending at the end
+    assert [{phases[i] for i in update} for update in engine.updates] == [
+        {"scrub_max"},
+        {"scrub"},
+        {"scrub"},
+    ]
+
+
+def test_l1_is_added_once_per_micro_step_and_logged_with_its_weight() -> None:
+    engine = _lora_engine()
+    cfg = Config().replace(
+        {"method.name": "scrub", "method.scrub_max_epochs": 1, "regularizer.l1": 0.01}
+    )
+    lora = [param for _, param in lora_parameters(engine.module, "ab")]
+    penalty = l1_penalty(lora).item()
+    log = training_step(engine, get_method("scrub").ascent, BATCHES, cfg, None)
+    assert log["loss/l1"] == pytest.approx(penalty)
+    assert log["loss/l1_weighted"] == pytest.approx(0.01 * penalty)
+    assert log["loss/scrub_max"] == pytest.approx(-log["loss/forget_kl"] + 0.01 * penalty)

@@ -48,20 +48,26 @@ def test_b_selects_only_lora_b():
 
 def test_l1_over_a_and_b_equals_hand_computation():
     params = [param for _, param in lora_parameters(_lora_model(), "ab")]
-    # A: 8 entries of |0.5|, B: 6 entries of |-1| -> (4 + 6) / 14
-    assert l1_penalty(params).item() == pytest.approx(10 / 14)
+    # A: 8 entries of |0.5|, B: 6 entries of |-1| -> 4 + 6, not divided by the 14 weights
+    assert l1_penalty(params).item() == pytest.approx(10.0)
 
 
 def test_l1_over_b_only_equals_hand_computation():
     params = [param for _, param in lora_parameters(_lora_model(), "b")]
-    assert l1_penalty(params).item() == pytest.approx(1.0)
+    assert l1_penalty(params).item() == pytest.approx(6.0)
 
 
-def test_l1_gradient_is_sign_over_number_of_elements():
+def test_l1_gradient_is_sign_whatever_the_number_of_weights():
     params = [param for _, param in lora_parameters(_lora_model(), "ab")]
     l1_penalty(params).backward()
     for param in params:
-        torch.testing.assert_close(param.grad, torch.sign(param.detach()) / 14)
+        torch.testing.assert_close(param.grad, torch.sign(param.detach()))
+
+
+def test_l1_accumulates_bf16_weights_in_float32():
+    weights = torch.full((4096,), 1.0 + 2.0**-7, dtype=torch.bfloat16)  # bf16 sum would round
+    penalty = l1_penalty([weights])
+    assert penalty.dtype == torch.float32 and penalty.item() == 4096 * (1.0 + 2.0**-7)
 
 
 def test_unknown_targets_is_a_config_error():

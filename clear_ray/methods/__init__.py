@@ -21,6 +21,7 @@ _METHOD_MODULES = (  # the order of the CLEAR paper's Table 1 (and of --method a
     "simnpo",
     "rmu",
     "llmu",
+    "llmu_clear",  # LLMU with CLEAR's reverse retain KL
     "scrub",
 )
 

@@ -106,8 +106,8 @@ class Method:
         distribution_views: views whose full answer-token distributions the loss reads
             (KL terms); reference distributions come for those also in ``reference_views``.
         hidden_views: views whose decoder hidden states the loss reads (RMU).
-        ascent: a second phase taken *before* the main one on the steps where
-            ``ascent_schedule(step, config)`` is true (SCRUB's max-steps).
+        ascent: a phase with its own whole pass over the epoch's batches, taken *before* the
+            main pass in the first ``ascent_epochs(config)`` epochs (SCRUB's max-steps).
     """
 
     name: str
@@ -118,27 +118,25 @@ class Method:
     distribution_views: tuple[str, ...] = ()
     hidden_views: tuple[str, ...] = ()
     ascent: Method | None = None
-    ascent_schedule: Callable[[int, MethodConfig], bool] | None = None
+    ascent_epochs: Callable[[MethodConfig], int] | None = None
 
     def __post_init__(self) -> None:
         for kind in ("reference_views", "distribution_views", "hidden_views"):
             missing = set(getattr(self, kind)) - set(self.views)
             if missing:
                 raise ValueError(f"method {self.name!r}: {kind} {sorted(missing)} not in views")
-        if (self.ascent is None) != (self.ascent_schedule is None):
-            raise ValueError(f"method {self.name!r}: ascent and ascent_schedule go together")
+        if (self.ascent is None) != (self.ascent_epochs is None):
+            raise ValueError(f"method {self.name!r}: ascent and ascent_epochs go together")
 
-    @property
-    def all_views(self) -> tuple[str, ...]:
-        """Every view any phase needs: what the data pipeline must provide."""
-        extra = self.ascent.views if self.ascent else ()
-        return tuple(dict.fromkeys((*self.views, *extra)))
+    def epoch_passes(self, epoch: int, config: MethodConfig) -> tuple[Method, ...]:
+        """The passes over the batches of ``epoch`` (0-based), in order.
 
-    def phases(self, step: int, config: MethodConfig) -> list[Method]:
-        """The losses to take, in order, at optimiser step ``step``."""
-        if self.ascent is not None and self.ascent_schedule(step, config):
-            return [self.ascent, self]
-        return [self]
+        Each pass is a whole pass with its own optimiser updates, so phases never share an
+        update (the trainer ends every pass on a gradient-accumulation boundary).
+        """
+        if self.ascent is not None and epoch < self.ascent_epochs(config):
+            return (self.ascent, self)
+        return (self,)
 
 
 def cross_entropy(scores: SequenceScores) -> Tensor:
@@ -170,14 +168,24 @@ def answer_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
     return F.log_softmax(logits[:, :-1][answer], dim=-1, dtype=torch.float32)
 
 
-def kl_divergence(p_logprobs: Tensor, q_logprobs: Tensor) -> Tensor:
+def kl_divergence(p_logprobs: Tensor, q_logprobs: Tensor, temperature: float = 1.0) -> Tensor:
     """KL(p ‖ q) = Σ_v p (log p − log q), averaged over answer tokens (a scalar).
+
+    With ``temperature`` T ≠ 1 both distributions are softened first and the result is scaled
+    by T², as knowledge distillation (Hinton et al.; SCRUB's ``DistillKL``) does, so gradient
+    magnitudes stay comparable across T. Log-probabilities are logits shifted per row, so
+    log_softmax(log p / T) is exactly softmax(logits / T) in log space: no logits needed.
 
     Args:
         p_logprobs: log p per answer token, [N, V].
         q_logprobs: log q at the same tokens, [N, V].
+        temperature: T > 0.
     """
-    return F.kl_div(q_logprobs, p_logprobs, log_target=True, reduction="none").sum(-1).mean()
+    if temperature != 1.0:
+        p_logprobs = F.log_softmax(p_logprobs / temperature, dim=-1)
+        q_logprobs = F.log_softmax(q_logprobs / temperature, dim=-1)
+    kl = F.kl_div(q_logprobs, p_logprobs, log_target=True, reduction="none").sum(-1).mean()
+    return kl * temperature**2
 
 
 def answer_hidden(hidden: Tensor, labels: Tensor) -> Tensor:

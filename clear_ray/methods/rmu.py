@@ -27,6 +27,11 @@ def steering_direction(hidden_size: int, device: torch.device, dtype: torch.dtyp
 def rmu_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
     """MSE(h_ℓ(F), c·u) + α·MSE(h_ℓ(R), h_ℓ^θ₀(R)) over answer tokens.
 
+    Reductions: each MSE is the mean over every (answer token, hidden unit) of the batch, the
+    same mean-reduced ``mse_loss`` as WMDP's ``rmu/unlearn.py`` (which averages over all
+    tokens, prompt included), so its α ≈ 10³ (1200 for Zephyr-7B) carries over; long answers
+    weigh more than short ones (open-unlearning averages per example first).
+
     Args:
         inputs: policy hidden states of "forget" and "retain", reference ones of "retain",
             each [N, H] at the layer chosen by ``config.layer_fraction``.

@@ -1,14 +1,17 @@
 """SCRUB: a student (π_θ) moves away from its teacher (θ₀) on forget data, stays on retain data.
 
-Kurmanji et al., "Towards Unbounded Machine Unlearning", https://arxiv.org/abs/2302.09880.
-Training alternates: max-steps raise KL(π_θ₀ ‖ π_θ) on the forget set, min-steps lower it
-on the retain set together with the retain task loss. ``max_steps_ratio`` sets how often a
-max-step precedes the min-step.
+Kurmanji et al., "Towards Unbounded Machine Unlearning", https://arxiv.org/abs/2302.09880;
+schedule and losses from its code (meghdadk/SCRUB ``scrub.py``, ``helper/loops.py``
+``train_distill``, ``helper/KD.py`` ``DistillKL``). In each of the first ``msteps`` epochs
+(``method.scrub_max_epochs``) a max pass over the whole forget set ascends KL(π_θ₀ ‖ π_θ);
+every epoch then takes a min pass over retain data with γ·CE(R) + α·KL(π_θ₀ ‖ π_θ) (SCRUB's
+``gamma``·CE + ``alpha``·KL, 1 and 0.5 in its notebooks). The later min-only epochs are what
+repair retain performance. Both KL terms are at temperature T (``method.kl_temperature``, 4
+as SCRUB) with SCRUB's T² scaling. Here the min pass takes the retain items paired with the
+epoch's forget batches (CLEAR's epoch), not SCRUB's full retain loader.
 """
 
 from __future__ import annotations
-
-import math
 
 from torch import Tensor
 
@@ -17,14 +20,22 @@ from clear_ray.methods.base import LossInputs, Method, cross_entropy, kl_diverge
 
 
 def scrub_max_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
-    """−KL(π_θ₀ ‖ π_θ) on F (a max-step: ascend the divergence from the teacher)."""
-    forget_kl = kl_divergence(inputs.reference_logprobs["forget"], inputs.policy_logprobs["forget"])
+    """−T²·KL_T(π_θ₀ ‖ π_θ) on F (a max-step: ascend the divergence from the teacher)."""
+    forget_kl = kl_divergence(
+        inputs.reference_logprobs["forget"],
+        inputs.policy_logprobs["forget"],
+        config.kl_temperature,
+    )
     return -forget_kl, {"loss/forget_kl": float(forget_kl.detach())}
 
 
 def scrub_min_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
-    """α·KL(π_θ₀ ‖ π_θ) on R + γ·CE(R) (a min-step: stay with the teacher on retain data)."""
-    retain_kl = kl_divergence(inputs.reference_logprobs["retain"], inputs.policy_logprobs["retain"])
+    """α·T²·KL_T(π_θ₀ ‖ π_θ) on R + γ·CE(R) (a min-step: stay with the teacher on retain)."""
+    retain_kl = kl_divergence(
+        inputs.reference_logprobs["retain"],
+        inputs.policy_logprobs["retain"],
+        config.kl_temperature,
+    )
     retain_nll = cross_entropy(inputs.policy["retain"])
     loss = config.alpha * retain_kl + config.gamma * retain_nll
     return loss, {
@@ -33,10 +44,9 @@ def scrub_min_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, di
     }
 
 
-def takes_max_step(step: int, config: MethodConfig) -> bool:
-    """True on a ``max_steps_ratio`` share of steps, spread evenly (ratio 0.5: every 2nd)."""
-    ratio = config.max_steps_ratio
-    return math.floor((step + 1) * ratio) > math.floor(step * ratio)
+def max_epochs(config: MethodConfig) -> int:
+    """SCRUB's ``msteps``: the number of leading epochs that take a max pass."""
+    return config.scrub_max_epochs
 
 
 METHOD = Method(
@@ -54,5 +64,5 @@ METHOD = Method(
         loss=scrub_max_loss,
         paper="https://arxiv.org/abs/2302.09880",
     ),
-    ascent_schedule=takes_max_step,
+    ascent_epochs=max_epochs,
 )

@@ -29,7 +29,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 def layer_index(num_layers: int, fraction: float) -> int:
     """Depth fraction -> layer index, so one search range fits models of any depth.
 
-    RMU's paper steers layer 7 of Zephyr-7B's 32 (fraction ≈ 0.23).
+    Indices are 0-based, as WMDP's ``layer_id`` (``model.layers[7]``): the paper steers layer
+    7 of Zephyr-7B's 32, which the default fraction 0.225 gives (round(0.225 · 31) = 7; any
+    fraction in [0.21, 0.24) does).
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"layer fraction must be in [0, 1], got {fraction}")

@@ -10,8 +10,9 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,10 @@ from clear_ray.models.introspection import steering_layer
 from clear_ray.models.loading import load_checkpoint
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
-from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed
+from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, start_lr_schedule
+from clear_ray.train.schedule import micro_steps_per_pass, updates_per_epoch
 from clear_ray.train.selection import BestEpoch
-from clear_ray.train.step import training_step
+from clear_ray.train.step import train_epoch
 from clear_ray.train.worker import DIVERGED_KEY, TrialInputs
 
 Report = Callable[[dict[str, float], Path | None], None]
@@ -84,33 +86,26 @@ def unlearn(
             f"{len(data.forget)} forget items cannot fill one batch of {cfg.train.batch_size} "
             f"on {world_size} workers"
         )
+    micro_steps = micro_steps_per_pass(steps_per_epoch, cfg.train.grad_accum)
+    per_epoch = updates_per_epoch(
+        method, cfg.method, cfg.train.epochs, micro_steps // cfg.train.grad_accum
+    )
     engine, *_ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(cfg.train, steps_per_epoch),
+        config=deepspeed_config(cfg.train, per_epoch),
     )
+    start_lr_schedule(engine.lr_scheduler, sum(per_epoch[: start.epoch]))
     gold = np.asarray(inputs.gold_truth_ratios)
     task_data = TaskData(inputs.source)  # loaded on the first evaluation, kept for the others
     layer = steering_layer(model, cfg.method.layer_fraction) if _reads_hidden(method) else None
     step = start.step
     for epoch in range(start.epoch, cfg.train.epochs):
         engine.train()
-        logs = []
+        pass_batches = partial(_device_batches, data, collator, model, cfg, epoch, rank, world_size)
         try:
-            for views in epoch_views(
-                data,
-                method.all_views,
-                cfg.train.batch_size,
-                epoch,
-                cfg.train.seed,
-                rank,
-                world_size,
-            ):
-                batches = {
-                    view: to_device(collator(examples), model) for view, examples in views.items()
-                }
-                logs.append(training_step(engine, method, batches, cfg, step, layer))
-                step += 1
+            logs = train_epoch(engine, method, cfg, epoch, pass_batches, micro_steps, layer)
+            step += len(logs)
         except FloatingPointError as error:  # every rank raises it (step.py agrees on NaN)
             _report_divergence(report, f"epoch {epoch + 1}: {error}", rank)
             return
@@ -163,7 +158,7 @@ class TrialProgress:
     """Where a trial stands after an epoch: what a checkpoint must carry to go on from it."""
 
     epoch: int = 0  # epochs done
-    step: int = 0  # optimiser steps done (SCRUB's max/min schedule follows it)
+    step: int = 0  # micro-steps done
     best: dict | None = None  # BestEpoch.state()
 
 
@@ -178,12 +173,23 @@ def _restore(model, best: BestEpoch, checkpoint: Path) -> TrialProgress:
     return progress
 
 
+def _device_batches(
+    data, collator, model, cfg, epoch, rank, world_size, views: tuple[str, ...]
+) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
+    """The epoch's batches of ``views``, collated and on the model's device."""
+    for batch in epoch_views(
+        data, views, cfg.train.batch_size, epoch, cfg.train.seed, rank, world_size
+    ):
+        yield {view: to_device(collator(items), model) for view, items in batch.items()}
+
+
 def _reads_hidden(method: Method) -> bool:
     return any(phase.hidden_views for phase in (method, method.ascent) if phase is not None)
 
 
 def _epoch_means(logs: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of each logged value over the steps that logged it (SCRUB's max-steps are sparse)."""
+    """Mean of each logged value over the steps that logged it (SCRUB's max pass is not every
+    epoch's); ``loss/l1`` and ``loss/l1_weighted`` become the epoch's mean L1 terms."""
     keys = dict.fromkeys(key for log in logs for key in log)
     return {key: float(np.mean([log[key] for log in logs if key in log])) for key in keys}
 

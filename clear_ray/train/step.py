@@ -7,8 +7,9 @@ functions of tensors. Slicing batches once here is what keeps each method a doze
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 
 import torch
 import torch.distributed as dist
@@ -91,7 +92,8 @@ def phase_loss(
         lora = lora_parameters(engine.module, cfg.regularizer.l1_targets)
         penalty = l1_penalty([param for _, param in lora])
         loss = loss + cfg.regularizer.l1 * penalty
-        logs["loss/l1"] = float(penalty.detach())
+        logs["loss/l1"] = float(penalty.detach())  # Σ|w| over regularizer.l1_targets
+        logs["loss/l1_weighted"] = cfg.regularizer.l1 * logs["loss/l1"]  # what the loss adds
     if not finite_on_every_rank(loss):
         raise FloatingPointError(f"{method.name} loss became {loss.item()}")
     return loss, logs
@@ -106,14 +108,38 @@ def finite_on_every_rank(loss: Tensor) -> bool:
 
 
 def training_step(
-    engine, method: Method, batches: Batches, cfg: Config, step: int, layer: nn.Module | None
+    engine, phase: Method, batches: Batches, cfg: Config, layer: nn.Module | None
 ) -> dict[str, float]:
-    """One step: each phase of the method (SCRUB: max then min) is backward + optimiser step."""
-    logs: dict[str, float] = {}
-    for phase in method.phases(step, cfg.method):
-        loss, phase_logs = phase_loss(engine, phase, batches, cfg, layer)
-        engine.backward(loss)
-        engine.step()
-        logs.update(phase_logs)
-        logs[f"loss/{phase.name}"] = float(loss.detach())
+    """One micro-step of one phase: its loss (L1 included once) backward, then engine.step.
+
+    DeepSpeed applies the optimiser update on accumulation boundaries only; the loop keeps a
+    phase's micro-steps within whole windows (``train/schedule.py``), so SCRUB's max and min
+    gradients never meet in one update.
+    """
+    loss, logs = phase_loss(engine, phase, batches, cfg, layer)
+    engine.backward(loss)
+    engine.step()
+    logs[f"loss/{phase.name}"] = float(loss.detach())
+    return logs
+
+
+def train_epoch(
+    engine,
+    method: Method,
+    cfg: Config,
+    epoch: int,
+    pass_batches: Callable[[tuple[str, ...]], Iterable[Batches]],
+    micro_steps: int,
+    layer: nn.Module | None,
+) -> list[dict[str, float]]:
+    """Every pass the method takes in ``epoch`` (SCRUB: max then min), ``micro_steps`` each.
+
+    ``pass_batches(views)`` yields the epoch's batches of those views; ``micro_steps`` is a
+    whole number of accumulation windows (``schedule.micro_steps_per_pass``), so each pass
+    ends on an update boundary and no update mixes two phases' gradients.
+    """
+    logs = []
+    for phase in method.epoch_passes(epoch, cfg.method):
+        for batches in islice(pass_batches(phase.views), micro_steps):
+            logs.append(training_step(engine, phase, batches, cfg, layer))
     return logs

@@ -1,0 +1,104 @@
+"""The unlearning LR schedule (warm-up, then linear decay to 0) and the update counts behind it."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+from deepspeed.runtime.lr_schedules import WarmupDecayLR
+
+from clear_ray.config import ConfigError, MethodConfig, TrainConfig
+from clear_ray.methods import get_method
+from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, start_lr_schedule
+from clear_ray.train.schedule import micro_steps_per_pass, updates_per_epoch, warmup_updates
+
+
+def lrs_of_updates(train: TrainConfig, per_epoch: list[int], updates_done: int = 0) -> list[float]:
+    """The lr each update runs at, in DeepSpeed's order: optimiser step, then scheduler step."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=train.lr)
+    params = deepspeed_config(train, per_epoch)["scheduler"]["params"]
+    scheduler = WarmupDecayLR(optimizer, **params)
+    start_lr_schedule(scheduler, updates_done)
+    lrs = []
+    for _ in range(sum(per_epoch) - updates_done):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    return lrs
+
+
+def test_one_epoch_of_linear_warm_up_then_linear_decay_to_zero_over_the_run() -> None:
+    # 3 epochs of 2 updates, warm-up 2: k/2, then (6 - k)/(6 - 2), as HF's linear schedule
+    lrs = lrs_of_updates(TrainConfig(lr=1.0, warmup_epochs=1.0), [2, 2, 2])
+    assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25])
+
+
+def test_the_default_recipe_warms_up_for_one_epoch() -> None:
+    assert TrainConfig().warmup_epochs == 1.0
+    params = deepspeed_config(TrainConfig(), [7, 7, 7])["scheduler"]
+    assert params["type"] == "WarmupDecayLR"
+    assert params["params"]["total_num_steps"] == 21
+    assert params["params"]["warmup_num_steps"] == 7
+    assert params["params"]["warmup_type"] == "linear"
+
+
+def test_no_warm_up_starts_low_only_for_deepspeeds_minimum_of_two_updates() -> None:
+    lrs = lrs_of_updates(TrainConfig(lr=1.0, warmup_epochs=0.0), [3, 3])
+    assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25])
+
+
+def test_a_warm_up_as_long_as_the_run_is_capped_at_half_of_it() -> None:
+    lrs = lrs_of_updates(TrainConfig(lr=1.0, warmup_epochs=1.0), [4])
+    assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.5])
+
+
+def test_a_resumed_run_goes_on_at_the_rate_of_the_uninterrupted_one() -> None:
+    train = TrainConfig(lr=1.0, warmup_epochs=1.0)
+    full = lrs_of_updates(train, [2, 2, 2])
+    assert lrs_of_updates(train, [2, 2, 2], updates_done=4) == pytest.approx(full[4:])
+
+
+def test_updates_count_whole_accumulation_windows_and_scrubs_max_passes() -> None:
+    assert micro_steps_per_pass(7, 2) == 6 and micro_steps_per_pass(7, 1) == 7
+    config = MethodConfig(scrub_max_epochs=2)
+    assert updates_per_epoch(get_method("scrub"), config, 4, 3) == [6, 6, 3, 3]
+    assert updates_per_epoch(get_method("ga"), config, 3, 3) == [3, 3, 3]
+    assert warmup_updates([6, 6, 3, 3], 1.0) == 6
+    assert warmup_updates([4, 4, 4], 1.5) == 6
+    assert warmup_updates([4], 3.0) == 4
+
+
+def test_fewer_batches_than_one_accumulation_window_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="grad_accum"):
+        micro_steps_per_pass(1, 2)
+
+
+@pytest.mark.slow
+def test_a_deepspeed_engine_runs_the_schedule_with_gradient_accumulation() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+    )
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        model = torch.nn.Linear(2, 1)
+        train = TrainConfig(lr=1.0, batch_size=1, grad_accum=2, zero_stage=0)
+        engine, *_ = import_deepspeed().initialize(
+            model=model,
+            model_parameters=list(model.parameters()),
+            config=deepspeed_config(train, [2, 2, 2]),
+        )
+        start_lr_schedule(engine.lr_scheduler, 0)
+        lrs = []
+        for _ in range(12):  # 6 updates of 2 micro-steps
+            if engine.is_gradient_accumulation_boundary():
+                lrs.append(engine.optimizer.param_groups[0]["lr"])
+            engine.backward(engine(torch.ones(1, 2)).sum())
+            engine.step()
+        assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25])
+    finally:
+        dist.destroy_process_group()
