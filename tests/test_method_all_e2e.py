@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from clear_ray.methods import METHODS
+from clear_ray.methods import TABLE_METHODS
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +33,8 @@ def leaderboard_rows(text: str) -> dict[str, list[str]]:
 
 def test_leaderboard_has_references_and_every_method(search) -> None:
     rows = leaderboard_rows(search.stdout.split("Leaderboard")[1])
-    assert list(rows) == ["Original", "Gold", *METHODS]
-    for method in METHODS:
+    assert list(rows) == ["Original", "Gold", *TABLE_METHODS]
+    for method in TABLE_METHODS:
         cells = rows[method]
         assert cells[6] in ("yes", "no")  # feasible
         assert all(cell != "nan" for cell in cells[1:6]), cells  # Real, Retain, Forget, FQ
@@ -51,7 +51,7 @@ def test_every_method_ran_one_trial_under_one_parent(search, session_output: Pat
         for r in runs
         if r.data.tags.get("mlflow.parentRunId") == top[0].info.run_id
     }
-    assert set(method_runs) == set(METHODS)
+    assert set(method_runs) == set(TABLE_METHODS)
     for method, run in method_runs.items():
         trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
         assert len(trials) == 1, method

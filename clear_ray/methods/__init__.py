@@ -21,9 +21,10 @@ _METHOD_MODULES = (  # the order of the CLEAR paper's Table 1 (and of --method a
     "simnpo",
     "rmu",
     "llmu",
-    "llmu_clear",  # LLMU with CLEAR's reverse retain KL
     "scrub",
+    "llmu_clear",  # a variant (CLEAR's reverse retain KL): searched by name, not in --method all
 )
+VARIANTS = ("llmu_clear",)
 
 METHODS: dict[str, Method] = {
     method.name: method
@@ -31,6 +32,9 @@ METHODS: dict[str, Method] = {
         importlib.import_module(f"{__name__}.{module}").METHOD for module in _METHOD_MODULES
     )
 }
+
+
+TABLE_METHODS = tuple(name for name in METHODS if name not in VARIANTS)  # --method all
 
 
 def get_method(name: str) -> Method:
