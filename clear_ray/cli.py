@@ -53,3 +53,12 @@ def overrides_from(args: argparse.Namespace, flags: Flags) -> dict[str, Any]:
         path, value = item.split("=", 1)
         overrides[path] = value
     return overrides
+
+
+def error_line(error: ConfigError, flags: Flags) -> str:
+    """The one line a CLI prints: the flag that sets the offending path, when there is one."""
+    message = str(error)
+    for flag, (path, _) in flags.items():
+        if message.startswith(f"{path}:"):
+            return f"error: {flag}, {message}"
+    return f"error: {message}"

@@ -35,6 +35,98 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Range:
+    """Valid values of a numeric field: ``low``/``high`` (None = unbounded), each in or out."""
+
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def __contains__(self, value: float) -> bool:
+        if value != value:  # NaN is in no range
+            return False
+        if self.low is not None and (
+            value < self.low or (value == self.low and not self.low_inclusive)
+        ):
+            return False
+        return self.high is None or not (
+            value > self.high or (value == self.high and not self.high_inclusive)
+        )
+
+    def __str__(self) -> str:
+        low = "(-inf" if self.low is None else f"{'[' if self.low_inclusive else '('}{self.low:g}"
+        high = (
+            "inf)" if self.high is None else f"{self.high:g}{']' if self.high_inclusive else ')'}"
+        )
+        return f"{low}, {high}"
+
+
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_inclusive=False)
+FRACTION = Range(0, 1)
+
+# Numeric fields with a valid range, checked whenever a config is built or overridden, and
+# against search-space bounds (search/space.py). Fields not listed take any value of their type.
+RANGES: dict[str, Range] = {
+    "data.synthetic_persons": AT_LEAST_1,
+    "lora.r": AT_LEAST_1,
+    "lora.alpha": POSITIVE,
+    "lora.dropout": Range(0, 1, high_inclusive=False),
+    "method.beta": POSITIVE,  # DPO/NPO inverse temperature: the loss divides by it
+    "method.alpha": NON_NEGATIVE,
+    "method.gamma": NON_NEGATIVE,
+    "method.delta": NON_NEGATIVE,
+    "method.steering_coeff": POSITIVE,
+    "method.layer_fraction": FRACTION,
+    "method.scrub_max_epochs": NON_NEGATIVE,  # 0 = no max pass (min-steps only)
+    "method.kl_temperature": POSITIVE,
+    "regularizer.l1": NON_NEGATIVE,
+    "train.lr": POSITIVE,
+    "train.epochs": AT_LEAST_1,
+    "train.batch_size": AT_LEAST_1,
+    "train.grad_accum": AT_LEAST_1,
+    "train.warmup_epochs": NON_NEGATIVE,
+    "train.weight_decay": NON_NEGATIVE,
+    "train.zero_stage": Range(0, 3),
+    "finetune.lr": POSITIVE,
+    "finetune.epochs": AT_LEAST_1,
+    "finetune.batch_size": AT_LEAST_1,
+    "finetune.weight_decay": NON_NEGATIVE,
+    "eval.batch_size": AT_LEAST_1,
+    "eval.max_new_tokens": AT_LEAST_1,
+    "eval.proxy_items": NON_NEGATIVE,
+    "eval.clear_rows": NON_NEGATIVE,  # 0 = every row
+    "search.num_samples": AT_LEAST_1,
+    "search.max_concurrent": AT_LEAST_1,
+    "search.min_retain": NON_NEGATIVE,  # upper bound depends on the mode (check_thresholds)
+    "search.min_utility": NON_NEGATIVE,
+    "search.retain_floor": NON_NEGATIVE,
+    "search.grace_period": AT_LEAST_1,
+    "search.reduction_factor": Range(1, low_inclusive=False),
+    "search.max_failures": NON_NEGATIVE,
+    "search.workers_per_trial": AT_LEAST_1,
+    "search.cpus_per_worker": POSITIVE,
+    "search.gpus_per_trial": NON_NEGATIVE,
+    "search.startup_trials": NON_NEGATIVE,
+    "search.worker_start_timeout_s": POSITIVE,
+}
+# Relative thresholds are fractions of Original's value; above 1.5 nothing can be feasible.
+RELATIVE_THRESHOLD = Range(0, 1.5, low_inclusive=False)
+THRESHOLDS = ("search.min_retain", "search.min_utility", "search.retain_floor")
+OFF_AT_ZERO = ("search.min_utility", "search.retain_floor")  # 0 turns these checks off
+
+
+def check_value(path: str, value: Any) -> None:
+    """Raises :class:`ConfigError` naming the field and its valid values."""
+    if path in CHOICES and value not in CHOICES[path]:
+        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(CHOICES[path])}")
+    if path in RANGES and value not in RANGES[path]:
+        raise ConfigError(f"{path}: {value!r} is outside {RANGES[path]}")
+
+
 @dataclass
 class DataConfig:
     source: str = ""  # hub id (therem/CLEAR) or a local hub-layout dir; "" = synthetic
@@ -148,6 +240,9 @@ class SearchConfig:
     gpus_per_trial: float = 0.0
     seed: int = 0
     startup_trials: int = 4  # random trials before TPE models the space (Optuna default: 10)
+    # A trial whose workers have not started after this long fails with the reason (resources
+    # asked for and free), instead of Ray Train retrying the start for ever.
+    worker_start_timeout_s: float = 300.0
 
 
 @dataclass
@@ -180,10 +275,28 @@ class Config:
         for path, value in overrides.items():
             parent, name = _resolve(new, path)
             value = _coerce(value, _field_type(parent, name), path)
-            if path in CHOICES and value not in CHOICES[path]:
-                raise ConfigError(f"{path}: {value!r} is not one of {', '.join(CHOICES[path])}")
+            check_value(path, value)
             setattr(parent, name, value)
         return new
+
+    def validate(self) -> Config:
+        """Checks across fields, once every override is applied; returns ``self``."""
+        search = self.search
+        if search.threshold_mode == "relative":
+            flat = self.to_flat()
+            for path in THRESHOLDS:
+                value = flat[path]
+                if not (path in OFF_AT_ZERO and value == 0) and value not in RELATIVE_THRESHOLD:
+                    raise ConfigError(
+                        f"{path}: {value!r} is outside {RELATIVE_THRESHOLD} "
+                        "(a fraction of Original's value in relative mode)"
+                    )
+        if search.scheduler == "asha" and search.grace_period > self.train.epochs:
+            raise ConfigError(
+                f"search.grace_period: {search.grace_period} must be <= train.epochs "
+                f"({self.train.epochs})"
+            )
+        return self
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> Config:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clear_ray.cli import add_config_flags, add_set_flag, overrides_from
+from clear_ray.cli import add_config_flags, add_set_flag, error_line, overrides_from
 from clear_ray.config import Config, ConfigError
 from clear_ray.methods import METHODS, TABLE_METHODS
 from clear_ray.search.session import SearchDirs, SearchState, check_storage_path, find_search
@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # heavy (torch, mlflow); imported where used, after argument 
     from clear_ray.train.worker import TrialInputs
 
 ALL = "all"
+REAP_WAIT_S = 60  # for stopped trials' Train controllers to die, so their groups can go
 METHOD_ORDER = TABLE_METHODS  # the paper's Table 1 order; variants are searched by name
 
 # flag -> dotted config path; defaults and types come from Config, never from here.
@@ -142,9 +143,9 @@ def plan_search(args: argparse.Namespace) -> tuple[Config, SearchState, SearchDi
     if args.resume:
         output = Path(args.output_dir or Config().output_dir).resolve()
         state = find_search(output, args.resume).load()
-        cfg = Config.from_flat(state.config)
+        cfg = Config.from_flat(state.config).validate()
         return cfg, state, SearchDirs(output, state.name, cfg.search.storage_path)
-    cfg = Config().replace({"method.name": args.method, **overrides_from(args, FLAGS)})
+    cfg = Config().replace({"method.name": args.method, **overrides_from(args, FLAGS)}).validate()
     if args.method == ALL and args.search_space is not None:
         raise ConfigError("--search-space applies to one method, not --method all")
     methods = list(METHOD_ORDER) if args.method == ALL else [args.method]
@@ -256,13 +257,21 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
 
     from clear_ray.provenance import system_tags
     from clear_ray.search.results import LeaderboardRow, leaderboard
-    from clear_ray.search.trainable import ray_env_vars
+    from clear_ray.search.trainable import check_cluster, ray_env_vars
     from clear_ray.staging import stage
     from clear_ray.tracking import SearchTracker, ui_command
     from clear_ray.train.selection import Thresholds
     from clear_ray.train.worker import TrialInputs
 
     started = time.time()
+    # Worker output stays in Ray's session logs; a failed trial prints its reason. Ray starts
+    # first: a trial shape the cluster can never run is refused before anything is written.
+    ray.init(
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        runtime_env={"env_vars": ray_env_vars()},
+    )
+    check_cluster(cfg.search)
     log(f"search {state.name}: files in {dirs.root}")
     refs = prepare_references(cfg)
     thresholds = Thresholds.from_search(cfg.search, refs.original.metrics)
@@ -284,14 +293,6 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
             )
             log_references(tracker, state.top_parent_id, refs)
         dirs.save(state)
-    # The dashboard stays on: its State API cleans up placement groups of stopped trials
-    # (without it the next trial can hang, shared/STACK_NOTES.md). Worker output stays in
-    # Ray's session logs; a failed trial prints where its traceback is.
-    ray.init(
-        ignore_reinit_error=True,
-        log_to_driver=False,
-        runtime_env={"env_vars": ray_env_vars()},
-    )
     inputs = TrialInputs(
         stage(refs.source), stage(refs.original_dir), refs.gold.forget_truth_ratios, thresholds
     )
@@ -336,6 +337,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
     from ray import tune
 
     from clear_ray.data.clear import data_fingerprint
+    from clear_ray.search.cleanup import TrainGroupReaper
     from clear_ray.search.progress import ProgressPrinter
     from clear_ray.search.results import LeaderboardRow, trial_rows
     from clear_ray.search.session import MethodRun, storage_filesystem
@@ -389,6 +391,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
         make_trainable(cfg, search.inputs, dirs.ray_train), {"cpu": DRIVER_CPUS}
     )
     experiment = dirs.tune_experiment(method)
+    reaper = TrainGroupReaper()  # frees what a stopped trial's Train run held (cleanup.py)
     if resuming and tune.Tuner.can_restore(experiment):
         log(f"{method}: resuming the Tune experiment in {experiment}")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=False)
@@ -415,11 +418,14 @@ def search_method(search: Search, method: str, space: dict) -> None:
                         storage_filesystem(dirs.storage)[0],
                     ),
                     ProgressPrinter(cfg.search.objective, num_samples),
+                    reaper,
                 ],
                 verbose=0,
             ),
         )
-    rows = trial_rows(tuner.fit(), dirs.adapters(method))
+    results = tuner.fit()
+    reaper.reap(wait_s=REAP_WAIT_S)  # the next method's first trial needs those CPUs
+    rows = trial_rows(results, dirs.adapters(method))
     report_trials(cfg, rows, sorted(space), method_dir, thresholds, tracker, parent_id)
 
     best = rows[0] if rows and rows[0].adapter else None
@@ -545,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"resuming search {state.name} with its saved configuration")
         return run(cfg, state, dirs, spaces)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(error_line(error, FLAGS), file=sys.stderr)
         return 2
 
 

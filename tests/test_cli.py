@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 
-def run_tune(*args: str) -> subprocess.CompletedProcess:
+def run_tune(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "clear_ray.tune", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -34,6 +34,25 @@ def run_tune(*args: str) -> subprocess.CompletedProcess:
             ["--set", "train.zero_stage=3", "--workers-per-trial", "2"],
             "train.zero_stage=3 needs --workers-per-trial 1",
         ),
+        # Impossible values (issue 14): the flag and the valid range, before anything runs.
+        (["--num-samples", "0"], "--num-samples, search.num_samples: 0 is outside [1, inf)"),
+        (["--epochs", "0"], "--epochs, train.epochs: 0 is outside [1, inf)"),
+        (["--max-concurrent", "0"], "--max-concurrent, search.max_concurrent: 0 is outside"),
+        (["--workers-per-trial", "0"], "--workers-per-trial, search.workers_per_trial: 0 is"),
+        (["--set", "train.batch_size=0"], "train.batch_size: 0 is outside [1, inf)"),
+        (["--set", "train.grad_accum=0"], "train.grad_accum: 0 is outside [1, inf)"),
+        (["--set", "train.lr=0"], "train.lr: 0.0 is outside (0, inf)"),
+        (["--set", "regularizer.l1=-1e-3"], "regularizer.l1: -0.001 is outside [0, inf)"),
+        (["--set", "method.beta=0"], "method.beta: 0.0 is outside (0, inf)"),
+        (["--set", "method.alpha=-1"], "method.alpha: -1.0 is outside [0, inf)"),
+        (["--set", "method.layer_fraction=1.5"], "method.layer_fraction: 1.5 is outside [0, 1]"),
+        (["--min-retain", "-3"], "--min-retain, search.min_retain: -3.0 is outside [0, inf)"),
+        (["--min-retain", "2"], "search.min_retain: 2.0 is outside (0, 1.5]"),
+        (["--min-retain", "0"], "search.min_retain: 0.0 is outside (0, 1.5]"),
+        (["--retain-floor", "1.6"], "search.retain_floor: 1.6 is outside (0, 1.5]"),
+        (["--epochs", "2", "--grace-period", "3"], "search.grace_period: 3 must be <= train."),
+        (["--reduction-factor", "1"], "search.reduction_factor: 1.0 is outside (1, inf)"),
+        (["--set", "search.worker_start_timeout_s=0"], "worker_start_timeout_s: 0.0 is outside"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -52,6 +71,37 @@ def test_malformed_search_space_fails_before_anything_starts(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "log distribution needs low > 0" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_search_space_bounds_outside_the_field_range_are_refused(tmp_path: Path) -> None:
+    space = tmp_path / "wide.yaml"
+    space.write_text("method.alpha: {distribution: uniform, low: -1, high: 1}\n")
+    result = run_tune("--search-space", str(space), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "method.alpha: -1.0 is outside [0, inf)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpus-per-trial", "1"], "--gpus-per-trial, search.gpus_per_trial: 1 needs 1 GPU"),
+        (["--workers-per-trial", "512"], "search.workers_per_trial: 512 needs 512.25 CPU"),
+        (["--set", "search.cpus_per_worker=4096"], "no autoscaler"),
+    ],
+)
+def test_trial_shape_the_cluster_can_never_run_is_refused(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Checked after connecting to Ray (the local one here), before anything is written."""
+    output = tmp_path / "out"
+    result = run_tune(*args, "--output-dir", str(output), timeout=300)  # starts Ray
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not output.exists()
 
 
 def test_help_explains_the_main_flags() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -110,3 +111,55 @@ def test_replace_does_not_mutate_the_original() -> None:
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+def test_every_range_names_a_numeric_field_and_holds_its_default() -> None:
+    from clear_ray.config import RANGES
+
+    defaults = Config().to_flat()
+    for path, valid in RANGES.items():
+        assert path in defaults, path
+        assert defaults[path] in valid, (path, defaults[path], str(valid))
+    Config().validate()  # the defaults pass the cross-field checks too
+
+
+def test_range_bounds_and_inclusivity() -> None:
+    from clear_ray.config import Range
+
+    half_open = Range(0, 1.5, low_inclusive=False)
+    assert 0 not in half_open and 1e-9 in half_open and 1.5 in half_open and 1.6 not in half_open
+    assert float("nan") not in Range()
+    assert str(half_open) == "(0, 1.5]" and str(Range(1)) == "[1, inf)"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"search.num_samples": 0}, "search.num_samples: 0 is outside [1, inf)"),
+        ({"search.reduction_factor": 1}, "search.reduction_factor: 1.0 is outside (1, inf)"),
+        ({"lora.dropout": 1}, "lora.dropout: 1.0 is outside [0, 1)"),
+    ],
+)
+def test_replace_refuses_values_outside_their_range(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Config().replace(overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.epochs": 2, "search.grace_period": 3}, "search.grace_period: 3 must be <="),
+        ({"search.min_retain": 1.6}, "search.min_retain: 1.6 is outside (0, 1.5]"),
+        ({"search.min_utility": 2.0}, "search.min_utility: 2.0 is outside (0, 1.5]"),
+    ],
+)
+def test_validate_refuses_impossible_combinations(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Config().replace(overrides).validate()
+
+
+def test_validate_accepts_what_is_only_valid_in_context() -> None:
+    # Off switches, absolute thresholds above 1.5, a long grace period without ASHA.
+    Config().replace({"search.min_utility": 0, "search.retain_floor": 0}).validate()
+    Config().replace({"search.threshold_mode": "absolute", "search.min_retain": 3}).validate()
+    Config().replace({"search.scheduler": "none", "search.grace_period": 9}).validate()

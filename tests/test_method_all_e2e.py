@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from clear_ray.methods import TABLE_METHODS
 
-pytestmark = pytest.mark.slow
+# 11 methods x (1 trial + a full evaluation): ~10-20 min on 2 shared cores.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")

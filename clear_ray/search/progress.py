@@ -44,5 +44,10 @@ class ProgressPrinter(Callback):
         )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        from clear_ray.tracking import error_reason
+
         self.finished += 1
-        self._print(trial.trial_id, f"FAILED; traceback in {trial.local_path}/error.txt")
+        self._print(
+            trial.trial_id,
+            f"FAILED: {error_reason(trial)} (traceback in {trial.local_path}/error.txt)",
+        )

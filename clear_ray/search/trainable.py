@@ -11,18 +11,26 @@ Faults: a worker crash is retried by Train from the last epoch checkpoint
 again), so workers report it, with a checkpoint, instead of raising; the report is kept from
 Tune (it has no metrics), and the trial driver finds it as Train's last checkpointed result and
 raises ``FloatingPointError`` with the reason, which Tune records as the trial's error.
+
+Never waiting silently: workers that cannot start within ``search.worker_start_timeout_s``
+(Train's ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S``; its default failure policy would retry such
+a start for ever) fail the trial once, with the resources asked for and those the cluster has.
+Each report names the Train controller and placement group, so the search driver can remove a
+group Tune's stop left behind (``search/cleanup.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
 
+import ray
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from clear_ray.config import Config
-from clear_ray.train.worker import DIVERGED_KEY, TrialInputs, ray_train_loop
+from clear_ray.config import Config, ConfigError, SearchConfig
+from clear_ray.train.worker import CONTROLLER_KEY, DIVERGED_KEY, TrialInputs, ray_train_loop
 
 # Defaults for the environment of every Ray process in a search (``ray.init``'s runtime_env);
 # a variable already set in the user's environment wins.
@@ -46,12 +54,67 @@ DRIVER_CPUS = 0.25  # Tune refuses 0; the trial driver only waits on its workers
 KEPT_CHECKPOINTS = 2  # by score (the best epoch's adapter); Train also keeps the latest
 
 
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+# Start errors Train retries without limit by default (FailureConfig.controller_failure_limit).
+START_ERRORS = ("WorkerGroupStartupTimeoutError", "InsufficientClusterResourcesError")
+
+
 class EpochReportCallback(TuneReportCallback):
-    """Forwards epoch reports to Tune, but not a divergence report (it has no metrics)."""
+    """Forwards epoch reports to Tune, but not a divergence report (it has no metrics).
+
+    Runs in the Train controller, which adds its own actor id (``search/cleanup.py``).
+    """
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         if not metrics[0].get(DIVERGED_KEY):
-            super().after_report(run_context, metrics, checkpoint)
+            owner = {CONTROLLER_KEY: ray.get_runtime_context().get_actor_id()}
+            super().after_report(run_context, [{**metrics[0], **owner}], checkpoint)
+
+
+def start_failure(error: Exception, workers: int, resources: dict, timeout_s: float) -> str | None:
+    """The one-line reason of a Train run whose workers never started, else None."""
+    cause = getattr(error, "controller_failure", None)
+    if type(cause).__name__ not in START_ERRORS:
+        return None
+    free = {k: v for k, v in ray.available_resources().items() if k in resources}
+    total = {k: v for k, v in ray.cluster_resources().items() if k in resources}
+    return (
+        f"no resources for {workers} worker(s) with {resources} within {timeout_s:g} s "
+        f"(search.worker_start_timeout_s): the cluster has {total}, free now {free}"
+    )
+
+
+def worker_resources(search: SearchConfig) -> dict[str, float]:
+    resources = {"CPU": search.cpus_per_worker}
+    if search.gpus_per_trial > 0:
+        resources["GPU"] = search.gpus_per_trial / search.workers_per_trial
+    return resources
+
+
+def check_cluster(search: SearchConfig) -> None:
+    """Refuses a trial shape the connected cluster can never run (without an autoscaler).
+
+    Without this check such a trial would wait for resources that never come.
+    """
+    from ray._private.state import state
+
+    if state.get_cluster_config() is not None:
+        return  # an autoscaler's cluster config: it may add nodes (Train checks its maximum)
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    per_worker = worker_resources(search)
+    for name, path in (("CPU", "search.workers_per_trial"), ("GPU", "search.gpus_per_trial")):
+        need = per_worker.get(name, 0.0) * search.workers_per_trial
+        need += DRIVER_CPUS if name == "CPU" else 0.0
+        total = sum(node.get(name, 0.0) for node in nodes)
+        largest = max((node.get(name, 0.0) for node in nodes), default=0.0)
+        if per_worker.get(name, 0.0) > largest or need > total:
+            value = dataclasses.asdict(search)[path.split(".")[1]]
+            raise ConfigError(
+                f"{path}: {value:g} needs {need:g} {name} per trial "
+                f"({search.workers_per_trial} worker(s) with {per_worker}"
+                f"{' + the trial driver' if name == 'CPU' else ''}); this cluster has "
+                f"{total:g} {name} ({largest:g} on its largest node) and no autoscaler"
+            )
 
 
 def make_trainable(
@@ -68,10 +131,10 @@ def make_trainable(
         from clear_ray.train.backend import TorchProcessGroupConfig
 
         use_gpu = search.gpus_per_trial > 0
-        resources = {"CPU": search.cpus_per_worker}
-        if use_gpu:
-            resources["GPU"] = search.gpus_per_trial / search.workers_per_trial
+        resources = worker_resources(search)
         trial_id = tune.get_context().get_trial_id()
+        # Read by the Train controller this trial starts (Ray propagates RAY_TRAIN_* variables).
+        os.environ[START_TIMEOUT_ENV] = str(search.worker_start_timeout_s)
         trainer = DataParallelTrainer(
             ray_train_loop,
             train_loop_config={"config": {**base_flat, **params}, "inputs": inputs},
@@ -91,10 +154,20 @@ def make_trainable(
                     checkpoint_score_attribute="epoch_score",
                     checkpoint_score_order="max",
                 ),
-                failure_config=ray.train.FailureConfig(max_failures=search.max_failures),
+                failure_config=ray.train.FailureConfig(
+                    max_failures=search.max_failures, controller_failure_limit=0
+                ),
             ),
         )
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception as error:
+            reason = start_failure(
+                error, search.workers_per_trial, resources, search.worker_start_timeout_s
+            )
+            if reason is None:
+                raise
+            raise RuntimeError(reason) from None
         if not result.metrics:  # Tune would end the whole search on a trial without metrics
             raise RuntimeError("the trial ended without reporting an epoch")
         if result.metrics.get(DIVERGED_KEY):

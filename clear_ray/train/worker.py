@@ -16,6 +16,9 @@ from clear_ray.staging import DriverDir, on_this_node
 from clear_ray.train.selection import Thresholds
 
 DIVERGED_KEY = "diverged"  # a report with this key fails the trial (search/trainable.py)
+# Who holds the trial's resources, so the search driver can free them (search/cleanup.py):
+PLACEMENT_GROUP_KEY = "train_placement_group"  # added by the worker
+CONTROLLER_KEY = "train_controller"  # added by the Train controller
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ def ray_train_loop(loop_config: dict) -> None:
         checkpoint = (
             ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         )
-        ray.train.report(metrics, checkpoint=checkpoint)
+        group = ray.get_runtime_context().get_placement_group_id()
+        ray.train.report({**metrics, PLACEMENT_GROUP_KEY: group}, checkpoint=checkpoint)
 
     checkpoint = ray.train.get_checkpoint()
     rank, world_size = context.get_world_rank(), context.get_world_size()

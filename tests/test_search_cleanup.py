@@ -1,0 +1,93 @@
+"""Issue 14: a search never waits silently on resources.
+
+Two causes of the hang, each provoked on a small local Ray: a placement group left behind by a
+killed Train controller (reaped by ``TrainGroupReaper``), and workers that can never start (the
+trial fails after ``search.worker_start_timeout_s`` with the reason, and the search ends).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from ray import tune
+from ray.util.placement_group import placement_group, placement_group_table
+
+from clear_ray.config import Config
+from clear_ray.search.cleanup import TrainGroupReaper
+from clear_ray.search.trainable import DRIVER_CPUS, make_trainable
+from clear_ray.train.selection import Thresholds
+from clear_ray.train.worker import CONTROLLER_KEY, PLACEMENT_GROUP_KEY, TrialInputs
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    # No dashboard: the reaper must not depend on the State API.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class Creator:
+    """Stands in for a Train controller: it creates its workers' placement group."""
+
+    def make_group(self) -> str:
+        group = placement_group([{"CPU": 1}])
+        ray.get(group.ready())
+        return group.id.hex()
+
+    def actor_id(self) -> str:
+        return ray.get_runtime_context().get_actor_id()
+
+
+def group_state(group_id: str) -> str:
+    return placement_group_table()[group_id]["state"]
+
+
+class FakeTrial:
+    def __init__(self, controller: str, group: str) -> None:
+        self.last_result = {CONTROLLER_KEY: controller, PLACEMENT_GROUP_KEY: group}
+
+
+def test_group_of_a_killed_controller_is_removed_once_it_is_dead(local_ray) -> None:
+    killed, alive = Creator.remote(), Creator.remote()
+    killed_group, alive_group = ray.get([killed.make_group.remote(), alive.make_group.remote()])
+    reaper = TrainGroupReaper()
+    for actor, group in ((killed, killed_group), (alive, alive_group)):
+        reaper.on_trial_complete(0, [], FakeTrial(ray.get(actor.actor_id.remote()), group))
+    ray.kill(killed)
+    time.sleep(2)
+    # What Ray does on its own while the job lives: the group outlives its creator.
+    assert group_state(killed_group) == "CREATED"
+
+    assert reaper.reap(wait_s=30) == [killed_group]
+    assert group_state(killed_group) == "REMOVED"
+    # A live controller keeps its group: it would take the lost workers for a crash.
+    assert group_state(alive_group) == "CREATED"
+    assert list(reaper.pending.values()) == [alive_group]
+    ray.kill(alive)
+    assert reaper.reap(wait_s=30) == [alive_group]
+
+
+def test_trial_whose_workers_cannot_start_fails_with_the_reason(local_ray, tmp_path: Path) -> None:
+    """More CPUs per worker than this Ray has (the up-front check is bypassed here)."""
+    cfg = Config().replace(
+        {"search.cpus_per_worker": 8, "search.worker_start_timeout_s": 5, "train.epochs": 1}
+    )
+    inputs = TrialInputs("unused", "unused", [], Thresholds("log_forget_quality", 0.0))
+    trainable = tune.with_resources(
+        make_trainable(cfg, inputs, str(tmp_path / "train")), {"cpu": DRIVER_CPUS}
+    )
+    started = time.monotonic()
+    results = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="t", verbose=0),
+    ).fit()
+    assert time.monotonic() - started < 300  # ends: no retry without limit
+    error = str(results[0].error)
+    assert "no resources for 1 worker(s) with {'CPU': 8.0} within 5 s" in error
+    assert "search.worker_start_timeout_s" in error
