@@ -134,7 +134,8 @@ class SearchConfig:
     # on a cluster, storage every node reaches (s3://bucket/prefix, gs://..., a shared mount).
     storage_path: str = ""
     # The Optuna study's storage (SQLAlchemy URL): "" = sqlite optuna.db in the search folder;
-    # on a cluster e.g. postgresql://user:password@head:5432/optuna. The driver alone writes it.
+    # or a server, e.g. postgresql://optuna@head:5432/optuna (password in PGPASSWORD: the URL is
+    # logged to MLflow). Only the Tune driver writes it.
     optuna_storage: str = ""
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0

@@ -21,7 +21,8 @@ STATE_FILE = "state.json"
 # `kill -9`) leaves an SQLite database consistent (each write is a transaction; the OS drops
 # the dead process's file lock), and the next process writes at once. The journal file's lock
 # is a symlink that a killed writer leaves behind: the next writer waits its 30 s grace
-# period, and a torn last line would break every later read. Measured in bench/RESULTS.md
+# period; and after a torn last line (full disk, power cut) the study takes no more trials
+# until the file is repaired by hand. Measured in bench/RESULTS.md
 # ("Optuna storage under kill -9"). Only the Tune driver writes it, so the file stays on the
 # driver's local disk, never on NFS.
 OPTUNA_DB = "optuna.db"
