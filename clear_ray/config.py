@@ -235,6 +235,10 @@ class SearchConfig:
     # Where Ray Tune results and Ray Train checkpoints go: "" = the search folder (one node);
     # on a cluster, storage every node reaches (s3://bucket/prefix, gs://..., a shared mount).
     storage_path: str = ""
+    # The Optuna study's storage (SQLAlchemy URL): "" = sqlite optuna.db in the search folder;
+    # or a server, e.g. postgresql://optuna@head:5432/optuna (password in PGPASSWORD: the URL is
+    # logged to MLflow). Only the Tune driver writes it.
+    optuna_storage: str = ""
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_trial: float = 0.0

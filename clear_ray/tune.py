@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 from clear_ray.cli import add_config_flags, add_set_flag, error_line, overrides_from
 from clear_ray.config import Config, ConfigError
 from clear_ray.methods import METHODS, TABLE_METHODS
-from clear_ray.search.session import SearchDirs, SearchState, check_storage_path, find_search
+from clear_ray.search.session import (
+    SearchDirs,
+    SearchState,
+    check_optuna_storage,
+    check_storage_path,
+    find_search,
+)
 from clear_ray.search.space import SEARCH_SPACE_DIR, describe, load_space
 
 if TYPE_CHECKING:  # heavy (torch, mlflow); imported where used, after argument parsing
@@ -85,6 +91,11 @@ FLAGS = {
         "search.storage_path",
         "Ray results and checkpoints: s3://bucket/prefix or a mount every node reaches "
         "(needed on a multi-node cluster); default: the search folder",
+    ),
+    "--optuna-storage": (
+        "search.optuna_storage",
+        "Optuna storage URL for the study (postgresql://user@head/optuna, ...); "
+        "default: sqlite optuna.db in the search folder",
     ),
     "--output-dir": ("output_dir", "where data, model cache, searches and MLflow go"),
     "--seed": ("search.seed", "seed of the Optuna sampler"),
@@ -192,6 +203,8 @@ def check_inputs(cfg: Config) -> None:
         check_tracking_uri(cfg.tracking.tracking_uri)
     if cfg.search.storage_path:
         check_storage_path(cfg.search.storage_path)
+    if cfg.search.optuna_storage:
+        check_optuna_storage(cfg.search.optuna_storage)
     if cfg.train.zero_stage == 3 and cfg.search.workers_per_trial > 1:
         # Each rank evaluates its own share of rows, and under ZeRO-3 every forward pass is a
         # collective: ranks with different row counts would wait on each other for ever.
@@ -257,6 +270,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
 
     from clear_ray.provenance import system_tags
     from clear_ray.search.results import LeaderboardRow, leaderboard
+    from clear_ray.search.session import dashboard_command
     from clear_ray.search.trainable import check_cluster, ray_env_vars
     from clear_ray.staging import stage
     from clear_ray.tracking import SearchTracker, ui_command
@@ -273,6 +287,8 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     )
     check_cluster(cfg.search)
     log(f"search {state.name}: files in {dirs.root}")
+    optuna_storage = dirs.optuna_storage(cfg.search.optuna_storage)
+    log(f"Optuna studies {state.name}/<method>, live: {dashboard_command(optuna_storage)}")
     refs = prepare_references(cfg)
     thresholds = Thresholds.from_search(cfg.search, refs.original.metrics)
     print(reference_table(refs.original.metrics, refs.gold.metrics, thresholds), flush=True)
@@ -317,6 +333,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     print(f"\nLeaderboard (full evaluation of each method's best trial):\n{table}\n")
     print(f"Search {state.name} took {time.time() - started:.0f} s; files in {dirs.root}")
     print(f"Open MLflow with:\n  {ui_command(tracker.uri)}")
+    print(f"Open the Optuna studies with:\n  {dashboard_command(optuna_storage)}")
     return 0
 
 
@@ -399,7 +416,13 @@ def search_method(search: Search, method: str, space: dict) -> None:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=build_searcher(cfg.search, space, str(method_dir / "optuna_trials.csv")),
+                search_alg=build_searcher(
+                    cfg.search,
+                    space,
+                    dirs.optuna_storage(cfg.search.optuna_storage),
+                    dirs.study_name(method),
+                    str(method_dir / "optuna_trials.csv"),
+                ),
                 scheduler=build_scheduler(cfg.search, cfg.train.epochs),
                 num_samples=num_samples,
             ),

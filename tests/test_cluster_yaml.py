@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import shlex
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,58 @@ def test_idle_workers_are_shut_down(raw: dict[str, Any]) -> None:
     assert isinstance(raw.get("idle_timeout_minutes"), int)
     assert 0 < raw["idle_timeout_minutes"] <= 60
     assert raw["provider"].get("cache_stopped_nodes") is False
+
+
+TOKEN_DIR = "/home/ray/ray_auth"
+TOKEN = f"{TOKEN_DIR}/token"
+
+
+def token_commands(prepared: dict[str, Any]) -> list[str]:
+    return [cmd for cmd in prepared["head_setup_commands"] if TOKEN in cmd]
+
+
+def test_the_token_is_made_once_on_the_head_and_readable_by_its_owner_only(
+    prepared: dict[str, Any], tmp_path: Path
+) -> None:
+    """The head's token command, run here on a stand-in folder: 256 random bits, mode 0600,
+    and a second `ray up` keeps the token the workers already have."""
+    (command,) = token_commands(prepared)
+    assert not any(TOKEN in cmd for cmd in prepared["worker_setup_commands"])
+    local = command.replace(TOKEN_DIR, str(tmp_path))
+    subprocess.run(["bash", "-c", local], check=True)
+    token = (tmp_path / "token").read_text()
+    assert len(token) == 64 and int(token, 16) >= 0
+    assert (tmp_path / "token").stat().st_mode & 0o777 == 0o600
+    subprocess.run(["bash", "-c", local], check=True)
+    assert (tmp_path / "token").read_text() == token
+
+
+def test_the_token_folder_is_mounted_on_every_node_and_never_local(
+    prepared: dict[str, Any],
+) -> None:
+    """A file mount: `ray up` creates it on the head, the autoscaler copies the head's folder
+    (with the token) to every worker. The checkout's folder carries no token."""
+    local = CLUSTER_YAML.parent / prepared["file_mounts"][TOKEN_DIR]
+    assert local.is_dir()
+    assert not (local / "token").exists()
+    assert "deploy/ray_auth/token" in (CLUSTER_YAML.parent / ".gitignore").read_text()
+
+
+@pytest.mark.parametrize("key", ["head_start_ray_commands", "worker_start_ray_commands"])
+def test_ray_starts_with_token_authentication(prepared: dict[str, Any], key: str) -> None:
+    (start,) = [cmd for cmd in prepared[key] if "ray start" in cmd]
+    setup = start.partition("ray start")[0]
+    exports = dict(
+        token.split("=", 1) for token in shlex.split(setup.split(";")[0]) if "=" in token
+    )
+    assert setup.startswith("export ")
+    assert exports == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": TOKEN}
+
+
+def test_dashboard_listens_on_localhost_only(prepared: dict[str, Any]) -> None:
+    """Reached through `ray dashboard`'s SSH tunnel, never through an open port."""
+    (start,) = [cmd for cmd in prepared["head_start_ray_commands"] if "ray start" in cmd]
+    hosts = [
+        arg.split("=", 1)[1] for arg in shlex.split(start) if arg.startswith("--dashboard-host")
+    ]
+    assert hosts in ([], ["127.0.0.1"]) and "0.0.0.0" not in start

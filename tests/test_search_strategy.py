@@ -62,7 +62,13 @@ def test_retain_collapse_stopper_stops_below_the_floor_only() -> None:
 def test_constraints_and_values_reach_the_optuna_study(tmp_path: Path) -> None:
     trials_csv = tmp_path / "optuna_trials.csv"
     searcher = ConstrainedOptunaSearch(
-        space=GRID, metric="best_objective", mode="max", trials_csv=str(trials_csv), seed=0
+        space=GRID,
+        metric="best_objective",
+        mode="max",
+        storage_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        study_name="s/dpo",
+        trials_csv=str(trials_csv),
+        seed=0,
     )
     for trial_id, objective, shortfall in (("a", -3.0, 0.2), ("b", -9.0, -0.1)):
         searcher.suggest(trial_id)

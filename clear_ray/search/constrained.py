@@ -1,35 +1,60 @@
-"""OptunaSearch that tells Optuna about constraints.
+"""OptunaSearch that tells Optuna about constraints and keeps its study in Optuna storage.
 
 Ray's ``OptunaSearch`` has no constraints argument and a sampler's ``constraints_func`` only
 sees parameters, not results (see shared/STACK_NOTES.md). We set the trial's constraints from
 its final result (each ``best_constraint/<name>`` ≤ 0 feasible) just before the value is told,
 so TPE learns where the feasible region is. Infeasible trials stay COMPLETE but marked
 infeasible. A trial stopped early (ASHA, retain collapse) is told its best epoch so far.
+
+The study lives in the storage at ``storage_url`` (an SQLAlchemy URL: SQLite in the search
+folder by default, see ``SearchDirs.optuna_storage``), not in Tune's pickle of this searcher:
+the pickle keeps only the storage URL, the study name and which Tune trial is which Optuna
+trial number, and a restored searcher reopens the stored study. So optuna-dashboard reads the
+same study the search writes, and ``--resume`` continues it: trial numbers go on, nothing is
+asked or told twice.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import pickle
 from pathlib import Path
 
+import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 CONSTRAINT_PREFIX = "best_constraint/"
 TRIALS_COLUMNS = ("number", "state", "values", "feasible", "constraints", "params")
+# Not pickled: reopened from storage_url (a pickled copy would diverge from the storage).
+_LIVE_FIELDS = ("_ot_study", "_storage")
 
 
 class ConstrainedOptunaSearch(OptunaSearch):
-    def __init__(self, *args, trials_csv: str | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        # Optuna's own record of the study, rewritten after every trial. It survives a
-        # resume (this object is pickled with the experiment) and is what the parent run logs.
+    def __init__(
+        self,
+        *args,
+        storage_url: str,
+        study_name: str,
+        trials_csv: str | None = None,
+        **kwargs,
+    ) -> None:
+        self.storage_url = storage_url
+        storage = optuna.storages.get_storage(storage_url)
+        super().__init__(*args, storage=storage, study_name=study_name, **kwargs)
+        # Optuna's record of the study as a CSV, rewritten after every trial: what the
+        # parent MLflow run logs.
         self.trials_csv = trials_csv
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and self._stored(ot_trial.number).state.is_finished():
+            # Told before the driver died, after Tune's last checkpoint: Tune ran the trial
+            # again from its checkpoint. The study keeps the outcome it was told first.
+            self._completed_trials.add(trial_id)
+            return
         if ot_trial is not None and result:
             for key, value in result.items():
                 if key.startswith(CONSTRAINT_PREFIX):
@@ -37,6 +62,53 @@ class ConstrainedOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
         if self.trials_csv:
             write_trials_csv(self._ot_study, Path(self.trials_csv))
+
+    def __getstate__(self) -> dict:
+        state = {key: value for key, value in self.__dict__.items() if key not in _LIVE_FIELDS}
+        state["_ot_trials"] = {tune_id: trial.number for tune_id, trial in self._ot_trials.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        numbers = state.pop("_ot_trials")
+        self.__dict__.update(state)
+        self._storage = optuna.storages.get_storage(self.storage_url)
+        self._ot_study = optuna.load_study(
+            study_name=self._study_name,
+            storage=self._storage,
+            sampler=self._sampler,
+            pruner=optuna.pruners.NopPruner(),  # as OptunaSearch: ASHA stops trials, not Optuna
+        )
+        self._ot_trials = {
+            tune_id: optuna.Trial(self._ot_study, self._trial_id(number))
+            for tune_id, number in numbers.items()
+        }
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's checkpoint of this searcher, on the stored study.
+
+        Trials asked after that checkpoint (the driver died before Tune saved them) are
+        unknown to the restored Tune run and would stay RUNNING in the study for ever: they are
+        marked FAIL, so the study holds each trial Tune runs exactly once.
+        """
+        with open(checkpoint_path, "rb") as handle:
+            self.__dict__.update(pickle.load(handle).__dict__)
+        known = {trial.number for trial in self._ot_trials.values()}
+        for trial in self._ot_study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+        ):
+            if trial.number not in known:
+                self._ot_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+    def _trial_id(self, number: int) -> int:
+        study_id = self._storage.get_study_id_from_name(self._study_name)
+        return self._storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+    def _stored(self, number: int) -> optuna.trial.FrozenTrial:
+        return self._storage.get_trial(self._trial_id(number))
 
 
 def write_trials_csv(study, path: Path) -> None:

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clear_ray.config import ConfigError
 
 STATE_FILE = "state.json"
+# SQLite, not Optuna's journal file: a driver killed with SIGKILL (OOM killer, spot loss,
+# `kill -9`) leaves an SQLite database consistent (each write is a transaction; the OS drops
+# the dead process's file lock), and the next process writes at once. The journal file's lock
+# is a symlink that a killed writer leaves behind: the next writer waits its 30 s grace
+# period; and after a torn last line (full disk, power cut) the study takes no more trials
+# until the file is repaired by hand. Measured in bench/RESULTS.md
+# ("Optuna storage under kill -9"). Only the Tune driver writes it, so the file stays on the
+# driver's local disk, never on NFS.
+OPTUNA_DB = "optuna.db"
 
 
 @dataclass
@@ -67,6 +77,14 @@ class SearchDirs:
     def tune_experiment(self, method: str) -> str:
         return f"{self.ray_results}/{method}"
 
+    def optuna_storage(self, url: str = "") -> str:
+        """The Optuna studies' storage: ``url`` (search.optuna_storage) or SQLite here."""
+        return url or f"sqlite:///{self.root.absolute() / OPTUNA_DB}"
+
+    def study_name(self, method: str) -> str:
+        """Unique in a storage that many searches share (a PostgreSQL on the head)."""
+        return f"{self.name}/{method}"
+
     def method(self, method: str) -> Path:
         return self.root / method
 
@@ -114,3 +132,36 @@ def check_storage_path(storage: str) -> None:
         filesystem.get_file_info(path)
     except Exception as error:  # pyarrow raises several types, all with a readable message
         raise ConfigError(f"storage path {storage} is unusable: {error}") from None
+
+
+def check_optuna_storage(url: str) -> None:
+    """An unusable ``search.optuna_storage`` fails before the search starts, in one line."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            folder = Path(parsed.database or "").absolute().parent
+            if not parsed.database or not folder.is_dir():
+                raise ValueError(f"no folder {folder} for the database file")
+        else:  # a server: connect once (creates nothing)
+            with create_engine(url).connect():
+                pass
+    except Exception as error:  # sqlalchemy and its drivers raise many types, all readable
+        shown = hide_password(url)
+        raise ConfigError(f"optuna storage {shown} is unusable: {error}") from None
+
+
+def hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: nothing to hide
+        return url
+
+
+def dashboard_command(url: str) -> str:
+    """The command that opens the stored studies (pip install optuna-dashboard)."""
+    return f"optuna-dashboard {shlex.quote(hide_password(url))}"

@@ -50,9 +50,14 @@ def build_sampler(search: SearchConfig, space: dict[str, BaseDistribution]) -> B
 
 
 def build_searcher(
-    search: SearchConfig, space: dict[str, BaseDistribution], trials_csv: str | None = None
+    search: SearchConfig,
+    space: dict[str, BaseDistribution],
+    storage_url: str,
+    study_name: str,
+    trials_csv: str | None = None,
 ) -> Searcher:
-    """Constrained Optuna search; two objectives (Pareto) when ``search.multi_objective``."""
+    """Constrained Optuna search, its study stored at ``storage_url`` under ``study_name``;
+    two objectives (Pareto) when ``search.multi_objective``."""
     metric: str | list[str] = OBJECTIVE_KEY
     mode: str | list[str] = "max"
     if search.multi_objective:
@@ -62,6 +67,8 @@ def build_searcher(
         metric=metric,
         mode=mode,
         sampler=build_sampler(search, space),
+        storage_url=storage_url,
+        study_name=study_name,
         trials_csv=trials_csv,
     )
     # Without the limiter more than startup_trials random trials would start at once.
