@@ -28,6 +28,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.modality": MODALITIES,
     "regularizer.l1_targets": ("ab", "b"),
     "train.precision": ("fp32", "bf16"),
+    "finetune.precision": ("fp32", "bf16"),
+    "finetune.decay": ("cosine", "linear"),
+    "finetune.lora_targets": ("language_model", "all_linear"),
     "search.objective": ("log_forget_quality", "forget_quality_js"),
     "search.threshold_mode": ("relative", "absolute"),
     "search.scheduler": ("asha", "none"),
@@ -76,7 +79,8 @@ class RegularizerConfig:
 
 @dataclass
 class TrainConfig:
-    """Unlearning recipe. Defaults suit the tiny CPU preset; the paper used lr 1e-5 on 7B."""
+    """Unlearning recipe. Defaults suit the tiny CPU preset; a model preset's recipe
+    (``clear_ray.models.presets``) sets its own, e.g. CLEAR's lr 1e-5 in bf16 for LLaVA-7B."""
 
     lr: float = 1e-3
     epochs: int = 3
@@ -85,18 +89,32 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     weight_decay: float = 0.01
     zero_stage: int = 2
-    precision: str = "fp32"  # fp32 | bf16 (GPU)
+    # fp32 | bf16: DeepSpeed's precision, and the dtype in which Original is loaded for the
+    # trials and Gold/Original are loaded for their reference evaluations (same dtype for both).
+    precision: str = "fp32"
     seed: int = 0
 
 
 @dataclass
 class FinetuneConfig:
-    """Recipe that produces Original (full+tofu) and Gold (retainNN+tofu)."""
+    """Recipe that produces Original (full+tofu) and Gold (retainNN+tofu).
+
+    Defaults suit the tiny random-init preset on CPU; a model preset's recipe sets its own
+    (LLaVA-7B: CLEAR's ``config/mm/finetune.yaml`` and ``mm/finetune.py``).
+    """
 
     lr: float = 3e-3
     epochs: int = 20
-    batch_size: int = 16
+    batch_size: int = 16  # rows per forward pass; an optimiser step sees batch_size × grad_accum
+    grad_accum: int = 1
     weight_decay: float = 0.01
+    warmup_epochs: float = 1.0  # linear warm-up from ~0, then `decay` to 0 at the last step
+    decay: str = "cosine"  # cosine | linear (HF Trainer's default, which CLEAR used)
+    precision: str = "fp32"  # bf16: autocast on GPU (frozen LoRA base in bf16); CPU stays fp32
+    # Where Original/Gold's LoRA goes for pretrained presets: the preset's language-model
+    # projections, or every nn.Linear but lm_head (vision tower and projector too), as CLEAR's
+    # utils.py find_all_linear_names. Unused by presets that train every weight.
+    lora_targets: str = "language_model"
     seed: int = 0
 
 
@@ -138,6 +156,9 @@ class SearchConfig:
     gpus_per_trial: float = 0.0
     seed: int = 0
     startup_trials: int = 4  # random trials before TPE models the space (Optuna default: 10)
+    # Multiplies the train.lr bounds of every search space: the shipped spaces are written at
+    # the tiny preset's scale (1e-4..1e-2); a preset's recipe rescales them (7B: 0.01).
+    lr_scale: float = 1.0
 
 
 @dataclass
@@ -179,6 +200,18 @@ class Config:
     def from_flat(cls, flat: dict[str, Any]) -> Config:
         """Inverse of :meth:`to_flat`; unknown paths raise :class:`ConfigError`."""
         return cls().replace(flat)
+
+
+def resolve_config(overrides: dict[str, Any]) -> Config:
+    """Dataclass defaults, then the model preset's recipe, then ``overrides`` (the user wins).
+
+    The preset is the one ``overrides`` names (or the default), so ``--model llava-1.5-7b``
+    alone brings CLEAR's 7B recipe and ``--set finetune.lr=...`` still changes it.
+    """
+    from clear_ray.models.presets import get_preset  # presets import this module
+
+    preset = Config().replace({k: v for k, v in overrides.items() if k == "model.preset"})
+    return preset.replace(get_preset(preset.model.preset).recipe).replace(overrides)
 
 
 def field_paths() -> list[str]:
