@@ -78,7 +78,7 @@ def test_lr_scale_multiplies_the_lr_bounds_only() -> None:
 
 
 def test_a_non_positive_lr_scale_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="search.lr_scale must be positive"):
+    with pytest.raises(ConfigError, match=r"search\.lr_scale must be positive"):
         scale_lr({"train.lr": FloatDistribution(1e-4, 1e-2, log=True)}, 0.0)
 
 
@@ -126,7 +126,7 @@ class _Bigram(nn.Module):
         torch.manual_seed(0)
         self.table = nn.Embedding(vocab, vocab)
 
-    def forward(self, input_ids, attention_mask, use_cache):  # noqa: ARG002
+    def forward(self, input_ids, attention_mask, use_cache):
         return SimpleNamespace(logits=self.table(input_ids))
 
 
