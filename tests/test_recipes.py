@@ -42,7 +42,7 @@ def test_the_7b_preset_resolves_to_clears_recipe() -> None:
     )
     # config/mm/forget.yaml
     assert (cfg.train.lr, cfg.train.epochs, cfg.train.precision) == (1e-5, 5, "bf16")
-    assert (cfg.train.batch_size, cfg.train.grad_accum) == (2, 2)
+    assert (cfg.train.batch_size, cfg.train.grad_accum, cfg.train.warmup_epochs) == (2, 2, 1.0)
     assert cfg.search.lr_scale == 0.01
 
 

@@ -32,7 +32,8 @@ LLAVA_LORA_TARGETS = (
 # config/mm/finetune.yaml and mm/finetune.py (lr 1e-5, 3 epochs as in the paper's model folder
 # ft_full+tofu_epoch3_lr1e-05__wd0.01_lora, batch 8 × accumulation 2, weight decay 0.01, bf16,
 # warm-up one epoch then HF's linear decay, LoRA r8/α32 on every Linear but lm_head, merged);
-# unlearning from config/mm/forget.yaml (lr 1e-5, 5 epochs, batch 2 × accumulation 2, bf16).
+# unlearning from config/mm/forget.yaml and mm/forget.py (lr 1e-5, 5 epochs, batch 2 ×
+# accumulation 2, warm-up one epoch, bf16).
 # The shipped search spaces' lr bounds (1e-4..1e-2, tiny scale) become 1e-6..1e-4.
 CLEAR_7B_RECIPE: Mapping[str, Any] = MappingProxyType(
     {
@@ -49,6 +50,7 @@ CLEAR_7B_RECIPE: Mapping[str, Any] = MappingProxyType(
         "train.epochs": 5,
         "train.batch_size": 2,
         "train.grad_accum": 2,
+        "train.warmup_epochs": 1.0,
         "train.precision": "bf16",
         "search.lr_scale": 0.01,
     }
