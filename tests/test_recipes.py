@@ -288,3 +288,27 @@ def test_finetune_dry_run_of_the_tiny_preset_is_the_defaults(empty_cwd: Path) ->
     out = _dry_run("clear_ray.finetune", empty_cwd)
     assert "finetune.lr: 0.003" in out.splitlines()
     assert "# preset" not in out
+
+
+@pytest.mark.slow  # a tokenizer and one LoRA epoch on the synthetic data
+def test_a_lora_finetune_on_all_linear_changes_the_vision_tower_once_merged(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+
+    from clear_ray.data.synthetic import generate
+    from clear_ray.finetune import finetune, tokenizer_corpus
+    from clear_ray.models.loading import load_checkpoint
+
+    source = str(generate(tmp_path / "data", persons=10, seed=0))
+    lora_preset = dataclasses.replace(PRESETS["tiny-llava"], finetune_full=False)
+    recipe = FinetuneConfig(lr=1e-2, epochs=1, batch_size=16, lora_targets="all_linear")
+    finetune(lora_preset, source, "full+tofu", recipe, tmp_path / "original")
+    # Same corpus and seed: the weights before training.
+    base, _ = lora_preset.build_base(tokenizer_corpus(source), recipe.seed)
+    tuned, _ = load_checkpoint(tmp_path / "original")
+    name = "model.multi_modal_projector.linear_1.weight"
+    before, after = dict(base.named_parameters()), dict(tuned.named_parameters())
+    assert not torch.equal(before[name], after[name])  # the merged adapter moved the projector
+    tower = [n for n in after if "vision_tower" in n and n.endswith("q_proj.weight")]
+    assert tower and all(not torch.equal(before[n], after[n]) for n in tower)
