@@ -51,7 +51,7 @@ def add_set_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides_from(args: argparse.Namespace, flags: Flags) -> dict[str, Any]:
-    """Dotted-path overrides from the given flags (``None`` = not given) and every ``--set``."""
+    """Dotted-path overrides from the flags given (absent or ``None`` = not) and every ``--set``."""
     overrides = {
         path: getattr(args, path)
         for path, _ in flags.values()
