@@ -7,9 +7,12 @@ the config, so ``--help``, YAML search spaces and MLflow params never disagree.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
 
-from clear_ray.config import ConfigError
+import yaml
+
+from clear_ray.config import Config, ConfigError
 
 Flags = dict[str, tuple[str, str]]  # flag -> (dotted config path, help text)
 
@@ -19,15 +22,20 @@ def add_config_flags(
 ) -> None:
     """One option per flag, stored under its dotted path; ``defaults`` maps path -> default.
 
+    A flag not given leaves no attribute (its default is only shown in the help), so that a
+    model preset's recipe, applied under the user's values, is not overwritten by a default.
     A boolean field becomes a switch that turns it on (its default is off).
     """
     for flag, (path, help_text) in flags.items():
-        if isinstance(defaults.get(path), bool):
+        default = defaults.get(path)
+        if isinstance(default, bool):
             parser.add_argument(flag, dest=path, action="store_const", const=True, help=help_text)
             continue
+        if default not in (None, ""):
+            help_text = f"{help_text} (default: {str(default).replace('%', '%%')})"
         metavar = path.rsplit(".", 1)[-1].upper()
         parser.add_argument(
-            flag, dest=path, default=defaults.get(path), metavar=metavar, help=help_text
+            flag, dest=path, default=argparse.SUPPRESS, metavar=metavar, help=help_text
         )
 
 
@@ -43,9 +51,11 @@ def add_set_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides_from(args: argparse.Namespace, flags: Flags) -> dict[str, Any]:
-    """Dotted-path overrides from the given flags (``None`` = not given) and every ``--set``."""
+    """Dotted-path overrides from the flags given (absent or ``None`` = not) and every ``--set``."""
     overrides = {
-        path: getattr(args, path) for path, _ in flags.values() if getattr(args, path) is not None
+        path: getattr(args, path)
+        for path, _ in flags.values()
+        if getattr(args, path, None) is not None
     }
     for item in args.overrides:
         if "=" not in item:
@@ -62,3 +72,17 @@ def error_line(error: ConfigError, flags: Flags) -> str:
         if message.startswith(f"{path}:"):
             return f"error: {flag}, {message}"
     return f"error: {message}"
+
+
+def dry_run_lines(
+    cfg: Config, recipe: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> list[str]:
+    """``dotted.path: value`` for every field, as YAML; a trailing comment names the model
+    preset where its recipe set the value (and the user did not)."""
+    lines = []
+    for path, value in cfg.to_flat().items():
+        line = yaml.safe_dump({path: value}, default_flow_style=False, width=1000).strip()
+        if path in recipe and path not in overrides:
+            line += f"  # preset {cfg.model.preset}"
+        lines.append(line)
+    return lines

@@ -28,6 +28,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.modality": MODALITIES,
     "regularizer.l1_targets": ("ab", "b"),
     "train.precision": ("fp32", "bf16"),
+    "finetune.precision": ("fp32", "bf16"),
+    "finetune.decay": ("cosine", "linear"),
+    "finetune.lora_targets": ("language_model", "all_linear"),
     "search.objective": ("log_forget_quality", "forget_quality_js"),
     "search.threshold_mode": ("relative", "absolute"),
     "search.scheduler": ("asha", "none"),
@@ -94,6 +97,8 @@ RANGES: dict[str, Range] = {
     "finetune.lr": POSITIVE,
     "finetune.epochs": AT_LEAST_1,
     "finetune.batch_size": AT_LEAST_1,
+    "finetune.grad_accum": AT_LEAST_1,
+    "finetune.warmup_epochs": NON_NEGATIVE,
     "finetune.weight_decay": NON_NEGATIVE,
     "eval.batch_size": AT_LEAST_1,
     "eval.max_new_tokens": AT_LEAST_1,
@@ -112,6 +117,7 @@ RANGES: dict[str, Range] = {
     "search.gpus_per_trial": NON_NEGATIVE,
     "search.startup_trials": NON_NEGATIVE,
     "search.worker_start_timeout_s": POSITIVE,
+    "search.lr_scale": POSITIVE,
 }
 # Relative thresholds are fractions of Original's value; above 1.5 nothing can be feasible.
 RELATIVE_THRESHOLD = Range(0, 1.5, low_inclusive=False)
@@ -171,7 +177,8 @@ class RegularizerConfig:
 
 @dataclass
 class TrainConfig:
-    """Unlearning recipe. Defaults suit the tiny CPU preset; the paper used lr 1e-5 on 7B."""
+    """Unlearning recipe. Defaults suit the tiny CPU preset; a model preset's recipe
+    (``clear_ray.models.presets``) sets its own, e.g. CLEAR's lr 1e-5 in bf16 for LLaVA-7B."""
 
     lr: float = 1e-3
     epochs: int = 3
@@ -182,18 +189,32 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     weight_decay: float = 0.01
     zero_stage: int = 2
-    precision: str = "fp32"  # fp32 | bf16 (GPU)
+    # fp32 | bf16: DeepSpeed's precision, and the dtype in which Original is loaded for the
+    # trials and Gold/Original are loaded for their reference evaluations (same dtype for both).
+    precision: str = "fp32"
     seed: int = 0
 
 
 @dataclass
 class FinetuneConfig:
-    """Recipe that produces Original (full+tofu) and Gold (retainNN+tofu)."""
+    """Recipe that produces Original (full+tofu) and Gold (retainNN+tofu).
+
+    Defaults suit the tiny random-init preset on CPU; a model preset's recipe sets its own
+    (LLaVA-7B: CLEAR's ``config/mm/finetune.yaml`` and ``mm/finetune.py``).
+    """
 
     lr: float = 3e-3
     epochs: int = 20
-    batch_size: int = 16
+    batch_size: int = 16  # rows per forward pass; an optimiser step sees batch_size × grad_accum
+    grad_accum: int = 1
     weight_decay: float = 0.01
+    warmup_epochs: float = 1.0  # linear warm-up from ~0, then `decay` to 0 at the last step
+    decay: str = "cosine"  # cosine | linear (HF Trainer's default, which CLEAR used)
+    precision: str = "fp32"  # bf16: autocast on GPU (frozen LoRA base in bf16); CPU stays fp32
+    # Where Original/Gold's LoRA goes for pretrained presets: the preset's language-model
+    # projections, or every nn.Linear but lm_head (vision tower and projector too), as CLEAR's
+    # utils.py find_all_linear_names. Unused by presets that train every weight.
+    lora_targets: str = "language_model"
     seed: int = 0
 
 
@@ -247,6 +268,9 @@ class SearchConfig:
     # A trial whose workers have not started after this long fails with the reason (resources
     # asked for and free), instead of Ray Train retrying the start for ever.
     worker_start_timeout_s: float = 300.0
+    # Multiplies the train.lr bounds of every search space: the shipped spaces are written at
+    # the tiny preset's scale (1e-4..1e-2); a preset's recipe rescales them (7B: 0.01).
+    lr_scale: float = 1.0
 
 
 @dataclass
@@ -306,6 +330,18 @@ class Config:
     def from_flat(cls, flat: dict[str, Any]) -> Config:
         """Inverse of :meth:`to_flat`; unknown paths raise :class:`ConfigError`."""
         return cls().replace(flat)
+
+
+def resolve_config(overrides: dict[str, Any]) -> Config:
+    """Dataclass defaults, then the model preset's recipe, then ``overrides`` (the user wins).
+
+    The preset is the one ``overrides`` names (or the default), so ``--model llava-1.5-7b``
+    alone brings CLEAR's 7B recipe and ``--set finetune.lr=...`` still changes it.
+    """
+    from clear_ray.models.presets import get_preset  # presets import this module
+
+    preset = Config().replace({k: v for k, v in overrides.items() if k == "model.preset"})
+    return preset.replace(get_preset(preset.model.preset).recipe).replace(overrides)
 
 
 def field_paths() -> list[str]:

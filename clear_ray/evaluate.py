@@ -165,9 +165,11 @@ def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
     gold_truth_ratios = None
     if args.gold is not None:
         log("evaluating Gold (cached after the first run)")
-        gold = reference_evaluation(args.gold, source, cfg.data.forget_split, cfg.eval)
+        gold = reference_evaluation(
+            args.gold, source, cfg.data.forget_split, cfg.eval, precision=cfg.train.precision
+        )
         gold_truth_ratios = np.asarray(gold.forget_truth_ratios)
-    model, processor = load_for_evaluation(args.checkpoint, args.adapter)
+    model, processor = load_for_evaluation(args.checkpoint, args.adapter, cfg.train.precision)
     log(f"evaluating {', '.join(task_names)}")
     result = evaluate(
         model,

@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clear_ray.cli import add_config_flags, add_set_flag, error_line, overrides_from
-from clear_ray.config import Config, ConfigError
+from clear_ray.cli import add_config_flags, add_set_flag, dry_run_lines, error_line, overrides_from
+from clear_ray.config import Config, ConfigError, resolve_config
 from clear_ray.methods import METHODS, TABLE_METHODS
+from clear_ray.models.presets import get_preset
 from clear_ray.search.session import (
     SearchDirs,
     SearchState,
@@ -27,7 +28,7 @@ from clear_ray.search.session import (
     check_storage_path,
     find_search,
 )
-from clear_ray.search.space import SEARCH_SPACE_DIR, describe, load_space
+from clear_ray.search.space import SEARCH_SPACE_DIR, describe, load_space, scale_lr, space_lines
 
 if TYPE_CHECKING:  # heavy (torch, mlflow); imported where used, after argument parsing
     from clear_ray.eval.gold import ReferenceEvaluation
@@ -113,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
             "full evaluation and its adapter is registered as clear_ray-<method>."
         ),
         epilog=(
+            "Defaults shown are the tiny-llava preset's; another --model brings its own recipe "
+            "(README, Recipes), under your flags. "
             "Any config field can be set with --set PATH=VALUE, e.g. --set train.lr=1e-4. "
+            "--dry-run prints the resolved configuration and search spaces and exits. "
             "Everything a search writes is under OUTPUT_DIR/searches/<name>/; --resume continues "
             "an interrupted search from there with its saved configuration."
         ),
@@ -142,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flags(parser, FLAGS, defaults)
     add_set_flag(parser)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved configuration and each method's search space, then exit "
+        "without data, training, Ray or any folder",
+    )
     return parser
 
 
@@ -152,11 +162,11 @@ def log(message: str) -> None:
 def plan_search(args: argparse.Namespace) -> tuple[Config, SearchState, SearchDirs]:
     """The config and the search's saved state: new from the flags, or loaded to resume."""
     if args.resume:
-        output = Path(args.output_dir or Config().output_dir).resolve()
+        output = Path(getattr(args, "output_dir", None) or Config().output_dir).resolve()
         state = find_search(output, args.resume).load()
         cfg = Config.from_flat(state.config).validate()
         return cfg, state, SearchDirs(output, state.name, cfg.search.storage_path)
-    cfg = Config().replace({"method.name": args.method, **overrides_from(args, FLAGS)}).validate()
+    cfg = resolve_config({"method.name": args.method, **overrides_from(args, FLAGS)}).validate()
     if args.method == ALL and args.search_space is not None:
         raise ConfigError("--search-space applies to one method, not --method all")
     methods = list(METHOD_ORDER) if args.method == ALL else [args.method]
@@ -183,9 +193,27 @@ def load_spaces(cfg: Config, state: SearchState) -> dict[str, dict]:
     spaces = {}
     for method, origin in state.space_origins.items():
         path = Path(origin)
-        spaces[method] = load_space(path.stem, path.parent)
+        spaces[method] = scale_lr(load_space(path.stem, path.parent), cfg.search.lr_scale)
         trial_count(cfg.search, spaces[method])  # a grid needs categorical dimensions
     return spaces
+
+
+def dry_run(args: argparse.Namespace, cfg: Config, state: SearchState, spaces: dict) -> str:
+    """What a search would run with, as YAML: the config, then each method's space."""
+    recipe = {} if args.resume else get_preset(cfg.model.preset).recipe
+    overrides = {} if args.resume else overrides_from(args, FLAGS)
+    lines = [
+        f"# dry run of search {state.name}: nothing was generated, trained or written",
+        f"# configuration ('# preset {cfg.model.preset}': from the preset's recipe)",
+        *dry_run_lines(cfg, recipe, overrides),
+    ]
+    for method, space in spaces.items():
+        lines.append(
+            f"# search space of {method}: {state.space_origins[method]}, "
+            f"train.lr bounds x search.lr_scale = {cfg.search.lr_scale:g}"
+        )
+        lines.extend(space_lines(space))
+    return "\n".join(lines)
 
 
 def check_inputs(cfg: Config) -> None:
@@ -238,9 +266,11 @@ def prepare_references(cfg: Config) -> References:
     data = TaskData(source)  # loaded once for the (up to four) uncached evaluations
 
     def evaluations(eval_config):
-        gold = reference_evaluation(models.gold, data, split, eval_config)
+        # In the trials' precision: dtype offsets in the NLLs would shift forget quality.
+        precision = cfg.train.precision
+        gold = reference_evaluation(models.gold, data, split, eval_config, precision=precision)
         original = reference_evaluation(
-            models.original, data, split, eval_config, gold.forget_truth_ratios
+            models.original, data, split, eval_config, gold.forget_truth_ratios, precision
         )
         return gold, original
 
@@ -569,6 +599,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg, state, dirs = plan_search(args)
         spaces = load_spaces(cfg, state)
+        if args.dry_run:
+            print(dry_run(args, cfg, state, spaces))
+            return 0
         check_inputs(cfg)
         if args.resume:
             log(f"resuming search {state.name} with its saved configuration")

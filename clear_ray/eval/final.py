@@ -36,12 +36,14 @@ def evaluate_adapter(
     forget_split: str,
     config: EvalConfig,
     gold_truth_ratios: list[float],
+    precision: str = "fp32",
 ) -> EvalResult:
-    """Original + the adapter (merged), evaluated on ``config``'s tasks against Gold."""
+    """Original + the adapter (merged), evaluated on ``config``'s tasks against Gold, in the
+    precision of the trials and of Gold's reference evaluation."""
     with tempfile.TemporaryDirectory() as scratch:
         for name, blob in adapter_files.items():
             (Path(scratch) / name).write_bytes(blob)
-        model, processor = load_for_evaluation(on_this_node(original_dir), scratch)
+        model, processor = load_for_evaluation(on_this_node(original_dir), scratch, precision)
     gold = np.asarray(gold_truth_ratios)
     return evaluate(model, Collator(processor), on_this_node(source), forget_split, config, gold)
 
@@ -68,5 +70,6 @@ def run_final_evaluation(
             cfg.data.forget_split,
             full_eval_config(cfg.eval),
             gold_truth_ratios,
+            cfg.train.precision,
         )
     )

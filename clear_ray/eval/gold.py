@@ -40,6 +40,7 @@ def reference_evaluation(
     forget_split: str,
     config: EvalConfig,
     gold_truth_ratios: list[float] | None = None,
+    precision: str = "fp32",  # the trials' train.precision: the same dtype for both
 ) -> ReferenceEvaluation:
     """Evaluate the checkpoint in ``model_dir`` (cached under ``model_dir/evaluations``).
 
@@ -53,11 +54,12 @@ def reference_evaluation(
             "split": forget_split,
             "eval": asdict(config),
             "gold": gold_truth_ratios,
+            "precision": precision,
         }
     )
 
     def build(directory: Path) -> None:
-        model, processor = load_checkpoint(model_dir)
+        model, processor = load_checkpoint(model_dir, precision)
         result = evaluate(model, Collator(processor), data, forget_split, config)
         own = result.tasks[FORGET_QUALITY_TASK].truth_ratios
         # Without a given reference the model is its own (Gold vs itself: FQ 1, log FQ 0, JS 1).

@@ -1,46 +1,96 @@
-"""Model presets by name: how to obtain a base model + processor, and where LoRA goes.
+"""Model presets by name: how to obtain a base model + processor, where LoRA goes, and the
+recipe (finetune and unlearning defaults) that suits the model's scale.
 
-A preset is data plus one builder; the rest of the code never asks which preset it has.
+A preset is data plus one builder; the rest of the code never asks which preset it has. This
+module stays light (no torch/transformers at import), because resolving a config, ``--help``
+and ``--dry-run`` read the recipes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-
-from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from clear_ray.config import ConfigError
-from clear_ray.models import tiny
 
-BaseBuilder = Callable[[Iterable[str], int], tuple[PreTrainedModel, ProcessorMixin]]
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, ProcessorMixin
 
-# LoRA on the language model's attention and MLP projections only (not the vision tower),
-# as in LLaVA-1.5 LoRA finetuning and CLEAR's unlearning runs.
+# (text corpus for a local tokenizer, seed, precision of the weights: fp32 (default) | bf16)
+BaseBuilder = Callable[..., "tuple[PreTrainedModel, ProcessorMixin]"]
+
+# The language model's attention and MLP projections (not the vision tower or projector), as in
+# LLaVA-1.5's own LoRA finetuning. Unlearning trials put their LoRA here. CLEAR's Original/Gold
+# finetune instead adapted every nn.Linear but lm_head (``finetune.lora_targets=all_linear``).
 LLAVA_LORA_TARGETS = (
     r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+)
+
+# CLEAR's scale for LLaVA-1.5-7B (somvy/multimodal_unlearning): Original/Gold from
+# config/mm/finetune.yaml and mm/finetune.py (lr 1e-5, 3 epochs as in the paper's model folder
+# ft_full+tofu_epoch3_lr1e-05__wd0.01_lora, batch 8 × accumulation 2, weight decay 0.01, bf16,
+# warm-up one epoch then HF's linear decay, LoRA r8/α32 on every Linear but lm_head, merged);
+# unlearning from config/mm/forget.yaml and mm/forget.py (lr 1e-5, 5 epochs, batch 2 ×
+# accumulation 2, warm-up one epoch, bf16).
+# The shipped search spaces' lr bounds (1e-4..1e-2, tiny scale) become 1e-6..1e-4.
+CLEAR_7B_RECIPE: Mapping[str, Any] = MappingProxyType(
+    {
+        "finetune.lr": 1e-5,
+        "finetune.epochs": 3,
+        "finetune.batch_size": 8,
+        "finetune.grad_accum": 2,
+        "finetune.weight_decay": 0.01,
+        "finetune.warmup_epochs": 1.0,
+        "finetune.decay": "linear",
+        "finetune.precision": "bf16",
+        "finetune.lora_targets": "all_linear",
+        "train.lr": 1e-5,
+        "train.epochs": 5,
+        "train.batch_size": 2,
+        "train.grad_accum": 2,
+        "train.warmup_epochs": 1.0,
+        "train.precision": "bf16",
+        "search.lr_scale": 0.01,
+    }
 )
 
 
 @dataclass(frozen=True)
 class ModelPreset:
     name: str
-    build_base: BaseBuilder  # (text corpus for a local tokenizer, seed) -> (model, processor)
+    build_base: BaseBuilder
     lora_target_modules: str
     finetune_full: bool  # True: Original/Gold train every weight (random-init tiny models)
     description: str
+    # Dotted-path overrides applied between the dataclass defaults and the user's flags
+    # (config.resolve_config); empty = the defaults, which are the tiny preset's.
+    recipe: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
-def _build_tiny_llava(corpus: Iterable[str], seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:
+def _build_tiny_llava(
+    corpus: Iterable[str], seed: int, precision: str = "fp32"
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    from clear_ray.models import tiny
+    from clear_ray.models.loading import torch_dtype
+
     tokenizer = tiny.train_tokenizer(corpus)
-    return tiny.build_tiny_llava(tokenizer, seed), tiny.build_tiny_processor(tokenizer)
+    model = tiny.build_tiny_llava(tokenizer, seed).to(torch_dtype(precision))
+    return model, tiny.build_tiny_processor(tokenizer)
 
 
 def _from_hub(model_id: str) -> BaseBuilder:
-    def build(corpus: Iterable[str], seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:
+    def build(
+        corpus: Iterable[str], seed: int, precision: str = "fp32"
+    ) -> tuple[PreTrainedModel, ProcessorMixin]:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from clear_ray.models.loading import torch_dtype
+
         del corpus, seed  # pretrained: tokenizer and weights come with the checkpoint
         return (
-            AutoModelForImageTextToText.from_pretrained(model_id, dtype="auto"),
+            AutoModelForImageTextToText.from_pretrained(model_id, dtype=torch_dtype(precision)),
             AutoProcessor.from_pretrained(model_id),
         )
 
@@ -63,6 +113,7 @@ PRESETS: dict[str, ModelPreset] = {
             lora_target_modules=LLAVA_LORA_TARGETS,
             finetune_full=False,
             description="llava-hf/llava-1.5-7b-hf, the model of the CLEAR paper (needs a GPU)",
+            recipe=CLEAR_7B_RECIPE,
         ),
     )
 }

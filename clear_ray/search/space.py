@@ -112,6 +112,44 @@ def load_space(method: str, directory: Path = SEARCH_SPACE_DIR) -> dict[str, Bas
     return parse_space(raw, str(path))
 
 
+def scale_lr(space: dict[str, BaseDistribution], scale: float) -> dict[str, BaseDistribution]:
+    """The space with its ``train.lr`` bounds times ``scale`` (``search.lr_scale``).
+
+    The shipped spaces are written at the tiny preset's scale; a 7B preset's recipe moves
+    them to CLEAR's (1e-4..1e-2 × 0.01 = 1e-6..1e-4) without a second copy of every file.
+    """
+    if not scale > 0:
+        raise ConfigError(f"search.lr_scale must be positive, got {scale}")
+    lr = space.get("train.lr")
+    if lr is None or scale == 1.0:
+        return space
+
+    def times(value: float) -> float:
+        return float(f"{value * scale:.12g}")  # 1e-4 × 0.01 is 1e-6, not 1.0000000000000002e-6
+
+    if isinstance(lr, CategoricalDistribution):
+        scaled: BaseDistribution = CategoricalDistribution([times(c) for c in lr.choices])
+    else:
+        scaled = FloatDistribution(times(lr.low), times(lr.high), log=lr.log)
+    return {**space, "train.lr": scaled}
+
+
+def space_lines(space: dict[str, BaseDistribution]) -> list[str]:
+    """``path: {distribution: ..., low: ..., high: ...}`` (or choices): the YAML file's form."""
+    lines = []
+    for path, dist in space.items():
+        if isinstance(dist, CategoricalDistribution):
+            spec: dict[str, Any] = {"distribution": "categorical", "choices": list(dist.choices)}
+        elif isinstance(dist, IntDistribution):
+            spec = {"distribution": "int", "low": dist.low, "high": dist.high}
+        else:
+            kind = "loguniform" if dist.log else "uniform"
+            spec = {"distribution": kind, "low": dist.low, "high": dist.high}
+        flow = yaml.safe_dump(spec, default_flow_style=True, sort_keys=False, width=1000)
+        lines.append(f"{path}: {flow.strip()}")
+    return lines
+
+
 def describe(space: dict[str, BaseDistribution]) -> dict[str, str]:
     """Human-readable form for MLflow params and the printed summary."""
     out = {}

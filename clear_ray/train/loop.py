@@ -72,7 +72,7 @@ def unlearn(
     torch.manual_seed(cfg.train.seed)
     method = get_method(cfg.method.name)
     preset = get_preset(cfg.model.preset)
-    model, processor = load_checkpoint(inputs.original_dir)
+    model, processor = load_checkpoint(inputs.original_dir, cfg.train.precision)
     if torch.cuda.is_available():
         model = model.to(torch.device("cuda", torch.cuda.current_device()))
     model = attach_lora(model, cfg.lora, preset.lora_target_modules)
