@@ -86,6 +86,11 @@ def test_gold_cache_is_reused_and_invalidated_when_the_data_changes(
     compared = reference_evaluation(checkpoint, str(data), "forget10", config, other)
     assert len(list(cache.iterdir())) == 2 and compared.metrics["forget_quality"] < 1.0
     assert compared.reference == first.reference  # its own values, whatever it is compared with
+    # The objective's task follows the modality on reading; the same cache entry serves it.
+    text_only = reference_evaluation(checkpoint, str(data), "forget10", config, modality="text")
+    assert "forget_quality" not in text_only.metrics  # the text task was not evaluated
+    assert text_only.metrics["forget_captions/forget_quality"] == 1.0
+    assert len(list(cache.iterdir())) == 2
 
     generate(data, persons=10, seed=1, overwrite=True)
     reference_evaluation(checkpoint, str(data), "forget10", config)
