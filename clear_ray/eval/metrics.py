@@ -145,7 +145,7 @@ def forget_quality(tr_model: ArrayLike, tr_gold: ArrayLike) -> float:
     never trained on it (TOFU, https://arxiv.org/abs/2401.06121). Gold against itself gives 1.
 
     Args:
-        tr_model: per-item TR of the evaluated model on the forget-captions task, shape [n].
+        tr_model: per-item TR of the evaluated model on a forget-quality task, shape [n].
         tr_gold: Gold's per-item TR on the same items, shape [n].
     """
     model = _checked_ratios("tr_model", tr_model)
@@ -160,7 +160,7 @@ def forget_quality_js(tr_model: ArrayLike, tr_gold: ArrayLike) -> float:
     CLEAR's paraphrase-over-perturbed orientation. Gold against itself gives 1.
 
     Args:
-        tr_model: per-item TR of the evaluated model on the forget-captions task, shape [n].
+        tr_model: per-item TR of the evaluated model on a forget-quality task, shape [n].
         tr_gold: Gold's per-item TR on the same items, shape [n].
     """
     model = _checked_ratios("tr_model", tr_model)
