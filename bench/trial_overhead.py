@@ -43,10 +43,10 @@ def prepare(cfg: Config) -> TrialInputs:
     models = reference_models(cfg, source, Path(cfg.output_dir) / "cache")
     gold = reference_evaluation(models.gold, source, cfg.data.forget_split, cfg.eval)
     original = reference_evaluation(
-        models.original, source, cfg.data.forget_split, cfg.eval, gold.forget_truth_ratios
+        models.original, source, cfg.data.forget_split, cfg.eval, gold.reference
     )
     thresholds = Thresholds.from_search(cfg.search, original.metrics)
-    return TrialInputs(source, str(models.original), gold.forget_truth_ratios, thresholds)
+    return TrialInputs(source, str(models.original), gold.reference, thresholds)
 
 
 def free_port() -> int:

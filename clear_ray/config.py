@@ -33,6 +33,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "finetune.lora_targets": ("language_model", "all_linear"),
     "search.objective": ("log_forget_quality", "forget_quality_js"),
     "search.threshold_mode": ("relative", "absolute"),
+    # The constraints' metrics: CLEAR's table columns (default) or the extended aggregates.
+    "search.retain_metric": ("clear/retain_metric", "retain_metric"),
+    "search.utility_metric": ("clear/model_utility", "model_utility"),
     "search.scheduler": ("asha", "none"),
     "search.sampler": ("tpe", "grid"),
 }
@@ -241,12 +244,15 @@ class SearchConfig:
     max_concurrent: int = 1
     objective: str = "log_forget_quality"  # or forget_quality_js (smoother on few items)
     multi_objective: bool = False  # Pareto search: objective vs model_utility
-    # Constraints (feasible iff all hold). "relative": a fraction of Original's value;
-    # "absolute": the value itself. min_utility 0 = no utility constraint.
+    # Constraints (feasible iff all hold) on retain_metric and utility_metric. "relative": a
+    # fraction of Original's value of that metric; "absolute": the value itself.
+    # min_utility 0 = no utility constraint.
     threshold_mode: str = "relative"
+    retain_metric: str = "clear/retain_metric"  # CLEAR's Retain column, or the extended one
+    utility_metric: str = "clear/model_utility"  # CLEAR's model utility, or the extended one
     min_retain: float = 0.9
     min_utility: float = 0.0
-    # Hard stop: a trial whose retain_metric falls below this (same mode) has collapsed.
+    # Hard stop: a trial whose retain metric falls below this (same mode) has collapsed.
     retain_floor: float = 0.5
     scheduler: str = "asha"  # asha | none: early stopping on the per-epoch score
     grace_period: int = 1  # ASHA: epochs every trial runs before it can be stopped

@@ -23,6 +23,11 @@ from clear_ray.config import Config, ConfigError
 FLAGS = {
     "--data": ("data.source", "hub id (therem/CLEAR) or local CLEAR dir; default: synthetic"),
     "--forget-split": ("data.forget_split", "forget01 | forget05 | forget10"),
+    "--modality": (
+        "data.modality",
+        "what was forgotten: the forget-quality task(s) of the objective metrics "
+        "(visual: forget_captions, text: forget_text_perturbed, both: the minimum of the two)",
+    ),
     "--tasks": ("eval.tasks", "comma-separated task names, or all"),
     "--proxy-items": (
         "eval.proxy_items",
@@ -42,8 +47,15 @@ TRACKING_FLAGS = {
         f"log to a new MLflow run in this experiment (default: {Config().tracking.experiment})",
     ),
 }
-TABLE_SCORES = ("prob", "truth_ratio", "rougeL_recall")
+TABLE_SCORES = ("prob", "truth_ratio", "clear_truth_ratio", "rougeL_recall")
 SUMMARY_METRICS = (
+    "clear/real_metric",
+    "clear/retain_metric",
+    "clear/forget_metric",
+    "clear/model_utility",
+    "clear/forget_quality",
+    "clear/log_forget_quality",
+    "clear/forget_quality_js",
     "forget_metric",
     "retain_metric",
     "real_metric",
@@ -115,10 +127,8 @@ def wants_tracking(args: argparse.Namespace) -> bool:
 
 def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:
     """Every path and name checked before anything is loaded or written; the tasks to run."""
-    import numpy as np
-
-    from clear_ray.eval.suite import FORGET_QUALITY_TASK
-    from clear_ray.eval.tasks import evaluation_rows, resolve_task_names
+    from clear_ray.eval.suite import FORGET_QUALITY_TASKS
+    from clear_ray.eval.tasks import resolve_task_names
 
     for what, directory, marker in (
         ("checkpoint", args.checkpoint, "config.json"),
@@ -134,9 +144,9 @@ def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a directory")
     names = resolve_task_names(cfg.eval.tasks)
-    evaluation_rows(np.arange(0), cfg.eval)  # rejects a negative proxy_items or clear_rows
-    if args.gold is not None and FORGET_QUALITY_TASK not in names:
-        raise ConfigError(f"--gold needs the {FORGET_QUALITY_TASK} task (forget quality uses it)")
+    if args.gold is not None and not set(FORGET_QUALITY_TASKS) & set(names):
+        tasks = " or ".join(FORGET_QUALITY_TASKS)
+        raise ConfigError(f"--gold needs the {tasks} task (forget quality uses it)")
     return names
 
 
@@ -147,13 +157,11 @@ def log(message: str) -> None:
 def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
     # Heavy imports (torch, transformers, peft, mlflow) come after argument parsing, so that
     # --help and bad input answer at once.
-    import numpy as np
-
     from clear_ray.data.clear import check_disjoint_persons
     from clear_ray.data.collate import Collator
     from clear_ray.data.source import resolve_source
     from clear_ray.eval.gold import reference_evaluation
-    from clear_ray.eval.suite import TaskData, evaluate
+    from clear_ray.eval.suite import TaskData, evaluate, objective_tasks
     from clear_ray.eval.tasks import resolve_task_names
     from clear_ray.models.loading import load_for_evaluation
 
@@ -162,13 +170,12 @@ def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
     check_disjoint_persons(source, cfg.data.forget_split)  # before minutes of model loading
     data = TaskData(source)  # "all" takes an optional task only where its config exists
     task_names = resolve_task_names(cfg.eval.tasks, data.has, cfg.data.forget_split)
-    gold_truth_ratios = None
+    gold = None
     if args.gold is not None:
         log("evaluating Gold (cached after the first run)")
         gold = reference_evaluation(
-            args.gold, source, cfg.data.forget_split, cfg.eval, precision=cfg.train.precision
-        )
-        gold_truth_ratios = np.asarray(gold.forget_truth_ratios)
+            args.gold, data, cfg.data.forget_split, cfg.eval, precision=cfg.train.precision
+        ).reference
     model, processor = load_for_evaluation(args.checkpoint, args.adapter, cfg.train.precision)
     log(f"evaluating {', '.join(task_names)}")
     result = evaluate(
@@ -177,8 +184,9 @@ def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
         data,
         cfg.data.forget_split,
         cfg.eval,
-        gold_truth_ratios,
+        gold,
         task_names,
+        modality=cfg.data.modality,
     )
     print(results_table(result.metrics, task_names, result.eval_kind), flush=True)
 
@@ -189,6 +197,8 @@ def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
         "gold": str(args.gold.resolve()) if args.gold else None,
         "data": source,
         "forget_split": cfg.data.forget_split,
+        "modality": cfg.data.modality,
+        "objective_task": list(objective_tasks(cfg.data.modality, task_names)),
         "tasks": list(task_names),
         "eval": asdict(cfg.eval),
         "metrics": result.metrics,
@@ -202,14 +212,14 @@ def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def results_table(metrics: dict[str, float], task_names: Sequence[str], eval_kind: str) -> str:
-    lines = [f"{'task':20}" + "".join(f"{score:>16}" for score in TABLE_SCORES)]
+    lines = [f"{'task':20}" + "".join(f"{score:>18}" for score in TABLE_SCORES)]
     for name in task_names:
         cells = (metrics.get(f"{name}/{score}") for score in TABLE_SCORES)
         lines.append(
-            f"{name:20}" + "".join(f"{'-':>16}" if v is None else f"{v:>16.4g}" for v in cells)
+            f"{name:20}" + "".join(f"{'-':>18}" if v is None else f"{v:>18.4g}" for v in cells)
         )
     lines.append("")
-    lines.extend(f"{key:20}{metrics[key]:>16.4g}" for key in SUMMARY_METRICS if key in metrics)
+    lines.extend(f"{key:26}{metrics[key]:>18.4g}" for key in SUMMARY_METRICS if key in metrics)
     if eval_kind == "proxy":
         lines.append("proxy evaluation (eval/proxy = 1): seeded subset, no ROUGE in aggregates")
     return "\n".join(lines)
@@ -235,7 +245,11 @@ def log_to_mlflow(args: argparse.Namespace, cfg: Config, summary: dict, tasks: d
             "adapter": summary["adapter"] or "none",
             "gold": summary["gold"] or "none",
         },
-        tags={"clear_ray.role": "evaluation", "eval_kind": summary["eval_kind"]},
+        tags={
+            "clear_ray.role": "evaluation",
+            "eval_kind": summary["eval_kind"],
+            "objective_task": ",".join(summary["objective_task"]),
+        },
     )
     tracker.log_metrics(run_id, summary["metrics"])
     with tempfile.TemporaryDirectory() as scratch:

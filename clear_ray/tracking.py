@@ -258,7 +258,7 @@ class TrialLogger(Callback):
         """Why a trial ended: all epochs run, retain collapsed, or ASHA stopped it."""
         if int(last.get("epoch", 0)) >= self.epochs:
             return "completed"
-        if "retain_metric" in last and self.thresholds.collapsed(last):
+        if self.thresholds.retain_metric in last and self.thresholds.collapsed(last):
             return "retain_collapse"
         return "asha"
 

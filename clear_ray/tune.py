@@ -3,8 +3,9 @@
 Reads top to bottom: parse → resolve config (or the saved one, ``--resume``) → check inputs
 → prepare data, Original/Gold and their evaluations → one Tune search per method (each an
 MLflow run; ``--method all`` nests them under one parent) → final full evaluation of each
-best trial → leaderboard. Objective: maximise ``search.objective`` (log forget quality)
-subject to ``retain_metric ≥ min_retain × Original's`` (and optionally a utility threshold).
+best trial → leaderboard. Objective: maximise ``search.objective`` (log forget quality on
+the forget-quality task(s) of ``data.modality``) subject to ``search.retain_metric ≥
+min_retain × Original's`` (CLEAR's Retain column by default; optionally a utility threshold).
 """
 
 from __future__ import annotations
@@ -59,18 +60,26 @@ FLAGS = {
         "search.multi_objective",
         "Pareto search of the objective vs model_utility; reports the Pareto front",
     ),
+    "--retain-metric": (
+        "search.retain_metric",
+        "metric of the retain constraint and floor: CLEAR's Retain column | our extended one",
+    ),
+    "--utility-metric": (
+        "search.utility_metric",
+        "metric of the utility constraint (and Pareto axis): CLEAR's | our extended one",
+    ),
     "--min-retain": (
         "search.min_retain",
-        "feasible iff retain_metric >= this (x Original's in relative mode)",
+        "feasible iff the retain metric >= this (x Original's in relative mode)",
     ),
     "--min-utility": (
         "search.min_utility",
-        "feasible iff model_utility >= this (x Original's in relative mode); 0 = off",
+        "feasible iff the utility metric >= this (x Original's in relative mode); 0 = off",
     ),
     "--threshold-mode": ("search.threshold_mode", "relative (x Original's value) | absolute"),
     "--retain-floor": (
         "search.retain_floor",
-        "stop a trial at once when retain_metric < this (same mode): it has collapsed",
+        "stop a trial at once when the retain metric < this (same mode): it has collapsed",
     ),
     "--scheduler": ("search.scheduler", "asha | none: early stopping on the per-epoch score"),
     "--grace-period": ("search.grace_period", "ASHA: epochs before a trial can be stopped"),
@@ -219,12 +228,15 @@ def dry_run(args: argparse.Namespace, cfg: Config, state: SearchState, spaces: d
 def check_inputs(cfg: Config) -> None:
     """Bad input fails here with one line, before any data, model or run is written."""
     from clear_ray.data.source import resolve_source
-    from clear_ray.eval.suite import FORGET_QUALITY_TASK
+    from clear_ray.eval.suite import OBJECTIVE_TASKS, objective_tasks
     from clear_ray.eval.tasks import resolve_task_names
     from clear_ray.tracking import check_tracking_uri
 
-    if FORGET_QUALITY_TASK not in resolve_task_names(cfg.eval.tasks):
-        raise ConfigError(f"eval.tasks must include {FORGET_QUALITY_TASK} (the search objective)")
+    if not objective_tasks(cfg.data.modality, resolve_task_names(cfg.eval.tasks)):
+        needed = " or ".join(OBJECTIVE_TASKS[cfg.data.modality])
+        raise ConfigError(
+            f"eval.tasks must include {needed} (the objective of --modality {cfg.data.modality})"
+        )
     if cfg.data.source:
         resolve_source(cfg)  # a local directory is checked without writing anything
     if cfg.tracking.tracking_uri:
@@ -267,10 +279,10 @@ def prepare_references(cfg: Config) -> References:
 
     def evaluations(eval_config):
         # In the trials' precision: dtype offsets in the NLLs would shift forget quality.
-        precision = cfg.train.precision
-        gold = reference_evaluation(models.gold, data, split, eval_config, precision=precision)
+        same = {"modality": cfg.data.modality, "precision": cfg.train.precision}
+        gold = reference_evaluation(models.gold, data, split, eval_config, **same)
         original = reference_evaluation(
-            models.original, data, split, eval_config, gold.forget_truth_ratios, precision
+            models.original, data, split, eval_config, gold.reference, **same
         )
         return gold, original
 
@@ -298,6 +310,8 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     # --help and bad input answer at once.
     import ray
 
+    from clear_ray.eval.suite import objective_tasks
+    from clear_ray.eval.tasks import resolve_task_names
     from clear_ray.provenance import system_tags
     from clear_ray.search.results import LeaderboardRow, leaderboard
     from clear_ray.search.session import dashboard_command
@@ -328,6 +342,10 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
         "clear_ray.search": state.name,
         "model": cfg.model.preset,
         "data": refs.source,
+        # The forget-quality task(s) the objective combines (eval/suite.py with_objective).
+        "objective_task": ",".join(
+            objective_tasks(cfg.data.modality, resolve_task_names(cfg.eval.tasks))
+        ),
         **system_tags(cfg.search.workers_per_trial, cfg.train.zero_stage, cfg.search.seed),
     }
     if len(state.methods) > 1:
@@ -340,7 +358,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
             log_references(tracker, state.top_parent_id, refs)
         dirs.save(state)
     inputs = TrialInputs(
-        stage(refs.source), stage(refs.original_dir), refs.gold.forget_truth_ratios, thresholds
+        stage(refs.source), stage(refs.original_dir), refs.gold.reference, thresholds
     )
     search = Search(cfg, state, dirs, refs, thresholds, tracker, tags, inputs)
     for method in state.methods:
@@ -386,7 +404,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
     from clear_ray.data.clear import data_fingerprint
     from clear_ray.search.cleanup import TrainGroupReaper
     from clear_ray.search.progress import ProgressPrinter
-    from clear_ray.search.results import LeaderboardRow, trial_rows
+    from clear_ray.search.results import LeaderboardRow, TrialMetrics, trial_rows
     from clear_ray.search.session import MethodRun, storage_filesystem
     from clear_ray.search.strategy import (
         RetainCollapseStopper,
@@ -470,7 +488,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
                         search.tags,
                         storage_filesystem(dirs.storage)[0],
                     ),
-                    ProgressPrinter(cfg.search.objective, num_samples),
+                    ProgressPrinter(cfg.search.objective, num_samples, thresholds.retain_metric),
                     reaper,
                 ],
                 verbose=0,
@@ -478,7 +496,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
         )
     results = tuner.fit()
     reaper.reap(wait_s=REAP_WAIT_S)  # the next method's first trial needs those CPUs
-    rows = trial_rows(results, dirs.adapters(method))
+    rows = trial_rows(results, dirs.adapters(method), TrialMetrics.of(cfg.search))
     report_trials(cfg, rows, sorted(space), method_dir, thresholds, tracker, parent_id)
 
     best = rows[0] if rows and rows[0].adapter else None
@@ -508,13 +526,14 @@ def report_trials(cfg, rows, param_names, method_dir, thresholds, tracker, run_i
     """Trial table, Optuna's own record, plots (and the Pareto front): printed and logged."""
     from clear_ray.search.pareto import pareto_front
     from clear_ray.search.plots import TrialPoint, search_plots
-    from clear_ray.search.results import markdown_table, write_csv
+    from clear_ray.search.results import TrialMetrics, markdown_table, write_csv
 
+    shown = TrialMetrics.of(cfg.search)
     method_dir.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(rows, param_names)
+    table = markdown_table(rows, param_names, shown)
     files = [method_dir / "trials.md", method_dir / "trials.csv"]
     files[0].write_text(table + "\n")
-    write_csv(rows, param_names, files[1])
+    write_csv(rows, param_names, files[1], shown)
     if (method_dir / "optuna_trials.csv").is_file():
         files.append(method_dir / "optuna_trials.csv")
     print(f"\n{cfg.method.name}: trials (objective = {cfg.search.objective}, feasible first):")
@@ -525,10 +544,10 @@ def report_trials(cfg, rows, param_names, method_dir, thresholds, tracker, run_i
             feasible[i]
             for i in pareto_front([(r.best_objective, r.best_model_utility) for r in feasible])
         ]
-        pareto = markdown_table(front, param_names)
+        pareto = markdown_table(front, param_names, shown)
         (method_dir / "pareto_front.md").write_text(pareto + "\n")
         files.append(method_dir / "pareto_front.md")
-        print(f"\nPareto front ({cfg.search.objective} vs model_utility, feasible trials):")
+        print(f"\nPareto front ({cfg.search.objective} vs {shown.utility}, feasible trials):")
         print(pareto, flush=True)
     points = [
         TrialPoint(
@@ -570,7 +589,7 @@ def final_evaluation(cfg: Config, adapter: str, search: Search, out: Path) -> di
         search.inputs.original_dir,
         Path(adapter),
         search.inputs.source,
-        refs.gold_full.forget_truth_ratios,
+        refs.gold_full.reference,
     )
     summary = {
         "eval_kind": result.eval_kind,
@@ -578,6 +597,7 @@ def final_evaluation(cfg: Config, adapter: str, search: Search, out: Path) -> di
         "adapter": adapter,
         "data": refs.source,
         "forget_split": cfg.data.forget_split,
+        "modality": cfg.data.modality,
         "eval": vars(full_eval_config(cfg.eval)),
         "metrics": result.metrics,
     }
@@ -586,10 +606,15 @@ def final_evaluation(cfg: Config, adapter: str, search: Search, out: Path) -> di
 
 
 def reference_table(original: dict, gold: dict, thresholds) -> str:
-    keys = ("forget_metric", "retain_metric", "forget_quality", "log_forget_quality")
-    lines = [f"{'':10}" + "".join(f"{k:>20}" for k in keys)]
+    keys = (
+        "clear/forget_metric",
+        thresholds.retain_metric,
+        "clear/log_forget_quality",
+        "log_forget_quality",
+    )
+    lines = [f"{'':10}" + "".join(f"{k:>26}" for k in keys)]
     for name, values in (("Original", original), ("Gold", gold)):
-        lines.append(f"{name:10}" + "".join(f"{values.get(k, float('nan')):>20.4g}" for k in keys))
+        lines.append(f"{name:10}" + "".join(f"{values.get(k, float('nan')):>26.4g}" for k in keys))
     lines.append(f"feasible iff {thresholds.describe()}")
     return "\n".join(lines)
 

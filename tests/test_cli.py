@@ -29,6 +29,11 @@ def run_tune(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         (["--resume", "nope"], "no search named 'nope'"),
         (["--set", "eval.tasks=nope"], "eval.tasks: unknown task 'nope'"),
         (["--set", "eval.tasks=retain_captions"], "eval.tasks must include forget_captions"),
+        (
+            ["--modality", "text", "--set", "eval.tasks=forget_captions"],
+            "eval.tasks must include forget_text_perturbed (the objective of --modality text)",
+        ),
+        (["--retain-metric", "forget_metric"], "search.retain_metric: 'forget_metric' is not one"),
         (["--storage-path", "foo://bucket/x"], "storage path foo://bucket/x is unusable"),
         (
             ["--set", "train.zero_stage=3", "--workers-per-trial", "2"],

@@ -14,7 +14,9 @@ from clear_ray.data.clear import load_clear
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.synthetic import generate
 from clear_ray.eval import metrics
+from clear_ray.eval.reference import GoldReference
 from clear_ray.eval.suite import (
+    FORGET_QUALITY_TASKS,
     PROXY_METRIC,
     EvalResult,
     TaskData,
@@ -253,7 +255,7 @@ def harmonic(values: list[float]) -> float:
 
 def test_group_metrics_and_model_utility_are_harmonic_means_of_the_task_scores() -> None:
     results = fabricated_results()
-    flat = aggregate(results, gold_truth_ratios=None)
+    flat = aggregate(results)
     by_group: dict[str, list[float]] = {"forget": [], "retain": [], "real": []}
     for name, result in results.items():
         group = TASKS[name].group
@@ -274,19 +276,19 @@ def test_forget_tasks_score_truth_ratio_as_indifference_and_others_as_preference
 
 def test_forget_quality_compares_forget_captions_with_gold() -> None:
     results = fabricated_results()
-    own = results["forget_captions"].truth_ratios
-    flat = aggregate(results, gold_truth_ratios=own)
+    own = GoldReference.of(results, FORGET_QUALITY_TASKS)
+    flat = aggregate(results, own, modality="visual")
     assert flat["forget_quality"] == pytest.approx(1.0)
     assert flat["log_forget_quality"] == pytest.approx(0.0)
     assert flat["forget_quality_js"] == pytest.approx(1.0)
-    assert "forget_quality" not in aggregate(results, gold_truth_ratios=None)
+    assert "forget_quality" not in aggregate(results)
 
 
 def test_a_full_evaluation_is_marked_as_such_and_a_proxy_one_as_proxy() -> None:
     results = fabricated_results()
-    assert aggregate(results, None)[PROXY_METRIC] == 0.0
+    assert aggregate(results)[PROXY_METRIC] == 0.0
     results["real_world"].proxy = True
-    flat = aggregate(results, None)
+    flat = aggregate(results)
     assert flat[PROXY_METRIC] == 1.0
     assert EvalResult(results, flat).eval_kind == "proxy"
 

@@ -20,6 +20,7 @@ PER_ITEM_COLUMNS = [
     "nll_paraphrased",
     "nll_perturbed",
     "truth_ratio",
+    "clear_truth_ratio",
     "rouge",
 ]
 
@@ -179,6 +180,15 @@ def test_a_real_run_writes_metrics_and_per_item_parquet_and_logs_to_mlflow(
         "forget_quality",
         "log_forget_quality",
         "forget_quality_js",
+        "clear/real_metric",
+        "clear/retain_metric",
+        "clear/forget_metric",
+        "clear/model_utility",
+        "clear/forget_quality",
+        "clear/log_forget_quality",
+        "clear/forget_quality_js",
+        "forget_captions/forget_quality",
+        "forget_captions/clear_truth_ratio",
         "forget_captions/prob",
         "real_faces/truth_ratio",
         "retain_text_qa/rougeL_recall",
@@ -195,6 +205,7 @@ def test_a_real_run_writes_metrics_and_per_item_parquet_and_logs_to_mlflow(
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.metrics["forget_metric"] == pytest.approx(metrics["forget_metric"])
     assert run.data.tags["eval_kind"] == "full"
+    assert run.data.tags["objective_task"] == ",".join(summary["objective_task"])
     logged = {item.path for item in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/metrics.json" in logged
 

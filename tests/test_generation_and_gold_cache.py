@@ -15,6 +15,7 @@ from clear_ray.data.collate import Collator, Example
 from clear_ray.data.synthetic import generate
 from clear_ray.eval.generation import generate_greedy
 from clear_ray.eval.gold import reference_evaluation
+from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.suite import TaskData
 from clear_ray.models.loading import save_checkpoint
 from clear_ray.models.tiny import build_tiny_llava, build_tiny_processor, train_tokenizer
@@ -68,11 +69,32 @@ def test_gold_cache_is_reused_and_invalidated_when_the_data_changes(
     assert again == first and sorted(cache.iterdir()) == files and len(files) == 1
     # Per-item values sit next to the aggregates (they are logged to MLflow as they are).
     items = pq.read_table(Path(first.directory) / "forget_captions.parquet").to_pydict()
-    assert items["truth_ratio"] == pytest.approx(first.forget_truth_ratios)
+    own = first.reference.tasks["forget_captions"]
+    assert items["nll_paraphrased"] == pytest.approx(own.nll_paraphrased)
+    assert items["nll_perturbed"] == [pytest.approx(row) for row in own.nll_perturbed]
+    # Its own reference: Gold against itself.
+    assert first.metrics["forget_quality"] == first.metrics["clear/forget_quality"] == 1.0
+
+    # Compared with another reference, the key (and so the cache entry) changes.
+    other = GoldReference(
+        {
+            "forget_captions": TaskReference(
+                [value + 1.0 for value in own.nll_paraphrased], own.nll_perturbed
+            )
+        }
+    )
+    compared = reference_evaluation(checkpoint, str(data), "forget10", config, other)
+    assert len(list(cache.iterdir())) == 2 and compared.metrics["forget_quality"] < 1.0
+    assert compared.reference == first.reference  # its own values, whatever it is compared with
+    # The objective's task follows the modality on reading; the same cache entry serves it.
+    text_only = reference_evaluation(checkpoint, str(data), "forget10", config, modality="text")
+    assert "forget_quality" not in text_only.metrics  # the text task was not evaluated
+    assert text_only.metrics["forget_captions/forget_quality"] == 1.0
+    assert len(list(cache.iterdir())) == 2
 
     generate(data, persons=10, seed=1, overwrite=True)
     reference_evaluation(checkpoint, str(data), "forget10", config)
-    assert len(list(cache.iterdir())) == 2
+    assert len(list(cache.iterdir())) == 3
 
 
 def test_reference_evaluations_given_one_task_data_load_the_data_once(

@@ -24,7 +24,7 @@ def test_original_knows_forget_persons_and_gold_does_not(
     split, eval_config = session_config.data.forget_split, session_config.eval
     gold = reference_evaluation(models.gold, synthetic_source, split, eval_config)
     original = reference_evaluation(
-        models.original, synthetic_source, split, eval_config, gold.forget_truth_ratios
+        models.original, synthetic_source, split, eval_config, gold.reference
     )
     assert original.metrics["forget_captions/prob"] > 0.5
     assert gold.metrics["forget_captions/prob"] < 0.2
@@ -44,6 +44,9 @@ def test_gold_against_itself_has_perfect_forget_quality(
     assert gold.metrics["forget_quality"] == pytest.approx(1.0)
     assert gold.metrics["log_forget_quality"] == pytest.approx(0.0)
     assert gold.metrics["forget_quality_js"] == pytest.approx(1.0)
+    assert gold.metrics["clear/forget_quality"] == pytest.approx(1.0)
+    assert gold.metrics["clear/log_forget_quality"] == pytest.approx(0.0)
+    assert gold.metrics["clear/forget_quality_js"] == pytest.approx(1.0)
 
 
 def test_second_request_reuses_the_cached_models(

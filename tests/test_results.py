@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from clear_ray.search.results import LeaderboardRow, leaderboard, trial_identity
+from clear_ray.config import SearchConfig
+from clear_ray.search.results import LeaderboardRow, TrialMetrics, leaderboard, trial_identity
 
 
 def test_trial_identity_reads_id_and_creation_number_from_the_folder() -> None:
@@ -14,13 +15,51 @@ def test_trial_identity_reads_id_and_creation_number_from_the_folder() -> None:
     assert trial_identity("unrelated") == ("?", -1)
 
 
-def test_leaderboard_lists_real_retain_forget_fq_and_feasibility() -> None:
+def test_leaderboard_puts_clears_table_1_columns_first_and_ours_under_their_own_names() -> None:
     rows = [
-        LeaderboardRow("Original", {"real_metric": 0.5, "retain_metric": 0.7}, ""),
-        LeaderboardRow("dpo", {"forget_quality": 0.0123, "log_forget_quality": -4.4}, "yes", "t1"),
+        LeaderboardRow(
+            "Original",
+            {"clear/real_metric": 0.5, "clear/retain_metric": 0.7, "retain_metric": 0.6},
+            "",
+        ),
+        LeaderboardRow(
+            "dpo",
+            {
+                "clear/forget_metric": 0.25,
+                "clear/log_forget_quality": -4.4,
+                "clear/forget_quality_js": 0.875,
+                "log_forget_quality": -3.5,
+            },
+            "yes",
+            "t1",
+        ),
     ]
     lines = leaderboard(rows).splitlines()
-    assert lines[0] == "| model | Real | Retain | Forget | FQ | log FQ | feasible | trial |"
-    assert lines[2] == "| Original | 0.5 | 0.7 | nan | nan | nan |  |  |"
-    assert lines[3] == "| dpo | nan | nan | nan | 0.0123 | -4.4 | yes | t1 |"
+    assert lines[0] == (
+        "| model | Real | Retain | Forget | log FQ | FQ 1-JS | real_metric | retain_metric "
+        "| forget_metric | model_utility | log_forget_quality | forget_quality_js "
+        "| feasible | trial |"
+    )
+    assert lines[2] == (
+        "| Original | 0.5 | 0.7 | nan | nan | nan | nan | 0.6 | nan | nan | nan | nan |  |  |"
+    )
+    assert lines[3] == (
+        "| dpo | nan | nan | 0.25 | -4.4 | 0.875 | nan | nan | nan | nan | -3.5 | nan | yes | t1 |"
+    )
     assert math.isnan(float(lines[3].split(" | ")[1]))
+
+
+def test_trial_table_names_the_constraints_metrics() -> None:
+    assert TrialMetrics().columns()[5:8] == (
+        "best_clear/forget_metric",
+        "best_clear/retain_metric",
+        "best_clear/model_utility",
+    )
+    extended = TrialMetrics.of(
+        SearchConfig(retain_metric="retain_metric", utility_metric="model_utility")
+    )
+    assert extended.columns()[5:8] == (
+        "best_forget_metric",
+        "best_retain_metric",
+        "best_model_utility",
+    )

@@ -53,8 +53,9 @@ def test_asha_ranks_trials_by_their_running_best_score_per_epoch() -> None:
 
 def test_retain_collapse_stopper_stops_below_the_floor_only() -> None:
     stopper = RetainCollapseStopper(Thresholds("log_forget_quality", 0.5, retain_floor=0.3))
-    assert stopper("t", {"retain_metric": 0.29})
-    assert not stopper("t", {"retain_metric": 0.31})
+    assert stopper("t", {"clear/retain_metric": 0.29})
+    assert not stopper("t", {"clear/retain_metric": 0.31})
+    assert not stopper("t", {"retain_metric": 0.29})  # not the metric the floor applies to
     assert not stopper("t", {"training_iteration": 1})  # not an evaluation report
     assert not stopper.stop_all()
 

@@ -11,7 +11,11 @@ THRESHOLDS = Thresholds(objective="log_forget_quality", min_retain_metric=0.45)
 
 
 def metrics(objective: float, retain: float, forget: float = 0.3) -> dict[str, float]:
-    return {"log_forget_quality": objective, "retain_metric": retain, "forget_metric": forget}
+    return {
+        "log_forget_quality": objective,
+        "clear/retain_metric": retain,
+        "clear/forget_metric": forget,
+    }
 
 
 def best_of(*epochs: dict[str, float]) -> BestEpoch:
@@ -85,8 +89,8 @@ def test_summary_reports_the_best_epoch_and_its_feasibility() -> None:
             "best_epoch": 1.0,
             "best_objective": -3.0,
             "best_score": -3.0,
-            "best_retain_metric": 0.6,
-            "best_forget_metric": 0.2,
+            "best_clear/retain_metric": 0.6,
+            "best_clear/forget_metric": 0.2,
             "best_log_forget_quality": -3.0,
             "best_constraint": -0.15,
             "best_constraint/min_retain": -0.15,
@@ -134,7 +138,7 @@ def test_infeasible_epoch_score_falls_with_the_violation() -> None:
 
 
 def utility_metrics(objective: float, retain: float, utility: float) -> dict[str, float]:
-    return {**metrics(objective, retain), "model_utility": utility}
+    return {**metrics(objective, retain), "clear/model_utility": utility}
 
 
 def test_utility_constraint_joins_retain_and_the_largest_shortfall_decides() -> None:
@@ -150,7 +154,7 @@ def test_utility_constraint_joins_retain_and_the_largest_shortfall_decides() -> 
     assert summary.summary()["best_constraint/min_utility"] == pytest.approx(0.3)
 
 
-ORIGINAL = {"retain_metric": 0.8, "model_utility": 0.5}
+ORIGINAL = {"clear/retain_metric": 0.8, "clear/model_utility": 0.5}
 
 
 def test_relative_thresholds_scale_original_values() -> None:
@@ -175,7 +179,29 @@ def test_no_utility_constraint_by_default() -> None:
 
 def test_relative_utility_threshold_needs_originals_utility() -> None:
     with pytest.raises(ConfigError, match="model_utility"):
-        Thresholds.from_search(SearchConfig(min_utility=0.5), {"retain_metric": 0.8})
+        Thresholds.from_search(SearchConfig(min_utility=0.5), {"clear/retain_metric": 0.8})
+
+
+def test_constraints_use_clears_columns_by_default_and_the_extended_ones_when_chosen() -> None:
+    original = {**ORIGINAL, "retain_metric": 0.4, "model_utility": 0.2}
+    trial = {"clear/retain_metric": 0.7, "clear/model_utility": 0.1}
+    trial |= {"retain_metric": 0.39, "model_utility": 0.15}
+    default = Thresholds.from_search(SearchConfig(min_retain=0.9, min_utility=0.5), original)
+    assert default.constraints(trial) == pytest.approx(
+        {"min_retain": 0.72 - 0.7, "min_utility": 0.25 - 0.1}
+    )
+    extended = SearchConfig(
+        min_retain=0.9,
+        min_utility=0.5,
+        retain_metric="retain_metric",
+        utility_metric="model_utility",
+    )
+    chosen = Thresholds.from_search(extended, original)
+    assert chosen.constraints(trial) == pytest.approx(
+        {"min_retain": 0.36 - 0.39, "min_utility": 0.1 - 0.15}
+    )
+    assert chosen.describe() == "retain_metric >= 0.36 and model_utility >= 0.1"
+    assert chosen.collapsed({"retain_metric": 0.19}) and not default.collapsed(trial)
 
 
 def test_collapse_is_retain_below_the_floor() -> None:

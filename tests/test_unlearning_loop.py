@@ -44,7 +44,7 @@ def trial_inputs(
     return TrialInputs(
         synthetic_source,
         str(models.original),
-        gold.forget_truth_ratios,
+        gold.reference,
         Thresholds("log_forget_quality", 0.0),
     )
 

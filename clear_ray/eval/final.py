@@ -12,10 +12,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from clear_ray.config import Config, EvalConfig
 from clear_ray.data.collate import Collator
+from clear_ray.eval.reference import GoldReference
 from clear_ray.eval.suite import EvalResult, evaluate
 from clear_ray.models.loading import load_for_evaluation
 from clear_ray.staging import DriverDir, on_this_node
@@ -35,7 +34,8 @@ def evaluate_adapter(
     source: str | DriverDir,
     forget_split: str,
     config: EvalConfig,
-    gold_truth_ratios: list[float],
+    gold: GoldReference,
+    modality: str,
     precision: str = "fp32",
 ) -> EvalResult:
     """Original + the adapter (merged), evaluated on ``config``'s tasks against Gold, in the
@@ -44,8 +44,9 @@ def evaluate_adapter(
         for name, blob in adapter_files.items():
             (Path(scratch) / name).write_bytes(blob)
         model, processor = load_for_evaluation(on_this_node(original_dir), scratch, precision)
-    gold = np.asarray(gold_truth_ratios)
-    return evaluate(model, Collator(processor), on_this_node(source), forget_split, config, gold)
+    data = on_this_node(source)
+    collator = Collator(processor)
+    return evaluate(model, collator, data, forget_split, config, gold, modality=modality)
 
 
 def run_final_evaluation(
@@ -53,7 +54,7 @@ def run_final_evaluation(
     original_dir: str | DriverDir,
     adapter: Path,
     source: str | DriverDir,
-    gold_truth_ratios: list[float],
+    gold: GoldReference,
 ) -> EvalResult:
     """``evaluate_adapter`` as a Ray task with one trial worker's resources."""
     import ray
@@ -69,7 +70,8 @@ def run_final_evaluation(
             source,
             cfg.data.forget_split,
             full_eval_config(cfg.eval),
-            gold_truth_ratios,
+            gold,
+            cfg.data.modality,
             cfg.train.precision,
         )
     )

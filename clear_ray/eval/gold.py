@@ -2,9 +2,12 @@
 
 Every trial's forget quality compares its per-item truth ratios to Gold's, and the default
 feasibility threshold is relative to Original's retain metric; both are deterministic in
-(model, data, split, eval config), so they are cached by a key of exactly those inputs. The
-cache directory holds ``reference.json`` and each task's per-item values as parquet, and is
-logged as it is to the search's MLflow parent run.
+(model, data, split, eval config, the reference compared with), so they are cached by a key of
+exactly those inputs and of what the cache holds (:data:`CACHE_FORMAT`). The cache directory
+holds ``reference.json`` (metrics and the model's own :class:`GoldReference`) and each task's
+per-item values as parquet, and is logged as it is to the search's MLflow parent run. Which
+tasks form the objective (``data.modality``) is applied on reading, so one cached evaluation
+serves every modality.
 """
 
 from __future__ import annotations
@@ -13,24 +16,32 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from clear_ray.cache import cache_key, cached_dir
-from clear_ray.config import EvalConfig
+from clear_ray.config import DataConfig, EvalConfig
 from clear_ray.data.clear import data_fingerprint
 from clear_ray.data.collate import Collator
 from clear_ray.eval.outputs import write_item_tables
-from clear_ray.eval.suite import FORGET_QUALITY_TASK, TaskData, aggregate, evaluate
+from clear_ray.eval.reference import GoldReference
+from clear_ray.eval.suite import (
+    FORGET_QUALITY_TASKS,
+    TaskData,
+    aggregate,
+    evaluate,
+    with_objective,
+)
 from clear_ray.eval.tasks import TASKS
 from clear_ray.models.loading import load_checkpoint
 
 REFERENCE_FILE = "reference.json"
+# What reference.json holds; part of the key, so a change of its content is a new entry.
+# 2: metrics with clear/* and per-task forget quality, plus the model's own GoldReference.
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
 class ReferenceEvaluation:
     metrics: dict[str, float]
-    forget_truth_ratios: list[float]  # per item, on the forget-quality task
+    reference: GoldReference  # this model's own NLLs on the forget-quality tasks it ran
     directory: str  # the cache directory: reference.json + <task>.parquet
 
 
@@ -39,12 +50,15 @@ def reference_evaluation(
     source: str | TaskData,
     forget_split: str,
     config: EvalConfig,
-    gold_truth_ratios: list[float] | None = None,
+    gold: GoldReference | None = None,
+    modality: str = DataConfig.modality,
     precision: str = "fp32",  # the trials' train.precision: the same dtype for both
 ) -> ReferenceEvaluation:
     """Evaluate the checkpoint in ``model_dir`` (cached under ``model_dir/evaluations``).
 
-    A ``TaskData`` source lets a search's reference evaluations share one load of the data.
+    Forget quality compares with ``gold`` (Gold's own ``reference``); without one the model is
+    its own reference (Gold against itself: FQ 1, log FQ 0, JS 1). A ``TaskData`` source lets a
+    search's reference evaluations share one load of the data.
     """
     data = TaskData.of(source)
     configs = sorted({task.config_for(forget_split) for task in TASKS.values()})
@@ -53,7 +67,8 @@ def reference_evaluation(
             "data": data_fingerprint(data.source, configs),
             "split": forget_split,
             "eval": asdict(config),
-            "gold": gold_truth_ratios,
+            "gold": None if gold is None else gold.to_json(),
+            "format": CACHE_FORMAT,
             "precision": precision,
         }
     )
@@ -61,16 +76,18 @@ def reference_evaluation(
     def build(directory: Path) -> None:
         model, processor = load_checkpoint(model_dir, precision)
         result = evaluate(model, Collator(processor), data, forget_split, config)
-        own = result.tasks[FORGET_QUALITY_TASK].truth_ratios
-        # Without a given reference the model is its own (Gold vs itself: FQ 1, log FQ 0, JS 1).
-        reference = own if gold_truth_ratios is None else np.asarray(gold_truth_ratios)
+        own = GoldReference.of(result.tasks, FORGET_QUALITY_TASKS)
         values = {
-            "metrics": aggregate(result.tasks, reference),
-            "forget_truth_ratios": own.tolist(),
+            "metrics": aggregate(result.tasks, own if gold is None else gold),
+            "reference": own.to_json(),
         }
         write_item_tables(directory, result.tasks)
         (directory / REFERENCE_FILE).write_text(json.dumps(values, indent=2))
 
     directory = cached_dir(model_dir / "evaluations" / f"{forget_split}-{key}", build)
     values = json.loads((directory / REFERENCE_FILE).read_text())
-    return ReferenceEvaluation(**values, directory=str(directory))
+    return ReferenceEvaluation(
+        metrics=with_objective(values["metrics"], modality),
+        reference=GoldReference.from_json(values["reference"]),
+        directory=str(directory),
+    )

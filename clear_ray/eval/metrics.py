@@ -31,6 +31,20 @@ def _checked(name: str, values: ArrayLike, ndim: int, n: int | None = None) -> N
     return array
 
 
+def _perturbed_rows(name: str, values: ArrayLike, n: int) -> list[NDArray[np.float64]]:
+    """The n items' distractor NLLs as rows, from an [n, k] array or n rows of k_i values each."""
+    if isinstance(values, np.ndarray) and values.ndim != 2:
+        raise ValueError(f"{name}: expected 2-d array or n rows, got shape {values.shape}")
+    rows = [np.asarray(row, dtype=np.float64) for row in values]
+    if len(rows) != n:
+        raise ValueError(f"{name}: expected {n} items to match the first argument, got {len(rows)}")
+    if any(row.ndim != 1 or row.size == 0 for row in rows):
+        raise ValueError(f"{name}: every item needs a non-empty 1-d row of distractor NLLs")
+    if any(np.isnan(row).any() for row in rows):
+        raise ValueError(f"{name}: contains NaN")
+    return rows
+
+
 def _checked_ratios(name: str, values: ArrayLike, n: int | None = None) -> NDArray[np.float64]:
     array = _checked(name, values, ndim=1, n=n)
     if (array < 0).any():
@@ -69,18 +83,42 @@ def truth_ratios(nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike) -> NDArra
     """Per-item truth ratio TR_i = exp(ℓ_para,i − mean_k ℓ_pert,i,k) (TOFU orientation).
 
     A model that prefers the paraphrase (lower NLL) over the distractors has TR < 1. The mean
-    is per item; CLEAR's code averaged the perturbed losses over the whole split instead.
+    is per item; CLEAR's code averages the perturbed losses over the whole split instead
+    (:func:`clear_truth_ratios`).
 
     Args:
         nll_paraphrased: mean token NLL of the paraphrased answer, shape [n].
-        nll_perturbed: mean token NLL of each perturbed answer, shape [n, k].
+        nll_perturbed: mean token NLL of each perturbed answer, shape [n, k], or n rows of
+            k_i values (option tasks may have different distractor counts per item).
 
     Returns:
         Truth ratios, shape [n].
     """
     paraphrased = _checked("nll_paraphrased", nll_paraphrased, ndim=1)
-    perturbed = _checked("nll_perturbed", nll_perturbed, ndim=2, n=len(paraphrased))
-    return np.exp(paraphrased - perturbed.mean(axis=1))
+    rows = _perturbed_rows("nll_perturbed", nll_perturbed, len(paraphrased))
+    return np.exp(paraphrased - np.array([row.mean() for row in rows]))
+
+
+def clear_truth_ratios(nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike) -> NDArray[np.float64]:
+    """CLEAR's per-item truth ratio TR_i = exp(m − ℓ_para,i), m = mean of *all* perturbed NLLs.
+
+    CLEAR ``mm/calculate_metrics.py`` takes one scalar m over the whole split
+    (``np.array(list(average_perturb_loss.values())).mean()``) and the perturbed-over-paraphrase
+    orientation, so a model preferring the paraphrase has TR > 1. With rows of different
+    widths m is the mean over every perturbed value of the task (each distractor weighs the
+    same, so an item with more distractors weighs more), which is CLEAR's mean when all rows
+    have one width.
+
+    Args:
+        nll_paraphrased: mean token NLL of the paraphrased answer, shape [n].
+        nll_perturbed: mean token NLL of each perturbed answer, shape [n, k], or n rows of k_i.
+
+    Returns:
+        CLEAR-form truth ratios, shape [n].
+    """
+    paraphrased = _checked("nll_paraphrased", nll_paraphrased, ndim=1)
+    rows = _perturbed_rows("nll_perturbed", nll_perturbed, len(paraphrased))
+    return np.exp(np.concatenate(rows).mean() - paraphrased)
 
 
 def truth_ratio_score(truth_ratios: ArrayLike, forget: bool) -> float:
@@ -107,7 +145,7 @@ def forget_quality(tr_model: ArrayLike, tr_gold: ArrayLike) -> float:
     never trained on it (TOFU, https://arxiv.org/abs/2401.06121). Gold against itself gives 1.
 
     Args:
-        tr_model: per-item TR of the evaluated model on the forget-captions task, shape [n].
+        tr_model: per-item TR of the evaluated model on a forget-quality task, shape [n].
         tr_gold: Gold's per-item TR on the same items, shape [n].
     """
     model = _checked_ratios("tr_model", tr_model)
@@ -122,12 +160,68 @@ def forget_quality_js(tr_model: ArrayLike, tr_gold: ArrayLike) -> float:
     CLEAR's paraphrase-over-perturbed orientation. Gold against itself gives 1.
 
     Args:
-        tr_model: per-item TR of the evaluated model on the forget-captions task, shape [n].
+        tr_model: per-item TR of the evaluated model on a forget-quality task, shape [n].
         tr_gold: Gold's per-item TR on the same items, shape [n].
     """
     model = _checked_ratios("tr_model", tr_model)
     gold = _checked_ratios("tr_gold", tr_gold, n=len(model))
     return float(1.0 - jensenshannon(1.0 / model, 1.0 / gold))
+
+
+def clear_truth_ratio_score(
+    nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike, forget: bool
+) -> float:
+    """CLEAR's "Truth Ratio" column of a task (``mm/calculate_metrics.py``).
+
+    With TR_i from :func:`clear_truth_ratios`: forget tasks mean_i min(TR_i, 1/TR_i), others
+    mean_i max(0, 1 − 1/TR_i). 1/TR_i is a TOFU-orientation ratio, so this is
+    :func:`truth_ratio_score` of it; only the scalar perturbed mean differs from ours.
+
+    Args:
+        nll_paraphrased: mean token NLL of the paraphrased answer, shape [n].
+        nll_perturbed: mean token NLL of each perturbed answer, shape [n, k], or n rows of k_i.
+        forget: whether the task is a forget task.
+    """
+    with np.errstate(divide="ignore"):
+        inverse = 1.0 / clear_truth_ratios(nll_paraphrased, nll_perturbed)
+    return truth_ratio_score(inverse, forget=forget)
+
+
+def clear_forget_quality(
+    nll_paraphrased: ArrayLike,
+    nll_perturbed: ArrayLike,
+    gold_nll_paraphrased: ArrayLike,
+    gold_nll_perturbed: ArrayLike,
+) -> float:
+    """CLEAR's forget quality: KS p-value between the model's and Gold's CLEAR-form TRs.
+
+    Each side's TRs use its own scalar perturbed mean (``evaluate_forget_quality`` in CLEAR
+    ``mm/calculate_metrics.py``). Gold against itself gives 1.
+
+    Args:
+        nll_paraphrased, nll_perturbed: the evaluated model's NLLs, shapes [n] and [n, k].
+        gold_nll_paraphrased, gold_nll_perturbed: Gold's NLLs on the same items.
+    """
+    model = clear_truth_ratios(nll_paraphrased, nll_perturbed)
+    gold = clear_truth_ratios(gold_nll_paraphrased, gold_nll_perturbed)
+    return forget_quality(model, gold)
+
+
+def clear_forget_quality_js(
+    nll_paraphrased: ArrayLike,
+    nll_perturbed: ArrayLike,
+    gold_nll_paraphrased: ArrayLike,
+    gold_nll_perturbed: ArrayLike,
+) -> float:
+    """CLEAR camera-ready forget quality: 1 − jensenshannon(TR_model, TR_gold), CLEAR-form TRs.
+
+    CLEAR ``mm/build_vllm_table.py`` reports ``1 - JS metric``; scipy normalises each vector
+    to sum 1 and uses the natural log. Gold against itself gives 1. Arguments as
+    :func:`clear_forget_quality`.
+    """
+    model = clear_truth_ratios(nll_paraphrased, nll_perturbed)
+    gold = clear_truth_ratios(gold_nll_paraphrased, gold_nll_perturbed)
+    return float(1.0 - jensenshannon(model, _checked_ratios("gold TRs", gold, n=len(model))))
 
 
 def rouge_l_recall(predictions: list[str], references: list[str]) -> NDArray[np.float64]:

@@ -16,6 +16,7 @@ ITEM_SCHEMA = pa.schema(
         ("nll_paraphrased", pa.float64()),
         ("nll_perturbed", pa.list_(pa.float64())),
         ("truth_ratio", pa.float64()),
+        ("clear_truth_ratio", pa.float64()),
         ("rouge", pa.float64()),
     ]
 )

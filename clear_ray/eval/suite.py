@@ -7,8 +7,17 @@ Two kinds of evaluation, told apart by the metric ``eval/proxy`` (1.0 proxy, 0.0
 - proxy (``eval.proxy_items = N``): the same seeded N rows of each task every time
   (:func:`clear_ray.eval.tasks.proxy_subset`), teacher-forced scoring only. No generation, so
   ROUGE is missing from every aggregate and proxy numbers are not comparable to full ones; Gold's
-  reference truth ratios must come from a proxy evaluation with the same eval config (the Gold
+  reference NLLs must come from a proxy evaluation with the same eval config (the Gold
   cache key includes it).
+
+Two families of aggregates come from the same per-item values (CLEAR_SPEC §5):
+
+- the project's extended ones, ``forget_metric``/``retain_metric``/``real_metric``/
+  ``model_utility`` (every score of the group's tasks, ROUGE and TOFU text QA included) and the
+  objective ``forget_quality``/``log_forget_quality``/``forget_quality_js`` (per-item TRs on
+  the forget-quality task(s) of ``data.modality``, :data:`OBJECTIVE_TASKS`);
+- CLEAR's table columns under ``clear/`` (:data:`CLEAR_AGGREGATES`), with CLEAR's scalar-mean
+  truth ratio ``<task>/clear_truth_ratio`` and its forget quality on the forget captions.
 
 Either kind can be split over the ranks of a process group (:class:`Shard`): each rank scores a
 strided share of every task's rows, the per-item values are gathered, and every rank ends with
@@ -17,7 +26,7 @@ the result of the unsharded evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,15 +35,46 @@ import numpy as np
 import torch.distributed as dist
 from torch import nn
 
-from clear_ray.config import ConfigError, EvalConfig
+from clear_ray.config import ConfigError, DataConfig, EvalConfig
 from clear_ray.data.clear import config_available, load_clear
 from clear_ray.data.collate import Collator, Example
 from clear_ray.eval import metrics
 from clear_ray.eval.generation import generate_greedy
+from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.scoring import score_items
 from clear_ray.eval.tasks import CAPTIONS, TASKS, Layout, Task, evaluation_rows, resolve_task_names
 
-FORGET_QUALITY_TASK = "forget_captions"
+FORGET_CAPTIONS = "forget_captions"
+FORGET_TEXT = "forget_text_perturbed"  # TOFU-style QA with paraphrased/perturbed answers
+# The forget-quality task(s) of each ``data.modality``: forgetting is compared with Gold on what
+# was forgotten. ``both`` takes, per metric, the minimum over its tasks (see ``with_objective``).
+OBJECTIVE_TASKS = {
+    "visual": (FORGET_CAPTIONS,),
+    "text": (FORGET_TEXT,),
+    "both": (FORGET_CAPTIONS, FORGET_TEXT),
+}
+FORGET_QUALITY_TASKS = (FORGET_CAPTIONS, FORGET_TEXT)  # what Gold's reference covers
+OBJECTIVE_METRICS = ("forget_quality", "log_forget_quality", "forget_quality_js")
+# CLEAR's table columns: name -> (tasks that must all be evaluated, their scores in the
+# harmonic mean). Real/Retain/Forget: CLEAR ``mm/build_vllm_table.py`` (no ROUGE, no TOFU text);
+# model utility: ``mm/calculate_metrics.py`` (Prob, ROUGE, TR of every non-forget task; ROUGE
+# only when generated). CLEAR's forget quality compares the forget captions (``eval_log_forget``).
+CLEAR_AGGREGATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "clear/real_metric": (("real_faces", "real_world"), ("prob", "clear_truth_ratio")),
+    "clear/retain_metric": (
+        ("retain_captions", "retain_face_naming"),
+        ("prob", "clear_truth_ratio"),
+    ),
+    "clear/forget_metric": (
+        ("forget_captions", "forget_face_naming"),
+        ("prob", "clear_truth_ratio"),
+    ),
+    "clear/model_utility": (
+        ("retain_captions", "retain_face_naming", "real_faces", "real_world"),
+        ("prob", "rougeL_recall", "clear_truth_ratio"),
+    ),
+}
+CLEAR_FORGET_QUALITY_TASK = FORGET_CAPTIONS
 PROXY_METRIC = "eval/proxy"
 
 T = TypeVar("T")
@@ -123,14 +163,22 @@ class TaskResult:
             yield rows, np.stack([self.nll_perturbed[i] for i in rows]).reshape(len(rows), width)
 
     @property
+    def has_truth_ratio(self) -> bool:
+        return self.layout.truth_ratio and self.nll_paraphrased is not None
+
+    @property
     def truth_ratios(self) -> np.ndarray | None:
         """Per-item TR (each item averages its own distractors); None without a paraphrase."""
-        if not self.layout.truth_ratio or self.nll_paraphrased is None:
+        if not self.has_truth_ratio:
             return None
-        ratios = np.empty(len(self.nll_true))
-        for rows, perturbed in self._by_width():
-            ratios[rows] = metrics.truth_ratios(self.nll_paraphrased[rows], perturbed)
-        return ratios
+        return metrics.truth_ratios(self.nll_paraphrased, self.nll_perturbed)
+
+    @property
+    def clear_truth_ratios(self) -> np.ndarray | None:
+        """CLEAR's per-item TR (one perturbed mean over the task); None without a paraphrase."""
+        if not self.has_truth_ratio:
+            return None
+        return metrics.clear_truth_ratios(self.nll_paraphrased, self.nll_perturbed)
 
     @property
     def probability(self) -> float:
@@ -155,7 +203,7 @@ class TaskResult:
     def columns(self) -> dict[str, list]:
         """Per-item values as columns (None where a task has no such value), e.g. for parquet."""
         n = len(self.nll_true)
-        ratios = self.truth_ratios
+        ratios, clear_ratios = self.truth_ratios, self.clear_truth_ratios
         return {
             "item_index": [int(i) for i in self.item_index],
             "nll_true": self.nll_true.tolist(),
@@ -164,6 +212,7 @@ class TaskResult:
             ),
             "nll_perturbed": [row.tolist() for row in self.nll_perturbed],
             "truth_ratio": [None] * n if ratios is None else ratios.tolist(),
+            "clear_truth_ratio": [None] * n if clear_ratios is None else clear_ratios.tolist(),
             "rouge": [None] * n if self.rouge_recall is None else self.rouge_recall.tolist(),
         }
 
@@ -241,33 +290,112 @@ def _score_rows(
 
 
 def aggregate(
-    results: dict[str, TaskResult], gold_truth_ratios: np.ndarray | None
+    results: dict[str, TaskResult],
+    reference: GoldReference | None = None,
+    modality: str = DataConfig.modality,
 ) -> dict[str, float]:
-    """Per-task scores, per-group and model-utility harmonic means, forget quality vs Gold.
+    """Per-task scores, the extended and CLEAR aggregates, and forget quality vs Gold.
 
     ``{group}_metric`` is the harmonic mean of every score (prob, truth ratio, ROUGE) of that
     group's tasks; ``model_utility`` that of every retain and real score (CLEAR_SPEC §5).
+    ``clear/*`` are CLEAR's table columns (:data:`CLEAR_AGGREGATES`); one whose tasks were not
+    all evaluated is absent. With a ``reference``, every forget-quality task it shares with
+    ``results`` gets ``<task>/forget_quality`` (and log, JS), the objective for ``modality``
+    is set from them (:func:`with_objective`), and ``clear/forget_quality`` (and log, JS) come
+    from the forget captions.
     """
     flat: dict[str, float] = {}
     by_group: dict[str, list[float]] = {}
     for name, result in results.items():
         group = TASKS[name].group
-        scores = result.scores(forget=group == "forget")
+        forget = group == "forget"
+        scores = result.scores(forget=forget)
         flat.update({f"{name}/{key}": value for key, value in scores.items()})
         by_group.setdefault(group, []).extend(scores.values())
+        if result.has_truth_ratio:
+            flat[f"{name}/clear_truth_ratio"] = metrics.clear_truth_ratio_score(
+                result.nll_paraphrased, result.nll_perturbed, forget=forget
+            )
     for group, values in by_group.items():
         flat[f"{group}_metric"] = metrics.harmonic_mean(values)
     utility = [value for group, values in by_group.items() if group != "forget" for value in values]
     if utility:
         flat["model_utility"] = metrics.harmonic_mean(utility)
+    flat.update(clear_aggregates(flat, results.keys()))
     flat[PROXY_METRIC] = float(any(result.proxy for result in results.values()))
-    if gold_truth_ratios is not None and FORGET_QUALITY_TASK in results:
-        model_tr = results[FORGET_QUALITY_TASK].truth_ratios
-        p_value = metrics.forget_quality(model_tr, gold_truth_ratios)
-        flat["forget_quality"] = p_value
-        flat["log_forget_quality"] = metrics.log_forget_quality(p_value)
-        flat["forget_quality_js"] = metrics.forget_quality_js(model_tr, gold_truth_ratios)
-    return flat
+    if reference is not None:
+        for name, gold in reference.tasks.items():
+            if name in results:
+                flat.update(_forget_quality(results[name], gold, f"{name}/"))
+        if CLEAR_FORGET_QUALITY_TASK in results and CLEAR_FORGET_QUALITY_TASK in reference.tasks:
+            model = results[CLEAR_FORGET_QUALITY_TASK]
+            gold = reference.tasks[CLEAR_FORGET_QUALITY_TASK]
+            flat.update(_clear_forget_quality(model, gold))
+    return with_objective(flat, modality)
+
+
+def clear_aggregates(flat: dict[str, float], evaluated: Iterable[str]) -> dict[str, float]:
+    """CLEAR's table columns from the per-task scores in ``flat``, where their tasks ran."""
+    done = set(evaluated)
+    values = {}
+    for name, (tasks, scores) in CLEAR_AGGREGATES.items():
+        if done.issuperset(tasks):
+            terms = [flat[f"{t}/{s}"] for t in tasks for s in scores if f"{t}/{s}" in flat]
+            values[name] = metrics.harmonic_mean(terms)
+    return values
+
+
+def _forget_quality(model: TaskResult, gold: TaskReference, prefix: str) -> dict[str, float]:
+    model_tr = metrics.truth_ratios(model.nll_paraphrased, model.nll_perturbed)
+    gold_tr = metrics.truth_ratios(gold.nll_paraphrased, gold.nll_perturbed)
+    p_value = metrics.forget_quality(model_tr, gold_tr)
+    return {
+        f"{prefix}forget_quality": p_value,
+        f"{prefix}log_forget_quality": metrics.log_forget_quality(p_value),
+        f"{prefix}forget_quality_js": metrics.forget_quality_js(model_tr, gold_tr),
+    }
+
+
+def _clear_forget_quality(model: TaskResult, gold: TaskReference) -> dict[str, float]:
+    nlls = (model.nll_paraphrased, model.nll_perturbed, gold.nll_paraphrased, gold.nll_perturbed)
+    p_value = metrics.clear_forget_quality(*nlls)
+    return {
+        "clear/forget_quality": p_value,
+        "clear/log_forget_quality": metrics.log_forget_quality(p_value),
+        "clear/forget_quality_js": metrics.clear_forget_quality_js(*nlls),
+    }
+
+
+def objective_tasks(modality: str, available: Iterable[str]) -> tuple[str, ...]:
+    """The forget-quality tasks of ``modality`` that are among ``available``.
+
+    ``both`` with only the captions evaluated (``eval.tasks`` without the text task) gives the
+    captions alone; the runs record which tasks the objective used (``objective_task``).
+    """
+    present = set(available)
+    return tuple(name for name in OBJECTIVE_TASKS[modality] if name in present)
+
+
+def with_objective(flat: dict[str, float], modality: str) -> dict[str, float]:
+    """``flat`` with the objective metrics set for ``modality`` from the per-task values.
+
+    Each of ``forget_quality``, ``log_forget_quality`` and ``forget_quality_js`` is the
+    minimum over the modality's tasks: forgetting is as good as its weakest modality, so a
+    method cannot buy a high objective by over-forgetting one modality while leaving the other
+    distinguishable from Gold. For p-values this is Tippett's statistic, whose combined
+    p-value 1 − (1 − min p)² is monotone in min p, so trials rank as under that test; and a
+    single modality's value is unchanged, so ``visual``, ``text`` and ``both`` share one
+    scale (Gold against itself: 1, 0, 1). Absent when none of the tasks was compared.
+    Pure in the per-task values, so one cached Gold/Original evaluation serves every modality.
+    """
+    values = {key: value for key, value in flat.items() if key not in OBJECTIVE_METRICS}
+    compared = [name for name in FORGET_QUALITY_TASKS if f"{name}/forget_quality" in flat]
+    tasks = objective_tasks(modality, compared)
+    if tasks:
+        values.update(
+            {key: min(flat[f"{name}/{key}"] for name in tasks) for key in OBJECTIVE_METRICS}
+        )
+    return values
 
 
 class TaskData:
@@ -303,15 +431,17 @@ def evaluate(
     source: str | TaskData,
     forget_split: str,
     config: EvalConfig,
-    gold_truth_ratios: np.ndarray | None = None,
+    reference: GoldReference | None = None,
     task_names: Sequence[str] | None = None,
     shard: Shard = Shard(),
+    modality: str = DataConfig.modality,
 ) -> EvalResult:
     """Evaluate ``model`` on the tasks ``config.tasks`` names (or ``task_names`` if given).
 
     Deterministic: fixed prompts, greedy generation, and in a proxy evaluation the same rows
-    every call. ``gold_truth_ratios`` are Gold's per-item TR on the forget-quality task from an
-    evaluation with the same ``config`` (so a proxy compares the same rows). A sharded
+    every call. ``reference`` holds Gold's per-item NLLs on the forget-quality tasks from an
+    evaluation with the same ``config`` (so a proxy compares the same rows); ``modality``
+    (``data.modality``) picks the objective's task(s). A sharded
     ``shard`` splits the work over the process group's ranks, which must all call this with
     the same arguments; each gets the unsharded result. ``source`` is a hub id or directory,
     or a ``TaskData`` that keeps its datasets loaded between calls.
@@ -329,4 +459,4 @@ def evaluate(
             results[name] = run_task(task, model, collator, dataset, config, shard)
     finally:
         model.train(was_training)
-    return EvalResult(results, aggregate(results, gold_truth_ratios))
+    return EvalResult(results, aggregate(results, reference, modality))

@@ -173,7 +173,7 @@ def forget_vs_retain(
         axes.axvline(
             min_retain, linestyle="--", color="gray", label=f"min retain = {min_retain:.4g}"
         )
-    axes.set_xlabel("retain_metric (best epoch)")
+    axes.set_xlabel("retain metric of the constraint (best epoch)")
     axes.set_ylabel(objective)
     _legend(axes)
     return _save(figure, path)
@@ -224,7 +224,7 @@ def pareto_plot(points: Sequence[TrialPoint], path: Path, objective: str) -> Pat
             xytext=(3, 3),
             textcoords="offset points",
         )
-    axes.set_xlabel("model_utility (best epoch)")
+    axes.set_xlabel("model utility of the constraint (best epoch)")
     axes.set_ylabel(objective)
     _legend(axes)
     return _save(figure, path)

@@ -8,9 +8,10 @@ from ray.tune import Callback
 
 
 class ProgressPrinter(Callback):
-    def __init__(self, objective: str, num_samples: int) -> None:
+    def __init__(self, objective: str, num_samples: int, retain_metric: str) -> None:
         self.objective = objective
         self.num_samples = num_samples
+        self.retain_metric = retain_metric  # the retain constraint's metric
         self.finished = 0
 
     def _print(self, trial_id: str, message: str) -> None:
@@ -29,7 +30,8 @@ class ProgressPrinter(Callback):
             f"epoch {int(result.get('epoch', 0))}: {self.objective}="
             f"{result.get(self.objective, float('nan')):.4g} "
             f"forget_metric={result.get('forget_metric', float('nan')):.3f} "
-            f"retain_metric={result.get('retain_metric', float('nan')):.3f} ({feasible})",
+            f"{self.retain_metric}={result.get(self.retain_metric, float('nan')):.3f} "
+            f"({feasible})",
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:

@@ -1,4 +1,9 @@
-"""The trial table (feasible first, each with its best epoch and adapter) and the leaderboard."""
+"""The trial table (feasible first, each with its best epoch and adapter) and the leaderboard.
+
+The leaderboard's first columns are CLEAR's Table 1 (``clear/*``: CLEAR_SPEC §5, CLEAR
+``mm/build_vllm_table.py``), so a row can be set beside the paper's; the project's extended
+aggregates and the search objective follow under their own metric names.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-COLUMNS = (
-    "trial",
-    "number",
-    "status",
-    "feasible",
-    "best_objective",
-    "best_forget_metric",
-    "best_retain_metric",
-    "best_model_utility",
-    "best_epoch",
-    "stopped_at",
-)
+from clear_ray.config import SearchConfig
+
+
+@dataclass(frozen=True)
+class TrialMetrics:
+    """Which best-epoch metrics a trial table shows: the constraints' retain and utility
+    metrics (``search.retain_metric``/``utility_metric``) and the forget metric of the same
+    family (CLEAR's columns or the extended ones).
+    """
+
+    retain: str = SearchConfig.retain_metric
+    utility: str = SearchConfig.utility_metric
+
+    @classmethod
+    def of(cls, search: SearchConfig) -> TrialMetrics:
+        return cls(search.retain_metric, search.utility_metric)
+
+    @property
+    def forget(self) -> str:
+        return "clear/forget_metric" if self.retain.startswith("clear/") else "forget_metric"
+
+    def columns(self) -> tuple[str, ...]:
+        return (
+            "trial",
+            "number",
+            "status",
+            "feasible",
+            "best_objective",
+            f"best_{self.forget}",
+            f"best_{self.retain}",
+            f"best_{self.utility}",
+            "best_epoch",
+            "stopped_at",
+        )
 
 
 @dataclass(frozen=True)
@@ -30,9 +57,9 @@ class TrialRow:
     status: str  # done | error
     feasible: bool
     best_objective: float
-    best_forget_metric: float
-    best_retain_metric: float
-    best_model_utility: float
+    best_forget_metric: float  # TrialMetrics.forget
+    best_retain_metric: float  # TrialMetrics.retain: the retain constraint's metric
+    best_model_utility: float  # TrialMetrics.utility
     best_epoch: int
     stopped_at: int  # last epoch run (< epochs when ASHA or a collapse stopped it)
     params: dict[str, Any]
@@ -68,7 +95,7 @@ def trial_identity(folder: str) -> tuple[str, int]:
     return (found.group(1), int(found.group(2))) if found else ("?", -1)
 
 
-def trial_rows(results, adapters_dir: Path) -> list[TrialRow]:
+def trial_rows(results, adapters_dir: Path, shown: TrialMetrics = TrialMetrics()) -> list[TrialRow]:
     """Rows from a Tune ``ResultGrid``, sorted feasible first, then by objective."""
     rows = []
     for result in results:
@@ -86,9 +113,9 @@ def trial_rows(results, adapters_dir: Path) -> list[TrialRow]:
                 status="error" if result.error else "done",
                 feasible=bool(metrics.get("feasible", 0.0)) and not result.error,
                 best_objective=value("best_objective"),
-                best_forget_metric=value("best_forget_metric"),
-                best_retain_metric=value("best_retain_metric"),
-                best_model_utility=value("best_model_utility"),
+                best_forget_metric=value(f"best_{shown.forget}"),
+                best_retain_metric=value(f"best_{shown.retain}"),
+                best_model_utility=value(f"best_{shown.utility}"),
                 best_epoch=int(metrics.get("best_epoch", -1)),
                 stopped_at=int(metrics.get("epoch", 0)),
                 params=dict(result.config or {}),
@@ -107,26 +134,38 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def markdown_table(rows: list[TrialRow], param_names: list[str]) -> str:
-    return markdown([*COLUMNS, *param_names], [row.cells(param_names) for row in rows])
+def markdown_table(
+    rows: list[TrialRow], param_names: list[str], shown: TrialMetrics = TrialMetrics()
+) -> str:
+    return markdown([*shown.columns(), *param_names], [row.cells(param_names) for row in rows])
 
 
-def write_csv(rows: list[TrialRow], param_names: list[str], path: Path) -> None:
+def write_csv(
+    rows: list[TrialRow], param_names: list[str], path: Path, shown: TrialMetrics = TrialMetrics()
+) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*COLUMNS, *param_names, "adapter"])
+        writer.writerow([*shown.columns(), *param_names, "adapter"])
         for row in rows:
             writer.writerow([*row.cells(param_names), row.adapter])
 
 
-LEADERBOARD_COLUMNS = ("model", "Real", "Retain", "Forget", "FQ", "log FQ", "feasible", "trial")
-LEADERBOARD_METRICS = (
-    "real_metric",
-    "retain_metric",
-    "forget_metric",
-    "forget_quality",
-    "log_forget_quality",
+# (column, metric). CLEAR's Table 1: Real/Retain/Forget and its forget quality on CLEAR's
+# truth ratios, as the KS log p-value (v1 tables) and 1 − JS (camera-ready). Then ours.
+LEADERBOARD = (
+    ("Real", "clear/real_metric"),
+    ("Retain", "clear/retain_metric"),
+    ("Forget", "clear/forget_metric"),
+    ("log FQ", "clear/log_forget_quality"),
+    ("FQ 1-JS", "clear/forget_quality_js"),
+    ("real_metric", "real_metric"),
+    ("retain_metric", "retain_metric"),
+    ("forget_metric", "forget_metric"),
+    ("model_utility", "model_utility"),
+    ("log_forget_quality", "log_forget_quality"),
+    ("forget_quality_js", "forget_quality_js"),
 )
+LEADERBOARD_COLUMNS = ("model", *(column for column, _ in LEADERBOARD), "feasible", "trial")
 
 
 @dataclass(frozen=True)
@@ -139,7 +178,7 @@ class LeaderboardRow:
     trial: str = ""
 
     def cells(self) -> list[str]:
-        numbers = [f"{self.metrics.get(key, math.nan):.4g}" for key in LEADERBOARD_METRICS]
+        numbers = [f"{self.metrics.get(key, math.nan):.4g}" for _, key in LEADERBOARD]
         return [self.model, *numbers, self.feasible, self.trial]
 
 

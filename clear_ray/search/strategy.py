@@ -26,9 +26,13 @@ from clear_ray.search.constrained import ConstrainedOptunaSearch
 from clear_ray.train.selection import Thresholds
 
 OBJECTIVE_KEY = "best_objective"
-UTILITY_KEY = "best_model_utility"
 SCORE_KEY = "best_score"
 TIME_KEY = "epoch"
+
+
+def utility_key(search: SearchConfig) -> str:
+    """The best epoch's ``search.utility_metric``: the second objective of a Pareto search."""
+    return f"best_{search.utility_metric}"
 
 
 def grid_size(space: dict[str, BaseDistribution]) -> int:
@@ -61,7 +65,7 @@ def build_searcher(
     metric: str | list[str] = OBJECTIVE_KEY
     mode: str | list[str] = "max"
     if search.multi_objective:
-        metric, mode = [OBJECTIVE_KEY, UTILITY_KEY], ["max", "max"]
+        metric, mode = [OBJECTIVE_KEY, utility_key(search)], ["max", "max"]
     searcher = ConstrainedOptunaSearch(
         space=space,
         metric=metric,
@@ -102,7 +106,7 @@ class RetainCollapseStopper(Stopper):
         self.thresholds = thresholds
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        return "retain_metric" in result and self.thresholds.collapsed(result)
+        return self.thresholds.retain_metric in result and self.thresholds.collapsed(result)
 
     def stop_all(self) -> bool:
         return False

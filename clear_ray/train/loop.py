@@ -96,7 +96,6 @@ def unlearn(
         config=deepspeed_config(cfg.train, per_epoch),
     )
     start_lr_schedule(engine.lr_scheduler, sum(per_epoch[: start.epoch]))
-    gold = np.asarray(inputs.gold_truth_ratios)
     task_data = TaskData(inputs.source)  # loaded on the first evaluation, kept for the others
     layer = steering_layer(model, cfg.method.layer_fraction) if _reads_hidden(method) else None
     step = start.step
@@ -110,7 +109,9 @@ def unlearn(
             _report_divergence(report, f"epoch {epoch + 1}: {error}", rank)
             return
         metrics = _epoch_means(logs)
-        metrics.update(_evaluate(engine.module, collator, task_data, cfg, gold, rank, world_size))
+        metrics.update(
+            _evaluate(engine.module, collator, task_data, cfg, inputs.gold, rank, world_size)
+        )
         metrics["epoch"] = float(epoch + 1)
         metrics.update(best.epoch_values(metrics))
         best.update(epoch + 1, metrics)
@@ -197,8 +198,9 @@ def _epoch_means(logs: list[dict[str, float]]) -> dict[str, float]:
 def _evaluate(model, collator, task_data, cfg, gold, rank, world_size) -> dict[str, float]:
     """Every rank scores its shard of the items; all get the same metrics (reports must agree)."""
     shard = Shard(rank, world_size)
+    split, modality = cfg.data.forget_split, cfg.data.modality
     return evaluate(
-        model, collator, task_data, cfg.data.forget_split, cfg.eval, gold, shard=shard
+        model, collator, task_data, split, cfg.eval, gold, shard=shard, modality=modality
     ).metrics
 
 

@@ -1,8 +1,9 @@
 """Feasibility and best-epoch bookkeeping: the search objective is a constrained one.
 
 A trial's objective is forget quality *subject to* keeping retain performance (and optionally
-model utility); constraint values follow Optuna's convention (≤ 0 feasible) so they can be
-handed to the sampler as they are.
+model utility), each measured by the metric ``search.retain_metric``/``search.utility_metric``
+names (CLEAR's table columns by default); constraint values follow Optuna's convention
+(≤ 0 feasible) so they can be handed to the sampler as they are.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ BEST_METRICS = (
     "forget_quality",
     "log_forget_quality",
     "forget_quality_js",
+    "clear/real_metric",
+    "clear/retain_metric",
+    "clear/forget_metric",
+    "clear/model_utility",
+    "clear/forget_quality",
+    "clear/log_forget_quality",
+    "clear/forget_quality_js",
 )
 
 
@@ -32,9 +40,11 @@ class Thresholds:
     """What every trial is compared against, computed once by the driver (absolute values)."""
 
     objective: str  # metric to maximise, e.g. "log_forget_quality"
-    min_retain_metric: float
-    min_model_utility: float | None = None  # None: no utility constraint
+    min_retain_metric: float  # on retain_metric
+    min_model_utility: float | None = None  # on utility_metric; None: no utility constraint
     retain_floor: float = -math.inf  # below it retain has collapsed: the trial is stopped
+    retain_metric: str = SearchConfig.retain_metric  # the metric the retain bounds apply to
+    utility_metric: str = SearchConfig.utility_metric
 
     @classmethod
     def from_search(cls, search: SearchConfig, original: dict[str, float]) -> Thresholds:
@@ -47,19 +57,21 @@ class Thresholds:
                 raise ConfigError(f"Original has no {metric} (are its tasks in eval.tasks?)")
             return value * original[metric]
 
-        utility = absolute(search.min_utility, "model_utility") if search.min_utility else None
+        retain, utility = search.retain_metric, search.utility_metric
         return cls(
             objective=search.objective,
-            min_retain_metric=absolute(search.min_retain, "retain_metric"),
-            min_model_utility=utility,
-            retain_floor=absolute(search.retain_floor, "retain_metric"),
+            min_retain_metric=absolute(search.min_retain, retain),
+            min_model_utility=absolute(search.min_utility, utility) if search.min_utility else None,
+            retain_floor=absolute(search.retain_floor, retain),
+            retain_metric=retain,
+            utility_metric=utility,
         )
 
     def constraints(self, metrics: dict[str, float]) -> dict[str, float]:
         """Named shortfalls (≤ 0 when met): the values Optuna learns the feasible region from."""
-        values = {"min_retain": self.min_retain_metric - metrics["retain_metric"]}
+        values = {"min_retain": self.min_retain_metric - metrics[self.retain_metric]}
         if self.min_model_utility is not None:
-            values["min_utility"] = self.min_model_utility - metrics["model_utility"]
+            values["min_utility"] = self.min_model_utility - metrics[self.utility_metric]
         return values
 
     def constraint(self, metrics: dict[str, float]) -> float:
@@ -67,12 +79,12 @@ class Thresholds:
         return max(self.constraints(metrics).values())
 
     def collapsed(self, metrics: dict[str, float]) -> bool:
-        return metrics["retain_metric"] < self.retain_floor
+        return metrics[self.retain_metric] < self.retain_floor
 
     def describe(self) -> str:
-        rules = [f"retain_metric >= {self.min_retain_metric:.4g}"]
+        rules = [f"{self.retain_metric} >= {self.min_retain_metric:.4g}"]
         if self.min_model_utility is not None:
-            rules.append(f"model_utility >= {self.min_model_utility:.4g}")
+            rules.append(f"{self.utility_metric} >= {self.min_model_utility:.4g}")
         return " and ".join(rules)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clear_ray.config import Config
+from clear_ray.eval.reference import GoldReference
 from clear_ray.staging import DriverDir, on_this_node
 from clear_ray.train.selection import Thresholds
 
@@ -31,7 +32,7 @@ class TrialInputs:
 
     source: str | DriverDir
     original_dir: str | DriverDir
-    gold_truth_ratios: list[float]
+    gold: GoldReference  # Gold's per-item NLLs on the forget-quality tasks
     thresholds: Thresholds
 
     def on_this_node(self) -> TrialInputs:
