@@ -18,6 +18,7 @@ from pathlib import Path
 
 from clear_ray.cli import add_config_flags, add_set_flag, overrides_from
 from clear_ray.config import Config, ConfigError
+from clear_ray.eval.names import SUMMARY_METRICS
 
 # flag -> dotted config path; defaults and types come from Config, never from here.
 FLAGS = {
@@ -48,22 +49,6 @@ TRACKING_FLAGS = {
     ),
 }
 TABLE_SCORES = ("prob", "truth_ratio", "clear_truth_ratio", "rougeL_recall")
-SUMMARY_METRICS = (
-    "clear/real_metric",
-    "clear/retain_metric",
-    "clear/forget_metric",
-    "clear/model_utility",
-    "clear/forget_quality",
-    "clear/log_forget_quality",
-    "clear/forget_quality_js",
-    "forget_metric",
-    "retain_metric",
-    "real_metric",
-    "model_utility",
-    "forget_quality",
-    "log_forget_quality",
-    "forget_quality_js",
-)
 
 
 class _DefaultsWhereSet(argparse.ArgumentDefaultsHelpFormatter):

@@ -40,6 +40,7 @@ from clear_ray.data.clear import config_available, load_clear
 from clear_ray.data.collate import Collator, Example
 from clear_ray.eval import metrics
 from clear_ray.eval.generation import generate_greedy
+from clear_ray.eval.names import OBJECTIVE_METRICS
 from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.scoring import score_items
 from clear_ray.eval.tasks import CAPTIONS, TASKS, Layout, Task, evaluation_rows, resolve_task_names
@@ -54,7 +55,6 @@ OBJECTIVE_TASKS = {
     "both": (FORGET_CAPTIONS, FORGET_TEXT),
 }
 FORGET_QUALITY_TASKS = (FORGET_CAPTIONS, FORGET_TEXT)  # what Gold's reference covers
-OBJECTIVE_METRICS = ("forget_quality", "log_forget_quality", "forget_quality_js")
 # CLEAR's table columns: name -> (tasks that must all be evaluated, their scores in the
 # harmonic mean). Real/Retain/Forget: CLEAR ``mm/build_vllm_table.py`` (no ROUGE, no TOFU text);
 # model utility: ``mm/calculate_metrics.py`` (Prob, ROUGE, TR of every non-forget task; ROUGE

@@ -12,27 +12,13 @@ import math
 from dataclasses import dataclass, field
 
 from clear_ray.config import ConfigError, SearchConfig
+from clear_ray.eval.names import SUMMARY_METRICS
 
 # Below any objective (log p-values are ≥ −745) yet small enough that float64 still resolves
 # retain violations of 1e-10, so the least infeasible epoch wins among infeasible ones.
 INFEASIBLE_SCORE = -1e6
 # Metrics of the best epoch that every report carries as best_<name> (when evaluated).
-BEST_METRICS = (
-    "retain_metric",
-    "forget_metric",
-    "real_metric",
-    "model_utility",
-    "forget_quality",
-    "log_forget_quality",
-    "forget_quality_js",
-    "clear/real_metric",
-    "clear/retain_metric",
-    "clear/forget_metric",
-    "clear/model_utility",
-    "clear/forget_quality",
-    "clear/log_forget_quality",
-    "clear/forget_quality_js",
-)
+BEST_METRICS = SUMMARY_METRICS
 
 
 @dataclass(frozen=True)
