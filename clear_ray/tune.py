@@ -353,7 +353,9 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
             tracker.reopen(state.top_parent_id)
         else:
             state.top_parent_id = tracker.start_parent(
-                state.name, cfg.to_flat(), {**tags, "clear_ray.role": "comparison"}
+                state.name,
+                untuned(cfg.to_flat(), *spaces.values()),
+                {**tags, "clear_ray.role": "comparison"},
             )
             log_references(tracker, state.top_parent_id, refs)
         dirs.save(state)
@@ -388,13 +390,18 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
 def log_references(tracker, run_id: str, refs: References) -> None:
     """Original/Gold metrics and Gold's per-item values, once per search."""
     for name in ("original", "gold"):
-        evaluation = getattr(refs, name)
+        evaluation, full = getattr(refs, name), getattr(refs, f"{name}_full")
         tracker.log_metrics(run_id, evaluation.metrics, prefix=f"{name}/")
-        tracker.log_metrics(run_id, getattr(refs, f"{name}_full").metrics, prefix=f"{name}_full/")
         tracker.log_artifacts(run_id, [Path(evaluation.directory)], f"reference/{name}")
-        full_dir = Path(getattr(refs, f"{name}_full").directory)
-        if full_dir != Path(evaluation.directory):
-            tracker.log_artifacts(run_id, [full_dir], f"reference/{name}_full")
+        if Path(full.directory) != Path(evaluation.directory):  # else the same evaluation
+            tracker.log_metrics(run_id, full.metrics, prefix=f"{name}_full/")
+            tracker.log_artifacts(run_id, [Path(full.directory)], f"reference/{name}_full")
+
+
+def untuned(params: dict, *spaces: dict) -> dict:
+    """Config params without the searched ones: their defaults were never used (each trial's
+    value is its child run's param; the space is the parent's ``search_space.*``)."""
+    return {key: value for key, value in params.items() if not any(key in s for s in spaces)}
 
 
 def search_method(search: Search, method: str, space: dict) -> None:
@@ -427,7 +434,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
         parent_id = tracker.start_parent(
             f"{state.name}-{method}" if state.top_parent_id else state.name,
             params={
-                **cfg.to_flat(),
+                **untuned(cfg.to_flat(), space),
                 **{f"search_space.{k}": v for k, v in describe(space).items()},
                 "search.min_retain_metric": thresholds.min_retain_metric,
                 "search.min_model_utility": thresholds.min_model_utility,
@@ -497,7 +504,10 @@ def search_method(search: Search, method: str, space: dict) -> None:
     results = tuner.fit()
     reaper.reap(wait_s=REAP_WAIT_S)  # the next method's first trial needs those CPUs
     rows = trial_rows(results, dirs.adapters(method), TrialMetrics.of(cfg.search))
+    run_ids = tracker.child_ids()
+    rewrite_optuna_csv(cfg, dirs, method, run_ids)
     report_trials(cfg, rows, sorted(space), method_dir, thresholds, tracker, parent_id)
+    summarise_parent(cfg, rows, sorted(space), thresholds, tracker, parent_id, run_ids)
 
     best = rows[0] if rows and rows[0].adapter else None
     outcome = LeaderboardRow(method, {}, "no", "none")
@@ -520,6 +530,43 @@ def search_method(search: Search, method: str, space: dict) -> None:
     state.runs[method].status = "done"
     state.runs[method].outcome = asdict(outcome)
     dirs.save(state)
+
+
+def rewrite_optuna_csv(cfg: Config, dirs: SearchDirs, method: str, run_ids: dict) -> None:
+    """optuna_trials.csv again, now with each trial's MLflow run id (the searcher wrote it
+    after every trial without them: it does not know the runs)."""
+    import optuna
+
+    from clear_ray.search.constrained import write_trials_csv
+    from clear_ray.search.strategy import objective_keys
+
+    study = optuna.load_study(
+        study_name=dirs.study_name(method),
+        storage=dirs.optuna_storage(cfg.search.optuna_storage),
+    )
+    path = dirs.method(method) / "optuna_trials.csv"
+    write_trials_csv(study, path, objective_keys(cfg.search), run_ids)
+
+
+def summarise_parent(cfg, rows, param_names, thresholds, tracker, run_id, run_ids) -> None:
+    """The best feasible trial on its search's run: ``best/*`` metrics, ``best.<path>``
+    params and a Description that says how to open it."""
+    from clear_ray.tracking import best_metrics, search_description
+
+    best = rows[0] if rows and rows[0].feasible else None
+    params = {name: best.params[name] for name in param_names} if best else {}
+    if best:
+        tracker.log_metrics(run_id, best_metrics(best.best, cfg.search.objective))
+        tracker.log_params(run_id, {f"best.{name}": value for name, value in params.items()})
+    text = search_description(
+        cfg.method.name,
+        cfg.search.objective,
+        thresholds,
+        best.trial if best else None,
+        run_ids.get(best.trial) if best else None,
+        params,
+    )
+    tracker.describe(run_id, text)
 
 
 def report_trials(cfg, rows, param_names, method_dir, thresholds, tracker, run_id) -> None:
