@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clear_ray.cli import add_config_flags, add_set_flag, dry_run_lines, error_line, overrides_from
+from clear_ray.cli import (
+    HelpFormatter,
+    add_config_flags,
+    add_set_flag,
+    dry_run_lines,
+    error_line,
+    overrides_from,
+)
 from clear_ray.config import Config, ConfigError, resolve_config
 from clear_ray.methods import METHODS, TABLE_METHODS
 from clear_ray.models.presets import get_preset
@@ -130,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Everything a search writes is under OUTPUT_DIR/searches/<name>/; --resume continues "
             "an interrupted search from there with its saved configuration."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--method",
