@@ -81,7 +81,9 @@ def check_tracking_uri(uri: str) -> None:
 
 
 def ui_command(uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    """One worker: the default four did not answer on a 2-core machine (and SQLite serialises
+    writes anyway)."""
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000 --workers 1"
 
 
 def _float_metrics(values: dict[str, Any]) -> dict[str, float]:

@@ -320,6 +320,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.eval.suite import objective_tasks
     from clear_ray.eval.tasks import resolve_task_names
     from clear_ray.provenance import system_tags
+    from clear_ray.search.quiet import quiet_console
     from clear_ray.search.results import LeaderboardRow, leaderboard
     from clear_ray.search.session import dashboard_command
     from clear_ray.search.trainable import check_cluster, ray_env_vars
@@ -329,6 +330,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.train.worker import TrialInputs
 
     started = time.time()
+    quiet_console()
     # Worker output stays in Ray's session logs; a failed trial prints its reason. Ray starts
     # first: a trial shape the cluster can never run is refused before anything is written.
     ray.init(
@@ -389,7 +391,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
         tracker.finish(state.top_parent_id)
     print(f"\nLeaderboard (full evaluation of each method's best trial):\n{table}\n")
     print(f"Search {state.name} took {time.time() - started:.0f} s; files in {dirs.root}")
-    print(f"Open MLflow with:\n  {ui_command(tracker.uri)}")
+    print(f"Open MLflow with:\n  {tracker.run_url(summary_run) or ui_command(tracker.uri)}")
     print(f"Open the Optuna studies with:\n  {dashboard_command(optuna_storage)}")
     return 0
 
@@ -463,7 +465,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
         dirs.save(state)
         if not state.top_parent_id:
             log_references(tracker, parent_id, refs)
-    log(f"{method}: MLflow run {parent_id} in {tracker.uri}")
+    log(f"{method}: MLflow run {tracker.run_url(parent_id) or f'{parent_id} in {tracker.uri}'}")
 
     num_samples = trial_count(cfg.search, space)
     trainable = tune.with_resources(
