@@ -11,6 +11,7 @@ min_retain × Original's`` (CLEAR's Retain column by default; optionally a utili
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -515,7 +516,14 @@ def search_method(search: Search, method: str, space: dict) -> None:
     rows = trial_rows(results, dirs.adapters(method), TrialMetrics.of(cfg.search))
     run_ids = tracker.child_ids()
     rewrite_optuna_csv(cfg, dirs, method, run_ids)
-    report_trials(cfg, rows, sorted(space), method_dir, thresholds, tracker, parent_id)
+    references = {
+        name: (
+            evaluation.metrics.get(thresholds.retain_metric, math.nan),
+            evaluation.metrics.get(cfg.search.objective, math.nan),
+        )
+        for name, evaluation in (("Original", refs.original), ("Gold", refs.gold))
+    }
+    report_trials(cfg, rows, sorted(space), method_dir, thresholds, tracker, parent_id, references)
     summarise_parent(cfg, rows, sorted(space), thresholds, tracker, parent_id, run_ids)
 
     best = rows[0] if rows and rows[0].adapter else None
@@ -578,8 +586,11 @@ def summarise_parent(cfg, rows, param_names, thresholds, tracker, run_id, run_id
     tracker.describe(run_id, text)
 
 
-def report_trials(cfg, rows, param_names, method_dir, thresholds, tracker, run_id) -> None:
-    """Trial table, Optuna's own record, plots (and the Pareto front): printed and logged."""
+def report_trials(
+    cfg, rows, param_names, method_dir, thresholds, tracker, run_id, references
+) -> None:
+    """Trial table, Optuna's own record, plots with Original and Gold marked (and the Pareto
+    front): printed and logged."""
     from clear_ray.search.pareto import pareto_front
     from clear_ray.search.plots import TrialPoint, search_plots
     from clear_ray.search.results import TrialMetrics, markdown_table, write_csv
@@ -622,6 +633,7 @@ def report_trials(cfg, rows, param_names, method_dir, thresholds, tracker, run_i
         cfg.search.objective,
         thresholds.min_retain_metric,
         cfg.search.multi_objective,
+        references,
     )
     tracker.log_artifacts(run_id, files)
     tracker.log_artifacts(run_id, plots, "plots")
