@@ -17,6 +17,16 @@ from clear_ray.config import Config, ConfigError
 Flags = dict[str, tuple[str, str]]  # flag -> (dotted config path, help text)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every command's ``--help``: a flag's default is shown only where it says something,
+    not for a switch (``store_true``) nor a default of None, "" or [] ("not given")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default in (None, "", []):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_config_flags(
     parser: argparse.ArgumentParser, flags: Flags, defaults: dict[str, Any]
 ) -> None:

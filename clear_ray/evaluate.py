@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from clear_ray.cli import add_config_flags, add_set_flag, overrides_from
+from clear_ray.cli import HelpFormatter, add_config_flags, add_set_flag, overrides_from
 from clear_ray.config import Config, ConfigError
 from clear_ray.eval.names import SUMMARY_METRICS
 
@@ -41,23 +41,16 @@ FLAGS = {
 TRACKING_FLAGS = {
     "--tracking-uri": (
         "tracking.tracking_uri",
-        "log to a new MLflow run at this URI (default: sqlite in the output dir)",
+        "log the evaluation as a new MLflow run at this URI (sqlite:///..., http://host:port), "
+        f"in experiment {Config().tracking.experiment} unless --experiment names another",
     ),
     "--experiment": (
         "tracking.experiment",
-        f"log to a new MLflow run in this experiment (default: {Config().tracking.experiment})",
+        "log the evaluation as a new MLflow run in this experiment, at --tracking-uri or else "
+        "in OUTPUT_DIR/mlflow.db",
     ),
 }
 TABLE_SCORES = ("prob", "truth_ratio", "clear_truth_ratio", "rougeL_recall")
-
-
-class _DefaultsWhereSet(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default only where it has one (not None, "" or [])."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, "", []):
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Evaluate a finetuned checkpoint (a directory with model + processor, e.g. "
             "<output>/cache/models/tiny-llava-original-*), optionally with a LoRA adapter on "
             "top, on the CLEAR tasks. Forget quality needs --gold. Prints a table; --out writes "
-            "metrics.json and <task>.parquet with per-item values."
+            "metrics.json and <task>.parquet with per-item values. Nothing is logged to MLflow "
+            "unless --tracking-uri or --experiment is given."
         ),
         epilog=(
             "Tasks: forget_captions, retain_captions, forget_face_naming, retain_face_naming, "
@@ -78,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
             "to a full one. Any config field can be set with --set PATH=VALUE, "
             "e.g. --set eval.generate=false."
         ),
-        formatter_class=_DefaultsWhereSet,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("checkpoint", type=Path, help="finetuned model directory")
     parser.add_argument(
@@ -97,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(parser, FLAGS, defaults)
     # Default None = not given: an MLflow run is logged only when one of these is.
     add_config_flags(parser, TRACKING_FLAGS, {})
-    parser.add_argument("--run-name", default=None, help="MLflow run name (default: eval-<time>)")
+    parser.add_argument(
+        "--run-name",
+        default=None,
+        help="name of the MLflow run, when one is logged (default: eval-<time>)",
+    )
     add_set_flag(parser)
     return parser
 

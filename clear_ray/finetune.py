@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clear_ray.cache import cache_key, cached_dir
-from clear_ray.cli import add_config_flags, add_set_flag, dry_run_lines, overrides_from
+from clear_ray.cli import (
+    HelpFormatter,
+    add_config_flags,
+    add_set_flag,
+    dry_run_lines,
+    overrides_from,
+)
 from clear_ray.config import Config, ConfigError, FinetuneConfig, LoraConfig, resolve_config
 from clear_ray.models.presets import ModelPreset, get_preset
 
@@ -134,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(README, Recipes). Any config field can be set with --set PATH=VALUE, e.g. "
             "--set finetune.lora_targets=all_linear; --dry-run prints the resolved values."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_config_flags(parser, FLAGS, Config().to_flat())
     add_set_flag(parser)

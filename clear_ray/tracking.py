@@ -27,6 +27,8 @@ from clear_ray.train.selection import Thresholds
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "clear_ray.trial_id"
+DESCRIPTION_TAG = "mlflow.note.content"  # the run page's Description (markdown)
+FEASIBLE_OBJECTIVE = "feasible_objective"  # a child's best objective, only once feasible
 ADAPTER_ARTIFACT = "best_adapter"
 HEALTH_TIMEOUT_S = 5.0
 _TUNE_BOOKKEEPING = {
@@ -39,6 +41,9 @@ _TUNE_BOOKKEEPING = {
     "iterations_since_restore",
     "pid",
 }
+# Rankings for Tune (ASHA, checkpoint order) in which an infeasible epoch scores about −1e6:
+# on a chart they flatten every other value, so MLflow never sees them.
+_SCHEDULER_ONLY = {"best_score", "epoch_score"}
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -76,7 +81,9 @@ def check_tracking_uri(uri: str) -> None:
 
 
 def ui_command(uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    """One worker: the default four did not answer on a 2-core machine (and SQLite serialises
+    writes anyway)."""
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000 --workers 1"
 
 
 def _float_metrics(values: dict[str, Any]) -> dict[str, float]:
@@ -86,6 +93,68 @@ def _float_metrics(values: dict[str, Any]) -> dict[str, float]:
         for key, value in values.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     }
+
+
+def child_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """A trial's epoch report as its child run logs it: no Tune bookkeeping, no scheduler
+    score, and ``feasible_objective`` (the best objective) once the trial is feasible, so
+    sorting children by it lists feasible trials only, best first."""
+    metrics = {
+        key: value
+        for key, value in result.items()
+        if key not in _TUNE_BOOKKEEPING and key not in _SCHEDULER_ONLY
+    }
+    if result.get("feasible") and "best_objective" in result:
+        metrics[FEASIBLE_OBJECTIVE] = result["best_objective"]
+    return metrics
+
+
+def best_metrics(best: dict[str, float], objective: str) -> dict[str, float]:
+    """The best trial's best-epoch values under ``best/``: ``best/<objective>``,
+    ``best/clear/retain_metric``, ``best/constraint/min_retain``, ``best/epoch``... from a
+    report's ``best_*`` keys (``train/selection.py`` ``BestEpoch.summary``); the scheduler's
+    score is left out."""
+    renamed = {
+        f"best/{key.removeprefix('best_')}": value
+        for key, value in best.items()
+        if key not in _SCHEDULER_ONLY and key != "best_objective"
+    }
+    if "best_objective" in best:
+        renamed[f"best/{objective}"] = best["best_objective"]
+    return renamed
+
+
+def search_description(
+    method: str,
+    objective: str,
+    thresholds: Thresholds,
+    best_trial: str | None,
+    best_run: str | None,
+    best_params: dict[str, Any],
+) -> str:
+    """The parent run's Description: what was searched and where its best trial is."""
+    lines = [
+        f"**{method}** search: maximise `{objective}` subject to {thresholds.describe()}.",
+        "",
+    ]
+    if best_trial is None:
+        lines.append("No trial met the thresholds: lower `--min-retain` or widen the space.")
+        return "\n".join(lines)
+    values = ", ".join(f"`{name}={_short(value)}`" for name, value in best_params.items())
+    lines += [
+        f"Best feasible trial: **{best_trial}** ({values}); its best-epoch values are the "
+        f"`best/*` metrics and `best.*` params of this run, its full evaluation the `final/*` "
+        f"metrics.",
+        "",
+        f"Open it: the child run `{best_run or best_trial}` (sort the child runs by "
+        f"`{FEASIBLE_OBJECTIVE}`, descending); its adapter is the artifact "
+        f"`{ADAPTER_ARTIFACT}/`.",
+    ]
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 class SearchTracker:
@@ -133,6 +202,13 @@ class SearchTracker:
             ),
         )
         return runs[0].info.run_id if runs else None
+
+    def child_ids(self) -> dict[str, str]:
+        """Tune trial id -> MLflow run id of this search's children."""
+        runs = self.children()
+        return {
+            run.data.tags[TRIAL_TAG]: run.info.run_id for run in runs if TRIAL_TAG in run.data.tags
+        }
 
     def children(self) -> list:
         return self.client.search_runs(
@@ -184,6 +260,16 @@ class SearchTracker:
             self.client.set_tag(run_id, key, str(value))
         self.client.set_terminated(run_id, status=status)
 
+    def describe(self, run_id: str, text: str) -> None:
+        """The run page's Description (markdown)."""
+        self.client.set_tag(run_id, DESCRIPTION_TAG, text)
+
+    def run_url(self, run_id: str) -> str | None:
+        """The run's page on an MLflow server; None for a local store (no server to link)."""
+        if not self.uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
     def log_artifacts(
         self, run_id: str, paths: Iterable[Path], artifact_path: str | None = None
     ) -> None:
@@ -232,8 +318,7 @@ class TrialLogger(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         run_id = self.run_ids[trial.trial_id]
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        metrics = {k: v for k, v in result.items() if k not in _TUNE_BOOKKEEPING}
-        self.tracker.log_metrics(run_id, metrics, step=step)
+        self.tracker.log_metrics(run_id, child_metrics(result), step=step)
         checkpoint = result.get("checkpoint_path")
         if checkpoint and result.get("best_epoch") == result.get("epoch"):
             # Through Train's Checkpoint: the storage may be remote (s3://, gs://, NFS).

@@ -11,6 +11,7 @@ min_retain × Original's`` (CLEAR's Retain column by default; optionally a utili
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clear_ray.cli import add_config_flags, add_set_flag, dry_run_lines, error_line, overrides_from
+from clear_ray.cli import (
+    HelpFormatter,
+    add_config_flags,
+    add_set_flag,
+    dry_run_lines,
+    error_line,
+    overrides_from,
+)
 from clear_ray.config import Config, ConfigError, resolve_config
 from clear_ray.methods import METHODS, TABLE_METHODS
 from clear_ray.models.presets import get_preset
@@ -130,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Everything a search writes is under OUTPUT_DIR/searches/<name>/; --resume continues "
             "an interrupted search from there with its saved configuration."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--method",
@@ -313,6 +321,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.eval.suite import objective_tasks
     from clear_ray.eval.tasks import resolve_task_names
     from clear_ray.provenance import system_tags
+    from clear_ray.search.quiet import quiet_console
     from clear_ray.search.results import LeaderboardRow, leaderboard
     from clear_ray.search.session import dashboard_command
     from clear_ray.search.trainable import check_cluster, ray_env_vars
@@ -322,6 +331,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.train.worker import TrialInputs
 
     started = time.time()
+    quiet_console()
     # Worker output stays in Ray's session logs; a failed trial prints its reason. Ray starts
     # first: a trial shape the cluster can never run is refused before anything is written.
     ray.init(
@@ -353,7 +363,9 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
             tracker.reopen(state.top_parent_id)
         else:
             state.top_parent_id = tracker.start_parent(
-                state.name, cfg.to_flat(), {**tags, "clear_ray.role": "comparison"}
+                state.name,
+                untuned(cfg.to_flat(), *spaces.values()),
+                {**tags, "clear_ray.role": "comparison"},
             )
             log_references(tracker, state.top_parent_id, refs)
         dirs.save(state)
@@ -380,7 +392,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
         tracker.finish(state.top_parent_id)
     print(f"\nLeaderboard (full evaluation of each method's best trial):\n{table}\n")
     print(f"Search {state.name} took {time.time() - started:.0f} s; files in {dirs.root}")
-    print(f"Open MLflow with:\n  {ui_command(tracker.uri)}")
+    print(f"Open MLflow with:\n  {tracker.run_url(summary_run) or ui_command(tracker.uri)}")
     print(f"Open the Optuna studies with:\n  {dashboard_command(optuna_storage)}")
     return 0
 
@@ -388,13 +400,18 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
 def log_references(tracker, run_id: str, refs: References) -> None:
     """Original/Gold metrics and Gold's per-item values, once per search."""
     for name in ("original", "gold"):
-        evaluation = getattr(refs, name)
+        evaluation, full = getattr(refs, name), getattr(refs, f"{name}_full")
         tracker.log_metrics(run_id, evaluation.metrics, prefix=f"{name}/")
-        tracker.log_metrics(run_id, getattr(refs, f"{name}_full").metrics, prefix=f"{name}_full/")
         tracker.log_artifacts(run_id, [Path(evaluation.directory)], f"reference/{name}")
-        full_dir = Path(getattr(refs, f"{name}_full").directory)
-        if full_dir != Path(evaluation.directory):
-            tracker.log_artifacts(run_id, [full_dir], f"reference/{name}_full")
+        if Path(full.directory) != Path(evaluation.directory):  # else the same evaluation
+            tracker.log_metrics(run_id, full.metrics, prefix=f"{name}_full/")
+            tracker.log_artifacts(run_id, [Path(full.directory)], f"reference/{name}_full")
+
+
+def untuned(params: dict, *spaces: dict) -> dict:
+    """Config params without the searched ones: their defaults were never used (each trial's
+    value is its child run's param; the space is the parent's ``search_space.*``)."""
+    return {key: value for key, value in params.items() if not any(key in s for s in spaces)}
 
 
 def search_method(search: Search, method: str, space: dict) -> None:
@@ -427,7 +444,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
         parent_id = tracker.start_parent(
             f"{state.name}-{method}" if state.top_parent_id else state.name,
             params={
-                **cfg.to_flat(),
+                **untuned(cfg.to_flat(), space),
                 **{f"search_space.{k}": v for k, v in describe(space).items()},
                 "search.min_retain_metric": thresholds.min_retain_metric,
                 "search.min_model_utility": thresholds.min_model_utility,
@@ -449,7 +466,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
         dirs.save(state)
         if not state.top_parent_id:
             log_references(tracker, parent_id, refs)
-    log(f"{method}: MLflow run {parent_id} in {tracker.uri}")
+    log(f"{method}: MLflow run {tracker.run_url(parent_id) or f'{parent_id} in {tracker.uri}'}")
 
     num_samples = trial_count(cfg.search, space)
     trainable = tune.with_resources(
@@ -497,7 +514,17 @@ def search_method(search: Search, method: str, space: dict) -> None:
     results = tuner.fit()
     reaper.reap(wait_s=REAP_WAIT_S)  # the next method's first trial needs those CPUs
     rows = trial_rows(results, dirs.adapters(method), TrialMetrics.of(cfg.search))
-    report_trials(cfg, rows, sorted(space), method_dir, thresholds, tracker, parent_id)
+    run_ids = tracker.child_ids()
+    rewrite_optuna_csv(cfg, dirs, method, run_ids)
+    references = {
+        name: (
+            evaluation.metrics.get(thresholds.retain_metric, math.nan),
+            evaluation.metrics.get(cfg.search.objective, math.nan),
+        )
+        for name, evaluation in (("Original", refs.original), ("Gold", refs.gold))
+    }
+    report_trials(cfg, rows, sorted(space), method_dir, thresholds, tracker, parent_id, references)
+    summarise_parent(cfg, rows, sorted(space), thresholds, tracker, parent_id, run_ids)
 
     best = rows[0] if rows and rows[0].adapter else None
     outcome = LeaderboardRow(method, {}, "no", "none")
@@ -522,8 +549,48 @@ def search_method(search: Search, method: str, space: dict) -> None:
     dirs.save(state)
 
 
-def report_trials(cfg, rows, param_names, method_dir, thresholds, tracker, run_id) -> None:
-    """Trial table, Optuna's own record, plots (and the Pareto front): printed and logged."""
+def rewrite_optuna_csv(cfg: Config, dirs: SearchDirs, method: str, run_ids: dict) -> None:
+    """optuna_trials.csv again, now with each trial's MLflow run id (the searcher wrote it
+    after every trial without them: it does not know the runs)."""
+    import optuna
+
+    from clear_ray.search.constrained import write_trials_csv
+    from clear_ray.search.strategy import objective_keys
+
+    study = optuna.load_study(
+        study_name=dirs.study_name(method),
+        storage=dirs.optuna_storage(cfg.search.optuna_storage),
+    )
+    path = dirs.method(method) / "optuna_trials.csv"
+    write_trials_csv(study, path, objective_keys(cfg.search), run_ids)
+
+
+def summarise_parent(cfg, rows, param_names, thresholds, tracker, run_id, run_ids) -> None:
+    """The best feasible trial on its search's run: ``best/*`` metrics, ``best.<path>``
+    params and a Description that says how to open it."""
+    from clear_ray.tracking import best_metrics, search_description
+
+    best = rows[0] if rows and rows[0].feasible else None
+    params = {name: best.params[name] for name in param_names} if best else {}
+    if best:
+        tracker.log_metrics(run_id, best_metrics(best.best, cfg.search.objective))
+        tracker.log_params(run_id, {f"best.{name}": value for name, value in params.items()})
+    text = search_description(
+        cfg.method.name,
+        cfg.search.objective,
+        thresholds,
+        best.trial if best else None,
+        run_ids.get(best.trial) if best else None,
+        params,
+    )
+    tracker.describe(run_id, text)
+
+
+def report_trials(
+    cfg, rows, param_names, method_dir, thresholds, tracker, run_id, references
+) -> None:
+    """Trial table, Optuna's own record, plots with Original and Gold marked (and the Pareto
+    front): printed and logged."""
     from clear_ray.search.pareto import pareto_front
     from clear_ray.search.plots import TrialPoint, search_plots
     from clear_ray.search.results import TrialMetrics, markdown_table, write_csv
@@ -566,6 +633,7 @@ def report_trials(cfg, rows, param_names, method_dir, thresholds, tracker, run_i
         cfg.search.objective,
         thresholds.min_retain_metric,
         cfg.search.multi_objective,
+        references,
     )
     tracker.log_artifacts(run_id, files)
     tracker.log_artifacts(run_id, plots, "plots")

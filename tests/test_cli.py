@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from clear_ray.cli import HelpFormatter
 
 
 def run_tune(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -114,3 +117,28 @@ def test_help_explains_the_main_flags() -> None:
     assert result.returncode == 0
     for flag in ("--method", "--num-samples", "--min-retain", "--tracking-uri", "--set"):
         assert flag in result.stdout
+
+
+def test_help_formatter_shows_only_defaults_that_say_something() -> None:
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    parser.add_argument("--resume", default=None, help="continue a search")
+    parser.add_argument("--name", default="", help="a name")
+    parser.add_argument("--set", action="append", default=[], help="override")
+    parser.add_argument("--dry-run", action="store_true", help="print only")
+    text = " ".join(parser.format_help().split())
+    assert "learning rate (default: 0.001)" in text
+    assert text.count("(default:") == 1
+
+
+@pytest.mark.parametrize("command", ["tune", "finetune", "evaluate"])
+def test_no_command_prints_an_empty_default(command: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", f"clear_ray.{command}", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    for empty in ("(default: None)", "(default: )", "(default: [])", "(default: False)"):
+        assert empty not in result.stdout

@@ -135,6 +135,8 @@ def test_help_names_every_task_and_the_proxy_marker() -> None:
     for flag in ("--adapter", "--gold", "--proxy-items", "--out", "--tracking-uri"):
         assert flag in help_text
     assert "eval/proxy" in help_text
+    # What the code does: an MLflow run only when --tracking-uri or --experiment is given.
+    assert "Nothing is logged to MLflow unless --tracking-uri or --experiment is given" in help_text
 
 
 @pytest.mark.slow

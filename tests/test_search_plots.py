@@ -164,3 +164,18 @@ def test_forget_vs_retain_survives_non_finite_values(tmp_path: Path) -> None:
     points = [point(0, NAN, retain=0.5), point(1, -2.0, retain=math.inf), point(2, -1.0)]
     assert_png(forget_vs_retain(points, tmp_path / "plot.png", "log_forget_quality", 0.45))
     assert_png(forget_vs_retain([], tmp_path / "empty.png", "log_forget_quality", 0.45))
+
+
+def test_original_and_gold_are_marked_where_they_land(tmp_path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from clear_ray.search.plots import _reference_lines, _reference_points
+
+    references = {"Original": (0.66, -11.0), "Gold": (0.60, 0.0), "Broken": (math.nan, 1.0)}
+    axes = Figure().add_subplot()
+    _reference_points(axes, references)
+    _reference_lines(axes, references)
+    labels = axes.get_legend_handles_labels()[1]
+    assert labels == ["Original", "Gold", "Original = -11", "Gold = 0", "Broken = 1"]
+    paths = search_plots(synthetic(), tmp_path, "log_forget_quality", 0.4, False, references)
+    assert all(path.stat().st_size > 0 for path in paths)

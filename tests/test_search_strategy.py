@@ -6,12 +6,13 @@ import csv
 import math
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from clear_ray.config import ConfigError, SearchConfig
-from clear_ray.search.constrained import ConstrainedOptunaSearch
+from clear_ray.search.constrained import TUNE_ID_ATTR, ConstrainedOptunaSearch, write_trials_csv
 from clear_ray.search.session import MethodRun, SearchDirs, SearchState, find_search
 from clear_ray.search.strategy import (
     SCORE_KEY,
@@ -81,6 +82,42 @@ def test_constraints_and_values_reach_the_optuna_study(tmp_path: Path) -> None:
     with trials_csv.open() as handle:
         rows = list(csv.DictReader(handle))
     assert [row["feasible"] for row in rows] == ["False", "True"]
+    assert [row["tune_trial_id"] for row in rows] == ["a", "b"]
+    assert [float(row["best_objective"]) for row in rows] == [-3.0, -9.0]
+    assert [float(row["constraint/min_retain"]) for row in rows] == [0.2, -0.1]
+    assert all(float(row[name]) in GRID[name].choices for row in rows for name in GRID)
+
+
+def test_optuna_trials_csv_has_a_number_per_cell_and_the_run_ids(tmp_path: Path) -> None:
+    study = optuna.create_study(directions=["maximize"])
+    trial = optuna.trial.create_trial(
+        params={"train.lr": 1.25e-3, "method.loss": "sigmoid"},
+        distributions={
+            "train.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+            "method.loss": optuna.distributions.CategoricalDistribution(["sigmoid", "ipo"]),
+        },
+        values=[-2.5],
+        user_attrs={TUNE_ID_ATTR: "ab12c"},
+        constraints={"min_retain": 0.1},
+    )
+    study.add_trial(trial)
+    path = tmp_path / "optuna_trials.csv"
+    write_trials_csv(study, path, ["best_objective"], {"ab12c": "run42"})
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [
+        {
+            "number": "0",
+            "tune_trial_id": "ab12c",
+            "mlflow_run_id": "run42",
+            "state": "COMPLETE",
+            "best_objective": "-2.5",
+            "feasible": "False",
+            "constraint/min_retain": "0.1",
+            "method.loss": "sigmoid",
+            "train.lr": "0.00125",
+        }
+    ]
 
 
 def test_search_state_round_trips_and_latest_is_found(tmp_path: Path) -> None:

@@ -60,6 +60,11 @@ def test_one_parent_run_records_the_search(runs) -> None:
     assert parent.data.tags["method"] == "dpo"
     assert parent.data.params["search.min_retain"] == "0.9"
     assert all(f"search_space.{path}" in parent.data.params for path in SEARCHED)
+    # A tuned parameter's default was never used: not a param of the search's run.
+    assert not any(path in parent.data.params for path in SEARCHED)
+    assert "dpo" in parent.data.tags["mlflow.note.content"]
+    if parent.data.metrics["original/eval/proxy"] == 0.0:  # the full evaluation is the same
+        assert not any(key.startswith("original_full/") for key in parent.data.metrics)
     assert {"original/retain_metric", "gold/forget_metric"} <= set(parent.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.md", "trials.csv", "optuna_trials.csv", "plots", "leaderboard.md"} <= artifacts
@@ -130,11 +135,39 @@ def test_best_feasible_adapter_is_registered(runs) -> None:
         assert versions == []
 
 
-def test_optuna_records_every_trial_with_its_constraint(search, session_output: Path) -> None:
+def test_optuna_records_every_trial_with_its_constraint(runs, session_output: Path) -> None:
+    _, _, children = runs
     with (search_dir(session_output, "dpo-") / "dpo" / "optuna_trials.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
-    assert all("min_retain" in row["constraints"] for row in rows)
+    run_ids = {child.data.tags["clear_ray.trial_id"]: child.info.run_id for child in children}
+    assert {row["tune_trial_id"]: row["mlflow_run_id"] for row in rows} == run_ids
+    for row in rows:  # one column each, numbers (not Python reprs): float() reads them
+        float(row["best_objective"]), float(row["constraint/min_retain"])
+        assert [float(row[path]) for path in SEARCHED]
+
+
+def test_the_best_feasible_trial_is_on_the_search_run(runs) -> None:
+    _, parents, children = runs
+    parent = parents[0]
+    for child in children:  # sortable: only feasible trials have it; no -1e6 anywhere
+        feasible = child.data.tags["feasible"] == "True"
+        assert ("feasible_objective" in child.data.metrics) == feasible
+        assert not {"best_score", "epoch_score"} & set(child.data.metrics)
+        assert min(child.data.metrics.values()) > -1e5
+    feasible = [c for c in children if c.data.tags["feasible"] == "True"]
+    if not feasible:
+        assert "No trial met the thresholds" in parent.data.tags["mlflow.note.content"]
+        return
+    # The Description names the best trial's run (of tied objectives, either may be it).
+    (best,) = [c for c in feasible if c.info.run_id in parent.data.tags["mlflow.note.content"]]
+    top = max(child.data.metrics["feasible_objective"] for child in feasible)
+    metrics = parent.data.metrics
+    assert metrics["best/log_forget_quality"] == best.data.metrics["feasible_objective"] == top
+    for name in ("clear/retain_metric", "clear/forget_metric", "epoch"):
+        assert metrics[f"best/{name}"] == best.data.metrics[f"best_{name}"]
+    for path in SEARCHED:
+        assert parent.data.params[f"best.{path}"] == best.data.params[path]
 
 
 def test_sampled_params_differ_between_trials(runs) -> None:

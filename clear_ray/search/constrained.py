@@ -19,13 +19,16 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 CONSTRAINT_PREFIX = "best_constraint/"
-TRIALS_COLUMNS = ("number", "state", "values", "feasible", "constraints", "params")
+TRIALS_COLUMNS = ("number", "tune_trial_id", "mlflow_run_id", "state")
+TUNE_ID_ATTR = "tune_trial_id"  # user attribute: which Tune trial an Optuna trial is
 # Not pickled: reopened from storage_url (a pickled copy would diverge from the storage).
 _LIVE_FIELDS = ("_ot_study", "_storage")
 
@@ -55,13 +58,20 @@ class ConstrainedOptunaSearch(OptunaSearch):
             # again from its checkpoint. The study keeps the outcome it was told first.
             self._completed_trials.add(trial_id)
             return
+        if ot_trial is not None:
+            ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
         if ot_trial is not None and result:
             for key, value in result.items():
                 if key.startswith(CONSTRAINT_PREFIX):
                     ot_trial.set_constraint(key.removeprefix(CONSTRAINT_PREFIX), float(value))
         super().on_trial_complete(trial_id, result, error)
         if self.trials_csv:
-            write_trials_csv(self._ot_study, Path(self.trials_csv))
+            write_trials_csv(self._ot_study, Path(self.trials_csv), self.objectives)
+
+    @property
+    def objectives(self) -> list[str]:
+        """The reported metrics Optuna maximises: the CSV's value columns."""
+        return [self._metric] if isinstance(self._metric, str) else list(self._metric)
 
     def __getstate__(self) -> dict:
         state = {key: value for key, value in self.__dict__.items() if key not in _LIVE_FIELDS}
@@ -111,25 +121,59 @@ class ConstrainedOptunaSearch(OptunaSearch):
         return self._storage.get_trial(self._trial_id(number))
 
 
-def write_trials_csv(study, path: Path) -> None:
-    """Finished Optuna trials with their values and constraints, written atomically."""
+def trials_table(
+    trials: list[optuna.trial.FrozenTrial],
+    objectives: list[str],
+    run_ids: dict[str, str] | None = None,
+) -> tuple[list[str], list[list[Any]]]:
+    """Finished trials as (header, rows): one column per objective, constraint and parameter,
+    values as numbers (not Python reprs), with the Tune trial id and its MLflow run id."""
+    finished = [trial for trial in trials if trial.state.is_finished()]
+    constraints = sorted({name for trial in finished for name in (trial.constraints or {})})
+    params = sorted({name for trial in finished for name in trial.params})
+    header = [
+        *TRIALS_COLUMNS,
+        *objectives,
+        "feasible",
+        *(f"constraint/{name}" for name in constraints),
+        *params,
+    ]
+    rows = []
+    for trial in finished:
+        tune_id = trial.user_attrs.get(TUNE_ID_ATTR, "")
+        values = trial.values or [None] * len(objectives)
+        shortfalls = trial.constraints or {}
+        rows.append(
+            [
+                trial.number,
+                tune_id,
+                (run_ids or {}).get(tune_id, ""),
+                trial.state.name,
+                *_cells(values),
+                bool(shortfalls) and all(value <= 0 for value in shortfalls.values()),
+                *_cells(shortfalls.get(name) for name in constraints),
+                *_cells(trial.params.get(name) for name in params),
+            ]
+        )
+    return header, rows
+
+
+def _cells(values: Iterable[Any]) -> list[Any]:
+    return ["" if value is None else value for value in values]
+
+
+def write_trials_csv(
+    study: optuna.Study,
+    path: Path,
+    objectives: list[str],
+    run_ids: dict[str, str] | None = None,
+) -> None:
+    """``trials_table`` of the study, written atomically (the parent run logs this file)."""
+    header, rows = trials_table(study.get_trials(deepcopy=False), objectives, run_ids)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".tmp")
     with scratch.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(TRIALS_COLUMNS)
-        for trial in study.get_trials(deepcopy=False):
-            if not trial.state.is_finished():
-                continue
-            constraints = trial.constraints or {}
-            writer.writerow(
-                [
-                    trial.number,
-                    trial.state.name,
-                    trial.values,
-                    all(value <= 0 for value in constraints.values()),
-                    constraints,
-                    trial.params,
-                ]
-            )
+        writer.writerow(header)
+        writer.writerows(rows)
     os.replace(scratch, path)

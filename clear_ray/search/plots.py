@@ -8,9 +8,10 @@ trials) are left out of each plot instead of failing it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import optuna
 from matplotlib.axes import Axes
@@ -29,6 +30,10 @@ from clear_ray.search.pareto import pareto_front
 DPI = 120
 FEASIBLE = {"color": "tab:blue", "marker": "o", "label": "feasible"}
 INFEASIBLE = {"color": "tab:red", "marker": "x", "label": "infeasible"}
+# Original and Gold: the start and the target of unlearning, as (retain, objective).
+References = Mapping[str, tuple[float, float]]
+NO_REFERENCES: References = MappingProxyType({})
+REFERENCE_STYLE = {"Original": ("black", "*"), "Gold": ("goldenrod", "P")}
 FILE_NAMES = {
     "history": "optimisation_history.png",
     "retain": "forget_vs_retain.png",
@@ -139,7 +144,24 @@ def _scatter_by_feasibility(
             axes.scatter([x[i] for i in chosen], [y[i] for i in chosen], alpha=0.8, **style)
 
 
-def optimisation_history(points: Sequence[TrialPoint], path: Path, objective: str) -> Path:
+def _reference_lines(axes: Axes, references: References) -> None:
+    """Original's and Gold's objective as horizontal lines: where trials start and aim."""
+    for name, (_, value) in references.items():
+        if math.isfinite(value):
+            color, _ = REFERENCE_STYLE.get(name, ("gray", "s"))
+            axes.axhline(value, linestyle=":", color=color, label=f"{name} = {value:.4g}")
+
+
+def _reference_points(axes: Axes, references: References) -> None:
+    for name, (retain, value) in references.items():
+        if math.isfinite(retain) and math.isfinite(value):
+            color, marker = REFERENCE_STYLE.get(name, ("gray", "s"))
+            axes.scatter([retain], [value], color=color, marker=marker, s=120, label=name)
+
+
+def optimisation_history(
+    points: Sequence[TrialPoint], path: Path, objective: str, references: References = NO_REFERENCES
+) -> Path:
     """Objective per trial in completion order with the running best feasible objective."""
     figure, axes = _axes(f"Optimisation history: {objective}")
     ordered = sorted(points, key=lambda p: p.number)
@@ -153,6 +175,7 @@ def optimisation_history(points: Sequence[TrialPoint], path: Path, objective: st
     if any(math.isfinite(b) for b in best):
         numbers = [p.number for p in ordered]
         axes.step(numbers, best, where="post", color="tab:green", label="best feasible")
+    _reference_lines(axes, references)
     axes.set_xlabel("trial (completion order)")
     axes.set_ylabel(objective)
     _legend(axes)
@@ -160,7 +183,11 @@ def optimisation_history(points: Sequence[TrialPoint], path: Path, objective: st
 
 
 def forget_vs_retain(
-    points: Sequence[TrialPoint], path: Path, objective: str, min_retain: float
+    points: Sequence[TrialPoint],
+    path: Path,
+    objective: str,
+    min_retain: float,
+    references: References = NO_REFERENCES,
 ) -> Path:
     """Where each trial lands against the retain constraint: the trade-off the search walks."""
     figure, axes = _axes(f"{objective} vs retain")
@@ -173,6 +200,7 @@ def forget_vs_retain(
         axes.axvline(
             min_retain, linestyle="--", color="gray", label=f"min retain = {min_retain:.4g}"
         )
+    _reference_points(axes, references)
     axes.set_xlabel("retain metric of the constraint (best epoch)")
     axes.set_ylabel(objective)
     _legend(axes)
@@ -236,11 +264,13 @@ def search_plots(
     objective: str,
     min_retain: float,
     multi_objective: bool,
+    references: References = NO_REFERENCES,
 ) -> list[Path]:
-    """Every plot of a search under ``out_dir``; the Pareto front only when it is a goal."""
+    """Every plot of a search under ``out_dir``; the Pareto front only when it is a goal.
+    ``references`` (Original, Gold) are marked where they land."""
     paths = [
-        optimisation_history(points, out_dir / FILE_NAMES["history"], objective),
-        forget_vs_retain(points, out_dir / FILE_NAMES["retain"], objective, min_retain),
+        optimisation_history(points, out_dir / FILE_NAMES["history"], objective, references),
+        forget_vs_retain(points, out_dir / FILE_NAMES["retain"], objective, min_retain, references),
         parameter_importances(points, out_dir / FILE_NAMES["importances"], objective),
     ]
     if multi_objective:

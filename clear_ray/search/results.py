@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ class TrialRow:
     stopped_at: int  # last epoch run (< epochs when ASHA or a collapse stopped it)
     params: dict[str, Any]
     adapter: str  # local copy of the best epoch's adapter ("" if none)
+    best: dict[str, float] = field(default_factory=dict)  # the last report's best_* values
 
     def cells(self, param_names: list[str]) -> list[str]:
         values = [
@@ -120,6 +121,7 @@ def trial_rows(results, adapters_dir: Path, shown: TrialMetrics = TrialMetrics()
                 stopped_at=int(metrics.get("epoch", 0)),
                 params=dict(result.config or {}),
                 adapter=str(adapter) if adapter.is_dir() else "",
+                best={k: v for k, v in metrics.items() if k.startswith("best_")},
             )
         )
     return sorted(rows, key=lambda r: (not r.feasible, -_finite(r.best_objective)))

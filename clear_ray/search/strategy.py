@@ -35,6 +35,11 @@ def utility_key(search: SearchConfig) -> str:
     return f"best_{search.utility_metric}"
 
 
+def objective_keys(search: SearchConfig) -> list[str]:
+    """The reported metrics Optuna maximises: the objective (and utility in a Pareto search)."""
+    return [OBJECTIVE_KEY, utility_key(search)] if search.multi_objective else [OBJECTIVE_KEY]
+
+
 def grid_size(space: dict[str, BaseDistribution]) -> int:
     """Points of the full grid; every dimension must be categorical."""
     not_categorical = [p for p, d in space.items() if not isinstance(d, CategoricalDistribution)]
@@ -65,7 +70,8 @@ def build_searcher(
     metric: str | list[str] = OBJECTIVE_KEY
     mode: str | list[str] = "max"
     if search.multi_objective:
-        metric, mode = [OBJECTIVE_KEY, utility_key(search)], ["max", "max"]
+        metric = objective_keys(search)
+        mode = ["max"] * len(metric)
     searcher = ConstrainedOptunaSearch(
         space=space,
         metric=metric,

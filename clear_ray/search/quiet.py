@@ -1,0 +1,46 @@
+"""Third-party console lines that tell a search's user nothing, silenced in the search driver.
+
+Each is either a note about the library's own defaults or a hint for a tool this project does
+not use; what is left is ours (progress, failures) and real warnings from any library.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import optuna
+
+# Ray's note that a new local cluster uses token authentication (its default); the warning that
+# authentication is *disabled* is kept.
+RAY_TOKEN_NOTE = "Token authentication is enabled for this Ray cluster"
+RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+# INFO lines at a level of detail no user acts on: Tune's "Wrote the latest version of all result
+# files", MLflow's "Creating initial MLflow database tables".
+INFO_LOGGERS = ("ray.tune.tune", "mlflow.store.db.utils")
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def quiet_console() -> None:
+    """Call once in the driver, before ``ray.init``.
+
+    Tune's new console output prints an experiment box, the results path and a TensorBoard
+    hint even with ``verbose=0``; its legacy output (``RAY_AIR_NEW_OUTPUT=0``) prints nothing
+    at ``verbose=0``, and our ``ProgressPrinter`` reports the trials. Optuna logs every study
+    it creates or loads at INFO.
+    """
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    token_logger = logging.getLogger(RAY_TOKEN_LOGGER)
+    if not any(isinstance(f, _DropMessage) for f in token_logger.filters):
+        token_logger.addFilter(_DropMessage(RAY_TOKEN_NOTE))
+    for name in INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
