@@ -105,7 +105,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def wants_tracking(args: argparse.Namespace) -> bool:
-    return any(getattr(args, path) is not None for path, _ in TRACKING_FLAGS.values())
+    return any(getattr(args, path, None) is not None for path, _ in TRACKING_FLAGS.values())
 
 
 def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 
 from clear_ray.config import EvalConfig
 from clear_ray.data.collate import Collator
+from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.suite import EvalResult, Shard, evaluate, interleave, run_task
 from clear_ray.eval.tasks import TASKS
 from clear_ray.finetune import tokenizer_corpus
@@ -23,9 +24,16 @@ from clear_ray.models.presets import get_preset
 
 SPLIT = "forget10"
 WORLD_SIZE = 2
-GOLD = np.linspace(0.2, 0.9, 16)  # one Gold TR per forget caption row of the session data
+# Gold's NLLs on each forget caption row of the session data (16 rows): paraphrase, 3 perturbed.
+GOLD = GoldReference(
+    {
+        "forget_captions": TaskReference(
+            list(np.linspace(1.0, 3.0, 16)), [[1.5, 2.0, 2.5 + i / 16] for i in range(16)]
+        )
+    }
+)
 
-# (config, Gold TRs or None): every layout with generation gathered; an odd proxy size so
+# (config, Gold's reference or None): every layout with generation gathered; an odd proxy size so
 # the shares are uneven; a proxy of one row so one rank scores nothing.
 CASES = [
     (
@@ -139,7 +147,8 @@ def test_two_rank_evaluation_equals_the_unsharded_one_on_every_rank(
     mp.spawn(_worker, args=args, nprocs=WORLD_SIZE, join=True)
     whole = _evaluate_all(checkpoint, synthetic_source, Shard())
 
-    assert len(whole[0].tasks["forget_captions"].nll_true) == len(GOLD)
+    gold_rows = len(GOLD.tasks["forget_captions"].nll_paraphrased)
+    assert len(whole[0].tasks["forget_captions"].nll_true) == gold_rows
     assert whole[0].tasks["forget_captions"].rouge_recall is not None
     assert "forget_quality" in whole[0].metrics
     assert [len(result.nll_true) for result in whole[1].tasks.values()] == [7] * len(TASKS)
