@@ -249,8 +249,8 @@ def evaluation_task(
         precision=cfg.train.precision,  # the trials': dtype offsets would shift forget quality
         cache_dir=local,
     )
-    store.push(kind, local)
     directory = Path(evaluation.directory)
+    store.push(kind, local, [directory.name])  # only its own: the other config's may be writing
     files = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
     return evaluation, files, where()
 
