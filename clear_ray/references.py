@@ -306,18 +306,19 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     evaluate = trial_task(evaluation_task, cfg.search)
     cache = Path(cfg.output_dir) / "cache" / "evaluations"
 
+    # Without proxy items the per-epoch evaluation is the full one: one task, not two racing
+    # on the same cache entry.
+    kinds = (False, True) if cfg.eval.proxy_items else (False,)
+
     def run(role: str, golds=(None, None)) -> list[ReferenceEvaluation]:
         """``role``'s proxy and full evaluations, each against Gold's of the same config."""
         model, model_id = models[role]
-        refs = [
-            evaluate.remote(model, model_id, staged, cfg, full, gold)
-            for full, gold in zip((False, True), golds, strict=True)
-        ]
+        refs = [evaluate.remote(model, model_id, staged, cfg, full, golds[full]) for full in kinds]
         results = []
-        for full, (evaluation, files, ran) in zip((False, True), ray.get(refs), strict=True):
+        for full, (evaluation, files, ran) in zip(kinds, ray.get(refs), strict=True):
             ran_at[f"{role}{'_full' if full else ''}_evaluation"] = ran
             results.append(on_driver(evaluation, files, cache / model_id))
-        return results
+        return results * 2 if len(results) == 1 else results  # [proxy, full]
 
     gold, gold_full = run("gold")
     original, original_full = run("original", (gold.reference, gold_full.reference))

@@ -82,10 +82,10 @@ def test_the_store_publishes_complete_folders_and_fills_another_nodes_cache(
     (made / "m1" / "sub").mkdir()
     (made / "m1" / "sub" / "w.bin").write_bytes(b"123")
     (made / ".m2-building").mkdir()  # a build under way is not published
-    store.push("models", made)
-    assert store.names("models") == ["m1"]
+    store.push("evaluations/x", made)  # a kind two levels down: parents are created
+    assert store.names("evaluations/x") == ["m1"]
     elsewhere = tmp_path / "node2" / "models"
-    store.pull("models", elsewhere)
+    store.pull("evaluations/x", elsewhere)
     assert (elsewhere / "m1" / "sub" / "w.bin").read_bytes() == b"123"
     assert Store("").names("models") == []
 
@@ -116,6 +116,7 @@ def test_brought_references_skip_the_finetune_and_are_evaluated_in_ray_tasks(
             "model.original": str(models.original),
             "model.gold": str(models.gold),
             "search.storage_path": str(tmp_path / "storage"),
+            "eval.proxy_items": 3,  # proxy and full: two evaluations per model
         }
     )
     refs = prepare_references(cfg, print)
