@@ -166,6 +166,7 @@ class Store:
                 continue  # a hidden folder is a build under way (cache.cached_dir)
             if names is None or folder.name in names:
                 target = f"{base}/{kind}/{folder.name}"
+                filesystem.create_dir(target, recursive=True)  # copy_files makes subfolders only
                 fs.copy_files(str(folder), target, fs.LocalFileSystem(), filesystem)
                 with filesystem.open_output_stream(target + COMPLETE):
                     pass

@@ -81,12 +81,15 @@ def test_the_store_publishes_complete_folders_and_fills_another_nodes_cache(
     (made / "m1").mkdir(parents=True)
     (made / "m1" / "sub").mkdir()
     (made / "m1" / "sub" / "w.bin").write_bytes(b"123")
+    (made / "m3").mkdir()
+    (made / "m3" / "reference.json").write_text("{}")  # files only: its folder is made too
     (made / ".m2-building").mkdir()  # a build under way is not published
     store.push("evaluations/x", made)  # a kind two levels down: parents are created
-    assert store.names("evaluations/x") == ["m1"]
+    assert sorted(store.names("evaluations/x")) == ["m1", "m3"]
     elsewhere = tmp_path / "node2" / "models"
     store.pull("evaluations/x", elsewhere)
     assert (elsewhere / "m1" / "sub" / "w.bin").read_bytes() == b"123"
+    assert (elsewhere / "m3" / "reference.json").read_text() == "{}"
     assert Store("").names("models") == []
 
 
