@@ -29,7 +29,10 @@ def cached_dir(path: Path, build: Callable[[Path], None]) -> Path:
     try:
         build(staging)
         staging.rename(path)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if not (isinstance(error, OSError) and path.is_dir()):
+            raise
+        # Another process (a Ray task beside this one) made the same entry first; its content
+        # is the same by construction of the key, so it is kept.
     return path

@@ -148,6 +148,10 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     preset: str = "tiny-llava"
+    # Bring-your-own references: a checkpoint dir or hub id (id@revision) of the preset's
+    # architecture; "" = finetune it from the preset's base model (clear_ray/references.py).
+    original: str = ""
+    gold: str = ""
 
 
 @dataclass

@@ -92,32 +92,41 @@ def finetune(
     save_checkpoint(model.cpu(), processor, out)
 
 
-def reference_models(cfg: Config, source: str, cache_root: Path) -> ReferenceModels:
-    """Original and Gold for this (preset, data, recipe, split), trained only if not cached."""
+def model_name(cfg: Config, source: str, role: str) -> str:
+    """The cache name of ``role``'s model: a key of (preset, data, recipe, split)."""
     from clear_ray.data.clear import data_fingerprint
 
     preset = get_preset(cfg.model.preset)
     fingerprint = data_fingerprint(
         source, (*CORPUS_CONFIGS, *(training_config_for(r, cfg.data.forget_split) for r in ROLES))
     )
-    paths = {}
-    for role in ROLES:
-        train_config = training_config_for(role, cfg.data.forget_split)
-        key = cache_key(
-            {
-                "preset": preset.name,
-                "data": fingerprint,
-                "train_config": train_config,
-                "recipe": {k: v for k, v in cfg.to_flat().items() if k.startswith("finetune.")},
-            }
-        )
-        target = cache_root / "models" / f"{preset.name}-{role}-{key}"
-        if target.is_dir():
-            print(f"[clear_ray] {role}: cached at {target}", file=sys.stderr)
-        paths[role] = cached_dir(
-            target, lambda out, tc=train_config: finetune(preset, source, tc, cfg.finetune, out)
-        )
-    return ReferenceModels(**paths)
+    train_config = training_config_for(role, cfg.data.forget_split)
+    key = cache_key(
+        {
+            "preset": preset.name,
+            "data": fingerprint,
+            "train_config": train_config,
+            "recipe": {k: v for k, v in cfg.to_flat().items() if k.startswith("finetune.")},
+        }
+    )
+    return f"{preset.name}-{role}-{key}"
+
+
+def reference_model(cfg: Config, source: str, models: Path, role: str) -> Path:
+    """``role``'s model in the ``models`` cache folder, trained only if not there."""
+    target = models / model_name(cfg, source, role)
+    if target.is_dir():
+        print(f"[clear_ray] {role}: cached at {target}", file=sys.stderr)
+    train_config = training_config_for(role, cfg.data.forget_split)
+    preset = get_preset(cfg.model.preset)
+    return cached_dir(target, lambda out: finetune(preset, source, train_config, cfg.finetune, out))
+
+
+def reference_models(cfg: Config, source: str, cache_root: Path) -> ReferenceModels:
+    """Original and Gold for this (preset, data, recipe, split), trained only if not cached."""
+    return ReferenceModels(
+        **{role: reference_model(cfg, source, cache_root / "models", role) for role in ROLES}
+    )
 
 
 # flag -> dotted config path; defaults and types come from Config (and the preset's recipe).

@@ -40,7 +40,7 @@ from clear_ray.search.session import (
 from clear_ray.search.space import SEARCH_SPACE_DIR, describe, load_space, scale_lr, space_lines
 
 if TYPE_CHECKING:  # heavy (torch, mlflow); imported where used, after argument parsing
-    from clear_ray.eval.gold import ReferenceEvaluation
+    from clear_ray.references import References
     from clear_ray.tracking import SearchTracker
     from clear_ray.train.selection import Thresholds
     from clear_ray.train.worker import TrialInputs
@@ -115,6 +115,12 @@ FLAGS = {
         "Optuna storage URL for the study (postgresql://user@head/optuna, ...); "
         "default: sqlite optuna.db in the search folder",
     ),
+    "--original": (
+        "model.original",
+        "your own Original: checkpoint dir or hub id[@rev] of the preset's architecture; "
+        "default: finetuned (on a worker) and cached",
+    ),
+    "--gold": ("model.gold", "your own Gold (as --original); default: finetuned and cached"),
     "--output-dir": ("output_dir", "where data, model cache, searches and MLflow go"),
     "--seed": ("search.seed", "seed of the Optuna sampler"),
 }
@@ -238,6 +244,7 @@ def check_inputs(cfg: Config) -> None:
     from clear_ray.data.source import resolve_source
     from clear_ray.eval.suite import OBJECTIVE_TASKS, objective_tasks
     from clear_ray.eval.tasks import resolve_task_names
+    from clear_ray.references import check_brought
     from clear_ray.tracking import check_tracking_uri
 
     if not objective_tasks(cfg.data.modality, resolve_task_names(cfg.eval.tasks)):
@@ -253,50 +260,11 @@ def check_inputs(cfg: Config) -> None:
         check_storage_path(cfg.search.storage_path)
     if cfg.search.optuna_storage:
         check_optuna_storage(cfg.search.optuna_storage)
+    check_brought(cfg)  # --original/--gold: a checkpoint of the preset's architecture
     if cfg.train.zero_stage == 3 and cfg.search.workers_per_trial > 1:
         # Each rank evaluates its own share of rows, and under ZeRO-3 every forward pass is a
         # collective: ranks with different row counts would wait on each other for ever.
         raise ConfigError("train.zero_stage=3 needs --workers-per-trial 1 (sharded evaluation)")
-
-
-@dataclass(frozen=True)
-class References:
-    """Data, Original/Gold and their evaluations: computed once, shared by every search."""
-
-    source: str
-    original_dir: str
-    gold: ReferenceEvaluation  # with the per-epoch eval config (proxy or full)
-    original: ReferenceEvaluation
-    gold_full: ReferenceEvaluation  # full evaluations: the final evaluation and the leaderboard
-    original_full: ReferenceEvaluation
-
-
-def prepare_references(cfg: Config) -> References:
-    from clear_ray.data.source import resolve_source
-    from clear_ray.eval.final import full_eval_config
-    from clear_ray.eval.gold import reference_evaluation
-    from clear_ray.eval.suite import TaskData
-    from clear_ray.finetune import reference_models
-
-    source = resolve_source(cfg)
-    log(f"data: {source}")
-    models = reference_models(cfg, source, Path(cfg.output_dir) / "cache")
-    log("evaluating Gold and Original (cached after the first run)")
-    split = cfg.data.forget_split
-    data = TaskData(source)  # loaded once for the (up to four) uncached evaluations
-
-    def evaluations(eval_config):
-        # In the trials' precision: dtype offsets in the NLLs would shift forget quality.
-        same = {"modality": cfg.data.modality, "precision": cfg.train.precision}
-        gold = reference_evaluation(models.gold, data, split, eval_config, **same)
-        original = reference_evaluation(
-            models.original, data, split, eval_config, gold.reference, **same
-        )
-        return gold, original
-
-    gold, original = evaluations(cfg.eval)
-    gold_full, original_full = evaluations(full_eval_config(cfg.eval))
-    return References(source, str(models.original), gold, original, gold_full, original_full)
 
 
 @dataclass
@@ -321,11 +289,11 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.eval.suite import objective_tasks
     from clear_ray.eval.tasks import resolve_task_names
     from clear_ray.provenance import system_tags
+    from clear_ray.references import prepare_references
     from clear_ray.search.quiet import quiet_console
     from clear_ray.search.results import LeaderboardRow, leaderboard
     from clear_ray.search.session import dashboard_command
     from clear_ray.search.trainable import check_cluster, ray_env_vars
-    from clear_ray.staging import stage
     from clear_ray.tracking import SearchTracker, ui_command
     from clear_ray.train.selection import Thresholds
     from clear_ray.train.worker import TrialInputs
@@ -343,7 +311,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     log(f"search {state.name}: files in {dirs.root}")
     optuna_storage = dirs.optuna_storage(cfg.search.optuna_storage)
     log(f"Optuna studies {state.name}/<method>, live: {dashboard_command(optuna_storage)}")
-    refs = prepare_references(cfg)
+    refs = prepare_references(cfg, log)
     thresholds = Thresholds.from_search(cfg.search, refs.original.metrics)
     print(reference_table(refs.original.metrics, refs.gold.metrics, thresholds), flush=True)
 
@@ -369,9 +337,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
             )
             log_references(tracker, state.top_parent_id, refs)
         dirs.save(state)
-    inputs = TrialInputs(
-        stage(refs.source), stage(refs.original_dir), refs.gold.reference, thresholds
-    )
+    inputs = TrialInputs(refs.staged_source, refs.original_model, refs.gold.reference, thresholds)
     search = Search(cfg, state, dirs, refs, thresholds, tracker, tags, inputs)
     for method in state.methods:
         if method in state.runs and state.runs[method].status == "done":

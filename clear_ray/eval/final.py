@@ -59,10 +59,9 @@ def run_final_evaluation(
     """``evaluate_adapter`` as a Ray task with one trial worker's resources."""
     import ray
 
-    task = ray.remote(evaluate_adapter).options(
-        num_cpus=cfg.search.cpus_per_worker,
-        num_gpus=1 if cfg.search.gpus_per_trial > 0 else 0,
-    )
+    from clear_ray.references import trial_task
+
+    task = trial_task(evaluate_adapter, cfg.search)
     return ray.get(
         task.remote(
             original_dir,

@@ -53,8 +53,11 @@ def reference_evaluation(
     gold: GoldReference | None = None,
     modality: str = DataConfig.modality,
     precision: str = "fp32",  # the trials' train.precision: the same dtype for both
+    cache_dir: Path | None = None,
 ) -> ReferenceEvaluation:
-    """Evaluate the checkpoint in ``model_dir`` (cached under ``model_dir/evaluations``).
+    """Evaluate the checkpoint in ``model_dir``, cached under ``cache_dir`` (default
+    ``model_dir/evaluations``; a search keeps them apart from the model, which may be the
+    user's own: clear_ray/references.py).
 
     Forget quality compares with ``gold`` (Gold's own ``reference``); without one the model is
     its own reference (Gold against itself: FQ 1, log FQ 0, JS 1). A ``TaskData`` source lets a
@@ -84,7 +87,8 @@ def reference_evaluation(
         write_item_tables(directory, result.tasks)
         (directory / REFERENCE_FILE).write_text(json.dumps(values, indent=2))
 
-    directory = cached_dir(model_dir / "evaluations" / f"{forget_split}-{key}", build)
+    cache_dir = Path(model_dir) / "evaluations" if cache_dir is None else cache_dir
+    directory = cached_dir(cache_dir / f"{forget_split}-{key}", build)
     values = json.loads((directory / REFERENCE_FILE).read_text())
     return ReferenceEvaluation(
         metrics=with_objective(values["metrics"], modality),

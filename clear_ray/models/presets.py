@@ -64,6 +64,9 @@ class ModelPreset:
     lora_target_modules: str
     finetune_full: bool  # True: Original/Gold train every weight (random-init tiny models)
     description: str
+    # What a brought Original/Gold must be (its config.json's model_type and architectures).
+    model_type: str = "llava"
+    architecture: str = "LlavaForConditionalGeneration"
     # Dotted-path overrides applied between the dataclass defaults and the user's flags
     # (config.resolve_config); empty = the defaults, which are the tiny preset's.
     recipe: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))

@@ -1,0 +1,340 @@
+"""Original and Gold with their evaluations: built where the GPUs are, cached by content.
+
+The driver (a CPU head on the documented cluster) only orchestrates. Each finetune and each
+reference evaluation is a Ray task with one trial worker's resources (as the final evaluation,
+eval/final.py), so it lands on a GPU worker; on the local CPU default the same tasks get CPUs.
+A task keeps what it made in its node's cache (``<output_dir>/cache``) and, with
+``--storage-path``, publishes it under ``<storage>/references``, where the next search finds
+it whichever node made it. The driver gets back small things only: the evaluations' metrics,
+Gold's per-item reference and their files (for MLflow); models stay where they were made and
+reach trials through staging.py.
+
+Users may bring their own Original/Gold (``--original``/``--gold``, CLEAR protocol step 1 done
+elsewhere): a checkpoint directory or a hub id of the preset's architecture. Its finetune is
+skipped; its evaluations are cached under a key of the checkpoint's fingerprint
+(:func:`checkpoint_fingerprint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clear_ray.cache import cache_key, cached_dir
+from clear_ray.config import Config, ConfigError, SearchConfig
+from clear_ray.models.presets import ModelPreset, get_preset
+from clear_ray.staging import DriverDir, on_this_node, stage
+
+if TYPE_CHECKING:
+    from clear_ray.eval.gold import ReferenceEvaluation
+
+ROLES = ("original", "gold")  # as finetune.ROLES, without importing the finetune stack
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+COMPLETE = ".complete"  # marker written after a published folder's files, in the store
+
+
+# ---- bring your own ------------------------------------------------------------------------
+
+
+def check_architecture(config: dict, preset: ModelPreset, what: str) -> None:
+    architectures = config.get("architectures") or []
+    if config.get("model_type") != preset.model_type or preset.architecture not in architectures:
+        raise ConfigError(
+            f"{what} is a {config.get('model_type')} model ({', '.join(architectures) or '?'}); "
+            f"preset {preset.name} needs {preset.model_type} ({preset.architecture})"
+        )
+
+
+def check_checkpoint(value: str, preset: ModelPreset, path: str) -> None:
+    """A brought checkpoint that cannot be the preset's model fails here, in one line.
+
+    A local directory needs a config.json of the preset's architecture and weight files. A
+    hub id can only be checked for its shape offline; its architecture is checked on the
+    worker that downloads it.
+    """
+    directory = Path(value).expanduser()
+    if directory.is_dir():
+        config = directory / "config.json"
+        if not config.is_file():
+            raise ConfigError(f"{path}: {value} has no config.json (not a checkpoint directory)")
+        try:
+            check_architecture(json.loads(config.read_text()), preset, f"{path}: {value}")
+        except ValueError as error:
+            raise ConfigError(f"{path}: {value}/config.json is not JSON ({error})") from None
+        if not weight_files(directory):
+            raise ConfigError(f"{path}: {value} has no weight files (*.safetensors, *.bin)")
+    elif directory.exists() or value.startswith((".", "/", "~")) or not HUB_ID.match(value):
+        raise ConfigError(
+            f"{path}: {value} is neither a checkpoint directory nor a hub id (owner/name[@rev])"
+        )
+
+
+def check_brought(cfg: Config) -> None:
+    preset = get_preset(cfg.model.preset)
+    for role in ROLES:
+        if value := getattr(cfg.model, role):
+            check_checkpoint(value, preset, f"model.{role}")
+
+
+def weight_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def checkpoint_fingerprint(value: str) -> dict[str, Any]:
+    """What identifies a brought checkpoint in the evaluation cache key, cheaply.
+
+    Local: the sha256 of config.json (and of the sharded-weights index, if any) plus the name,
+    size and mtime of every weight file: rewriting the weights changes the key; hashing every
+    byte of a 14 GB checkpoint on each search would cost minutes. Hub: the id and the revision
+    asked for (``owner/name@rev``, default main): pin a commit to be exact.
+    """
+    directory = Path(value).expanduser()
+    if not directory.is_dir():
+        repo, _, revision = value.partition("@")
+        return {"hub": repo, "revision": revision or "main"}
+    digest = hashlib.sha256((directory / "config.json").read_bytes())
+    for index in sorted(directory.glob("*.index.json")):
+        digest.update(index.read_bytes())
+    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weight_files(directory)]
+    return {"config": digest.hexdigest(), "weights": files}
+
+
+def brought_id(value: str) -> str:
+    return f"brought-{cache_key(checkpoint_fingerprint(value))}"
+
+
+# ---- the store under --storage-path ---------------------------------------------------------
+
+
+class Store:
+    """``<storage>/references/<kind>/<name>``: folders any node's next search finds again.
+
+    A folder counts once its ``<name>.complete`` marker exists (written after its files; an
+    object store has no atomic rename). No storage path: a store that holds nothing.
+    """
+
+    def __init__(self, storage: str) -> None:
+        self.storage = storage
+
+    def _fs(self):
+        from clear_ray.search.session import storage_filesystem
+
+        filesystem, root = storage_filesystem(self.storage)
+        return filesystem, f"{root.rstrip('/')}/references"
+
+    def names(self, kind: str) -> list[str]:
+        if not self.storage:
+            return []
+        from pyarrow import fs
+
+        filesystem, base = self._fs()
+        found = filesystem.get_file_info(fs.FileSelector(f"{base}/{kind}", allow_not_found=True))
+        return [Path(i.path).name[: -len(COMPLETE)] for i in found if i.path.endswith(COMPLETE)]
+
+    def pull(self, kind: str, local: Path, names: list[str] | None = None) -> None:
+        """Copy the store's complete folders of ``kind`` that ``local`` lacks into it."""
+        from pyarrow import fs
+
+        filesystem, base = self._fs() if self.storage else (None, "")
+        for name in self.names(kind):
+            if (names is None or name in names) and not (local / name).is_dir():
+                source = f"{base}/{kind}/{name}"
+                cached_dir(
+                    local / name,
+                    lambda out, s=source: fs.copy_files(
+                        s, str(out), filesystem, fs.LocalFileSystem()
+                    ),
+                )
+
+    def push(self, kind: str, local: Path, names: list[str] | None = None) -> None:
+        """Publish ``local``'s folders (or ``names`` of them) the store lacks."""
+        if not self.storage or not local.is_dir():
+            return
+        from pyarrow import fs
+
+        filesystem, base = self._fs()
+        held = set(self.names(kind))
+        for folder in sorted(local.iterdir()):
+            if folder.name.startswith(".") or folder.name in held or not folder.is_dir():
+                continue  # a hidden folder is a build under way (cache.cached_dir)
+            if names is None or folder.name in names:
+                target = f"{base}/{kind}/{folder.name}"
+                filesystem.create_dir(target, recursive=True)  # copy_files makes subfolders only
+                fs.copy_files(str(folder), target, fs.LocalFileSystem(), filesystem)
+                with filesystem.open_output_stream(target + COMPLETE):
+                    pass
+
+
+# ---- the Ray tasks --------------------------------------------------------------------------
+
+
+def trial_task(function: Callable, search: SearchConfig):
+    """``function`` as a Ray task with one trial worker's resources (a GPU if trials have)."""
+    import ray
+
+    return ray.remote(function).options(
+        num_cpus=search.cpus_per_worker, num_gpus=1 if search.gpus_per_trial > 0 else 0
+    )
+
+
+def where() -> dict[str, Any]:
+    """Where a task ran: for the driver's log, and for tests that it was not the driver."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return {
+        "node": context.get_node_id(),
+        "pid": os.getpid(),
+        "resources": context.get_assigned_resources(),
+    }
+
+
+def finetune_task(
+    cfg: Config, role: str, source: str | DriverDir
+) -> tuple[DriverDir, str, dict[str, Any]]:
+    """``role``'s model in this node's cache (from the store, else finetuned here)."""
+    from clear_ray.finetune import model_name, reference_model
+
+    data = on_this_node(source)
+    models = Path(cfg.output_dir) / "cache" / "models"
+    name = model_name(cfg, data, role)
+    store = Store(cfg.search.storage_path)
+    store.pull("models", models, [name])
+    path = reference_model(cfg, data, models, role)
+    store.push("models", models, [name])
+    return DriverDir.of(path), name, where()
+
+
+def download_task(value: str, preset_name: str) -> tuple[DriverDir, str, dict[str, Any]]:
+    """A brought hub checkpoint in this node's hub cache, checked against the preset."""
+    from huggingface_hub import snapshot_download
+
+    repo, _, revision = value.partition("@")
+    path = Path(snapshot_download(repo, revision=revision or None))
+    check_architecture(
+        json.loads((path / "config.json").read_text()), get_preset(preset_name), value
+    )
+    return DriverDir.of(path), brought_id(value), where()
+
+
+def evaluation_task(
+    model: str | DriverDir,
+    model_id: str,
+    source: str | DriverDir,
+    cfg: Config,
+    full: bool,
+    gold: Any,  # GoldReference | None
+) -> tuple[ReferenceEvaluation, dict[str, bytes], dict[str, Any]]:
+    """One reference evaluation on this node (cached here and in the store), with its files."""
+    from clear_ray.eval.final import full_eval_config
+    from clear_ray.eval.gold import reference_evaluation
+
+    kind = f"evaluations/{model_id}"
+    local = Path(cfg.output_dir) / "cache" / kind
+    store = Store(cfg.search.storage_path)
+    store.pull(kind, local)
+    evaluation = reference_evaluation(
+        Path(on_this_node(model)),
+        on_this_node(source),
+        cfg.data.forget_split,
+        full_eval_config(cfg.eval) if full else cfg.eval,
+        gold,
+        modality=cfg.data.modality,
+        precision=cfg.train.precision,  # the trials': dtype offsets would shift forget quality
+        cache_dir=local,
+    )
+    directory = Path(evaluation.directory)
+    store.push(kind, local, [directory.name])  # only its own: the other config's may be writing
+    files = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+    return evaluation, files, where()
+
+
+# ---- the driver ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class References:
+    """Data, Original/Gold and their evaluations: computed once, shared by every search."""
+
+    source: str
+    staged_source: str | DriverDir  # what tasks and trials on any node open
+    original_dir: str  # where Original is, for people (a path on some node, or a hub id)
+    original_model: str | DriverDir  # what tasks and trials on any node open
+    gold: ReferenceEvaluation  # with the per-epoch eval config (proxy or full)
+    original: ReferenceEvaluation
+    gold_full: ReferenceEvaluation  # full evaluations: the final evaluation and the leaderboard
+    original_full: ReferenceEvaluation
+    ran_at: dict[str, dict[str, Any]]  # task name -> where() of the task that made it
+
+
+def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
+    """Data on the driver; models and evaluations from Ray tasks (or the caches)."""
+    import ray
+
+    from clear_ray.data.source import resolve_source
+
+    source = resolve_source(cfg)
+    log(f"data: {source}")
+    staged = stage(source)
+    ran_at: dict[str, dict[str, Any]] = {}
+    pending = {}
+    models: dict[str, tuple[str | DriverDir, str]] = {}
+    for role in ROLES:
+        brought = getattr(cfg.model, role)
+        if brought and Path(brought).expanduser().is_dir():
+            path = str(Path(brought).expanduser().resolve())
+            models[role] = (stage(path), brought_id(path))
+            log(f"{role}: brought, {path}")
+        elif brought:
+            log(f"{role}: brought, {brought} (downloaded on a worker)")
+            task = ray.remote(download_task).options(num_cpus=cfg.search.cpus_per_worker)
+            pending[role] = task.remote(brought, cfg.model.preset)
+        else:
+            log(f"{role}: finetuned on a worker unless cached")
+            pending[role] = trial_task(finetune_task, cfg.search).remote(cfg, role, staged)
+    for role, ref in pending.items():
+        model, model_id, ran_at[f"{role}_model"] = ray.get(ref)
+        models[role] = (model, model_id)
+
+    log("evaluating Gold and Original on workers (cached after the first run)")
+    evaluate = trial_task(evaluation_task, cfg.search)
+    cache = Path(cfg.output_dir) / "cache" / "evaluations"
+
+    # Without proxy items the per-epoch evaluation is the full one: one task, not two racing
+    # on the same cache entry.
+    kinds = (False, True) if cfg.eval.proxy_items else (False,)
+
+    def run(role: str, golds=(None, None)) -> list[ReferenceEvaluation]:
+        """``role``'s proxy and full evaluations, each against Gold's of the same config."""
+        model, model_id = models[role]
+        refs = [evaluate.remote(model, model_id, staged, cfg, full, golds[full]) for full in kinds]
+        results = []
+        for full, (evaluation, files, ran) in zip(kinds, ray.get(refs), strict=True):
+            ran_at[f"{role}{'_full' if full else ''}_evaluation"] = ran
+            results.append(on_driver(evaluation, files, cache / model_id))
+        return results * 2 if len(results) == 1 else results  # [proxy, full]
+
+    gold, gold_full = run("gold")
+    original, original_full = run("original", (gold.reference, gold_full.reference))
+    for name, ran in ran_at.items():
+        log(f"{name}: Ray task pid {ran['pid']} on node {ran['node'][:8]}, {ran['resources']}")
+    original_model = models["original"][0]
+    shown = original_model.path if isinstance(original_model, DriverDir) else original_model
+    return References(
+        source, staged, shown, original_model, gold, original, gold_full, original_full, ran_at
+    )
+
+
+def on_driver(evaluation: ReferenceEvaluation, files: dict[str, bytes], cache: Path):
+    """The evaluation with its files in the driver's cache (MLflow logs them from there)."""
+    directory = cache / Path(evaluation.directory).name
+    if not directory.is_dir():
+        cached_dir(directory, lambda out: [(out / n).write_bytes(b) for n, b in files.items()])
+    return replace(evaluation, directory=str(directory))

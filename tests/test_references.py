@@ -1,0 +1,172 @@
+"""Bring-your-own Original/Gold, and references built in Ray tasks, cached by content."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from clear_ray.config import Config, ConfigError
+from clear_ray.models.presets import get_preset
+from clear_ray.references import (
+    Store,
+    brought_id,
+    check_checkpoint,
+    checkpoint_fingerprint,
+    prepare_references,
+)
+
+TINY = get_preset("tiny-llava")
+
+
+def checkpoint(directory: Path, model_type: str = "llava") -> Path:
+    directory.mkdir(parents=True)
+    architecture = "LlavaForConditionalGeneration" if model_type == "llava" else "GPT2LMHeadModel"
+    config = {"model_type": model_type, "architectures": [architecture]}
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "model.safetensors").write_bytes(b"weights")
+    return directory
+
+
+def test_a_checkpoint_of_the_presets_architecture_and_a_hub_id_pass(tmp_path: Path) -> None:
+    check_checkpoint(str(checkpoint(tmp_path / "ok")), TINY, "model.original")
+    check_checkpoint("llava-hf/llava-1.5-7b-hf", TINY, "model.original")  # shape only, offline
+    check_checkpoint("me/my-gold@0123abc", TINY, "model.gold")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: str(d / "missing"), "neither a checkpoint directory nor a hub id"),
+        (lambda d: (d / "empty").mkdir() or str(d / "empty"), "has no config.json"),
+        (lambda d: str(checkpoint(d / "gpt", "gpt2")), "is a gpt2 model"),
+        (lambda d: "not a hub id!", "neither a checkpoint directory nor a hub id"),
+    ],
+)
+def test_a_missing_or_incompatible_checkpoint_is_refused(tmp_path: Path, make, message) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        check_checkpoint(make(tmp_path), TINY, "model.original")
+    assert str(error.value).startswith("model.original: ")
+
+
+def test_tune_refuses_a_bad_original_with_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from clear_ray.tune import main
+
+    output = tmp_path / "out"
+    code = main(["--original", str(tmp_path / "nope"), "--output-dir", str(output)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: --original, model.original: ")
+    assert not output.exists()
+
+
+def test_the_fingerprint_follows_the_weights_and_the_hub_revision(tmp_path: Path) -> None:
+    directory = checkpoint(tmp_path / "model")
+    first = brought_id(str(directory))
+    assert brought_id(str(directory)) == first  # stable
+    (directory / "model.safetensors").write_bytes(b"other weights")
+    assert brought_id(str(directory)) != first
+    assert checkpoint_fingerprint("a/b") == {"hub": "a/b", "revision": "main"}
+    assert brought_id("a/b@v1") != brought_id("a/b@v2")
+
+
+def test_the_store_publishes_complete_folders_and_fills_another_nodes_cache(
+    tmp_path: Path,
+) -> None:
+    made, store = tmp_path / "node1" / "models", Store(str(tmp_path / "storage"))
+    (made / "m1").mkdir(parents=True)
+    (made / "m1" / "sub").mkdir()
+    (made / "m1" / "sub" / "w.bin").write_bytes(b"123")
+    (made / "m3").mkdir()
+    (made / "m3" / "reference.json").write_text("{}")  # files only: its folder is made too
+    (made / ".m2-building").mkdir()  # a build under way is not published
+    store.push("evaluations/x", made)  # a kind two levels down: parents are created
+    assert sorted(store.names("evaluations/x")) == ["m1", "m3"]
+    elsewhere = tmp_path / "node2" / "models"
+    store.pull("evaluations/x", elsewhere)
+    assert (elsewhere / "m1" / "sub" / "w.bin").read_bytes() == b"123"
+    assert (elsewhere / "m3" / "reference.json").read_text() == "{}"
+    assert Store("").names("models") == []
+
+
+def test_a_cache_entry_made_meanwhile_by_another_task_is_kept(tmp_path: Path) -> None:
+    from clear_ray.cache import cached_dir
+
+    target = tmp_path / "entry"
+
+    def build(out: Path) -> None:  # another task finishes the same entry first
+        (out / "mine").write_text("1")
+        target.mkdir()
+        (target / "theirs").write_text("1")
+
+    assert cached_dir(target, build) == target
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # no staging folder left
+    assert [p.name for p in target.iterdir()] == ["theirs"]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from clear_ray.search.trainable import ray_env_vars
+
+    ray.init(num_cpus=2, log_to_driver=False, runtime_env={"env_vars": ray_env_vars()})
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_brought_references_skip_the_finetune_and_are_evaluated_in_ray_tasks(
+    ray_session, session_config: Config, synthetic_source: str, session_output: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from clear_ray.finetune import reference_models
+
+    models = reference_models(session_config, synthetic_source, session_output / "cache")
+    cfg = session_config.replace(
+        {
+            "output_dir": str(tmp_path / "out"),
+            "data.source": synthetic_source,
+            "model.original": str(models.original),
+            "model.gold": str(models.gold),
+            "search.storage_path": str(tmp_path / "storage"),
+            "eval.proxy_items": 3,  # proxy and full: two evaluations per model
+        }
+    )
+    refs = prepare_references(cfg, print)
+    assert not (tmp_path / "out" / "cache" / "models").exists()  # nothing finetuned
+    assert refs.original_dir == str(models.original)
+    assert refs.gold.metrics["log_forget_quality"] == pytest.approx(0.0)
+    assert refs.original_full.metrics["log_forget_quality"] < -5  # 3 proxy items: too few
+    assert set(refs.ran_at) == {
+        f"{role}{kind}_evaluation" for role in ("gold", "original") for kind in ("", "_full")
+    }
+    for ran in refs.ran_at.values():  # in a task with a trial worker's resources
+        assert ran["pid"] != os.getpid()
+        assert ran["resources"] == {"CPU": cfg.search.cpus_per_worker}
+    assert Path(refs.gold.directory).is_relative_to(tmp_path / "out" / "cache" / "evaluations")
+    # Published under the storage path, found again by a search whose node never made them.
+    published = Store(cfg.search.storage_path).names(f"evaluations/{brought_id(models.gold)}")
+    assert len(published) == 2  # proxy and full
+    again = prepare_references(cfg.replace({"output_dir": str(tmp_path / "other")}), print)
+    assert again.original.metrics == refs.original.metrics
+    assert (tmp_path / "other" / "cache" / "evaluations").is_dir()
+
+
+@pytest.mark.slow
+def test_the_finetune_runs_in_a_ray_task_with_a_trial_workers_resources(
+    ray_session, session_config: Config, synthetic_source: str, session_output: Path
+) -> None:
+    from clear_ray.finetune import reference_models
+
+    models = reference_models(session_config, synthetic_source, session_output / "cache")
+    cfg = session_config.replace({"data.source": synthetic_source})
+    refs = prepare_references(cfg, print)  # the session's cache: found by the task
+    for role in ("original", "gold"):
+        ran = refs.ran_at[f"{role}_model"]
+        assert ran["pid"] != os.getpid() and ran["resources"] == {"CPU": 1.0}
+    assert refs.original_dir == str(models.original)
