@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,22 @@ def clear_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(suite, "load_clear", counting_load)
     return loads
+
+
+@pytest.fixture(scope="session")
+def one_rank_group():
+    """A 1-rank gloo process group for DeepSpeed engines built outside Ray (Ray makes the group
+    in its workers). One per session: DeepSpeed keeps its groups in module globals, so a group
+    destroyed and made again would leave it holding an unregistered one.
+    """
+    import torch.distributed as dist
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+    )
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
 from deepspeed.runtime.lr_schedules import WarmupDecayLR
 
 from clear_ray.config import ConfigError, MethodConfig, TrainConfig
@@ -76,29 +72,19 @@ def test_fewer_batches_than_one_accumulation_window_is_a_config_error() -> None:
 
 
 @pytest.mark.slow
-def test_a_deepspeed_engine_runs_the_schedule_with_gradient_accumulation() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+def test_a_deepspeed_engine_runs_the_schedule_with_gradient_accumulation(one_rank_group) -> None:
+    model = torch.nn.Linear(2, 1)
+    train = TrainConfig(lr=1.0, batch_size=1, grad_accum=2, zero_stage=0)
+    engine, *_ = import_deepspeed().initialize(
+        model=model,
+        model_parameters=list(model.parameters()),
+        config=deepspeed_config(train, [2, 2, 2]),
     )
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    try:
-        model = torch.nn.Linear(2, 1)
-        train = TrainConfig(lr=1.0, batch_size=1, grad_accum=2, zero_stage=0)
-        engine, *_ = import_deepspeed().initialize(
-            model=model,
-            model_parameters=list(model.parameters()),
-            config=deepspeed_config(train, [2, 2, 2]),
-        )
-        start_lr_schedule(engine.lr_scheduler, 0)
-        lrs = []
-        for _ in range(12):  # 6 updates of 2 micro-steps
-            if engine.is_gradient_accumulation_boundary():
-                lrs.append(engine.optimizer.param_groups[0]["lr"])
-            engine.backward(engine(torch.ones(1, 2)).sum())
-            engine.step()
-        assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25])
-    finally:
-        dist.destroy_process_group()
+    start_lr_schedule(engine.lr_scheduler, 0)
+    lrs = []
+    for _ in range(12):  # 6 updates of 2 micro-steps
+        if engine.is_gradient_accumulation_boundary():
+            lrs.append(engine.optimizer.param_groups[0]["lr"])
+        engine.backward(engine(torch.ones(1, 2)).sum())
+        engine.step()
+    assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25])

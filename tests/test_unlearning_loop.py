@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
-import torch.distributed as dist
 
 from clear_ray.config import Config
 from clear_ray.eval.gold import reference_evaluation
@@ -18,20 +15,6 @@ from clear_ray.train.selection import Thresholds
 from clear_ray.train.worker import TrialInputs
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def one_rank_group():
-    """DeepSpeed needs a process group; Ray creates it in workers, here we make a 1-rank one."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
-    )
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
