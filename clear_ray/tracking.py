@@ -30,6 +30,7 @@ TRIAL_TAG = "clear_ray.trial_id"
 DESCRIPTION_TAG = "mlflow.note.content"  # the run page's Description (markdown)
 FEASIBLE_OBJECTIVE = "feasible_objective"  # a child's best objective, only once feasible
 ADAPTER_ARTIFACT = "best_adapter"
+MODEL_ARTIFACT = "model"  # the registered pyfunc model (clear_ray/serving.py)
 HEALTH_TIMEOUT_S = 5.0
 _TUNE_BOOKKEEPING = {
     "epoch",
@@ -215,15 +216,28 @@ class SearchTracker:
             [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'"
         )
 
-    def register_adapter(self, model_name: str, run_id: str) -> int:
-        """Register a child run's best adapter as a new version of ``model_name``."""
+    def register_model(
+        self,
+        model_name: str,
+        run_id: str,
+        model_dir: Path,
+        tags: dict[str, str],
+        description: str,
+        alias: str,
+    ) -> int:
+        """Log an MLflow model directory to ``run_id`` as ``model/`` and register it as a new
+        version of ``model_name`` with tags, a description and ``alias`` (moved to it)."""
         try:
             self.client.create_registered_model(model_name)
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        source = f"{self.client.get_run(run_id).info.artifact_uri}/{ADAPTER_ARTIFACT}"
-        version = self.client.create_model_version(model_name, source=source, run_id=run_id)
+        self.log_artifacts(run_id, [model_dir], artifact_path=MODEL_ARTIFACT)
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
+        version = self.client.create_model_version(
+            model_name, source=source, run_id=run_id, tags=tags, description=description
+        )
+        self.client.set_registered_model_alias(model_name, alias, version.version)
         return int(version.version)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:

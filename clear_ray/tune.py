@@ -507,8 +507,17 @@ def search_method(search: Search, method: str, space: dict) -> None:
         if best.feasible:
             child = tracker.find_child(best.trial)
             if child:
-                version = tracker.register_adapter(f"clear_ray-{method}", child)
-                log(f"{method}: best adapter registered as clear_ray-{method} v{version}")
+                from clear_ray.serving import best_model_card, original_reference, register_best
+
+                original = original_reference(refs.original_model, cfg.model.original)
+                card = best_model_card(cfg, search, best, final, feasible, original)
+                model_name = f"clear_ray-{method}"
+                adapter, precision = Path(best.adapter), cfg.train.precision
+                register_best(tracker, model_name, child, adapter, original, card, precision)
+                log(
+                    f"{method}: best model registered, mlflow.pyfunc.load_model"
+                    f'("models:/{model_name}@best")'
+                )
     tracker.finish(parent_id, "FINISHED", {"best_trial": best.trial if best else "none"})
     state.runs[method].status = "done"
     state.runs[method].outcome = asdict(outcome)

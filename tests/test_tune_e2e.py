@@ -131,6 +131,12 @@ def test_best_feasible_adapter_is_registered(runs) -> None:
         registered = ours[versions[0].run_id]
         assert registered.data.tags["feasible"] == "True"
         assert registered.data.metrics["best_objective"] == best
+        # A pyfunc model under the alias `best` (loading and predict: test_serving.py).
+        version = client.get_model_version_by_alias("clear_ray-dpo", "best")
+        assert version.version == versions[0].version
+        assert version.tags["trial"] == registered.data.tags["clear_ray.trial_id"]
+        model = {a.path for a in client.list_artifacts(registered.info.run_id, "model")}
+        assert "model/MLmodel" in model
     else:
         assert versions == []
 
