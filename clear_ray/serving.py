@@ -20,7 +20,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +114,6 @@ class ModelCard:
     metrics: Mapping[str, float]  # the full (final) evaluation
     feasible: bool  # at the full evaluation, against Original's full evaluation
     folds: Mapping[str, Any] | None = None  # folds.json when the search split persons
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def description(self) -> str:
         """One paragraph for the registry version's Description."""
@@ -187,7 +186,6 @@ class ModelCard:
             "feasible": str(self.feasible),
             "base_model": self.base_model,
             "original": self.original,
-            **self.extra,
         }
         if self.folds:
             tags["folds"] = (
