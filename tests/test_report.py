@@ -14,7 +14,7 @@ import pytest
 from clear_ray.config import Config
 from clear_ray.report.__main__ import main
 from clear_ray.report.inputs import read_search
-from clear_ray.report.tables import l1_cells, mean_sd
+from clear_ray.report.tables import feasible_seeds, l1_cells, mean_sd, seed_cells
 from clear_ray.report.write import write_report
 from clear_ray.search.plots import TrialPoint, search_plots
 from clear_ray.search.results import LeaderboardRow, TrialRow, leaderboard, write_csv
@@ -225,6 +225,17 @@ def test_mean_sd_of_one_value_is_the_value() -> None:
     assert mean_sd([0.25]) == "0.25"
     assert mean_sd([1.0, 3.0]) == "2 ± 1.4"
     assert mean_sd([]) == "—"
+
+
+def test_a_configuration_without_runs_uses_its_mean_sd_and_feasible_fraction() -> None:
+    configuration = {
+        "mean": {"clear/real_metric": 0.5},
+        "sd": {"clear/real_metric": 0.1},
+        "feasible_fraction": 0.5,
+    }
+    assert seed_cells(configuration)[:2] == ["0.5 ± 0.1", "—"]
+    assert feasible_seeds(configuration) == "50%"
+    assert feasible_seeds({}) == "—"
 
 
 def test_robustness_columns_when_robustness_json_exists(search: Path) -> None:

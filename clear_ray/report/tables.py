@@ -66,6 +66,15 @@ def seed_cells(configuration: dict[str, Any]) -> list[str]:
     return cells
 
 
+def feasible_seeds(configuration: dict[str, Any]) -> str:
+    """``k/n`` of the runs that met the thresholds (``feasible_fraction`` without runs)."""
+    runs = configuration.get("runs") or []
+    if runs:
+        return f"{sum(bool(run.get('feasible')) for run in runs)}/{len(runs)}"
+    fraction = float(configuration.get("feasible_fraction", math.nan))
+    return f"{fraction:.0%}" if math.isfinite(fraction) else DASH
+
+
 def method_rows(method: MethodRecord) -> list[list[str]]:
     confirm = method.confirm or {}
     configurations = confirm.get("configurations", {})
@@ -76,9 +85,8 @@ def method_rows(method: MethodRecord) -> list[list[str]]:
         if found:
             runs = found.get("runs") or []
             seeds = len(runs) or len(confirm.get("seeds", []))
-            feasible = round(float(found.get("feasible_fraction", math.nan)) * seeds)
             where = f"{seeds} seeds, {confirm.get('fold', '?')} fold"
-            rows.append([model, *seed_cells(found), f"{feasible}/{seeds}", where])
+            rows.append([model, *seed_cells(found), feasible_seeds(found), where])
         elif label == "tuned" and method.outcome.get("metrics"):
             metrics = method.outcome["metrics"]
             values = [number(float(metrics.get(key, math.nan))) for _, key in TABLE1]
