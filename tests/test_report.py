@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import asdict
 from html.parser import HTMLParser
 from pathlib import Path
@@ -270,6 +272,15 @@ def test_a_failed_render_leaves_no_file(search: Path, monkeypatch: pytest.Monkey
     with pytest.raises(RuntimeError):
         write_report(read_search(search))
     assert not list(search.glob("*report*")) and not list(search.glob(".*tmp"))
+
+
+def test_help_explains_and_bad_input_answers_at_once_from_the_command_line(tmp_path) -> None:
+    command = [sys.executable, "-m", "clear_ray.report"]
+    shown = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "Table 1" in shown.stdout and "--tracking-uri" in shown.stdout
+    bad = subprocess.run([*command, str(tmp_path / "nope")], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(

@@ -75,14 +75,14 @@ def default_uri(cfg: Config) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from clear_ray.report.inputs import read_search
-    from clear_ray.report.write import log_report, write_report
-
     target, run_id = Path(args.search), None
     try:
+        if not target.is_dir() and not RUN_ID.match(args.search):  # before the heavy imports
+            raise ConfigError(f"{args.search} is neither a search folder nor an MLflow run id")
+        from clear_ray.report.inputs import read_search
+        from clear_ray.report.write import write_report
+
         if not target.is_dir():
-            if not RUN_ID.match(args.search):
-                raise ConfigError(f"{args.search} is neither a search folder nor an MLflow run id")
             run_id = args.search
             target = run_folder(run_id, args.tracking_uri or default_uri(Config()))
         record = read_search(target)
@@ -94,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_id = run_id or record.run_id
     if run_id and not args.no_mlflow:
         uri = args.tracking_uri or default_uri(record.config)
+        from clear_ray.report.write import log_report
+
         try:
             log_report(uri, run_id, paths)
             print(f"Logged to MLflow run {run_id} in {uri}")
