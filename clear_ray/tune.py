@@ -290,6 +290,8 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.eval.tasks import resolve_task_names
     from clear_ray.provenance import system_tags
     from clear_ray.references import prepare_references
+    from clear_ray.report.inputs import read_search
+    from clear_ray.report.write import write_report
     from clear_ray.search.quiet import quiet_console
     from clear_ray.search.results import LeaderboardRow, leaderboard
     from clear_ray.search.session import dashboard_command
@@ -354,9 +356,12 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     (dirs.root / "leaderboard.md").write_text(table + "\n")
     summary_run = state.top_parent_id or state.runs[state.methods[0]].parent_id
     tracker.log_artifacts(summary_run, [dirs.root / "leaderboard.md"])
+    report = write_report(read_search(dirs.root))  # report.md, report.html (clear_ray/report)
+    tracker.log_artifacts(summary_run, report)
     if state.top_parent_id:
         tracker.finish(state.top_parent_id)
     print(f"\nLeaderboard (full evaluation of each method's best trial):\n{table}\n")
+    print(f"Report (Table 1, L1 question, plots): {report[1]}")
     print(f"Search {state.name} took {time.time() - started:.0f} s; files in {dirs.root}")
     print(f"Open MLflow with:\n  {tracker.run_url(summary_run) or ui_command(tracker.uri)}")
     print(f"Open the Optuna studies with:\n  {dashboard_command(optuna_storage)}")

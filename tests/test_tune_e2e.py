@@ -180,3 +180,16 @@ def test_sampled_params_differ_between_trials(runs) -> None:
     _, _, children = runs
     learning_rates = {child.data.params["train.lr"] for child in children}
     assert len(learning_rates) == 2
+
+
+def test_the_search_ends_with_its_report(runs, search, session_output: Path) -> None:
+    client, parents, _ = runs
+    folder = search_dir(session_output, "dpo-")
+    assert f"Report (Table 1, L1 question, plots): {folder / 'report.html'}" in search.stdout
+    page = (folder / "report.html").read_text()
+    assert page.count("<table>") >= 3 and 'src="data:image/png;base64,' in page
+    tuned = next(line for line in (folder / "report.md").read_text().splitlines()
+                 if line.startswith("| dpo (tuned) |"))  # fmt: skip
+    assert "final evaluation of trial" in tuned and "| — |" not in tuned
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"report.md", "report.html"} <= artifacts

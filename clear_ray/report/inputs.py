@@ -1,0 +1,128 @@
+"""What a finished search left in its folder, read for the report.
+
+Only ``state.json`` is required (config, methods, each method's final evaluation). The rest is
+optional and reported as missing when absent: ``folds.json`` and ``<method>/confirm.json``
+(written by the fold and confirm-seed steps, CONTRACTS.md), ``<method>/robustness.json``,
+``<method>/trials.csv`` and the plots tune.py drew. Original's and Gold's full evaluations are
+read back from ``leaderboard.md`` (tune.py writes no other copy of them in the folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clear_ray.config import Config, ConfigError
+from clear_ray.search.plots import FILE_NAMES
+from clear_ray.search.results import LEADERBOARD
+from clear_ray.search.session import STATE_FILE, SearchState
+
+REFERENCES = ("Original", "Gold")
+
+
+@dataclass
+class MethodRecord:
+    name: str
+    outcome: dict[str, Any]  # LeaderboardRow fields of the final evaluation ({} if unfinished)
+    parent_id: str
+    trials: list[dict[str, str]] | None  # rows of trials.csv
+    confirm: dict[str, Any] | None  # confirm.json
+    robustness: dict[str, dict[str, float]] | None  # robustness.json
+    plots: dict[str, Path] = field(default_factory=dict)  # plots.FILE_NAMES key -> PNG
+
+
+@dataclass
+class SearchRecord:
+    root: Path
+    state: SearchState
+    config: Config
+    references: dict[str, dict[str, float]]  # Original/Gold: full evaluation
+    folds: dict[str, Any] | None
+    methods: list[MethodRecord]
+
+    @property
+    def run_id(self) -> str | None:
+        """The run that holds the search's summary (tune.py's ``summary_run``)."""
+        if self.state.top_parent_id:
+            return self.state.top_parent_id
+        return self.methods[0].parent_id if self.methods else None
+
+
+def _json(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise ConfigError(f"{path} is not JSON ({error})") from None
+
+
+def _number(cell: str) -> float:
+    """The leading number of a table cell ("0.81", "0.81 ± 0.02", "nan")."""
+    try:
+        return float(cell.split()[0])
+    except (IndexError, ValueError):
+        return math.nan
+
+
+def leaderboard_metrics(path: Path) -> dict[str, dict[str, float]]:
+    """Model -> {metric: value} from a leaderboard.md (columns named as results.LEADERBOARD)."""
+    if not path.is_file():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    if len(lines) < 2:
+        return {}
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    metric_of = dict(LEADERBOARD)
+    table = {}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        table[cells[0]] = {
+            metric_of[column]: _number(cell)
+            for column, cell in zip(header, cells, strict=False)
+            if column in metric_of
+        }
+    return table
+
+
+def read_trials(path: Path) -> list[dict[str, str]] | None:
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_search(root: Path) -> SearchRecord:
+    """The search in ``root``; :class:`ConfigError` when it is not a search folder."""
+    if not (root / STATE_FILE).is_file():
+        raise ConfigError(f"{root} is not a search folder (no {STATE_FILE})")
+    state = SearchState.from_dict(_json(root / STATE_FILE))
+    leaderboard = leaderboard_metrics(root / "leaderboard.md")
+    methods = []
+    for name in state.methods:
+        folder = root / name
+        run = state.runs.get(name)
+        plots = {key: folder / "plots" / file for key, file in FILE_NAMES.items()}
+        methods.append(
+            MethodRecord(
+                name=name,
+                outcome=run.outcome if run else {},
+                parent_id=run.parent_id if run else "",
+                trials=read_trials(folder / "trials.csv"),
+                confirm=_json(folder / "confirm.json"),
+                robustness=_json(folder / "robustness.json"),
+                plots={key: path for key, path in plots.items() if path.is_file()},
+            )
+        )
+    return SearchRecord(
+        root=root,
+        state=state,
+        config=Config.from_flat(state.config),
+        references={name: leaderboard[name] for name in REFERENCES if name in leaderboard},
+        folds=_json(root / "folds.json"),
+        methods=methods,
+    )

@@ -1,0 +1,267 @@
+"""The report's tables and sentences, from a :class:`SearchRecord`: plain strings, no markup.
+
+Table 1 follows CLEAR's (arXiv 2410.18057, Table 1; columns of CLEAR ``mm/build_vllm_table.py``
+as in CLEAR_SPEC §5): Original, Gold, then each method with its default and its tuned
+configuration, as mean ± sd over the confirm seeds (re-trainings of the configuration with fresh
+seeds, evaluated on the report fold) when there are any, else the search's single final run.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from clear_ray.config import ConfigError
+from clear_ray.report.inputs import REFERENCES, MethodRecord, SearchRecord
+from clear_ray.train.selection import Thresholds
+
+TABLE1 = (
+    ("Real", "clear/real_metric"),
+    ("Retain", "clear/retain_metric"),
+    ("Forget", "clear/forget_metric"),
+    ("log FQ", "clear/log_forget_quality"),
+    ("1 − JS", "clear/forget_quality_js"),
+)
+CONFIGURATIONS = ("default", "tuned")
+L1 = "regularizer.l1"
+DASH = "—"
+
+
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+def number(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else DASH
+
+
+def mean_sd(values: list[float]) -> str:
+    """``mean ± sd`` (sample sd, n − 1) of the finite values; the value alone for one."""
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return DASH
+    if len(values) == 1:
+        return number(values[0])
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
+
+
+def seed_cells(configuration: dict[str, Any]) -> list[str]:
+    """Table 1 cells of a confirm.json configuration, from its runs' metrics (mean/sd fields
+    only when it lists no runs)."""
+    runs = configuration.get("runs") or []
+    cells = []
+    for _, metric in TABLE1:
+        values = [float(r["metrics"][metric]) for r in runs if metric in r.get("metrics", {})]
+        if values:
+            cells.append(mean_sd(values))
+        else:
+            mean = float(configuration.get("mean", {}).get(metric, math.nan))
+            sd = float(configuration.get("sd", {}).get(metric, math.nan))
+            cells.append(f"{mean:.4g} ± {sd:.2g}" if math.isfinite(sd) else number(mean))
+    return cells
+
+
+def feasible_seeds(configuration: dict[str, Any]) -> str:
+    """``k/n`` of the runs that met the thresholds (``feasible_fraction`` without runs)."""
+    runs = configuration.get("runs") or []
+    if runs:
+        return f"{sum(bool(run.get('feasible')) for run in runs)}/{len(runs)}"
+    fraction = float(configuration.get("feasible_fraction", math.nan))
+    return f"{fraction:.0%}" if math.isfinite(fraction) else DASH
+
+
+def method_rows(method: MethodRecord) -> list[list[str]]:
+    confirm = method.confirm or {}
+    configurations = confirm.get("configurations", {})
+    rows = []
+    for label in CONFIGURATIONS:
+        model = f"{method.name} ({label})"
+        found = configurations.get(label)
+        if found:
+            runs = found.get("runs") or []
+            seeds = len(runs) or len(confirm.get("seeds", []))
+            where = f"{seeds} seeds, {confirm.get('fold', '?')} fold"
+            rows.append([model, *seed_cells(found), feasible_seeds(found), where])
+        elif label == "tuned" and method.outcome.get("metrics"):
+            metrics = method.outcome["metrics"]
+            values = [number(float(metrics.get(key, math.nan))) for _, key in TABLE1]
+            where = f"1 run (final evaluation of trial {method.outcome.get('trial', '?')})"
+            rows.append([model, *values, method.outcome.get("feasible", DASH), where])
+        else:
+            rows.append([model, *[DASH] * len(TABLE1), DASH, "not evaluated"])
+    return rows
+
+
+def table1(record: SearchRecord) -> Table:
+    rows = []
+    for name in REFERENCES:
+        metrics = record.references.get(name, {})
+        values = [number(metrics.get(key, math.nan)) for _, key in TABLE1]
+        rows.append([name, *values, "", "full evaluation" if metrics else "not found"])
+    for method in record.methods:
+        rows.extend(method_rows(method))
+    header = ["model", *(column for column, _ in TABLE1), "feasible", "evaluation"]
+    return Table(
+        header,
+        rows,
+        "CLEAR's Table 1 columns (clear/* metrics). Real, Retain: higher is better; Forget: "
+        "lower is more forgotten (Gold sets the floor); log FQ, 1 − JS: higher is closer to Gold.",
+    )
+
+
+def threshold_line(record: SearchRecord) -> str:
+    search = record.config.search
+    rule = f"{search.retain_metric} >= {search.min_retain:g}"
+    if search.min_utility:
+        rule += f" and {search.utility_metric} >= {search.min_utility:g}"
+    if search.threshold_mode == "relative":
+        try:
+            thresholds = Thresholds.from_search(search, record.references.get("Original", {}))
+            absolute = thresholds.describe()
+        except ConfigError:
+            absolute = "nan"
+        known = "nan" not in absolute
+        rule = f"{absolute} ({rule} × Original's)" if known else f"{rule} × Original's"
+    return f"Feasible iff {rule}, judged on each full evaluation."
+
+
+def folds_line(folds: dict[str, Any] | None) -> str:
+    if folds is None:
+        return "No folds.json: selection and report used the same forget persons."
+    selection, report = folds.get("selection", []), folds.get("report", [])
+    if not float(folds.get("report_fraction", 0.0)) or not report:
+        return "No folds (report fraction 0): selection and report used the same forget persons."
+    return (
+        f"Selected on {len(selection)} forget persons ({', '.join(selection)}); reported on "
+        f"{len(report)} others ({', '.join(report)}); {folds.get('forget_split', '?')}, "
+        f"report fraction {folds['report_fraction']:g}, fold seed {folds.get('seed', '?')}."
+    )
+
+
+def trial_params(trials: list[dict[str, str]]) -> list[str]:
+    """The searched parameters' columns of trials.csv: between ``stopped_at`` and ``adapter``."""
+    if not trials:
+        return []
+    columns = list(trials[0])
+    start = columns.index("stopped_at") + 1 if "stopped_at" in columns else len(columns)
+    return [c for c in columns[start:] if c != "adapter"]
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    shown = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return ", ".join(shown) or DASH
+
+
+def configurations_table(record: SearchRecord) -> Table:
+    """Each method's default and tuned values of its searched parameters: confirm.json's, else
+    the search config's defaults and the final evaluation's trial row of trials.csv."""
+    rows = []
+    for method in record.methods:
+        configurations = (method.confirm or {}).get("configurations", {})
+        names = trial_params(method.trials or [])
+        trial = method.outcome.get("trial")
+        found = [t for t in method.trials or [] if t.get("trial") == trial]
+        fallback = {
+            "default": {n: record.state.config[n] for n in names if n in record.state.config},
+            "tuned": {name: found[0][name] for name in names} if found else {},
+        }
+        for label in CONFIGURATIONS:
+            params = configurations.get(label, {}).get("params", fallback[label])
+            rows.append([method.name, label, _params_text(params)])
+    return Table(["method", "configuration", "searched parameters"], rows)
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _best(trials: list[dict[str, str]]) -> dict[str, str] | None:
+    usable = [t for t in trials if math.isfinite(_float(t.get("best_objective")))]
+    return max(usable, key=lambda t: _float(t["best_objective"]), default=None)
+
+
+def l1_cells(trials: list[dict[str, str]] | None) -> list[str]:
+    """Best feasible trial with L1 = 0, best with L1 > 0, and which is higher."""
+    if trials is None:
+        return ["no trials.csv", DASH, DASH]
+    if not trials or L1 not in trials[0]:
+        return ["L1 not searched", DASH, DASH]
+    feasible = [t for t in trials if t.get("feasible") == "yes"]
+    groups = []
+    for name, chosen in (("= 0", lambda x: x == 0), ("> 0", lambda x: x > 0)):
+        tried = [t for t in trials if chosen(_float(t[L1]))]
+        best = _best([t for t in feasible if chosen(_float(t[L1]))])
+        if not tried:
+            groups.append((f"no trial with L1 {name} in this search", math.nan))
+        elif best is None:
+            groups.append((f"none of {len(tried)} trials with L1 {name} feasible", math.nan))
+        else:
+            value = _float(best["best_objective"])
+            groups.append((f"{value:.4g} (trial {best['trial']}, L1 {best[L1]})", value))
+    (zero, zero_value), (positive, positive_value) = groups
+    if math.isfinite(zero_value) and math.isfinite(positive_value):
+        verdict = "L1 > 0" if positive_value > zero_value else "L1 = 0"
+        if positive_value == zero_value:
+            verdict = "tie"
+    else:
+        verdict = DASH
+    return [zero, positive, verdict]
+
+
+def l1_table(record: SearchRecord) -> Table:
+    objective = record.config.search.objective
+    rows = [[method.name, *l1_cells(method.trials)] for method in record.methods]
+    return Table(
+        ["method", "best feasible, L1 = 0", "best feasible, L1 > 0", "higher"],
+        rows,
+        f"{objective} at each trial's best epoch (per-epoch evaluation, the selection fold's "
+        "items when there are folds).",
+    )
+
+
+def robustness_table(record: SearchRecord) -> Table | None:
+    """``robust/<check>/<name>`` per method and model label (robustness.json), or None."""
+    found = [
+        (method.name, label, values)
+        for method in record.methods
+        for label, values in (method.robustness or {}).items()
+    ]
+    if not found:
+        return None
+    metrics = sorted({key for _, _, values in found for key in values})
+    rows = [
+        [method, label, *(number(float(values.get(key, math.nan))) for key in metrics)]
+        for method, label, values in found
+    ]
+    return Table(["method", "model", *(key.removeprefix("robust/") for key in metrics)], rows)
+
+
+def missing_notes(record: SearchRecord) -> list[str]:
+    """What the folder lacks, one line each, so no number is read as more than it is."""
+    notes = []
+    if record.folds is None:
+        notes.append("no folds.json: selection and report on the same persons")
+    unconfirmed = [m.name for m in record.methods if m.confirm is None]
+    if unconfirmed:
+        notes.append(
+            f"no confirm seeds for {', '.join(unconfirmed)}: single-run numbers, "
+            "selection = report; no default-configuration row"
+        )
+    for method in record.methods:
+        if method.trials is None:
+            notes.append(f"{method.name}: no trials.csv (no L1 comparison)")
+        if not method.outcome:
+            notes.append(f"{method.name}: search not finished (no final evaluation)")
+    if set(record.references) != set(REFERENCES):
+        notes.append("no Original/Gold rows in leaderboard.md")
+    if not any(m.robustness for m in record.methods):
+        notes.append("no robustness.json: no robustness columns")
+    return notes

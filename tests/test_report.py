@@ -1,0 +1,320 @@
+"""`python -m clear_ray.report`: a search folder (from the real writers) to report.md/.html."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from clear_ray.config import Config
+from clear_ray.report.__main__ import main
+from clear_ray.report.inputs import read_search
+from clear_ray.report.tables import feasible_seeds, l1_cells, mean_sd, seed_cells
+from clear_ray.report.write import write_report
+from clear_ray.search.plots import TrialPoint, search_plots
+from clear_ray.search.results import LeaderboardRow, TrialRow, leaderboard, write_csv
+from clear_ray.search.session import MethodRun, SearchDirs, SearchState
+
+PNG = b"\x89PNG\r\n\x1a\n"
+ORIGINAL = {
+    "clear/real_metric": 0.6,
+    "clear/retain_metric": 0.8,
+    "clear/forget_metric": 0.8,
+    "clear/log_forget_quality": -20.0,
+    "clear/forget_quality_js": 0.3,
+    "log_forget_quality": -20.0,
+}
+GOLD = {**ORIGINAL, "clear/forget_metric": 0.3, "log_forget_quality": 0.0}
+FINAL = {**ORIGINAL, "clear/forget_metric": 0.5, "clear/log_forget_quality": -4.0}
+# (number, objective, retain, feasible, l1)
+TRIALS = {
+    "ga": [(0, -3.0, 0.75, True, 0.0), (1, -2.0, 0.74, True, 1e-3), (2, 5.0, 0.1, False, 0.0)],
+    "dpo": [(0, -6.0, 0.78, True, 1e-4), (1, -1.0, 0.2, False, 1e-2)],
+}
+
+
+def trial_rows(method: str, adapters: Path) -> list[TrialRow]:
+    return [
+        TrialRow(
+            trial=f"{method}{number:04d}",
+            number=number,
+            status="done",
+            feasible=feasible,
+            best_objective=objective,
+            best_forget_metric=0.5,
+            best_retain_metric=retain,
+            best_model_utility=0.5,
+            best_epoch=1,
+            stopped_at=1,
+            params={"train.lr": 1e-3 * (number + 1), "regularizer.l1": l1},
+            adapter=str(adapters / f"{method}{number:04d}"),
+        )
+        for number, objective, retain, feasible, l1 in TRIALS[method]
+    ]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-method search, each file written by the function tune.py uses."""
+    output = tmp_path_factory.mktemp("report")
+    cfg = Config().replace({"output_dir": str(output), "search.multi_objective": True})
+    dirs = SearchDirs(output, "all-1")
+    state = SearchState("all-1", cfg.to_flat(), list(TRIALS), {m: f"{m}.yaml" for m in TRIALS})
+    rows = [LeaderboardRow("Original", ORIGINAL, ""), LeaderboardRow("Gold", GOLD, "")]
+    for method in TRIALS:
+        trials = trial_rows(method, dirs.adapters(method))
+        dirs.method(method).mkdir(parents=True)
+        write_csv(trials, ["train.lr", "regularizer.l1"], dirs.method(method) / "trials.csv")
+        points = [
+            TrialPoint(t.number, t.best_objective, t.best_retain_metric, 0.5, t.feasible, t.params)
+            for t in trials
+        ]
+        references = {"Original": (0.8, -20.0), "Gold": (0.8, 0.0)}
+        search_plots(points, dirs.method(method) / "plots", "log_forget_quality", 0.72, True,
+                     references)  # fmt: skip
+        outcome = LeaderboardRow(method, FINAL, "yes", f"{method}0000")
+        state.runs[method] = MethodRun(f"run-{method}", "done", asdict(outcome))
+        rows.append(outcome)
+    (dirs.root / "leaderboard.md").write_text(leaderboard(rows) + "\n")
+    dirs.save(state)
+    return dirs.root
+
+
+@pytest.fixture
+def search(built: Path, tmp_path: Path) -> Path:
+    """A copy each test may add files to."""
+    return Path(shutil.copytree(built, tmp_path / "searches" / built.name))
+
+
+class Page(HTMLParser):
+    """Tables (rows of cell texts, header row first) and image sources of an HTML page."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.images: list[str] = []
+        self.cell: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append("".join(self.cell or []))
+            self.cell = None
+
+
+def report_page(search: Path) -> Page:
+    write_report(read_search(search))
+    return Page((search / "report.html").read_text())
+
+
+def table_with(page: Page, first_header: str, second_header: str) -> dict[str, list[str]]:
+    (table,) = [t for t in page.tables if t[0][:2] == [first_header, second_header]]
+    return {row[0]: row for row in table[1:]}
+
+
+def confirm_run(seed: int, real: float, feasible: bool = True) -> dict:
+    metrics = {**FINAL, "clear/real_metric": real}
+    return {"seed": seed, "run_id": f"r{seed}", "adapter": "", "metrics": metrics,
+            "feasible": feasible}  # fmt: skip
+
+
+def test_html_has_table1_with_references_and_both_configurations(search: Path) -> None:
+    rows = table_with(report_page(search), "model", "Real")
+    assert list(rows) == [
+        "Original", "Gold", "ga (default)", "ga (tuned)", "dpo (default)", "dpo (tuned)"
+    ]  # fmt: skip
+    assert rows["Original"][1:6] == ["0.6", "0.8", "0.8", "-20", "0.3"]
+    assert rows["ga (tuned)"][1:7] == ["0.6", "0.8", "0.5", "-4", "0.3", "yes"]
+    assert "final evaluation of trial ga0000" in rows["ga (tuned)"][7]
+    assert rows["ga (default)"][-1] == "not evaluated"
+
+
+def test_every_image_is_an_embedded_png(search: Path) -> None:
+    page = report_page(search)
+    assert len(page.images) == 2 * 4  # retain, history, Pareto (multi-objective), importances
+    for source in page.images:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1]).startswith(PNG)
+
+
+def test_confirm_seeds_give_mean_and_sample_sd(search: Path) -> None:
+    tuned = [confirm_run(1, 0.5), confirm_run(2, 0.7), confirm_run(3, 0.9, feasible=False)]
+    confirm = {
+        "method": "ga", "fold": "report", "seeds": [1, 2, 3],
+        "configurations": {
+            "tuned": {"params": {"train.lr": 0.002}, "runs": tuned, "feasible_fraction": 2 / 3},
+            "default": {"params": {"train.lr": 1e-5}, "runs": [confirm_run(1, 0.1)],
+                        "feasible_fraction": 0.0},
+        },
+    }  # fmt: skip
+    (search / "ga" / "confirm.json").write_text(json.dumps(confirm))
+    page = report_page(search)
+    rows = table_with(page, "model", "Real")
+    assert rows["ga (tuned)"][1] == "0.7 ± 0.2"  # mean of 0.5, 0.7, 0.9; sd with n − 1
+    assert rows["ga (tuned)"][3] == "0.5 ± 0"
+    assert rows["ga (tuned)"][6:] == ["2/3", "3 seeds, report fold"]
+    assert rows["ga (default)"][1] == "0.1"
+    (configurations,) = [t for t in page.tables if t[0][:2] == ["method", "configuration"]]
+    assert ["ga", "default", "train.lr=1e-05"] in configurations
+    assert ["ga", "tuned", "train.lr=0.002"] in configurations
+    assert ["dpo", "tuned", "train.lr=0.001, regularizer.l1=0.0001"] in configurations
+    missing = (search / "report.md").read_text().split("## Missing")[1].split("##")[0]
+    assert "no confirm seeds for dpo:" in missing and "ga" not in missing.split(":")[0]
+
+
+def test_without_confirm_seeds_the_report_says_its_numbers_are_single_runs(search: Path) -> None:
+    write_report(read_search(search))
+    text = (search / "report.md").read_text()
+    assert "no confirm seeds for ga, dpo: single-run numbers, selection = report" in text
+    assert "No folds.json: selection and report used the same forget persons." in text
+    assert "| ga | default | train.lr=0.001, regularizer.l1=0 |" in text  # config defaults
+    assert "| ga | tuned | train.lr=0.001, regularizer.l1=0 |" in text  # trial ga0000's row
+
+
+def test_folds_and_threshold_are_stated(search: Path) -> None:
+    folds = {"selection": ["Ann", "Bob"], "report": ["Cid", "Dee"], "seed": 3,
+             "report_fraction": 0.5, "forget_split": "forget05"}  # fmt: skip
+    (search / "folds.json").write_text(json.dumps(folds))
+    write_report(read_search(search))
+    text = (search / "report.md").read_text()
+    assert "Selected on 2 forget persons (Ann, Bob); reported on 2 others (Cid, Dee)" in text
+    assert "fold seed 3" in text
+    # relative threshold: 0.9 x Original's clear/retain_metric 0.8
+    assert "Feasible iff clear/retain_metric >= 0.72 (clear/retain_metric >= 0.9 × Original's)" in (
+        text
+    )
+
+
+def test_l1_question_compares_best_feasible_trials(search: Path) -> None:
+    rows = table_with(report_page(search), "method", "best feasible, L1 = 0")
+    # ga: the infeasible L1 = 0 trial (objective 5) does not count
+    assert rows["ga"][1:] == ["-3 (trial ga0000, L1 0)", "-2 (trial ga0001, L1 0.001)", "L1 > 0"]
+    assert rows["dpo"][1] == "no trial with L1 = 0 in this search"
+    assert rows["dpo"][3] == "—"
+
+
+def test_l1_cells_say_when_l1_was_not_searched_or_no_zero_was_feasible() -> None:
+    assert l1_cells([{"feasible": "yes", "best_objective": "1", "trial": "a"}])[0] == (
+        "L1 not searched"
+    )
+    trials = [{"feasible": "no", "best_objective": "1", "trial": "a", "regularizer.l1": "0"}]
+    assert l1_cells(trials)[0] == "none of 1 trials with L1 = 0 feasible"
+    assert l1_cells(None)[0] == "no trials.csv"
+
+
+def test_mean_sd_of_one_value_is_the_value() -> None:
+    assert mean_sd([0.25]) == "0.25"
+    assert mean_sd([1.0, 3.0]) == "2 ± 1.4"
+    assert mean_sd([]) == "—"
+
+
+def test_a_configuration_without_runs_uses_its_mean_sd_and_feasible_fraction() -> None:
+    configuration = {
+        "mean": {"clear/real_metric": 0.5},
+        "sd": {"clear/real_metric": 0.1},
+        "feasible_fraction": 0.5,
+    }
+    assert seed_cells(configuration)[:2] == ["0.5 ± 0.1", "—"]
+    assert feasible_seeds(configuration) == "50%"
+    assert feasible_seeds({}) == "—"
+
+
+def test_robustness_columns_when_robustness_json_exists(search: Path) -> None:
+    write_report(read_search(search))
+    assert "no robustness.json: no robustness columns" in (search / "report.md").read_text()
+    robust = {"tuned": {"robust/relearn/recovery": 0.25, "robust/quantize/int8/log_fq": -3.0}}
+    (search / "ga" / "robustness.json").write_text(json.dumps(robust))
+    rows = table_with(report_page(search), "method", "model")
+    assert rows["ga"] == ["ga", "tuned", "-3", "0.25"]
+    page_headers = [t[0] for t in Page((search / "report.html").read_text()).tables]
+    assert ["method", "model", "quantize/int8/log_fq", "relearn/recovery"] in page_headers
+
+
+def test_markdown_links_the_plots_relative_to_where_it_is_written(
+    search: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "elsewhere"
+    assert main([str(search), "--out", str(out), "--no-mlflow"]) == 0
+    text = (out / "report.md").read_text()
+    assert "](../searches/all-1/ga/plots/forget_vs_retain.png)" in text
+    assert "| dpo (tuned) |" in text
+    assert not (search / "report.md").exists()
+
+
+def test_a_failed_render_leaves_no_file(search: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clear_ray.report import write
+
+    def broken(report):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(write, "to_html", broken)
+    with pytest.raises(RuntimeError):
+        write_report(read_search(search))
+    assert not list(search.glob("*report*")) and not list(search.glob(".*tmp"))
+
+
+def test_help_explains_and_bad_input_answers_at_once_from_the_command_line(tmp_path) -> None:
+    command = [sys.executable, "-m", "clear_ray.report"]
+    shown = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "Table 1" in shown.stdout and "--tracking-uri" in shown.stdout
+    bad = subprocess.run([*command, str(tmp_path / "nope")], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argument",
+    ["/no/such/folder", "0123456789abcdef0123456789abcdef", "."],
+    ids=["path", "run-id-without-store", "not-a-search"],
+)
+def test_bad_input_exits_2_with_one_line(
+    argument: str, capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default tracking store would be ./clear_ray_runs
+    assert main([argument]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.slow  # MLflow's SQLite store: ~10 s to create
+def test_logs_to_the_search_run_and_resolves_a_run_id(search: Path, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{search.parent / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("report", search.parent.as_uri()))
+    run_id = run.info.run_id
+    client.set_tag(run_id, "clear_ray.search", search.name)
+    client.log_param(run_id, "output_dir", str(search.parent.parent))
+    state = json.loads((search / "state.json").read_text())
+    state["top_parent_id"] = run_id
+    (search / "state.json").write_text(json.dumps(state))
+
+    assert main([str(search), "--tracking-uri", uri]) == 0
+    assert {a.path for a in client.list_artifacts(run_id)} == {"report.md", "report.html"}
+    (search / "report.html").unlink()
+    assert main([run_id, "--tracking-uri", uri]) == 0
+    assert (search / "report.html").is_file()
+    assert f"Logged to MLflow run {run_id}" in capsys.readouterr().out
