@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from searches import find_search, references_from_leaderboard, run_logged
+
 # (label, metric key in confirm.json's runs). The headline metric is the search's objective
 # (the project's extended log FQ by default); CLEAR's own Table 1 columns follow.
 METRICS = (
@@ -172,29 +174,6 @@ def summarise_method(confirm: dict, objective: str) -> MethodSummary:
         tuned=tuned,
         verdict=verdict(default, tuned, objective),
     )
-
-
-def references_from_leaderboard(text: str) -> dict[str, dict[str, float]]:
-    """Original's and Gold's full-evaluation metrics from a search's leaderboard.md, its
-    columns mapped back to metric keys (``clear_ray.search.results.LEADERBOARD``)."""
-    from clear_ray.search.results import LEADERBOARD
-
-    by_column = dict(LEADERBOARD)
-    lines = [line for line in text.splitlines() if line.startswith("|")]
-    if len(lines) < 2:
-        return {}
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    references = {}
-    for line in lines[2:]:
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if cells[0] not in ("Original", "Gold"):
-            continue
-        references[cells[0]] = {
-            by_column[column]: float(cell)
-            for column, cell in zip(header, cells, strict=True)
-            if column in by_column and cell
-        }
-    return references
 
 
 def study_record(
@@ -344,17 +323,21 @@ def minutes(seconds: float) -> str:
 # ---------------------------------------------------------------- driver
 
 
-def find_method_search(output: Path, method: str) -> Path | None:
-    """The newest search of ``method`` alone in ``output`` (one study per output dir)."""
-    found = []
-    for state in (output / "searches").glob("*/state.json"):
-        try:
-            methods = json.loads(state.read_text())["methods"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if methods == [method]:
-            found.append(state.parent)
-    return max(found, key=lambda path: (path / "state.json").stat().st_mtime, default=None)
+def study_config(args: argparse.Namespace) -> dict:
+    """The saved-config values by which a rerun finds this study's searches again."""
+    config = {
+        "search.num_samples": args.num_samples,
+        "train.epochs": args.epochs,
+        "search.confirm_seeds": args.confirm_seeds,
+        "search.objective": args.objective,
+        "search.scheduler": args.scheduler,
+        "search.grace_period": args.grace_period,
+        "eval.proxy_items": args.proxy_items,
+        "search.seed": args.seed,
+    }
+    if args.report_fraction is not None:
+        config["search.report_fraction"] = args.report_fraction
+    return config
 
 
 def confirm_path(search: Path, method: str) -> Path:
@@ -386,27 +369,10 @@ def check_tune_supports(flags: list[str]) -> None:
         sys.exit(f"clear_ray.tune has no {', '.join(missing)}: this study needs confirm.json")
 
 
-def run_logged(command: list[str], log: Path, on_trial) -> int:
-    """Run ``command`` with its console into ``log``; ``on_trial()`` at each finished trial."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("a") as handle:
-        handle.write(f"$ {' '.join(command)}\n")
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        for line in process.stdout:
-            handle.write(line)
-            handle.flush()
-            if trial_finished(line):
-                on_trial()
-        return process.wait()
-
-
 def run_method(args, method: str, passthrough: list[str], on_trial) -> Path:
     """The method's search with its confirmation runs, new or resumed; its folder."""
     output = args.output_dir
-    search = find_method_search(output, method)
+    search = find_search(output, method, study_config(args))
     log = output / "study_logs" / f"{method}.log"
     if search is not None:
         command = [sys.executable, "-u", "-m", "clear_ray.tune", "--resume", search.name,
@@ -414,8 +380,8 @@ def run_method(args, method: str, passthrough: list[str], on_trial) -> Path:
         print(f"[study] {method}: resuming search {search.name}", flush=True)
     else:
         command = tune_command(args, method, passthrough)
-    code = run_logged(command, log, on_trial)
-    search = find_method_search(output, method)
+    code = run_logged(command, log, lambda line: trial_finished(line) and on_trial())
+    search = find_search(output, method, study_config(args))
     if code != 0 or search is None:
         tail = log.read_text()[-3000:]
         sys.exit(f"[study] {method}: clear_ray.tune exited with {code}; log {log}:\n{tail}")
@@ -431,7 +397,7 @@ def collect(args, walls: dict[str, float]) -> dict:
     """study.json's record from every method's confirm.json found so far."""
     summaries, references = [], {}
     for method in args.methods:
-        search = find_method_search(args.output_dir, method)
+        search = find_search(args.output_dir, method, study_config(args))
         if search is None or not confirm_path(search, method).is_file():
             continue
         confirm = json.loads(confirm_path(search, method).read_text())
@@ -517,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
         method
         for method in args.methods
         if not (
-            (search := find_method_search(args.output_dir, method))
+            (search := find_search(args.output_dir, method, study_config(args)))
             and confirm_path(search, method).is_file()
         )
     ]

@@ -12,6 +12,7 @@ import pytest
 from bench_scripts import load_bench
 
 study = load_bench("study")
+searches = load_bench("searches")
 
 LEADERBOARD = """\
 | model | Real | Retain | Forget | log FQ | FQ 1-JS | real_metric | retain_metric | forget_metric | model_utility | log_forget_quality | forget_quality_js | feasible | trial |
@@ -151,17 +152,19 @@ def test_trial_finished_recognises_the_progress_printer_lines() -> None:
 
 
 def test_references_are_read_back_from_the_leaderboard_columns() -> None:
-    references = study.references_from_leaderboard(LEADERBOARD)
+    references = searches.references_from_leaderboard(LEADERBOARD)
     assert set(references) == {"Original", "Gold"}
     assert references["Original"]["log_forget_quality"] == -13.31
     assert references["Original"]["clear/real_metric"] == 0.2432
     assert references["Gold"]["clear/forget_quality_js"] == 1.0
 
 
-def write_search(output: Path, name: str, methods: list[str], mtime: float) -> Path:
+def write_search(
+    output: Path, name: str, methods: list[str], mtime: float, config: dict | None = None
+) -> Path:
     root = output / "searches" / name
     root.mkdir(parents=True)
-    (root / "state.json").write_text(json.dumps({"methods": methods}))
+    (root / "state.json").write_text(json.dumps({"methods": methods, "config": config or {}}))
     os.utime(root / "state.json", (mtime, mtime))
     return root
 
@@ -170,25 +173,37 @@ def test_find_method_search_takes_the_newest_search_of_that_method_alone(tmp_pat
     write_search(tmp_path, "dpo-old", ["dpo"], 1_000)
     newest = write_search(tmp_path, "dpo-new", ["dpo"], 2_000)
     write_search(tmp_path, "all-newer", ["gd", "dpo"], 3_000)
-    assert study.find_method_search(tmp_path, "dpo") == newest
-    assert study.find_method_search(tmp_path, "idk") is None
+    assert searches.find_search(tmp_path, "dpo") == newest
+    assert searches.find_search(tmp_path, "idk") is None
+
+
+def test_find_search_matches_the_saved_config(tmp_path) -> None:
+    seed1 = write_search(tmp_path, "gd-1", ["gd"], 1_000, {"search.seed": 1, "train.epochs": 5})
+    write_search(tmp_path, "gd-2", ["gd"], 2_000, {"search.seed": 2, "train.epochs": 5})
+    assert searches.find_search(tmp_path, "gd", {"search.seed": 1}) == seed1
+    assert searches.find_search(tmp_path, "gd", {"search.seed": 1, "train.epochs": 4}) is None
 
 
 def test_report_only_builds_the_tables_and_verdicts_from_confirm_files(tmp_path) -> None:
+    config = study.study_config(study.parse_args([])[0])
     for method, default, tuned, when in (
         ("gd", [-10, -12, -11], [-10.5, -11.5, -10], 1_000),
         ("dpo", [-13, -11, -12], [-6, -8, -7], 2_000),
     ):
-        root = write_search(tmp_path, f"{method}-x", [method], when)
+        root = write_search(tmp_path, f"{method}-x", [method], when, config)
         (root / method).mkdir()
         (root / method / "confirm.json").write_text(json.dumps(confirm(method, default, tuned)))
         (root / "leaderboard.md").write_text(LEADERBOARD)
+    # A search of other settings in the same folder is not this study's.
+    other = write_search(tmp_path, "idk-x", ["idk"], 3_000, {**config, "train.epochs": 1})
+    (other / "idk").mkdir()
+    (other / "idk" / "confirm.json").write_text(json.dumps(confirm("idk", [-9], [-8])))
     markdown, record = tmp_path / "STUDY.md", tmp_path / "study.json"
     study.main(["--report-only", "--methods", "gd,dpo,idk", "--output-dir", str(tmp_path),
                 "--markdown", str(markdown), "--json", str(record)])  # fmt: skip
 
     data = json.loads(record.read_text())
-    assert list(data["methods"]) == ["gd", "dpo"]  # idk has no confirm.json yet
+    assert list(data["methods"]) == ["gd", "dpo"]
     assert data["methods"]["dpo"]["tuned"]["mean"]["log_forget_quality"] == -7.0
     assert data["methods"]["dpo"]["default"]["sd"]["log_forget_quality"] == 1.0
     text = markdown.read_text()
