@@ -49,6 +49,7 @@ METRICS = (
 )
 LABELS = dict((key, label) for label, key in METRICS)
 CONFIGURATIONS = ("default", "tuned")
+SMOKE = {"num_samples": 2, "epochs": 1, "confirm_seeds": 2, "proxy_items": 8, "grace_period": 1}
 
 # Seconds measured on the 2-core machine while 8 other jobs shared it (load average 6-11), on
 # the 16-forget-item synthetic benchmark of December 2026 (bench/STUDY.md, "Budget"). They plan
@@ -455,10 +456,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--smoke", action="store_true", help="2 trials, 1 epoch, 2 seeds, /tmp")
     parser.add_argument("--report-only", action="store_true", help="no runs: tables again")
+    if parser.parse_known_args(argv)[0].smoke:  # smaller defaults; flags given still win
+        parser.set_defaults(**SMOKE)
     args, passthrough = parser.parse_known_args(argv)
-    if args.smoke:
-        args.num_samples, args.epochs, args.confirm_seeds = 2, 1, 2
-        args.proxy_items, args.grace_period = 8, 1
     base = Path("/tmp/clear_ray_study_smoke" if args.smoke else "/tmp/clear_ray_study")
     args.output_dir = (args.output_dir or base).resolve()
     args.json = args.json or (

@@ -211,3 +211,10 @@ def test_report_only_builds_the_tables_and_verdicts_from_confirm_files(tmp_path)
     assert "| Original | reference | -13.31 |" in text
     assert "- **gd**: Tuning did not help" in text
     assert "- **dpo**: Tuning helped" in text
+
+
+def test_smoke_shrinks_the_defaults_but_a_flag_given_wins() -> None:
+    args, passthrough = study.parse_args(["--smoke", "--epochs", "3", "--set", "train.lr=1e-3"])
+    assert (args.num_samples, args.epochs, args.confirm_seeds) == (2, 3, 2)
+    assert passthrough == ["--set", "train.lr=1e-3"]
+    assert args.markdown.parent != Path("bench")  # a smoke run leaves bench/STUDY.md alone

@@ -1,0 +1,120 @@
+"""bench/search_efficiency.py's pure parts: Ray's ASHA replayed on full curves, trial-epochs to
+a target, the spread over seeds, and the markdown section."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from bench_scripts import load_bench
+
+efficiency = load_bench("search_efficiency")
+
+# Five trials' per-epoch scores (running best), 4 epochs each.
+CURVES = [[1, 2, 3, 4], [0, 5, 6, 7], [3, 3, 3, 3], [2, 2.5, 9, 9], [1.5, 1, 1, 1]]
+
+
+def curve(scores: list[float], feasible_from: int = 1) -> efficiency.TrialCurve:
+    reports = [
+        {"best_score": value, "best_objective": value, "feasible": epoch >= feasible_from}
+        for epoch, value in enumerate(scores, 1)
+    ]
+    return efficiency.TrialCurve.from_reports(reports)
+
+
+def test_asha_rungs_follow_rays_formula() -> None:
+    assert efficiency.asha_rungs(1, 2, 4) == [1, 2, 4]
+    assert efficiency.asha_rungs(1, 2, 5) == [1, 2, 4]
+    assert efficiency.asha_rungs(2, 2, 5) == [2, 4]
+    assert efficiency.asha_rungs(3, 2, 5) == [3]
+    assert efficiency.asha_rungs(1, 3, 5) == [1, 3]
+
+
+def test_asha_grace_1_stops_at_the_first_epoch_below_the_median() -> None:
+    # T1 (0 at epoch 1) is below T0's 1: stopped at once, though it would reach 7.
+    # T4: epoch 1 ties the median 1.5 (not below), epoch 2 (1) is below 2.5: stopped.
+    assert efficiency.asha_stops(CURVES, 1, 2, 4) == [4, 1, 4, 4, 2]
+
+
+def test_asha_grace_2_lets_slow_starters_through_but_compares_at_epoch_2() -> None:
+    # T1 survives now; T3 (2.5 at epoch 2, later 9) is below the median 3 and stopped.
+    assert efficiency.asha_stops(CURVES, 2, 2, 4) == [4, 4, 2, 2, 2]
+
+
+def test_asha_never_stops_a_trial_that_ended_by_itself_before_a_rung() -> None:
+    # A collapsed trial (one epoch) still counts at rung 1 for later trials.
+    assert efficiency.asha_stops([[5], [1, 1, 1]], 1, 2, 3) == [1, 1]
+
+
+def test_epochs_until_counts_in_trial_order_until_the_target() -> None:
+    assert efficiency.epochs_until([4, 1, 4], [0.5, 0.9, 0.95], 0.9) == 5
+    assert efficiency.epochs_until([4, 1], [0.5, 0.8], 0.9) is None
+
+
+def test_best_at_is_the_feasible_running_best_at_that_epoch() -> None:
+    late = curve([1, 2, 3], feasible_from=3)
+    assert late.best_at(2) == -math.inf
+    assert late.best_at(3) == 3
+    assert late.best_at(0) == -math.inf
+
+
+def test_replay_reports_cost_and_whether_the_grid_best_survives() -> None:
+    curves = [curve(values) for values in CURVES]
+    grace1 = efficiency.replay(curves, 1, 2, 4)
+    assert grace1["trial_epochs"] == 4 + 1 + 4 + 4 + 2
+    assert grace1["best_feasible_objective"] == 9  # T3 runs to the end
+    assert grace1["grid_best_kept"] is True
+    assert grace1["trial_epochs_to_target"] == 4 + 1 + 4 + 4
+    grace2 = efficiency.replay(curves, 2, 2, 4)
+    assert grace2["best_feasible_objective"] == 7  # T3 stopped at 2.5
+    assert grace2["grid_best_kept"] is False
+    assert grace2["trial_epochs_to_target"] is None
+
+
+def test_spread_is_over_the_runs_that_reached_a_value() -> None:
+    stats = efficiency.spread([12, None, 30, 18])
+    assert stats == {"reached": 3, "runs": 4, "median": 18, "min": 12, "max": 30}
+    assert efficiency.spread([None])["median"] is None
+
+
+def test_markdown_shows_original_next_to_the_grid_best_and_flags_lost_bests() -> None:
+    curves = [curve(values) for values in CURVES]
+    grid = efficiency.run_summary(curves, [4] * 5, math.inf)
+    tpe = {
+        "best": efficiency.spread([9, 7]),
+        "epochs_to_grid_best": efficiency.spread([12, None]),
+        "ratio": efficiency.spread([12 / 20, None]),
+    }
+    record = {
+        "objective": "forget_quality_js",
+        "epochs": 4,
+        "grid_size": 5,
+        "tpe_samples": 5,
+        "seeds": [0, 1],
+        "methods": {
+            "idk": {
+                "original": 0.7585,
+                "gold": 1.0,
+                "grid": grid,
+                "tpe": {"TPE + ASHA (grace 2, factor 2)": tpe},
+                "asha_replay": [efficiency.replay(curves, 2, 2, 4)],
+            }
+        },
+        "json": "x.json",
+        "machine": "test",
+    }
+    text = efficiency.efficiency_markdown(record)
+    assert "| idk | 0.7585 | 1 | 9 | 20 | TPE + ASHA (grace 2, factor 2) |" in text
+    assert "| 8 [7–9] (2/2) | 12 [12–12] (1/2) | 0.6 [0.6–0.6] (1/2) |" in text
+    assert "| idk | 2 | 2 | 2, 4 | 14 (20) | 7 | **no** | – |" in text
+
+
+@pytest.mark.parametrize("argv", [["--smoke"], []])
+def test_plan_has_one_grid_and_a_tpe_run_per_seed_and_setting(argv) -> None:
+    args = efficiency.parse_args([*argv, "--asha", "1:2,2:3"])
+    planned = efficiency.plan(args, args.grid_size)
+    per_method = 1 + 2 * len(args.seeds)
+    assert len(planned) == per_method * len(args.methods)
+    seeds = {item.config.get("search.seed") for item in planned if item.label != "grid"}
+    assert seeds == set(args.seeds)
+    assert {item.config.get("search.grace_period") for item in planned} == {None, 1, 2}
