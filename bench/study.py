@@ -52,7 +52,7 @@ CONFIGURATIONS = ("default", "tuned")
 SMOKE = {"num_samples": 2, "epochs": 1, "confirm_seeds": 2, "proxy_items": 8, "grace_period": 1}
 
 # Seconds measured on the 2-core machine while 8 other jobs shared it (load average 6-11), on
-# the 16-forget-item synthetic benchmark of December 2026 (bench/STUDY.md, "Budget"). They plan
+# the 16-forget-item synthetic benchmark (bench/RESULTS.md, "What tuning buys"). They plan
 # the study and give the ETA until trials finish; from then on the ETA uses measured times.
 SEARCH_START_S = 30.0  # interpreter, ray.init, cached references (first time: +REFERENCES_S)
 REFERENCES_S = 45.0  # Original and Gold finetuned and evaluated, once per output dir
