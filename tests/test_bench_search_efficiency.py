@@ -3,6 +3,7 @@ a target, the spread over seeds, and the markdown section."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -118,3 +119,20 @@ def test_plan_has_one_grid_and_a_tpe_run_per_seed_and_setting(argv) -> None:
     seeds = {item.config.get("search.seed") for item in planned if item.label != "grid"}
     assert seeds == set(args.seeds)
     assert {item.config.get("search.grace_period") for item in planned} == {None, 1, 2}
+
+
+def test_trial_curves_are_read_in_trial_creation_order(tmp_path) -> None:
+    searches = load_bench("searches")
+    for folder, scores in (
+        ("run_trial_def34567_2_lr=0.001_2026-12-01_11-49-14", [0.5]),
+        ("run_trial_abc12345_1_lr=0.003_2026-12-01_11-48-48", [0.7, 0.8]),
+    ):
+        trial = tmp_path / "ray" / "gd" / folder
+        trial.mkdir(parents=True)
+        lines = [json.dumps({"epoch": e, "best_score": v}) for e, v in enumerate(scores, 1)]
+        (trial / "result.json").write_text("\n".join(lines) + "\n")
+    curves = searches.trial_curves(tmp_path, "gd")
+    assert [[report["best_score"] for report in reports] for reports in curves] == [
+        [0.7, 0.8],
+        [0.5],
+    ]
