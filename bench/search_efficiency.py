@@ -430,6 +430,7 @@ def main(argv: list[str] | None = None) -> None:
             found[item] = search
             continue
         started = time.time()
+        print(f"[efficiency] {index}/{len(planned)} {item.method} {item.label} seed {item.seed}")
         kind = "grid" if item.label == "grid" else "tpe"
         found[item] = run_planned(args, item, space[kind])
         took = time.time() - started
@@ -438,11 +439,7 @@ def main(argv: list[str] | None = None) -> None:
         if took > 60:  # run now, not found done
             durations.append(took)
         eta = statistics.fmean(durations) * (len(planned) - index) if durations else 0.0
-        print(
-            f"[efficiency] {index}/{len(planned)} {item.method} {item.label} seed {item.seed}: "
-            f"{took:.0f} s; ETA ~{eta / 60:.0f} min",
-            flush=True,
-        )
+        print(f"[efficiency]   done in {took:.0f} s; ETA ~{eta / 60:.0f} min", flush=True)
     record = summarise(args, found, walls)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")
