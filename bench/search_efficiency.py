@@ -430,7 +430,10 @@ def main(argv: list[str] | None = None) -> None:
             found[item] = search
             continue
         started = time.time()
-        print(f"[efficiency] {index}/{len(planned)} {item.method} {item.label} seed {item.seed}")
+        print(
+            f"[efficiency] {index}/{len(planned)} {item.method} {item.label} seed {item.seed}",
+            flush=True,
+        )
         kind = "grid" if item.label == "grid" else "tpe"
         found[item] = run_planned(args, item, space[kind])
         took = time.time() - started
