@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import pytest
 from bench_scripts import load_bench
@@ -136,3 +137,34 @@ def test_trial_curves_are_read_in_trial_creation_order(tmp_path) -> None:
         [0.7, 0.8],
         [0.5],
     ]
+
+
+@pytest.mark.parametrize("grace,factor,max_t", [(1, 2, 5), (2, 2, 5), (3, 2, 5), (1, 3, 4)])
+def test_asha_replay_agrees_with_rays_scheduler(grace, factor, max_t) -> None:
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    rng = random.Random(grace * 10 + max_t)
+    curves = []
+    for _ in range(30):
+        # few distinct values, as a KS p-value on few items has: ties decide stops too
+        values = [rng.choice([0, 1, 2, 3]) for _ in range(rng.choice([max_t, max_t, 2]))]
+        curves.append([max(values[: i + 1]) for i in range(len(values))])  # running best
+    scheduler = ASHAScheduler(
+        time_attr="epoch", metric="score", mode="max", max_t=max_t,
+        grace_period=grace, reduction_factor=factor,
+    )  # fmt: skip
+    ray_stops = []
+    for number, scores in enumerate(curves):
+        trial = SimpleNamespace(trial_id=f"t{number}")
+        scheduler.on_trial_add(None, trial)
+        ran = len(scores)
+        for epoch, score in enumerate(scores, 1):
+            result = {"epoch": epoch, "score": score}
+            if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                ran = epoch
+                break
+        scheduler.on_trial_complete(None, trial, {"epoch": ran, "score": scores[ran - 1]})
+        ray_stops.append(ran)
+    assert efficiency.asha_stops(curves, grace, factor, max_t) == ray_stops
