@@ -242,17 +242,21 @@ def efficiency_markdown(record: dict) -> str:
 
 
 def spaces(lrs: list[float], alphas: list[float], l1s: list[float]) -> tuple[str, str]:
-    grid = (
-        f"train.lr: {{distribution: categorical, choices: {lrs}}}\n"
-        f"method.alpha: {{distribution: categorical, choices: {alphas}}}\n"
-        f"regularizer.l1: {{distribution: categorical, choices: {l1s}}}\n"
-    )
-    continuous = (
-        f"train.lr: {{distribution: loguniform, low: {min(lrs)}, high: {max(lrs)}}}\n"
-        f"method.alpha: {{distribution: loguniform, low: {min(alphas)}, high: {max(alphas)}}}\n"
-        f"regularizer.l1: {{distribution: categorical, choices: {l1s}}}\n"
-    )
-    return grid, continuous
+    """The grid's space (every value a choice) and TPE's over the same ranges (log-uniform,
+    L1 from the same values; a one-value dimension stays a fixed choice)."""
+
+    def choices(values: list[float]) -> str:
+        return f"{{distribution: categorical, choices: {values}}}"
+
+    def log_range(values: list[float]) -> str:
+        if min(values) == max(values):
+            return choices(values)
+        return f"{{distribution: loguniform, low: {min(values)}, high: {max(values)}}}"
+
+    grid = f"train.lr: {choices(lrs)}\nmethod.alpha: {choices(alphas)}\n"
+    continuous = f"train.lr: {log_range(lrs)}\nmethod.alpha: {log_range(alphas)}\n"
+    l1 = f"regularizer.l1: {choices(l1s)}\n"
+    return grid + l1, continuous + l1
 
 
 @dataclass(frozen=True, eq=False)  # one per search, keyed by identity

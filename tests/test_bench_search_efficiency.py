@@ -168,3 +168,15 @@ def test_asha_replay_agrees_with_rays_scheduler(grace, factor, max_t) -> None:
         scheduler.on_trial_complete(None, trial, {"epoch": ran, "score": scores[ran - 1]})
         ray_stops.append(ran)
     assert efficiency.asha_stops(curves, grace, factor, max_t) == ray_stops
+
+
+def test_spaces_load_as_search_spaces_even_with_a_one_value_dimension(tmp_path) -> None:
+    from clear_ray.search.space import load_space
+
+    grid, continuous = efficiency.spaces([1e-3, 3e-3], [1.0], [0.0, 1e-3])
+    (tmp_path / "grid.yaml").write_text(grid)
+    (tmp_path / "tpe.yaml").write_text(continuous)
+    grid_space, tpe_space = load_space("grid", tmp_path), load_space("tpe", tmp_path)
+    assert grid_space["train.lr"].choices == (1e-3, 3e-3)
+    assert (tpe_space["train.lr"].low, tpe_space["train.lr"].high) == (1e-3, 3e-3)
+    assert tpe_space["method.alpha"].choices == (1.0,)
