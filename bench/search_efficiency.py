@@ -211,7 +211,8 @@ def efficiency_markdown(record: dict) -> str:
         for setting, tpe in result["tpe"].items():
             lines.append(
                 f"| {method} | {_num(result['original'])} | {_num(result['gold'])} | "
-                f"{_num(grid['best_feasible_objective'])} | {grid['trial_epochs']} | {setting} | "
+                f"{_num(grid['best_feasible_objective'])} | {grid['trial_epochs']} (its best at "
+                f"{grid['trial_epochs_to_target'] or '–'}) | {setting} | "
                 f"{_range(tpe['best'])} | {_range(tpe['epochs_to_grid_best'], 3)} | "
                 f"{_range(tpe['ratio'], 2)} |"
             )
@@ -330,8 +331,10 @@ def summarise(args, found: dict[Planned, Path], walls: dict) -> dict:
     for method in args.methods:
         grid_item = next(item for item in found if item.method == method and item.label == "grid")
         grid_curves = curves_of(found[grid_item], method)
-        grid = run_summary(grid_curves, [len(c.scores) for c in grid_curves], math.inf)
-        target = grid["best_feasible_objective"]
+        grid_costs = [len(c.scores) for c in grid_curves]
+        target = run_summary(grid_curves, grid_costs, math.inf)["best_feasible_objective"]
+        # The sweep's cost is all of it; "to target" here is how far in its best trial came.
+        grid = run_summary(grid_curves, grid_costs, math.inf if target is None else target)
         grid["wall_s"] = walls.get(str(found[grid_item]))
         leaderboard = found[grid_item] / "leaderboard.md"
         refs = references_from_leaderboard(leaderboard.read_text()) if leaderboard.is_file() else {}

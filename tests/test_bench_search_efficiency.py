@@ -81,7 +81,7 @@ def test_spread_is_over_the_runs_that_reached_a_value() -> None:
 
 def test_markdown_shows_original_next_to_the_grid_best_and_flags_lost_bests() -> None:
     curves = [curve(values) for values in CURVES]
-    grid = efficiency.run_summary(curves, [4] * 5, math.inf)
+    grid = efficiency.run_summary(curves, [4] * 5, 9)
     tpe = {
         "best": efficiency.spread([9, 7]),
         "epochs_to_grid_best": efficiency.spread([12, None]),
@@ -106,7 +106,7 @@ def test_markdown_shows_original_next_to_the_grid_best_and_flags_lost_bests() ->
         "machine": "test",
     }
     text = efficiency.efficiency_markdown(record)
-    assert "| idk | 0.7585 | 1 | 9 | 20 | TPE + ASHA (grace 2, factor 2) |" in text
+    assert "| idk | 0.7585 | 1 | 9 | 20 (its best at 16) | TPE + ASHA (grace 2, factor 2) |" in text
     assert "| 8 [7–9] (2/2) | 12 [12–12] (1/2) | 0.6 [0.6–0.6] (1/2) |" in text
     assert "| idk | 2 | 2 | 2, 4 | 14 (20) | 7 | **no** | – |" in text
 
