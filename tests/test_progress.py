@@ -35,7 +35,7 @@ def test_stop_reason(last: dict, reason: str) -> None:
 
 
 def test_stop_text_names_the_epoch_and_the_collapse() -> None:
-    assert stop_text(COMPLETED, {"epoch": 3}, 3, THRESHOLDS) == "completed all 3 epochs"
+    assert stop_text(COMPLETED, {"epoch": 3}, 3, THRESHOLDS) == "completed 3/3 epochs"
     assert "ASHA at epoch 2/3" in stop_text(ASHA, {"epoch": 2}, 3, THRESHOLDS)
     collapse = stop_text(RETAIN_COLLAPSE, {"epoch": 1, RETAIN: 0.05}, 3, THRESHOLDS)
     assert "epoch 1/3" in collapse and f"{RETAIN}=0.05 < floor 0.2" in collapse

@@ -22,7 +22,7 @@ def stop_text(reason: str, last: dict, epochs: int, thresholds: Thresholds) -> s
     """A finished trial's reason in words (``reason`` from ``strategy.stop_reason``)."""
     epoch = int(last.get("epoch", 0))
     if reason == COMPLETED:
-        return f"completed all {epochs} epochs"
+        return f"completed {epochs}/{epochs} epochs"
     if reason == ASHA:
         return f"stopped by ASHA at epoch {epoch}/{epochs} (below its rung's cut)"
     if reason == RETAIN_COLLAPSE:
