@@ -33,6 +33,9 @@ FEASIBLE_OBJECTIVE = "feasible_objective"  # a child's best objective, only once
 ADAPTER_ARTIFACT = "best_adapter"
 HEALTH_TIMEOUT_S = 5.0
 UI_PORT = 5000  # of the local UI that ``ui_command`` starts
+# MLflow 3's UI opens in its GenAI view (traces, evaluations) unless a page asks for the
+# "Model training" one (runs, metrics, models), which is what a search is.
+UI_VIEW = "?workflowType=machine_learning"
 _TUNE_BOOKKEEPING = {
     "epoch",
     "training_iteration",
@@ -100,7 +103,7 @@ def ui_address(uri: str) -> str:
 def where_to_look(uri: str, experiment_id: str) -> str:
     """The console's first MLflow line: the experiment's page, and for a local store the
     command that serves it first."""
-    page = f"{ui_address(uri)}/#/experiments/{experiment_id}"
+    page = f"{ui_address(uri)}/#/experiments/{experiment_id}/runs{UI_VIEW}"
     return page if is_server(uri) else f"{ui_command(uri)}  then open {page}"
 
 
@@ -288,7 +291,7 @@ class SearchTracker:
 
     def run_page(self, run_id: str) -> str:
         """The run's page on the server, or on the local UI once ``ui_command`` runs."""
-        return f"{ui_address(self.uri)}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        return f"{ui_address(self.uri)}/#/experiments/{self.experiment_id}/runs/{run_id}{UI_VIEW}"
 
     def log_artifacts(
         self, run_id: str, paths: Iterable[Path], artifact_path: str | None = None

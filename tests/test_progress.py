@@ -109,10 +109,11 @@ def test_a_log_gets_a_line_per_quarter() -> None:
 
 
 def test_the_first_mlflow_line_says_where_to_look() -> None:
-    assert where_to_look("http://host:5000/", "3") == "http://host:5000/#/experiments/3"
+    page = "/#/experiments/3/runs?workflowType=machine_learning"  # the Model training view
+    assert where_to_look("http://host:5000/", "3") == f"http://host:5000{page}"
     local = where_to_look("sqlite:////out/mlflow.db", "3")
     assert local.startswith("mlflow ui --backend-store-uri sqlite:////out/mlflow.db")
-    assert "--workers 1" in local and local.endswith("open http://127.0.0.1:5000/#/experiments/3")
+    assert "--workers 1" in local and local.endswith(f"open http://127.0.0.1:5000{page}")
 
 
 def test_child_runs_are_tagged_with_why_the_trial_ended(tmp_path: Path) -> None:

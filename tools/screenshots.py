@@ -25,12 +25,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from clear_ray.cli import HelpFormatter
-from clear_ray.tracking import FEASIBLE_OBJECTIVE
+from clear_ray.tracking import FEASIBLE_OBJECTIVE, UI_VIEW
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-# MLflow 3's UI opens in its GenAI view (traces, evaluations) unless told the "Model training"
-# one (runs, metrics, models) by this query parameter.
-ML_VIEW = "machine_learning"
 SEARCH_ROLE = "search"  # the clear_ray.role tag of a search's parent run (clear_ray/tune.py)
 
 
@@ -82,7 +79,6 @@ def pages(ui: str, experiment_id: str, run_id: str, trial_ids: list[str]) -> dic
     metrics side by side (the runs table shows neither by default)."""
     query = urllib.parse.urlencode(
         {
-            "workflowType": ML_VIEW,
             "searchFilter": f"tags.`mlflow.parentRunId` = '{run_id}'",
             "orderByKey": f"metrics.`{FEASIBLE_OBJECTIVE}`",
             "orderByAsc": "false",
@@ -94,9 +90,9 @@ def pages(ui: str, experiment_id: str, run_id: str, trial_ids: list[str]) -> dic
         quote_via=urllib.parse.quote,
     )
     return {
-        "parent_run": f"{ui}/#/experiments/{experiment_id}/runs/{run_id}?workflowType={ML_VIEW}",
-        "trial_table": f"{ui}/#/experiments/{experiment_id}/runs?{query}",
-        "trial_comparison": f"{ui}/#/compare-runs?{compared}&workflowType={ML_VIEW}",
+        "parent_run": f"{ui}/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}",
+        "trial_table": f"{ui}/#/experiments/{experiment_id}/runs{UI_VIEW}&{query}",
+        "trial_comparison": f"{ui}/#/compare-runs{UI_VIEW}&{compared}",
     }
 
 
