@@ -360,8 +360,8 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     print(f"\nLeaderboard (full evaluation of each method's best trial):\n{table}\n")
     print(f"Search {state.name} took {time.time() - started:.0f} s; files in {dirs.root}")
     page = tracker.run_page(summary_run)
-    opening = page if tracker.run_url(summary_run) else f"{ui_command(tracker.uri)}\n  then {page}"
-    print(f"Open MLflow with:\n  {opening}")
+    serve = "" if tracker.run_url(summary_run) else f"{ui_command(tracker.uri)}\n  then open "
+    print(f"Open MLflow with:\n  {serve}{page}")
     print(f"Open the Optuna studies with:\n  {dashboard_command(optuna_storage)}")
     return 0
 
