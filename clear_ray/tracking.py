@@ -23,6 +23,7 @@ from ray.train import Checkpoint
 from ray.tune import Callback
 
 from clear_ray.config import Config, ConfigError
+from clear_ray.search.strategy import ERROR, stop_reason
 from clear_ray.train.selection import Thresholds
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -32,6 +33,10 @@ FEASIBLE_OBJECTIVE = "feasible_objective"  # a child's best objective, only once
 ADAPTER_ARTIFACT = "best_adapter"
 MODEL_ARTIFACT = "model"  # the registered pyfunc model (clear_ray/serving.py)
 HEALTH_TIMEOUT_S = 5.0
+UI_PORT = 5000  # of the local UI that ``ui_command`` starts
+# MLflow 3's UI opens in its GenAI view (traces, evaluations) unless a page asks for the
+# "Model training" one (runs, metrics, models), which is what a search is.
+UI_VIEW = "?workflowType=machine_learning"
 _TUNE_BOOKKEEPING = {
     "epoch",
     "training_iteration",
@@ -56,7 +61,7 @@ def tracking_uri(cfg: Config) -> str:
 def artifact_location(cfg: Config, uri: str) -> str | None:
     """Local stores keep artifacts under the output dir; a server stores (proxies) its own, so
     trials on other nodes never write to a path of the driver."""
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         return None
     return (Path(cfg.output_dir).resolve() / "mlartifacts").as_uri()
 
@@ -67,7 +72,7 @@ def check_tracking_uri(uri: str) -> None:
     An HTTP server is asked for ``/health`` with a short timeout (the MLflow client itself
     retries for minutes); any other store is opened once.
     """
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
                 return
@@ -81,10 +86,26 @@ def check_tracking_uri(uri: str) -> None:
         raise ConfigError(f"tracking URI {uri} is not usable: {first_line}") from None
 
 
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
 def ui_command(uri: str) -> str:
     """One worker: the default four did not answer on a 2-core machine (and SQLite serialises
     writes anyway)."""
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000 --workers 1"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {UI_PORT} --workers 1"
+
+
+def ui_address(uri: str) -> str:
+    """Where the UI of ``uri`` answers: the server itself, or ``ui_command``'s local one."""
+    return uri.rstrip("/") if is_server(uri) else f"http://127.0.0.1:{UI_PORT}"
+
+
+def where_to_look(uri: str, experiment_id: str) -> str:
+    """The console's first MLflow line: the experiment's page, and for a local store the
+    command that serves it first."""
+    page = f"{ui_address(uri)}/#/experiments/{experiment_id}/runs{UI_VIEW}"
+    return page if is_server(uri) else f"{ui_command(uri)}  then open {page}"
 
 
 def _float_metrics(values: dict[str, Any]) -> dict[str, float]:
@@ -280,9 +301,11 @@ class SearchTracker:
 
     def run_url(self, run_id: str) -> str | None:
         """The run's page on an MLflow server; None for a local store (no server to link)."""
-        if not self.uri.startswith(("http://", "https://")):
-            return None
-        return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        return self.run_page(run_id) if is_server(self.uri) else None
+
+    def run_page(self, run_id: str) -> str:
+        """The run's page on the server, or on the local UI once ``ui_command`` runs."""
+        return f"{ui_address(self.uri)}/#/experiments/{self.experiment_id}/runs/{run_id}{UI_VIEW}"
 
     def log_artifacts(
         self, run_id: str, paths: Iterable[Path], artifact_path: str | None = None
@@ -298,9 +321,9 @@ class TrialLogger(Callback):
     """Tune driver callback: a child run per trial, per-epoch metrics, the best epoch's adapter.
 
     The best epoch's adapter is copied out of the Train checkpoint when it is reported (Train
-    may later delete checkpoints that are no longer among the best kept ones). A trial that
-    ends before its last epoch is tagged with why (ASHA or retain collapse); a failed one with
-    its error.
+    may later delete checkpoints that are no longer among the best kept ones). Every trial
+    is tagged with why it ended (``stopped``: completed, asha, retain_collapse or error, see
+    ``search/strategy.py`` ``stop_reason``) and at which epoch; a failed one with its error.
     """
 
     def __init__(
@@ -349,22 +372,21 @@ class TrialLogger(Callback):
         tags = {
             "feasible": bool(last.get("feasible", 0.0)),
             "best_epoch": int(last.get("best_epoch", -1)),
-            "stopped": self.stop_reason(last),
+            "stopped": stop_reason(last, self.epochs, self.thresholds),
+            "stopped_at_epoch": int(last.get("epoch", 0)),
         }
         self.tracker.finish(run_id, "FINISHED", tags)
-
-    def stop_reason(self, last: dict[str, Any]) -> str:
-        """Why a trial ended: all epochs run, retain collapsed, or ASHA stopped it."""
-        if int(last.get("epoch", 0)) >= self.epochs:
-            return "completed"
-        if self.thresholds.retain_metric in last and self.thresholds.collapsed(last):
-            return "retain_collapse"
-        return "asha"
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         run_id = self.run_ids.pop(trial.trial_id, None)
         if run_id:
-            tags = {"feasible": False, "error": error_reason(trial)}
+            last = trial.last_result or {}
+            tags = {
+                "feasible": False,
+                "stopped": ERROR,
+                "stopped_at_epoch": int(last.get("epoch", 0)),
+                "error": error_reason(trial),
+            }
             self.tracker.finish(run_id, "FAILED", tags)
 
 

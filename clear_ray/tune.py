@@ -296,7 +296,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.search.results import LeaderboardRow, leaderboard
     from clear_ray.search.session import dashboard_command
     from clear_ray.search.trainable import check_cluster, ray_env_vars
-    from clear_ray.tracking import SearchTracker, ui_command
+    from clear_ray.tracking import SearchTracker, ui_command, where_to_look
     from clear_ray.train.selection import Thresholds
     from clear_ray.train.worker import TrialInputs
 
@@ -311,13 +311,14 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     )
     check_cluster(cfg.search)
     log(f"search {state.name}: files in {dirs.root}")
+    tracker = SearchTracker(cfg)
+    log(f"MLflow: {where_to_look(tracker.uri, tracker.experiment_id)}")
     optuna_storage = dirs.optuna_storage(cfg.search.optuna_storage)
     log(f"Optuna studies {state.name}/<method>, live: {dashboard_command(optuna_storage)}")
     refs = prepare_references(cfg, log)
     thresholds = Thresholds.from_search(cfg.search, refs.original.metrics)
     print(reference_table(refs.original.metrics, refs.gold.metrics, thresholds), flush=True)
 
-    tracker = SearchTracker(cfg)
     tags = {
         "clear_ray.search": state.name,
         "model": cfg.model.preset,
@@ -363,7 +364,9 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     print(f"\nLeaderboard (full evaluation of each method's best trial):\n{table}\n")
     print(f"Report (Table 1, L1 question, plots): {report[1]}")
     print(f"Search {state.name} took {time.time() - started:.0f} s; files in {dirs.root}")
-    print(f"Open MLflow with:\n  {tracker.run_url(summary_run) or ui_command(tracker.uri)}")
+    page = tracker.run_page(summary_run)
+    serve = "" if tracker.run_url(summary_run) else f"{ui_command(tracker.uri)}\n  then open "
+    print(f"Open MLflow with:\n  {serve}{page}")
     print(f"Open the Optuna studies with:\n  {dashboard_command(optuna_storage)}")
     return 0
 
@@ -437,7 +440,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
         dirs.save(state)
         if not state.top_parent_id:
             log_references(tracker, parent_id, refs)
-    log(f"{method}: MLflow run {tracker.run_url(parent_id) or f'{parent_id} in {tracker.uri}'}")
+    log(f"{method}: MLflow run {tracker.run_page(parent_id)}")
 
     num_samples = trial_count(cfg.search, space)
     trainable = tune.with_resources(
@@ -476,7 +479,13 @@ def search_method(search: Search, method: str, space: dict) -> None:
                         search.tags,
                         storage_filesystem(dirs.storage)[0],
                     ),
-                    ProgressPrinter(cfg.search.objective, num_samples, thresholds.retain_metric),
+                    ProgressPrinter(
+                        cfg.search.objective,
+                        num_samples,
+                        thresholds,
+                        cfg.train.epochs,
+                        cfg.search.max_concurrent,
+                    ),
                     reaper,
                 ],
                 verbose=0,

@@ -87,4 +87,6 @@ def test_description_and_child_ids_reach_the_store(tmp_path: Path) -> None:
 def test_run_url_on_a_server(uri: str) -> None:
     tracker = SearchTracker.__new__(SearchTracker)
     tracker.uri, tracker.experiment_id = uri, "7"
-    assert tracker.run_url("r1") == "http://host:5000/#/experiments/7/runs/r1"
+    assert tracker.run_url("r1") == (
+        "http://host:5000/#/experiments/7/runs/r1?workflowType=machine_learning"
+    )

@@ -1,23 +1,99 @@
-"""One line per trial event on the console, instead of Tune's full result tables."""
+"""One line per trial event on the console, instead of Tune's full result tables.
+
+Each finished trial says why it ended and how long it took, followed by the search's ETA.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
+import time
+from collections.abc import Sequence
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from clear_ray.console import format_duration
+from clear_ray.search.strategy import ASHA, COMPLETED, RETAIN_COLLAPSE, stop_reason
+from clear_ray.train.selection import Thresholds
+
+
+def stop_text(reason: str, last: dict, epochs: int, thresholds: Thresholds) -> str:
+    """A finished trial's reason in words (``reason`` from ``strategy.stop_reason``)."""
+    epoch = int(last.get("epoch", 0))
+    if reason == COMPLETED:
+        return f"completed {epochs}/{epochs} epochs"
+    if reason == ASHA:
+        return f"stopped by ASHA at epoch {epoch}/{epochs} (below its rung's cut)"
+    if reason == RETAIN_COLLAPSE:
+        metric = thresholds.retain_metric
+        return (
+            f"stopped at epoch {epoch}/{epochs}: retain collapsed "
+            f"({metric}={last[metric]:.3g} < floor {thresholds.retain_floor:.3g})"
+        )
+    raise ValueError(f"unknown stop reason {reason!r}")
+
+
+def eta_seconds(
+    remaining: int, mean_trial_s: float, concurrency: int, running_s: Sequence[float] = ()
+) -> float:
+    """Seconds until ``remaining`` trials (those running included) are done.
+
+    The work left is ``remaining`` mean trials less what the running ones have done (each
+    counted up to one mean trial), shared by ``concurrency`` slots (fewer when fewer trials
+    are left).
+    """
+    if remaining <= 0:
+        return 0.0
+    done = sum(min(elapsed, mean_trial_s) for elapsed in running_s)
+    return max(0.0, remaining * mean_trial_s - done) / min(concurrency, remaining)
+
+
+def eta_line(
+    done: int,
+    total: int,
+    elapsed_s: float,
+    trial_times: Sequence[float],
+    concurrency: int,
+    running_s: Sequence[float] = (),
+) -> str:
+    """``3/10 trials done, 12m40s elapsed, about 21m10s left (mean trial 4m13s, 2 at once)``."""
+    head = f"{done}/{total} trials done, {format_duration(elapsed_s)} elapsed"
+    if done >= total:
+        return head
+    if not trial_times:
+        return f"{head}, time left known after the first trial"
+    mean = sum(trial_times) / len(trial_times)
+    left = eta_seconds(total - done, mean, concurrency, running_s)
+    return (
+        f"{head}, about {format_duration(left)} left "
+        f"(mean trial {format_duration(mean)}, {concurrency} at once)"
+    )
 
 
 class ProgressPrinter(Callback):
-    def __init__(self, objective: str, num_samples: int, retain_metric: str) -> None:
+    def __init__(
+        self,
+        objective: str,
+        num_samples: int,
+        thresholds: Thresholds,
+        epochs: int,
+        concurrency: int,
+    ) -> None:
         self.objective = objective
         self.num_samples = num_samples
-        self.retain_metric = retain_metric  # the retain constraint's metric
-        self.finished = 0
+        self.thresholds = thresholds
+        self.epochs = epochs
+        self.concurrency = concurrency
+        self.started = time.monotonic()  # of this search (or of its resumption)
+        self.trial_started: dict[str, float] = {}
+        self.trial_times: list[float] = []  # wall time of each trial finished so far
 
     def _print(self, trial_id: str, message: str) -> None:
         print(f"[trial {trial_id}] {message}", file=sys.stderr, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.trial_started[trial.trial_id] = time.monotonic()
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items()
         )
@@ -30,26 +106,42 @@ class ProgressPrinter(Callback):
             f"epoch {int(result.get('epoch', 0))}: {self.objective}="
             f"{result.get(self.objective, float('nan')):.4g} "
             f"forget_metric={result.get('forget_metric', float('nan')):.3f} "
-            f"{self.retain_metric}={result.get(self.retain_metric, float('nan')):.3f} "
+            f"{self.thresholds.retain_metric}="
+            f"{result.get(self.thresholds.retain_metric, float('nan')):.3f} "
             f"({feasible})",
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.finished += 1
         last = trial.last_result or {}
-        self._print(
-            trial.trial_id,
-            f"done ({self.finished}/{self.num_samples}): "
-            f"best epoch {int(last.get('best_epoch', -1))}, "
-            f"{self.objective}={last.get('best_objective', float('nan')):.4g}, "
-            f"{'feasible' if last.get('feasible') else 'infeasible'}",
+        reason = stop_text(
+            stop_reason(last, self.epochs, self.thresholds), last, self.epochs, self.thresholds
+        )
+        best = last.get("best_objective", math.nan)
+        self._finished(
+            trials,
+            trial,
+            f"{reason}; best epoch {int(last.get('best_epoch', -1))}, "
+            f"{self.objective}={best:.4g}, {'feasible' if last.get('feasible') else 'infeasible'}",
         )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         from clear_ray.tracking import error_reason
 
-        self.finished += 1
-        self._print(
-            trial.trial_id,
+        self._finished(
+            trials,
+            trial,
             f"FAILED: {error_reason(trial)} (traceback in {trial.local_path}/error.txt)",
         )
+
+    def _finished(self, trials: list[Trial], trial: Trial, message: str) -> None:
+        now = time.monotonic()
+        wall = now - self.trial_started.pop(trial.trial_id, now)
+        self.trial_times.append(wall)
+        self._print(trial.trial_id, f"{message} in {format_duration(wall)}")
+        # Tune marks this trial TERMINATED only after its callbacks (ERROR before them).
+        done = sum(t is trial or t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+        running = [now - t for t in self.trial_started.values()]
+        line = eta_line(
+            done, self.num_samples, now - self.started, self.trial_times, self.concurrency, running
+        )
+        print(f"[search] {line}", file=sys.stderr, flush=True)

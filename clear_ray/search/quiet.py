@@ -35,9 +35,11 @@ def quiet_console() -> None:
     Tune's new console output prints an experiment box, the results path and a TensorBoard
     hint even with ``verbose=0``; its legacy output (``RAY_AIR_NEW_OUTPUT=0``) prints nothing
     at ``verbose=0``, and our ``ProgressPrinter`` reports the trials. Optuna logs every study
-    it creates or loads at INFO.
+    it creates or loads at INFO. MLflow draws a download bar for every artifact it copies
+    while the best model is saved.
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     token_logger = logging.getLogger(RAY_TOKEN_LOGGER)
     if not any(isinstance(f, _DropMessage) for f in token_logger.filters):

@@ -116,3 +116,18 @@ class RetainCollapseStopper(Stopper):
 
     def stop_all(self) -> bool:
         return False
+
+
+# Why a trial ended, as its child run's ``stopped`` tag and its console line say.
+COMPLETED, ASHA, RETAIN_COLLAPSE, ERROR = "completed", "asha", "retain_collapse", "error"
+
+
+def stop_reason(last: dict, epochs: int, thresholds: Thresholds) -> str:
+    """Why a trial that did not fail ended, from its last report: all epochs run, its retain
+    metric under the floor (``RetainCollapseStopper``), or else ASHA stopped it at a rung
+    (the only other thing that ends a trial early)."""
+    if int(last.get("epoch", 0)) >= epochs:
+        return COMPLETED
+    if thresholds.retain_metric in last and thresholds.collapsed(last):
+        return RETAIN_COLLAPSE
+    return ASHA

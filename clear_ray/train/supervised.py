@@ -8,16 +8,15 @@ schedule and precision of ``FinetuneConfig``. CLEAR's ``mm/finetune.py`` uses HF
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from clear_ray.config import FinetuneConfig
+from clear_ray.console import step_progress
 from clear_ray.data.collate import Collator, EncodedExample, Example
 from clear_ray.models.forward import forward_logits, to_device
 
@@ -80,11 +79,7 @@ def train_supervised(
     rng = np.random.default_rng(recipe.seed)
     epoch_losses = []
     model.train()
-    # Redraw at most every few seconds when stderr is a log file, not a terminal.
-    interval = 0.1 if sys.stderr.isatty() else 5.0
-    with tqdm(
-        total=total, desc=description, unit="step", file=sys.stderr, mininterval=interval
-    ) as bar:
+    with step_progress(total, description) as bar:
         for epoch in range(recipe.epochs):
             order = rng.permutation(len(encoded))
             starts = range(0, len(order), recipe.batch_size)
@@ -104,8 +99,8 @@ def train_supervised(
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    bar.update()
                     bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+                    bar.update()
             epoch_losses.append(float(np.mean(losses)))
     model.eval()
     return epoch_losses

@@ -1,0 +1,72 @@
+"""A local ``mlflow server`` for as long as a ``with`` block: the browser check's and the
+screenshot tool's server (tests/test_mlflow_server_e2e.py, tools/screenshots.py).
+
+127.0.0.1 only, a free port, one worker (the default four did not answer on 2 cores), no job
+runner (MLflow 3.17 otherwise starts seven huey consumers for GenAI jobs this project never
+submits), and always stopped on the way out.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+START_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(backend_store_uri: str, artifacts: Path) -> Iterator[str]:
+    """Serve ``backend_store_uri`` (proxying artifacts to ``artifacts``); yields its URL."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--backend-store-uri", backend_store_uri,
+        "--artifacts-destination", str(artifacts),
+    ]  # fmt: skip
+    # A session of its own: `mlflow server` runs uvicorn as a child, stopped with it by group.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"mlflow server on {url} did not start") from None
+                time.sleep(1)
+        yield url
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, then SIGKILL to whatever of it is left."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
