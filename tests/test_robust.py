@@ -67,8 +67,8 @@ def test_an_unknown_check_fails_validation_with_the_known_ones_named() -> None:
         Config().replace({"robust.checks": "relearn,quantise"}).validate()
 
 
-def test_relearn_is_off_by_default_and_the_cheap_checks_on() -> None:
-    assert RobustConfig().names() == ("quantize", "prompts", "cross_modal")
+def test_only_the_cheap_checks_run_by_default() -> None:
+    assert RobustConfig().names() == ("quantize", "cross_modal")
 
 
 # ---- relearning: the arithmetic and the persons ----------------------------------------------
@@ -267,6 +267,13 @@ def test_after_visual_forgetting_the_text_rows_are_scored(
     assert len(rows) > 0 and all(qa[int(i)]["image"] is None for i in rows)
 
 
+def test_relearning_with_one_person_is_skipped_with_a_note(tmp_path: Path) -> None:
+    from clear_ray.robust import relearn
+
+    result = relearn.check(context(Config(), "unused", ("A",), tmp_path))
+    assert result.metrics == {} and "skipped" in result.notes[0]
+
+
 def test_cross_modal_after_both_is_skipped_with_a_note(tmp_path: Path) -> None:
     ctx = context(Config(), "unused", ("A",), tmp_path)
     result = cross_modal.check(ctx)
@@ -300,8 +307,8 @@ def test_the_leaderboard_shows_robustness_columns_only_when_a_row_has_them() -> 
     assert "relearn recovery" not in leaderboard([plain])
     checked = LeaderboardRow("dpo", {"robust/relearn/recovery": 0.25}, "yes", "t1")
     lines = leaderboard([plain, checked]).splitlines()
-    assert lines[0].endswith("| feasible | trial | relearn recovery |")
-    assert lines[3].endswith("| yes | t1 | 0.25 |") and lines[2].endswith("|  |  | nan |")
+    assert lines[0].endswith("| forget_quality_js | relearn recovery | feasible | trial |")
+    assert lines[3].endswith("| 0.25 | yes | t1 |") and lines[2].endswith("| nan |  |  |")
 
 
 # ---- end to end: relearning as a cached Ray task --------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,19 @@ def test_best_trial_gets_a_full_final_evaluation(runs) -> None:
     assert {"final/forget_quality", "final/retain_metric"} <= set(parent.data.metrics)
     final = {a.path for a in client.list_artifacts(parent.info.run_id, "final_evaluation")}
     assert "final_evaluation/forget_captions.parquet" in final
+
+
+def test_the_default_robustness_checks_reach_the_json_the_run_and_the_leaderboard(
+    runs, search, session_output: Path
+) -> None:
+    _, parents, _ = runs
+    method_dir = search_dir(session_output, "dpo-") / "dpo"
+    best = json.loads((method_dir / "robustness.json").read_text())["best"]
+    assert 0 <= best["robust/quantize/int8/forget_metric"] <= 1  # cross_modal: none after both
+    assert parents[0].data.metrics["robust/quantize/int8/forget_metric"] == pytest.approx(
+        best["robust/quantize/int8/forget_metric"]
+    )
+    assert "int8 forget_metric" in search.stdout.split("Leaderboard")[1]
 
 
 def test_each_trial_is_a_child_run_with_params_metrics_and_adapter(runs) -> None:

@@ -82,6 +82,8 @@ def attacked(model, processor, examples: list[Example], ctx: CheckContext):
 
 
 def check(ctx: CheckContext) -> CheckResult:
+    if len(ctx.persons) < 2:
+        return CheckResult({}, notes=(f"skipped: {len(ctx.persons)} person(s), 2 needed",))
     split = ctx.cfg.data.forget_split
     attack_persons, held_persons = split_persons(ctx.persons, ctx.cfg.robust.seed)
     held = ctx.data(held_persons)

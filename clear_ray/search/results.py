@@ -191,12 +191,11 @@ class LeaderboardRow:
 
     def cells(self, extra: tuple[tuple[str, str], ...] = ()) -> list[str]:
         numbers = [f"{self.metrics.get(key, math.nan):.4g}" for _, key in (*LEADERBOARD, *extra)]
-        return [self.model, *numbers[: len(LEADERBOARD)], self.feasible, self.trial,
-                *numbers[len(LEADERBOARD) :]]  # fmt: skip
+        return [self.model, *numbers, self.feasible, self.trial]
 
 
 def leaderboard(rows: list[LeaderboardRow]) -> str:
-    """The table; the robustness columns after the trial, those some row has a value of."""
+    """The table; of the robustness columns, those some row has a value of (before feasible)."""
     extra = tuple(c for c in ROBUSTNESS_COLUMNS if any(c[1] in row.metrics for row in rows))
-    header = [*LEADERBOARD_COLUMNS, *(column for column, _ in extra)]
+    header = [LEADERBOARD_COLUMNS[0], *(c for c, _ in (*LEADERBOARD, *extra)), "feasible", "trial"]
     return markdown(header, [row.cells(extra) for row in rows])
