@@ -126,7 +126,7 @@ FLAGS = {
     "--robustness": (
         "robust.checks",
         "checks of each best trial: all | none | comma list of relearn, quantize, prompts, "
-        "cross_modal (relearn and prompts cost the most and are off by default)",
+        "cross_modal",
     ),
 }
 

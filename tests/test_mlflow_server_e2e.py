@@ -54,7 +54,7 @@ def runs(server: str, session_output: Path, synthetic_source: str):
     command = [
         sys.executable, "-m", "clear_ray.tune", "--method", "ga", "--num-samples", "1",
         "--epochs", "1", "--output-dir", str(session_output), "--tracking-uri", server,
-        "--experiment", "over-http", "--set", "eval.generate=false",
+        "--experiment", "over-http", "--set", "eval.generate=false", "--robustness", "none",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -67,22 +67,28 @@ def test_an_unknown_check_fails_validation_with_the_known_ones_named() -> None:
         Config().replace({"robust.checks": "relearn,quantise"}).validate()
 
 
-def test_only_the_cheap_checks_run_by_default() -> None:
-    assert RobustConfig().names() == ("quantize", "cross_modal")
+def test_every_check_runs_by_default() -> None:
+    assert RobustConfig().names() == ROBUST_CHECKS
 
 
 # ---- relearning: the arithmetic and the persons ----------------------------------------------
 
 
 def test_recovery_is_the_fraction_of_the_gap_closed() -> None:
-    # Original 0.6, unlearned 0.2: back to 0.5 closes 0.3 of the 0.4 gap.
-    assert recovery(after=0.5, before=0.2, original=0.6) == pytest.approx(0.75)
-    assert recovery(after=0.2, before=0.2, original=0.6) == 0.0
-    assert recovery(after=0.7, before=0.2, original=0.6) == pytest.approx(1.25)  # not clipped
+    # Original 0.6, Gold 0.1, unlearned 0.2: back to 0.5 closes 0.3 of the 0.4 gap.
+    assert recovery(after=0.5, before=0.2, original=0.6, gold=0.1) == pytest.approx(0.75)
+    assert recovery(after=0.2, before=0.2, original=0.6, gold=0.1) == 0.0
 
 
-def test_nothing_removed_counts_as_everything_recovered() -> None:
-    assert recovery(after=0.55, before=0.6, original=0.6) == 1.0
+def test_recovery_is_clipped_to_nothing_and_everything() -> None:
+    assert recovery(after=0.1, before=0.2, original=0.6, gold=0.1) == 0.0
+    assert recovery(after=0.7, before=0.2, original=0.6, gold=0.1) == 1.0
+
+
+def test_a_removal_within_the_noise_counts_as_nothing_removed() -> None:
+    # 0.02 removed of an Original-Gold distance of 0.5 (4 % < MIN_GAP): all still there.
+    assert recovery(after=0.3, before=0.58, original=0.6, gold=0.1) == 1.0
+    assert recovery(after=0.55, before=0.6, original=0.6, gold=0.1) == 1.0
 
 
 def test_knowledge_places_a_value_between_gold_and_original() -> None:

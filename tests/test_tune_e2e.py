@@ -107,11 +107,15 @@ def test_the_default_robustness_checks_reach_the_json_the_run_and_the_leaderboar
     _, parents, _ = runs
     method_dir = search_dir(session_output, "dpo-") / "dpo"
     best = json.loads((method_dir / "robustness.json").read_text())["best"]
-    assert 0 <= best["robust/quantize/int8/forget_metric"] <= 1  # cross_modal: none after both
-    assert parents[0].data.metrics["robust/quantize/int8/forget_metric"] == pytest.approx(
-        best["robust/quantize/int8/forget_metric"]
-    )
-    assert "int8 forget_metric" in search.stdout.split("Leaderboard")[1]
+    for key in (  # cross_modal: nothing after --modality both
+        "robust/relearn/recovery",
+        "robust/quantize/int8/forget_metric",
+        "robust/prompts/worst_forget_metric",
+    ):
+        assert 0 <= best[key] <= 1
+        assert parents[0].data.metrics[key] == pytest.approx(best[key])
+    board = search.stdout.split("Leaderboard")[1]
+    assert "relearn recovery" in board and "int8 forget_metric" in board
 
 
 def test_each_trial_is_a_child_run_with_params_metrics_and_adapter(runs) -> None:

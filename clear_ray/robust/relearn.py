@@ -17,7 +17,8 @@ import numpy as np
 from clear_ray.config import FinetuneConfig
 from clear_ray.data.collate import Collator, Example, caption_example, row_example
 from clear_ray.data.unlearning import select_modality
-from clear_ray.eval.suite import EvalResult, TaskData
+from clear_ray.eval.reference import GoldReference
+from clear_ray.eval.suite import FORGET_QUALITY_TASKS, EvalResult, TaskData
 from clear_ray.models.loading import load_for_evaluation
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
@@ -32,17 +33,22 @@ from clear_ray.train.supervised import train_supervised
 
 CHECK = "relearn"
 METRIC = "forget_metric"  # harmonic mean of every forget task's prob and truth ratio
-GAP_TOLERANCE = 1e-6  # below it Original and the unlearned model are the same on the metric
+# A removal smaller than this fraction of the Original–Gold distance is within the noise of
+# a few held-out items: the ratio to it would be noise, so it counts as nothing removed.
+MIN_GAP = 0.05
 
 
-def recovery(after: float, before: float, original: float) -> float:
-    """Fraction of the Original–before gap that ``after`` closes (0 nothing, 1 all of it).
+def recovery(after: float, before: float, original: float, gold: float) -> float:
+    """Fraction of the Original–before gap that ``after`` closes, in [0, 1].
 
-    When nothing was removed (Original ≤ before) the knowledge is all still there: 1. Not
-    clipped: above 1 the attack taught more than Original knew, below 0 it lost some.
+    0: nothing came back, 1: all of it (or nothing had been removed: a gap under ``MIN_GAP``
+    of Original–Gold). Clipped, because beyond either end the ratio says no more: an attack
+    that lowers the metric recovered nothing, one that overshoots Original recovered all.
     """
     gap = original - before
-    return 1.0 if gap <= GAP_TOLERANCE else (after - before) / gap
+    if gap <= MIN_GAP * abs(original - gold):
+        return 1.0
+    return float(np.clip((after - before) / gap, 0.0, 1.0))
 
 
 def knowledge(value: float, gold: float, original: float) -> float:
@@ -88,29 +94,29 @@ def check(ctx: CheckContext) -> CheckResult:
     attack_persons, held_persons = split_persons(ctx.persons, ctx.cfg.robust.seed)
     held = ctx.data(held_persons)
     config = ctx.eval_config(held, FORGET_TASKS[ctx.modality])
-    gold = ctx.reference(ctx.gold, held, config, None)
-    original = ctx.reference(ctx.original, held, config, gold.reference)
     steps = ctx.cfg.robust.relearn_steps
     budget = steps * ctx.cfg.robust.relearn_batch_size
     examples = attack_examples(ctx.data(attack_persons), split, budget, ctx.cfg.robust.seed)
 
-    def before_after(load) -> tuple[EvalResult, EvalResult]:
-        model, processor = load()
-        before = ctx.evaluate(model, processor, held, config, gold.reference)
-        model = attacked(model, processor, examples, ctx)
-        return before, ctx.evaluate(model, processor, held, config, gold.reference)
+    def attack(model, processor, reference: GoldReference | None) -> EvalResult:
+        return ctx.evaluate(
+            attacked(model, processor, examples, ctx), processor, held, config, reference
+        )
 
-    unlearned, unlearned_after = before_after(ctx.load_unlearned)
-    gold_before, gold_after = before_after(
-        lambda: load_for_evaluation(ctx.gold, None, ctx.cfg.train.precision)
-    )
-    o = original.metrics[METRIC]
+    # Gold's evaluation before the attack is the reference every forget quality compares with.
+    gold_model, gold_processor = load_for_evaluation(ctx.gold, None, ctx.cfg.train.precision)
+    gold_before = ctx.evaluate(gold_model, gold_processor, held, config, None)
+    gold = GoldReference.of(gold_before.tasks, FORGET_QUALITY_TASKS)
+    gold_after = attack(gold_model, gold_processor, gold)
+    original = ctx.reference(ctx.original, held, config, gold)
+    model, processor = ctx.load_unlearned()
+    unlearned = ctx.evaluate(model, processor, held, config, gold)
+    unlearned_after = attack(model, processor, gold)
+    o, g = original.metrics[METRIC], gold_before.metrics[METRIC]
     values = {
-        "recovery": recovery(unlearned_after.metrics[METRIC], unlearned.metrics[METRIC], o),
-        "gold_recovery": recovery(gold_after.metrics[METRIC], gold_before.metrics[METRIC], o),
-        "knowledge_after": knowledge(
-            unlearned_after.metrics[METRIC], gold_before.metrics[METRIC], o
-        ),
+        "recovery": recovery(unlearned_after.metrics[METRIC], unlearned.metrics[METRIC], o, g),
+        "gold_recovery": recovery(gold_after.metrics[METRIC], g, o, g),
+        "knowledge_after": knowledge(unlearned_after.metrics[METRIC], g, o),
         "original_forget_metric": o,
         "forget_metric_before": unlearned.metrics[METRIC],
         "forget_metric_after": unlearned_after.metrics[METRIC],
