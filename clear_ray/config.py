@@ -21,6 +21,8 @@ class ConfigError(ValueError):
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 MODALITIES = ("text", "visual", "both")  # what is forgotten: TOFU QA rows, image rows, or both
+# Robustness checks of the selected models (clear_ray/robust/, registry in robust/checks.py).
+ROBUST_CHECKS = ("relearn", "quantize", "prompts", "cross_modal")
 
 # Fields with a closed set of values, checked whenever a config is built or overridden.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -121,6 +123,9 @@ RANGES: dict[str, Range] = {
     "search.startup_trials": NON_NEGATIVE,
     "search.worker_start_timeout_s": POSITIVE,
     "search.lr_scale": POSITIVE,
+    "robust.relearn_steps": AT_LEAST_1,
+    "robust.relearn_lr": POSITIVE,
+    "robust.relearn_batch_size": AT_LEAST_1,
 }
 # Relative thresholds are fractions of Original's value; above 1.5 nothing can be feasible.
 RELATIVE_THRESHOLD = Range(0, 1.5, low_inclusive=False)
@@ -284,6 +289,37 @@ class SearchConfig:
 
 
 @dataclass
+class RobustConfig:
+    """Checks that the forgetting holds (issue 18), run on each method's best trial after its
+    final evaluation. Defaults suit the tiny CPU preset; the relearning attack is a short LoRA
+    finetune, so a 7B recipe wants a smaller lr (as its unlearning lr)."""
+
+    # Comma-separated names of ROBUST_CHECKS, "all" or "none". All by default: on the tiny
+    # preset together < 1 min per best trial (README, Robustness, gives each one's cost).
+    checks: str = "all"
+    relearn_steps: int = 20  # optimiser steps of the relearning attack (Unlearning or Not, §4)
+    relearn_lr: float = 1e-3
+    relearn_batch_size: int = 4
+    seed: int = 0  # the split of the report persons into attacked and held-out halves
+
+    def names(self) -> tuple[str, ...]:
+        """The checks to run, in registry order; raises ConfigError for an unknown name."""
+        spec = self.checks.strip()
+        if spec in ("", "none"):
+            return ()
+        if spec == "all":
+            return ROBUST_CHECKS
+        names = {name.strip() for name in spec.split(",") if name.strip()}
+        unknown = sorted(names - set(ROBUST_CHECKS))
+        if unknown:
+            raise ConfigError(
+                f"robust.checks: unknown check {unknown[0]!r}; expected all, none or a "
+                f"comma-separated list of {', '.join(ROBUST_CHECKS)}"
+            )
+        return tuple(name for name in ROBUST_CHECKS if name in names)
+
+
+@dataclass
 class TrackingConfig:
     tracking_uri: str = ""  # "" = sqlite database under the output dir
     experiment: str = "clear_ray"
@@ -301,6 +337,7 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_flat(self) -> dict[str, Any]:
@@ -329,6 +366,7 @@ class Config:
                         f"{path}: {value!r} is outside {RELATIVE_THRESHOLD} "
                         "(a fraction of Original's value in relative mode)"
                     )
+        self.robust.names()  # an unknown check fails here, before anything runs
         if search.scheduler == "asha" and search.grace_period > self.train.epochs:
             raise ConfigError(
                 f"search.grace_period: {search.grace_period} must be <= train.epochs "

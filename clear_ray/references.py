@@ -272,6 +272,7 @@ class References:
     gold_full: ReferenceEvaluation  # full evaluations: the final evaluation and the leaderboard
     original_full: ReferenceEvaluation
     ran_at: dict[str, dict[str, Any]]  # task name -> where() of the task that made it
+    gold_model: str | DriverDir | None = None  # as original_model; the robustness checks use it
 
 
 def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
@@ -328,7 +329,16 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     original_model = models["original"][0]
     shown = original_model.path if isinstance(original_model, DriverDir) else original_model
     return References(
-        source, staged, shown, original_model, gold, original, gold_full, original_full, ran_at
+        source,
+        staged,
+        shown,
+        original_model,
+        gold,
+        original,
+        gold_full,
+        original_full,
+        ran_at,
+        models["gold"][0],
     )
 
 

@@ -123,6 +123,11 @@ FLAGS = {
     "--gold": ("model.gold", "your own Gold (as --original); default: finetuned and cached"),
     "--output-dir": ("output_dir", "where data, model cache, searches and MLflow go"),
     "--seed": ("search.seed", "seed of the Optuna sampler"),
+    "--robustness": (
+        "robust.checks",
+        "checks of each best trial: all | none | comma list of relearn, quantize, prompts, "
+        "cross_modal",
+    ),
 }
 
 
@@ -517,6 +522,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
         # Feasible at full evaluation: thresholds from Original's full evaluation.
         full_thresholds = Thresholds.from_search(cfg.search, refs.original_full.metrics)
         feasible = full_thresholds.constraint(final) <= 0
+        final = {**final, **robustness(cfg, search, method, Path(best.adapter), parent_id)}
         outcome = LeaderboardRow(method, final, "yes" if feasible else "no", best.trial)
         if best.feasible:
             child = tracker.find_child(best.trial)
@@ -660,6 +666,44 @@ def final_evaluation(cfg: Config, adapter: str, search: Search, out: Path) -> di
     }
     write_outputs(out, summary, result.tasks)
     return result.metrics
+
+
+def robustness(
+    cfg: Config, search: Search, method: str, adapter: Path, parent_id: str
+) -> dict[str, float]:
+    """``robust.checks`` on the best trial (and the confirm-seed runs, when there are):
+    robustness.json in the method's folder, the best trial's ``robust/*`` on its run."""
+    from clear_ray.robust.run import (
+        BEST,
+        confirm_adapters,
+        merged_metrics,
+        report_persons,
+        run_checks,
+        write_robustness,
+    )
+
+    names = cfg.robust.names()
+    if not names:
+        return {}
+    method_dir = search.dirs.method(method)
+    adapters = {BEST: adapter, **confirm_adapters(method_dir)}
+    refs = search.refs
+    persons = report_persons(search.dirs.root, refs.source, cfg.data.forget_split)
+    log(f"{method}: robustness checks {', '.join(names)} on {len(adapters)} model(s), "
+        f"{len(persons)} forget persons (Ray tasks, cached)")  # fmt: skip
+    outcomes = run_checks(
+        cfg, names, adapters, refs.original_model, refs.gold_model, refs.staged_source, persons
+    )
+    summary, details = write_robustness(method_dir, outcomes)
+    for label, checks in outcomes.items():
+        for name, outcome in checks.items():
+            notes = "".join(f"; {note}" for note in outcome.result.notes)
+            log(f"{method}: {label} {name} took {outcome.seconds:.0f} s{notes}")
+    best = merged_metrics(outcomes[BEST])
+    search.tracker.log_metrics(parent_id, best)
+    search.tracker.log_artifacts(parent_id, [summary])
+    search.tracker.log_artifacts(parent_id, [details], "robustness")
+    return best
 
 
 def reference_table(original: dict, gold: dict, thresholds) -> str:

@@ -20,7 +20,7 @@ def search(session_output: Path, synthetic_source: str) -> subprocess.CompletedP
     command = [
         sys.executable, "-m", "clear_ray.tune", "--method", "all", "--num-samples", "1",
         "--epochs", "1", "--output-dir", str(session_output), "--experiment", "all-methods",
-        "--set", "eval.generate=false",
+        "--set", "eval.generate=false", "--robustness", "none",  # test_robust.py has them
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -51,7 +51,7 @@ def search(server: str, session_output: Path, synthetic_source: str) -> str:
     command = [
         sys.executable, "-m", "clear_ray.tune", "--method", METHOD, "--num-samples", "2",
         "--epochs", "1", "--output-dir", str(session_output), "--tracking-uri", server,
-        "--experiment", EXPERIMENT, "--set", "eval.generate=false",
+        "--experiment", EXPERIMENT, "--set", "eval.generate=false", "--robustness", "none",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -39,7 +39,7 @@ def resumed(session_output: Path, synthetic_source: str, storage: Path) -> str:
     command = tune_command(
         session_output, "--method", "ga", "--num-samples", str(SAMPLES), "--epochs", "2",
         "--scheduler", "none", "--experiment", "resume", "--set", "eval.generate=false",
-        "--storage-path", f"file://{storage}",
+        "--storage-path", f"file://{storage}", "--robustness", "none",
     )  # fmt: skip
     driver = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

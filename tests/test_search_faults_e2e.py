@@ -27,7 +27,7 @@ def trials(session_output: Path, synthetic_source: str, tmp_path_factory) -> dic
         sys.executable, "-m", "clear_ray.tune", "--method", "ga", "--search-space", str(space),
         "--sampler", "grid", "--scheduler", "none", "--epochs", "2", "--num-samples", "3",
         "--output-dir", str(session_output), "--experiment", "faults",
-        "--set", "eval.generate=false", "--seed", "3",
+        "--set", "eval.generate=false", "--seed", "3", "--robustness", "none",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,23 @@ def test_best_trial_gets_a_full_final_evaluation(runs) -> None:
     assert {"final/forget_quality", "final/retain_metric"} <= set(parent.data.metrics)
     final = {a.path for a in client.list_artifacts(parent.info.run_id, "final_evaluation")}
     assert "final_evaluation/forget_captions.parquet" in final
+
+
+def test_the_default_robustness_checks_reach_the_json_the_run_and_the_leaderboard(
+    runs, search, session_output: Path
+) -> None:
+    _, parents, _ = runs
+    method_dir = search_dir(session_output, "dpo-") / "dpo"
+    best = json.loads((method_dir / "robustness.json").read_text())["best"]
+    for key in (  # cross_modal: nothing after --modality both
+        "robust/relearn/recovery",
+        "robust/quantize/int8/forget_metric",
+        "robust/prompts/worst_forget_metric",
+    ):
+        assert 0 <= best[key] <= 1
+        assert parents[0].data.metrics[key] == pytest.approx(best[key])
+    board = search.stdout.split("Leaderboard")[1]
+    assert "relearn recovery" in board and "int8 forget_metric" in board
 
 
 def test_each_trial_is_a_child_run_with_params_metrics_and_adapter(runs) -> None:

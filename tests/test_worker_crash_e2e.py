@@ -32,7 +32,7 @@ def crashed_search(session_output: Path, synthetic_source: str) -> tuple[str, li
     command = [
         sys.executable, "-m", "clear_ray.tune", "--output-dir", str(session_output),
         "--method", "gd", "--num-samples", "1", "--epochs", str(EPOCHS), "--scheduler", "none",
-        "--experiment", "worker_crash", "--set", "eval.generate=false",
+        "--experiment", "worker_crash", "--set", "eval.generate=false", "--robustness", "none",
     ]  # fmt: skip
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     killed, name, log = [], None, []

@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from transformers import PreTrainedModel, ProcessorMixin
+
 from clear_ray.config import Config, EvalConfig
 from clear_ray.data.collate import Collator
 from clear_ray.eval.reference import GoldReference
@@ -28,6 +30,18 @@ def read_adapter(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in directory.iterdir() if path.is_file()}
 
 
+def load_adapted(
+    original_dir: str | DriverDir, adapter_files: dict[str, bytes] | None, precision: str = "fp32"
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Original with the adapter (files as bytes) merged in; Original itself without one."""
+    if adapter_files is None:
+        return load_for_evaluation(on_this_node(original_dir), None, precision)
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, blob in adapter_files.items():
+            (Path(scratch) / name).write_bytes(blob)
+        return load_for_evaluation(on_this_node(original_dir), scratch, precision)
+
+
 def evaluate_adapter(
     original_dir: str | DriverDir,
     adapter_files: dict[str, bytes],
@@ -40,10 +54,7 @@ def evaluate_adapter(
 ) -> EvalResult:
     """Original + the adapter (merged), evaluated on ``config``'s tasks against Gold, in the
     precision of the trials and of Gold's reference evaluation."""
-    with tempfile.TemporaryDirectory() as scratch:
-        for name, blob in adapter_files.items():
-            (Path(scratch) / name).write_bytes(blob)
-        model, processor = load_for_evaluation(on_this_node(original_dir), scratch, precision)
+    model, processor = load_adapted(original_dir, adapter_files, precision)
     data = on_this_node(source)
     collator = Collator(processor)
     return evaluate(model, collator, data, forget_split, config, gold, modality=modality)

@@ -168,6 +168,16 @@ LEADERBOARD = (
     ("forget_quality_js", "forget_quality_js"),
 )
 LEADERBOARD_COLUMNS = ("model", *(column for column, _ in LEADERBOARD), "feasible", "trial")
+# Robustness of each best trial (clear_ray/robust/), shown when a search ran the check.
+ROBUSTNESS_COLUMNS = (
+    ("relearn recovery", "robust/relearn/recovery"),
+    ("Gold recovery", "robust/relearn/gold_recovery"),
+    ("int8 forget_metric", "robust/quantize/int8/forget_metric"),
+    ("nf4 forget_metric", "robust/quantize/nf4/forget_metric"),
+    ("worst-prompt forget_metric", "robust/prompts/worst_forget_metric"),
+    ("worst-prompt log_forget_quality", "robust/prompts/worst_log_forget_quality"),
+    ("cross-modal log_forget_quality", "robust/cross_modal/log_forget_quality"),
+)
 
 
 @dataclass(frozen=True)
@@ -179,10 +189,13 @@ class LeaderboardRow:
     feasible: str  # yes | no | "" (references)
     trial: str = ""
 
-    def cells(self) -> list[str]:
-        numbers = [f"{self.metrics.get(key, math.nan):.4g}" for _, key in LEADERBOARD]
+    def cells(self, extra: tuple[tuple[str, str], ...] = ()) -> list[str]:
+        numbers = [f"{self.metrics.get(key, math.nan):.4g}" for _, key in (*LEADERBOARD, *extra)]
         return [self.model, *numbers, self.feasible, self.trial]
 
 
 def leaderboard(rows: list[LeaderboardRow]) -> str:
-    return markdown(list(LEADERBOARD_COLUMNS), [row.cells() for row in rows])
+    """The table; of the robustness columns, those some row has a value of (before feasible)."""
+    extra = tuple(c for c in ROBUSTNESS_COLUMNS if any(c[1] in row.metrics for row in rows))
+    header = [LEADERBOARD_COLUMNS[0], *(c for c, _ in (*LEADERBOARD, *extra)), "feasible", "trial"]
+    return markdown(header, [row.cells(extra) for row in rows])
