@@ -84,18 +84,19 @@ def judged(epoch: dict[str, float], original: dict[str, float], gold: dict[str, 
     }
 
 
-def run(cfg: Config, inputs: TrialInputs) -> list[dict[str, float]]:
-    """``unlearn`` in this process (a one-rank gloo group, as bench/trial_overhead.py)."""
+def one_rank_group() -> None:
+    """One gloo group for every run: DeepSpeed caches groups, so a second one confuses it."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
         LOCAL_RANK="0",
     )  # fmt: skip
     dist.init_process_group("gloo", rank=0, world_size=1)
+
+
+def run(cfg: Config, inputs: TrialInputs) -> list[dict[str, float]]:
+    """``unlearn`` in this process, every epoch's metrics."""
     epochs: list[dict[str, float]] = []
-    try:
-        unlearn(cfg, inputs, 0, 1, lambda metrics, _: epochs.append(dict(metrics)))
-    finally:
-        dist.destroy_process_group()
+    unlearn(cfg, inputs, 0, 1, lambda metrics, _: epochs.append(dict(metrics)))
     return epochs
 
 
@@ -127,6 +128,7 @@ def main() -> None:
     thresholds = Thresholds.from_search(cfg.search, original.metrics)
     inputs = TrialInputs(source, str(models.original), gold.reference, thresholds)
     results = {}
+    one_rank_group()
     for label, overrides in CANDIDATES.items():
         if args.only and label not in args.only:
             continue
@@ -146,6 +148,7 @@ def main() -> None:
                 f"{epoch['forget_gap_closed']:.2f}) feasible {epoch['feasible']}",
                 flush=True,
             )
+    dist.destroy_process_group()
     record = {
         "original": columns(original.metrics),
         "gold": columns(gold.metrics),

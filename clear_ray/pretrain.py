@@ -33,8 +33,9 @@ def applies(cfg: Config) -> bool:
 
 
 def recipe(cfg: Config) -> FinetuneConfig:
-    """The finetune's recipe with pretraining's epochs and learning rate."""
-    return replace(cfg.finetune, epochs=cfg.pretrain.epochs, lr=cfg.pretrain.lr)
+    """The finetune's recipe with pretraining's epochs, learning rate and batch size."""
+    p = cfg.pretrain
+    return replace(cfg.finetune, epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, grad_accum=1)
 
 
 def knowledge_examples(source: str) -> list[Example]:

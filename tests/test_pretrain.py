@@ -33,10 +33,12 @@ def test_pretraining_ranges_are_checked() -> None:
         Config().replace({"pretrain.lr": 0})
 
 
-def test_recipe_is_the_finetunes_with_pretrainings_epochs_and_lr() -> None:
-    cfg = Config().replace({"pretrain.epochs": 7, "pretrain.lr": 0.01, "finetune.batch_size": 5})
+def test_recipe_is_the_finetunes_with_pretrainings_epochs_lr_and_batch() -> None:
+    cfg = Config().replace(
+        {"pretrain.epochs": 7, "pretrain.lr": 0.01, "pretrain.batch_size": 5, "finetune.seed": 3}
+    )
     recipe = pretrain.recipe(cfg)
-    assert (recipe.epochs, recipe.lr, recipe.batch_size) == (7, 0.01, 5)
+    assert (recipe.epochs, recipe.lr, recipe.batch_size, recipe.seed) == (7, 0.01, 5, 3)
     assert cfg.finetune.epochs != 7  # the finetune's own recipe is untouched
 
 
