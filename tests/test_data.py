@@ -155,7 +155,7 @@ def test_scene_captions_describe_scene_and_shape_without_persons() -> None:
     scenes = synthetic.scene_captions(12, SEED)
     assert len(scenes) == 12
     assert {image.size for image, _ in scenes} == {(synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE)}
-    for image, caption in scenes:
+    for _, caption in scenes:
         assert any(d in caption for d in synthetic.SCENE_DESCRIPTIONS.values())
         assert any(f"The {shape} in front" in caption for shape in synthetic.SHAPES)
     assert synthetic.scene_captions(12, SEED)[3][1] == scenes[3][1]  # deterministic
