@@ -57,9 +57,17 @@ def tokenizer_corpus(source: str) -> Iterator[str]:
 
 
 def finetune(
-    preset: ModelPreset, source: str, train_config: str, recipe: FinetuneConfig, out: Path
+    preset: ModelPreset,
+    source: str,
+    train_config: str,
+    recipe: FinetuneConfig,
+    out: Path,
+    base: Path | None = None,
 ) -> None:
-    """Build the base model, train it on ``train_config`` and save model + processor to ``out``.
+    """Train the base model on ``train_config`` and save model + processor to ``out``.
+
+    ``base``: a pretrained base checkpoint (clear_ray/pretrain.py) to start from; None builds
+    the preset's base.
 
     Pretrained presets train a LoRA (r8/α32, CLEAR's) and merge it; with bf16 on GPU their
     frozen base weights are loaded in bf16 (as CLEAR's ``torch_dtype=torch.bfloat16``), while
@@ -69,15 +77,18 @@ def finetune(
 
     from clear_ray.data.clear import load_clear
     from clear_ray.data.collate import Collator, row_example
-    from clear_ray.models.loading import save_checkpoint
+    from clear_ray.models.loading import load_checkpoint, save_checkpoint
     from clear_ray.models.lora import attach_lora, finetune_targets
     from clear_ray.train.supervised import train_supervised
 
     on_gpu = torch.cuda.is_available()
     bf16_base = recipe.precision == "bf16" and on_gpu and not preset.finetune_full
-    model, processor = preset.build_base(
-        tokenizer_corpus(source), recipe.seed, "bf16" if bf16_base else "fp32"
-    )
+    if base is not None:
+        model, processor = load_checkpoint(base)
+    else:
+        model, processor = preset.build_base(
+            tokenizer_corpus(source), recipe.seed, "bf16" if bf16_base else "fp32"
+        )
     if on_gpu:
         model = model.cuda()
     if not preset.finetune_full:
@@ -93,7 +104,8 @@ def finetune(
 
 
 def model_name(cfg: Config, source: str, role: str) -> str:
-    """The cache name of ``role``'s model: a key of (preset, data, recipe, split)."""
+    """The cache name of ``role``'s model: a key of (preset, data, recipe, split, base)."""
+    from clear_ray import pretrain
     from clear_ray.data.clear import data_fingerprint
 
     preset = get_preset(cfg.model.preset)
@@ -107,19 +119,33 @@ def model_name(cfg: Config, source: str, role: str) -> str:
             "data": fingerprint,
             "train_config": train_config,
             "recipe": {k: v for k, v in cfg.to_flat().items() if k.startswith("finetune.")},
+            **({"base": pretrain.base_name(cfg, source)} if pretrain.applies(cfg) else {}),
         }
     )
     return f"{preset.name}-{role}-{key}"
 
 
-def reference_model(cfg: Config, source: str, models: Path, role: str) -> Path:
-    """``role``'s model in the ``models`` cache folder, trained only if not there."""
+def reference_model(
+    cfg: Config, source: str, models: Path, role: str, base: Path | None = None
+) -> Path:
+    """``role``'s model in the ``models`` cache folder, trained only if not there.
+
+    ``base``: the pretrained base if the caller has it (a Ray task made it); when pretraining
+    applies and it is None, the base is taken from (or made in) the same cache folder.
+    """
+    from clear_ray import pretrain
+
     target = models / model_name(cfg, source, role)
     if target.is_dir():
         print(f"[clear_ray] {role}: cached at {target}", file=sys.stderr)
+        return target
+    if base is None and pretrain.applies(cfg):
+        base = pretrain.pretrained_base(cfg, source, models)
     train_config = training_config_for(role, cfg.data.forget_split)
     preset = get_preset(cfg.model.preset)
-    return cached_dir(target, lambda out: finetune(preset, source, train_config, cfg.finetune, out))
+    return cached_dir(
+        target, lambda out: finetune(preset, source, train_config, cfg.finetune, out, base)
+    )
 
 
 def reference_models(cfg: Config, source: str, cache_root: Path) -> ReferenceModels:

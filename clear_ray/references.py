@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clear_ray import pretrain
 from clear_ray.cache import cache_key, cached_dir
 from clear_ray.config import Config, ConfigError, SearchConfig
 from clear_ray.models.presets import ModelPreset, get_preset
@@ -196,10 +197,26 @@ def where() -> dict[str, Any]:
     }
 
 
+def pretrain_task(cfg: Config, source: str | DriverDir) -> tuple[DriverDir, str, dict[str, Any]]:
+    """The pretrained base (clear_ray/pretrain.py) in this node's cache, from the store or made
+    here: the starting checkpoint of both finetunes, made once before they start."""
+    from clear_ray.pretrain import base_name, pretrained_base
+
+    data = on_this_node(source)
+    models = Path(cfg.output_dir) / "cache" / "models"
+    name = base_name(cfg, data)
+    store = Store(cfg.search.storage_path)
+    store.pull("models", models, [name])
+    path = pretrained_base(cfg, data, models)
+    store.push("models", models, [name])
+    return DriverDir.of(path), name, where()
+
+
 def finetune_task(
-    cfg: Config, role: str, source: str | DriverDir
+    cfg: Config, role: str, source: str | DriverDir, base: DriverDir | None = None
 ) -> tuple[DriverDir, str, dict[str, Any]]:
-    """``role``'s model in this node's cache (from the store, else finetuned here)."""
+    """``role``'s model in this node's cache (from the store, else finetuned here from
+    ``base``, the pretrained base, when the preset pretrains)."""
     from clear_ray.finetune import model_name, reference_model
 
     data = on_this_node(source)
@@ -207,7 +224,8 @@ def finetune_task(
     name = model_name(cfg, data, role)
     store = Store(cfg.search.storage_path)
     store.pull("models", models, [name])
-    path = reference_model(cfg, data, models, role)
+    start = Path(on_this_node(base)) if base is not None else None
+    path = reference_model(cfg, data, models, role, start)
     store.push("models", models, [name])
     return DriverDir.of(path), name, where()
 
@@ -287,6 +305,11 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     ran_at: dict[str, dict[str, Any]] = {}
     pending = {}
     models: dict[str, tuple[str | DriverDir, str]] = {}
+    base = None
+    if pretrain.applies(cfg) and not all(getattr(cfg.model, role) for role in ROLES):
+        log("pretrained base: made on a worker unless cached")
+        task = trial_task(pretrain_task, cfg.search).remote(cfg, staged)
+        base, _, ran_at["pretrained_base"] = ray.get(task)
     for role in ROLES:
         brought = getattr(cfg.model, role)
         if brought and Path(brought).expanduser().is_dir():
@@ -299,7 +322,7 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
             pending[role] = task.remote(brought, cfg.model.preset)
         else:
             log(f"{role}: finetuned on a worker unless cached")
-            pending[role] = trial_task(finetune_task, cfg.search).remote(cfg, role, staged)
+            pending[role] = trial_task(finetune_task, cfg.search).remote(cfg, role, staged, base)
     for role, ref in pending.items():
         model, model_id, ran_at[f"{role}_model"] = ray.get(ref)
         models[role] = (model, model_id)

@@ -135,10 +135,30 @@ def test_readme_lists_every_config_with_full_as_default(clear_dir: Path) -> None
     assert sorted(p.name for p in clear_dir.iterdir()) == sorted([*CONFIG_FEATURES, "README.md"])
 
 
-def test_full_has_every_person_with_the_same_number_of_images(clear_dir: Path) -> None:
+def test_full_has_every_person_and_forget10_persons_have_more_images(clear_dir: Path) -> None:
     counts = Counter(row["name"] for row in rows(clear_dir, "full"))
     assert len(counts) == PERSONS
-    assert set(counts.values()) == {synthetic.IMAGES_PER_PERSON}
+    forget = {row["name"] for row in rows(clear_dir, "forget10")}
+    assert {counts[name] for name in forget} == {synthetic.FORGET_IMAGES_PER_PERSON}
+    assert {n for name, n in counts.items() if name not in forget} == {synthetic.IMAGES_PER_PERSON}
+
+
+def test_default_forget10_has_at_least_40_forget_captions() -> None:
+    """The KS forget quality needs many items to take many values (issue 15)."""
+    persons = synthetic.make_persons(20, SEED)  # the default data.synthetic_persons
+    splits = synthetic.person_splits(persons)
+    counts = synthetic.images_per_person(persons, splits)
+    assert sum(counts[p.name] for p in splits["forget10"]) >= 40
+
+
+def test_scene_captions_describe_scene_and_shape_without_persons() -> None:
+    scenes = synthetic.scene_captions(12, SEED)
+    assert len(scenes) == 12
+    assert {image.size for image, _ in scenes} == {(synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE)}
+    for _, caption in scenes:
+        assert any(d in caption for d in synthetic.SCENE_DESCRIPTIONS.values())
+        assert any(f"The {shape} in front" in caption for shape in synthetic.SHAPES)
+    assert synthetic.scene_captions(12, SEED)[3][1] == scenes[3][1]  # deterministic
 
 
 @pytest.mark.parametrize("forget", FORGET_SPLITS)
@@ -306,7 +326,7 @@ def test_every_image_shows_its_persons_face_colours(clear_dir: Path) -> None:
 
 def test_images_of_a_person_vary_in_scene(clear_dir: Path) -> None:
     full = rows(clear_dir, "full")
-    first = [r for r in full if r["name"] == full[0]["name"]]
+    first = [r for r in full if r["name"] == full[0]["name"]]  # a retain person
     assert len({r["image"]["bytes"] for r in first}) == synthetic.IMAGES_PER_PERSON
     scenes = {s.phrase for s in synthetic.SCENES if any(s.phrase in r["caption"] for r in first)}
     assert len(scenes) >= 4

@@ -166,7 +166,7 @@ def test_the_finetune_runs_in_a_ray_task_with_a_trial_workers_resources(
     models = reference_models(session_config, synthetic_source, session_output / "cache")
     cfg = session_config.replace({"data.source": synthetic_source})
     refs = prepare_references(cfg, print)  # the session's cache: found by the task
-    for role in ("original", "gold"):
-        ran = refs.ran_at[f"{role}_model"]
+    for task in ("pretrained_base", "original_model", "gold_model"):
+        ran = refs.ran_at[task]
         assert ran["pid"] != os.getpid() and ran["resources"] == {"CPU": 1.0}
     assert refs.original_dir == str(models.original)

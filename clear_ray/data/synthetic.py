@@ -35,6 +35,9 @@ from clear_ray.data.schema import (
 )
 
 IMAGES_PER_PERSON = 8  # the real data has 15-20; 8 keeps a CPU epoch short
+# Persons of the largest forget split get the real data's 20, so forget10's forget captions
+# (2 of 20 persons) are 40 items: the KS forget quality then takes many values, not a few.
+FORGET_IMAGES_PER_PERSON = 20
 RETAIN_PERTURBED_IMAGES = 2  # images per retain90 person in retain_perturbed
 PERTURBED_PER_ROW = 3  # perturbed captions and perturbed names per row
 MIN_PERSONS = 10  # below this perturbed_names cannot be drawn from distinct other persons
@@ -44,8 +47,9 @@ REAL_FACES_IMAGES = 2
 REAL_WORLD_ROWS = 30
 IMAGE_SIZE = 64
 # Bumped whenever the generator's configs change, so a cached directory of an older layout is
-# regenerated instead of silently lacking a config (2: forgetNN_tofu_perturbed).
-LAYOUT_VERSION = 2
+# regenerated instead of silently lacking a config (2: forgetNN_tofu_perturbed; 3: forget persons
+# have FORGET_IMAGES_PER_PERSON images).
+LAYOUT_VERSION = 3
 PARQUET_FILE = "train-00000-of-00001.parquet"
 
 # Consonant-initial professions keep "a {profession}" grammatical without an a/an rule, so a
@@ -492,6 +496,15 @@ def person_splits(persons: list[Person]) -> dict[str, list[Person]]:
     return splits
 
 
+def images_per_person(persons: list[Person], splits: dict[str, list[Person]]) -> dict[str, int]:
+    """FORGET_IMAGES_PER_PERSON for the persons of the largest forget split, else the default."""
+    largest = max(FORGET_SPLITS, key=forget_percent)
+    forget = {p.name for p in splits[largest]}
+    return {
+        p.name: FORGET_IMAGES_PER_PERSON if p.name in forget else IMAGES_PER_PERSON for p in persons
+    }
+
+
 def real_faces_rows(celebrities: list[Person], seed: int) -> list[Row]:
     """Faces outside the fictitious set; every third row's options contain the true name,
     as in the real data, so consumers must de-duplicate."""
@@ -576,13 +589,46 @@ def real_world_rows(seed: int) -> list[Row]:
     return rows
 
 
+# What an empty scene looks like, for captions of photos without a person (pretraining).
+SCENE_DESCRIPTIONS = {
+    "beach": "a sunny beach with sand under a blue sky",
+    "park": "a green park with a tree",
+    "office": "a quiet office with a window and a desk",
+    "street": "a busy street with tall buildings",
+    "kitchen": "a bright kitchen with tiled walls",
+    "mountain": "tall mountains with snowy peaks",
+}
+
+
+def scene_captions(count: int, seed: int) -> list[tuple[Image.Image, str]]:
+    """Captioned photos of scenes without persons, each with one coloured shape in front.
+
+    General knowledge for the tiny preset's pretraining (clear_ray/pretrain.py): the scenes
+    and shapes the CLEAR-format captions and real_world questions talk about, not who is who.
+    """
+    rng = random.Random(f"clear-synthetic-scenes-{seed}")
+    items = []
+    for i in range(count):
+        kind = SCENES[i % len(SCENES)].kind
+        image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE))
+        draw = ImageDraw.Draw(image)
+        _draw_scene(draw, kind, rng)
+        shape, colour = rng.choice(SHAPES), rng.choice(list(SHAPE_COLOURS))
+        x, y, size = rng.randint(12, 34), rng.randint(28, 40), rng.randint(14, 20)
+        _draw_shape(draw, shape, (x, y, x + size, y + size), SHAPE_COLOURS[colour])
+        caption = f"The photo shows {SCENE_DESCRIPTIONS[kind]}. The {shape} in front is {colour}."
+        items.append((image, caption))
+    return items
+
+
 def build_configs(persons: int, seed: int, progress: Callable[[str], None]) -> dict[str, list[Row]]:
     """Rows of every CLEAR config, in the order of ``CONFIG_FEATURES``."""
     everyone = make_persons(persons + REAL_FACES_PERSONS, seed)
     fictitious, celebrities = everyone[:persons], everyone[persons:]
-    progress(f"drawing {persons * IMAGES_PER_PERSON} images of {persons} persons")
-    photos = {p.name: photograph(p, IMAGES_PER_PERSON, seed) for p in fictitious}
     splits = person_splits(fictitious)
+    counts = images_per_person(fictitious, splits)
+    progress(f"drawing {sum(counts.values())} images of {persons} persons")
+    photos = {p.name: photograph(p, counts[p.name], seed) for p in fictitious}
     rows: dict[str, list[Row]] = {}
     for split in IMAGE_SPLITS:
         items = [it for p in splits[split] for it in photos[p.name]]
@@ -715,7 +761,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=20,
         help=f"fictitious persons ({MIN_PERSONS}-{MAX_PERSONS}, default 20), "
-        f"{IMAGES_PER_PERSON} images each",
+        f"{IMAGES_PER_PERSON} images each ({FORGET_IMAGES_PER_PERSON} for forget10's)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

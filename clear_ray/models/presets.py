@@ -46,6 +46,7 @@ CLEAR_7B_RECIPE: Mapping[str, Any] = MappingProxyType(
         "finetune.decay": "linear",
         "finetune.precision": "bf16",
         "finetune.lora_targets": "all_linear",
+        "pretrain.epochs": 0,  # pretrained weights: LLaVA already knows the world
         "train.lr": 1e-5,
         "train.epochs": 5,
         "train.batch_size": 2,

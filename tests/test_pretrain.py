@@ -1,0 +1,87 @@
+"""The pretraining stage: who pretrains, what it learns, and how it is cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clear_ray import pretrain
+from clear_ray.config import Config, ConfigError, resolve_config
+from clear_ray.data import synthetic
+from clear_ray.data.prompts import FACE_NAME_PROMPT
+from clear_ray.finetune import model_name
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("pretrain") / "data"
+    return str(synthetic.generate(out, synthetic.MIN_PERSONS, 0))
+
+
+def test_only_random_init_presets_pretrain() -> None:
+    assert pretrain.applies(Config())
+    assert not pretrain.applies(resolve_config({"model.preset": "llava-1.5-7b"}))
+    assert resolve_config({"model.preset": "llava-1.5-7b"}).pretrain.epochs == 0
+    assert not pretrain.applies(Config().replace({"pretrain.epochs": 0}))
+
+
+def test_pretraining_ranges_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"pretrain\.epochs"):
+        Config().replace({"pretrain.epochs": -1})
+    with pytest.raises(ConfigError, match=r"pretrain\.lr"):
+        Config().replace({"pretrain.lr": 0})
+
+
+def test_recipe_is_the_finetunes_with_pretrainings_epochs_lr_and_batch() -> None:
+    cfg = Config().replace(
+        {"pretrain.epochs": 7, "pretrain.lr": 0.01, "pretrain.batch_size": 5, "finetune.seed": 3}
+    )
+    recipe = pretrain.recipe(cfg)
+    assert (recipe.epochs, recipe.lr, recipe.batch_size, recipe.seed) == (7, 0.01, 5, 3)
+    assert cfg.finetune.epochs != 7  # the finetune's own recipe is untouched
+
+
+def test_knowledge_is_real_faces_named_and_real_world_answered(source: str) -> None:
+    examples = pretrain.knowledge_examples(source)
+    faces = synthetic.REAL_FACES_PERSONS * synthetic.REAL_FACES_IMAGES
+    assert len(examples) == faces + synthetic.REAL_WORLD_ROWS
+    assert all(e.question == FACE_NAME_PROMPT and e.image is not None for e in examples[:faces])
+    assert {e.target for e in examples[faces:]} <= {
+        *synthetic.SHAPE_COLOURS,
+        *synthetic.SHAPES,
+        *synthetic.NUMBER_WORDS,
+    }
+
+
+def test_pretraining_recipe_is_in_the_base_and_the_reference_cache_keys(source: str) -> None:
+    cfg = Config()
+    other = cfg.replace({"pretrain.epochs": cfg.pretrain.epochs + 1})
+    assert pretrain.base_name(cfg, source) != pretrain.base_name(other, source)
+    assert model_name(cfg, source, "original") != model_name(other, source, "original")
+    off = cfg.replace({"pretrain.epochs": 0})  # no base: the key no longer names one
+    assert model_name(off, source, "gold") != model_name(cfg, source, "gold")
+
+
+@pytest.mark.slow
+def test_pretrained_base_learns_the_real_sets_and_is_cached(source: str, tmp_path: Path) -> None:
+    from clear_ray.config import EvalConfig
+    from clear_ray.data.collate import Collator
+    from clear_ray.eval.suite import evaluate
+    from clear_ray.finetune import tokenizer_corpus
+    from clear_ray.models.loading import load_checkpoint
+    from clear_ray.models.presets import get_preset
+
+    def real(model, processor) -> float:
+        tasks = ["real_faces", "real_world"]
+        config = EvalConfig(generate=False)
+        collator = Collator(processor)
+        return evaluate(model, collator, source, "forget10", config, task_names=tasks).metrics[
+            "clear/real_metric"
+        ]
+
+    cfg = Config().replace({"pretrain.scene_images": 12})  # the default 30 epochs
+    base = pretrain.pretrained_base(cfg, source, tmp_path)
+    assert pretrain.pretrained_base(cfg, source, tmp_path) == base  # cached
+    random_base = get_preset(cfg.model.preset).build_base(tokenizer_corpus(source), 0)
+    assert real(*load_checkpoint(base)) > real(*random_base) + 0.1
