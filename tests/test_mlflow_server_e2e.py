@@ -53,6 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def runs(server: str, session_output: Path, synthetic_source: str):
     command = [
         sys.executable, "-m", "clear_ray.tune", "--method", "ga", "--num-samples", "1",
+        "--confirm-seeds", "0",
         "--epochs", "1", "--output-dir", str(session_output), "--tracking-uri", server,
         "--experiment", "over-http", "--set", "eval.generate=false",
     ]  # fmt: skip

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from clear_ray.config import Config, EvalConfig
 from clear_ray.data.collate import Collator
+from clear_ray.data.folds import Fold
 from clear_ray.eval.reference import GoldReference
 from clear_ray.eval.suite import EvalResult, evaluate
 from clear_ray.models.loading import load_for_evaluation
@@ -37,16 +38,18 @@ def evaluate_adapter(
     gold: GoldReference,
     modality: str,
     precision: str = "fp32",
+    fold: Fold | None = None,
 ) -> EvalResult:
     """Original + the adapter (merged), evaluated on ``config``'s tasks against Gold, in the
-    precision of the trials and of Gold's reference evaluation."""
+    precision of the trials and of Gold's reference evaluation; forget tasks on ``fold``'s
+    persons (the report fold: Gold's reference must be of the same fold)."""
     with tempfile.TemporaryDirectory() as scratch:
         for name, blob in adapter_files.items():
             (Path(scratch) / name).write_bytes(blob)
         model, processor = load_for_evaluation(on_this_node(original_dir), scratch, precision)
     data = on_this_node(source)
     collator = Collator(processor)
-    return evaluate(model, collator, data, forget_split, config, gold, modality=modality)
+    return evaluate(model, collator, data, forget_split, config, gold, modality=modality, fold=fold)
 
 
 def run_final_evaluation(
@@ -55,6 +58,7 @@ def run_final_evaluation(
     adapter: Path,
     source: str | DriverDir,
     gold: GoldReference,
+    fold: Fold | None = None,
 ) -> EvalResult:
     """``evaluate_adapter`` as a Ray task with one trial worker's resources."""
     import ray
@@ -72,5 +76,6 @@ def run_final_evaluation(
             gold,
             cfg.data.modality,
             cfg.train.precision,
+            fold,
         )
     )

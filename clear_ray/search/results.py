@@ -172,17 +172,29 @@ LEADERBOARD_COLUMNS = ("model", *(column for column, _ in LEADERBOARD), "feasibl
 
 @dataclass(frozen=True)
 class LeaderboardRow:
-    """One line of the Table-1-style comparison, from a *full* evaluation."""
+    """One line of the Table-1-style comparison, from a *full* evaluation (on the report fold).
+
+    Over confirm seeds, ``metrics`` holds the means and ``sd`` the standard deviations, shown
+    as ``mean ± sd``; ``feasible`` is then the fraction of seeds that were feasible.
+    """
 
     model: str
     metrics: dict[str, float]
-    feasible: str  # yes | no | "" (references)
+    feasible: str  # yes | no | "" (references) | "2/3" (confirm seeds)
     trial: str = ""
+    sd: dict[str, float | None] = field(default_factory=dict)
 
     def cells(self) -> list[str]:
-        numbers = [f"{self.metrics.get(key, math.nan):.4g}" for _, key in LEADERBOARD]
+        numbers = [self.cell(key) for _, key in LEADERBOARD]
         return [self.model, *numbers, self.feasible, self.trial]
 
+    def cell(self, key: str) -> str:
+        mean = f"{self.metrics.get(key, math.nan):.4g}"
+        spread = self.sd.get(key)
+        return mean if spread is None else f"{mean} ± {spread:.2g}"
 
-def leaderboard(rows: list[LeaderboardRow]) -> str:
-    return markdown(list(LEADERBOARD_COLUMNS), [row.cells() for row in rows])
+
+def leaderboard(rows: list[LeaderboardRow], heading: str = "") -> str:
+    """The markdown table, under ``heading`` (which folds and seeds the numbers are on)."""
+    table = markdown(list(LEADERBOARD_COLUMNS), [row.cells() for row in rows])
+    return f"{heading}\n\n{table}" if heading else table
