@@ -179,3 +179,15 @@ def test_a_trials_per_epoch_evaluation_scores_the_selection_fold(
     inputs = TrialInputs("data", "original", None, Thresholds("log_forget_quality", 0.0), fold)
     loop._evaluate(None, None, None, Config(), inputs, 0, 1)
     assert seen["fold"] is fold
+
+
+def test_report_fraction_zero_is_labelled_in_the_heading_and_the_tag() -> None:
+    from clear_ray.tune import fold_tag, leaderboard_heading
+
+    off, on = split_persons(COUNTS, 0.0, 0), split_persons(COUNTS, 0.5, 0)
+    assert "NO FOLDS" in leaderboard_heading(off, 3)
+    assert fold_tag(off).startswith("none (report_fraction 0")
+    assert "report fold" in leaderboard_heading(on, 3) and "3 confirm seeds" in (
+        leaderboard_heading(on, 3)
+    )
+    assert fold_tag(on) == "selection 10 / report 10 persons"
