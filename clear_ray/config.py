@@ -130,6 +130,9 @@ RANGES: dict[str, Range] = {
     "robust.relearn_steps": AT_LEAST_1,
     "robust.relearn_lr": POSITIVE,
     "robust.relearn_batch_size": AT_LEAST_1,
+    "search.report_fraction": Range(0, 1, high_inclusive=False),  # 0 = no folds
+    "search.confirm_seeds": NON_NEGATIVE,  # 0 = no confirm runs
+    "search.top_k": AT_LEAST_1,
 }
 # Relative thresholds are fractions of Original's value; above 1.5 nothing can be feasible.
 RELATIVE_THRESHOLD = Range(0, 1.5, low_inclusive=False)
@@ -309,6 +312,14 @@ class SearchConfig:
     # Multiplies the train.lr bounds of every search space: the shipped spaces are written at
     # the tiny preset's scale (1e-4..1e-2); a preset's recipe rescales them (7B: 0.01).
     lr_scale: float = 1.0
+    # Forget persons of the split in a report fold (final evaluation, leaderboard) and a
+    # selection fold (everything that selects): data/folds.py. 0 = no folds, both see everyone.
+    report_fraction: float = 0.5
+    fold_seed: int = 0
+    # The selected configuration (and the default one) re-trained with this many fresh
+    # train.seed values (train.seed + 1..N), each evaluated on the report fold; 0 = off.
+    confirm_seeds: int = 3
+    top_k: int = 3  # diagnostics: the mean objective of the k best feasible trials
 
 
 @dataclass

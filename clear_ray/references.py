@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from clear_ray import pretrain
 from clear_ray.cache import cache_key, cached_dir
 from clear_ray.config import Config, ConfigError, SearchConfig
+from clear_ray.data.folds import REPORT, SELECTION, PersonFolds, person_folds
 from clear_ray.models.presets import ModelPreset, get_preset
 from clear_ray.staging import DriverDir, on_this_node, stage
 
@@ -249,6 +250,7 @@ def evaluation_task(
     cfg: Config,
     full: bool,
     gold: Any,  # GoldReference | None
+    fold: Any = None,  # data.folds.Fold | None
 ) -> tuple[ReferenceEvaluation, dict[str, bytes], dict[str, Any]]:
     """One reference evaluation on this node (cached here and in the store), with its files."""
     from clear_ray.eval.final import full_eval_config
@@ -267,6 +269,7 @@ def evaluation_task(
         modality=cfg.data.modality,
         precision=cfg.train.precision,  # the trials': dtype offsets would shift forget quality
         cache_dir=local,
+        fold=fold,
     )
     directory = Path(evaluation.directory)
     store.push(kind, local, [directory.name])  # only its own: the other config's may be writing
@@ -285,11 +288,12 @@ class References:
     staged_source: str | DriverDir  # what tasks and trials on any node open
     original_dir: str  # where Original is, for people (a path on some node, or a hub id)
     original_model: str | DriverDir  # what tasks and trials on any node open
-    gold: ReferenceEvaluation  # with the per-epoch eval config (proxy or full)
+    gold: ReferenceEvaluation  # per-epoch eval config (proxy or full), selection fold
     original: ReferenceEvaluation
-    gold_full: ReferenceEvaluation  # full evaluations: the final evaluation and the leaderboard
+    gold_full: ReferenceEvaluation  # full, report fold: the final evaluation and the leaderboard
     original_full: ReferenceEvaluation
     ran_at: dict[str, dict[str, Any]]  # task name -> where() of the task that made it
+    folds: PersonFolds  # the forget persons' selection and report folds (data/folds.py)
     gold_model: str | DriverDir | None = None  # as original_model; the robustness checks use it
 
 
@@ -301,6 +305,9 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
 
     source = resolve_source(cfg)
     log(f"data: {source}")
+    folds = person_folds(
+        source, cfg.data.forget_split, cfg.search.report_fraction, cfg.search.fold_seed
+    )
     staged = stage(source)
     ran_at: dict[str, dict[str, Any]] = {}
     pending = {}
@@ -331,14 +338,18 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     evaluate = trial_task(evaluation_task, cfg.search)
     cache = Path(cfg.output_dir) / "cache" / "evaluations"
 
-    # Without proxy items the per-epoch evaluation is the full one: one task, not two racing
-    # on the same cache entry.
-    kinds = (False, True) if cfg.eval.proxy_items else (False,)
+    # Without proxy items and folds the per-epoch evaluation is the full one: one task, not two
+    # racing on the same cache entry. With folds, per-epoch = selection, full = report fold.
+    kinds = (False, True) if cfg.eval.proxy_items or folds.active else (False,)
+    fold_of = {False: folds.fold(SELECTION), True: folds.fold(REPORT)}
 
     def run(role: str, golds=(None, None)) -> list[ReferenceEvaluation]:
         """``role``'s proxy and full evaluations, each against Gold's of the same config."""
         model, model_id = models[role]
-        refs = [evaluate.remote(model, model_id, staged, cfg, full, golds[full]) for full in kinds]
+        refs = [
+            evaluate.remote(model, model_id, staged, cfg, full, golds[full], fold_of[full])
+            for full in kinds
+        ]
         results = []
         for full, (evaluation, files, ran) in zip(kinds, ray.get(refs), strict=True):
             ran_at[f"{role}{'_full' if full else ''}_evaluation"] = ran
@@ -361,6 +372,7 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
         gold_full,
         original_full,
         ran_at,
+        folds,
         models["gold"][0],
     )
 

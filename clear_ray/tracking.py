@@ -295,6 +295,10 @@ class SearchTracker:
             self.client.set_tag(run_id, key, str(value))
         self.client.set_terminated(run_id, status=status)
 
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
+
     def describe(self, run_id: str, text: str) -> None:
         """The run page's Description (markdown)."""
         self.client.set_tag(run_id, DESCRIPTION_TAG, text)

@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ from clear_ray.cli import (
     overrides_from,
 )
 from clear_ray.config import Config, ConfigError, resolve_config
+from clear_ray.data.folds import FOLDS_FILE, REPORT, SELECTION, PersonFolds
 from clear_ray.methods import METHODS, TABLE_METHODS
 from clear_ray.models.presets import get_preset
 from clear_ray.search.session import (
@@ -127,6 +128,14 @@ FLAGS = {
         "robust.checks",
         "checks of each best trial: all | none | comma list of relearn, quantize, prompts, "
         "cross_modal",
+    ),
+    "--report-fraction": (
+        "search.report_fraction",
+        "forget persons held out for the final report; selection uses the rest (0 = no folds)",
+    ),
+    "--confirm-seeds": (
+        "search.confirm_seeds",
+        "re-train the selected and the default configuration with this many fresh seeds",
     ),
 }
 
@@ -321,6 +330,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     optuna_storage = dirs.optuna_storage(cfg.search.optuna_storage)
     log(f"Optuna studies {state.name}/<method>, live: {dashboard_command(optuna_storage)}")
     refs = prepare_references(cfg, log)
+    announce_folds(refs.folds, dirs)
     thresholds = Thresholds.from_search(cfg.search, refs.original.metrics)
     print(reference_table(refs.original.metrics, refs.gold.metrics, thresholds), flush=True)
 
@@ -333,6 +343,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
             objective_tasks(cfg.data.modality, resolve_task_names(cfg.eval.tasks))
         ),
         **system_tags(cfg.search.workers_per_trial, cfg.train.zero_stage, cfg.search.seed),
+        "folds": fold_tag(refs.folds),
     }
     if len(state.methods) > 1:
         if state.top_parent_id:
@@ -344,8 +355,15 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
                 {**tags, "clear_ray.role": "comparison"},
             )
             log_references(tracker, state.top_parent_id, refs)
+            tracker.log_artifacts(state.top_parent_id, [dirs.root / FOLDS_FILE])
         dirs.save(state)
-    inputs = TrialInputs(refs.staged_source, refs.original_model, refs.gold.reference, thresholds)
+    inputs = TrialInputs(
+        refs.staged_source,
+        refs.original_model,
+        refs.gold.reference,
+        thresholds,
+        refs.folds.fold(SELECTION),
+    )
     search = Search(cfg, state, dirs, refs, thresholds, tracker, tags, inputs)
     for method in state.methods:
         if method in state.runs and state.runs[method].status == "done":
@@ -356,9 +374,15 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     rows = [
         LeaderboardRow("Original", refs.original_full.metrics, ""),
         LeaderboardRow("Gold", refs.gold_full.metrics, ""),
-        *(LeaderboardRow(**state.runs[method].outcome) for method in state.methods),
+        *(
+            LeaderboardRow(**outcome)
+            for method in state.methods
+            for outcome in (state.runs[method].outcome, state.runs[method].default_outcome)
+            if outcome
+        ),
     ]
-    table = leaderboard(rows)
+    heading = leaderboard_heading(refs.folds, cfg.search.confirm_seeds)
+    table = leaderboard(rows, heading)
     (dirs.root / "leaderboard.md").write_text(table + "\n")
     summary_run = state.top_parent_id or state.runs[state.methods[0]].parent_id
     tracker.log_artifacts(summary_run, [dirs.root / "leaderboard.md"])
@@ -366,7 +390,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     tracker.log_artifacts(summary_run, report)
     if state.top_parent_id:
         tracker.finish(state.top_parent_id)
-    print(f"\nLeaderboard (full evaluation of each method's best trial):\n{table}\n")
+    print(f"\nLeaderboard:\n{table}\n")
     print(f"Report (Table 1, L1 question, plots): {report[1]}")
     print(f"Search {state.name} took {time.time() - started:.0f} s; files in {dirs.root}")
     page = tracker.run_page(summary_run)
@@ -445,6 +469,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
         dirs.save(state)
         if not state.top_parent_id:
             log_references(tracker, parent_id, refs)
+        tracker.log_artifacts(parent_id, [dirs.root / FOLDS_FILE])
     log(f"{method}: MLflow run {tracker.run_page(parent_id)}")
 
     num_samples = trial_count(cfg.search, space)
@@ -519,11 +544,19 @@ def search_method(search: Search, method: str, space: dict) -> None:
         final = final_evaluation(cfg, best.adapter, search, method_dir / "final_evaluation")
         tracker.log_metrics(parent_id, final, prefix="final/")
         tracker.log_artifacts(parent_id, [method_dir / "final_evaluation"], "final_evaluation")
+        report_diagnostics(cfg, rows, space, best, final, tracker, parent_id)
         # Feasible at full evaluation: thresholds from Original's full evaluation.
         full_thresholds = Thresholds.from_search(cfg.search, refs.original_full.metrics)
         feasible = full_thresholds.constraint(final) <= 0
-        final = {**final, **robustness(cfg, search, method, Path(best.adapter), parent_id)}
         outcome = LeaderboardRow(method, final, "yes" if feasible else "no", best.trial)
+        if cfg.search.confirm_seeds:
+            tuned, default = confirm_method(search, method, space, best, full_thresholds)
+            outcome, state.runs[method].default_outcome = tuned, asdict(default)
+        # After the confirm runs, so that their adapters are checked too; the leaderboard row
+        # shows the checks of the models its numbers come from (the seeds' mean, or the best).
+        robust = robustness(cfg, search, method, Path(best.adapter), parent_id)
+        final = {**final, **robust}
+        outcome = replace(outcome, metrics={**outcome.metrics, **robust})
         if best.feasible:
             child = tracker.find_child(best.trial)
             if child:
@@ -542,6 +575,152 @@ def search_method(search: Search, method: str, space: dict) -> None:
     state.runs[method].status = "done"
     state.runs[method].outcome = asdict(outcome)
     dirs.save(state)
+
+
+def announce_folds(folds: PersonFolds, dirs: SearchDirs) -> None:
+    """Say which forget persons the search selects on and reports on; write folds.json."""
+    folds.save(dirs.root / FOLDS_FILE)
+    if folds.active:
+        log(f"selects on the {folds.describe(SELECTION)}")
+        log(f"reports on the {folds.describe(REPORT)}")
+    else:
+        log(f"{folds.describe(SELECTION)}: reported numbers are optimistic (winner's curse)")
+
+
+def fold_tag(folds: PersonFolds) -> str:
+    """The runs' ``folds`` tag: how selection and report are separated."""
+    if not folds.active:
+        return "none (report_fraction 0: selection and report on the same persons)"
+    return f"selection {len(folds.selection)} / report {len(folds.report)} persons"
+
+
+def leaderboard_heading(folds: PersonFolds, confirm_seeds: int) -> str:
+    where = (
+        f"report fold ({', '.join(folds.report)}), selected on the selection fold "
+        f"({', '.join(folds.selection)})"
+        if folds.active
+        else "NO FOLDS (--report-fraction 0): selected and reported on the same forget persons"
+    )
+    seeds = (
+        f"tuned and default rows: mean ± sd over {confirm_seeds} confirm seeds"
+        if confirm_seeds
+        else "each method: its best trial's checkpoint (no confirm seeds)"
+    )
+    return f"Full evaluations on the {where}; {seeds}."
+
+
+def report_diagnostics(cfg: Config, rows, space: dict, best, final: dict, tracker, run_id) -> None:
+    """Top-k mean, the winner's optimism and bests at a range's edge: console and parent run."""
+    from clear_ray.search.diagnostics import diagnostics_metrics, edge_dimensions
+
+    objective, k = cfg.search.objective, cfg.search.top_k
+    feasible = [row.best_objective for row in rows if row.feasible]
+    values = diagnostics_metrics(feasible, k, best.best_objective, final.get(objective, math.nan))
+    tracker.log_metrics(run_id, values)
+    edges = edge_dimensions(best.params, space)
+    tracker.set_tags(run_id, {"diagnostics.edge_params": ",".join(edges) or "none"})
+    print(
+        f"{cfg.method.name}: mean {objective} of the top {min(k, len(feasible))} feasible "
+        f"trial(s) {values[f'diagnostics/top{k}_mean_objective']:.4g}; winner "
+        f"{values['diagnostics/winner_selection_objective']:.4g} on selection, "
+        f"{values['diagnostics/winner_report_objective']:.4g} on report "
+        f"(optimism {values['diagnostics/optimism']:+.4g})",
+        flush=True,
+    )
+    for path, side in edges.items():
+        print(
+            f"WARNING {cfg.method.name}: best {path}={best.params[path]:.4g} is in the outer "
+            f"10% of its range ({side} end): widen the space",
+            flush=True,
+        )
+
+
+def confirm_method(search: Search, method: str, space: dict, best, thresholds):
+    """The selected and the default configuration, each trained with fresh seeds and fully
+    evaluated on the report fold (search/confirm.py); writes confirm.json and returns the two
+    leaderboard rows (mean ± sd)."""
+    import ray
+
+    from clear_ray.eval.final import evaluate_adapter, full_eval_config, read_adapter
+    from clear_ray.evaluate import write_outputs
+    from clear_ray.references import trial_task
+    from clear_ray.search.confirm import (
+        CONFIRM_FILE,
+        DEFAULT,
+        TUNED,
+        Configuration,
+        ConfirmRun,
+        confirm_seeds,
+        default_params,
+        train_fixed,
+        write_confirm,
+    )
+    from clear_ray.search.results import LeaderboardRow
+
+    cfg = search.cfg.replace({"method.name": method})
+    refs, tracker = search.refs, search.tracker
+    seeds = confirm_seeds(cfg.train.seed, cfg.search.confirm_seeds)
+    configurations = {
+        TUNED: Configuration(
+            {p: best.params[p] for p in sorted(space)}, best.best_epoch, best.trial
+        ),
+        DEFAULT: Configuration(default_params(cfg.to_flat(), space), cfg.train.epochs, None),
+    }
+    task = trial_task(evaluate_adapter, cfg.search)
+    rows = []
+    for label, configuration in configurations.items():
+        log(
+            f"{method}: confirming the {label} configuration ({configuration.epochs} epochs) "
+            f"with seeds {seeds}"
+        )
+        trained = train_fixed(
+            cfg, search.inputs, search.dirs, method, label, configuration.params,
+            configuration.epochs, seeds, tracker, search.tags,
+        )  # fmt: skip
+        pending = [
+            task.remote(
+                search.inputs.original_dir,
+                read_adapter(adapter),
+                search.inputs.source,
+                cfg.data.forget_split,
+                full_eval_config(cfg.eval),
+                refs.gold_full.reference,
+                cfg.data.modality,
+                cfg.train.precision,
+                refs.folds.fold(REPORT),
+            )
+            for _, _, adapter in trained
+        ]
+        run_ids = tracker.child_ids()
+        for (seed, trial, adapter), result in zip(trained, ray.get(pending), strict=True):
+            write_outputs(
+                adapter.parent / f"seed-{seed}-evaluation",
+                {"metrics": result.metrics},
+                result.tasks,
+            )
+            run_id = run_ids.get(trial, "")
+            if run_id:
+                tracker.log_metrics(run_id, result.metrics, prefix="final/")
+                tracker.log_artifacts(run_id, [adapter], "adapter")
+            feasible = thresholds.constraint(result.metrics) <= 0
+            configuration.runs.append(
+                ConfirmRun(seed, run_id, str(adapter), result.metrics, feasible)
+            )
+        summary = configuration.summary()
+        feasible = f"{sum(r.feasible for r in configuration.runs)}/{len(configuration.runs)}"
+        rows.append(
+            LeaderboardRow(
+                f"{method} ({label}, {len(configuration.runs)} seeds)",
+                summary["mean"],
+                feasible,
+                configuration.trial or "defaults",
+                summary["sd"],
+            )
+        )
+    path = search.dirs.method(method) / CONFIRM_FILE
+    write_confirm(path, method, seeds, configurations)
+    tracker.log_artifacts(tracker.parent_id, [path])
+    return rows[0], rows[1]
 
 
 def rewrite_optuna_csv(cfg: Config, dirs: SearchDirs, method: str, run_ids: dict) -> None:
@@ -653,6 +832,7 @@ def final_evaluation(cfg: Config, adapter: str, search: Search, out: Path) -> di
         Path(adapter),
         search.inputs.source,
         refs.gold_full.reference,
+        refs.folds.fold(REPORT),
     )
     summary = {
         "eval_kind": result.eval_kind,
@@ -661,6 +841,7 @@ def final_evaluation(cfg: Config, adapter: str, search: Search, out: Path) -> di
         "data": refs.source,
         "forget_split": cfg.data.forget_split,
         "modality": cfg.data.modality,
+        "fold": "report" if refs.folds.active else "none (report_fraction 0)",
         "eval": vars(full_eval_config(cfg.eval)),
         "metrics": result.metrics,
     }
@@ -671,11 +852,13 @@ def final_evaluation(cfg: Config, adapter: str, search: Search, out: Path) -> di
 def robustness(
     cfg: Config, search: Search, method: str, adapter: Path, parent_id: str
 ) -> dict[str, float]:
-    """``robust.checks`` on the best trial (and the confirm-seed runs, when there are):
-    robustness.json in the method's folder, the best trial's ``robust/*`` on its run."""
+    """``robust.checks`` on the best trial and the tuned configuration's confirm-seed runs:
+    robustness.json in the method's folder, the best trial's ``robust/*`` on its run. Returns
+    the seeds' mean when there are confirm runs (the leaderboard's tuned row), else the best's."""
     from clear_ray.robust.run import (
         BEST,
         confirm_adapters,
+        mean_metrics,
         merged_metrics,
         report_persons,
         run_checks,
@@ -703,7 +886,8 @@ def robustness(
     search.tracker.log_metrics(parent_id, best)
     search.tracker.log_artifacts(parent_id, [summary])
     search.tracker.log_artifacts(parent_id, [details], "robustness")
-    return best
+    seeds = [merged_metrics(checks) for label, checks in outcomes.items() if label != BEST]
+    return mean_metrics(seeds) if seeds else best
 
 
 def reference_table(original: dict, gold: dict, thresholds) -> str:

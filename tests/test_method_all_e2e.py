@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 def search(session_output: Path, synthetic_source: str) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "clear_ray.tune", "--method", "all", "--num-samples", "1",
+        "--confirm-seeds", "0",
         "--epochs", "1", "--output-dir", str(session_output), "--experiment", "all-methods",
         "--set", "eval.generate=false", "--robustness", "none",  # test_robust.py has them
     ]  # fmt: skip

@@ -50,6 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def search(server: str, session_output: Path, synthetic_source: str) -> str:
     command = [
         sys.executable, "-m", "clear_ray.tune", "--method", METHOD, "--num-samples", "2",
+        "--confirm-seeds", "0",
         "--epochs", "1", "--output-dir", str(session_output), "--tracking-uri", server,
         "--experiment", EXPERIMENT, "--set", "eval.generate=false", "--robustness", "none",
     ]  # fmt: skip

@@ -37,7 +37,8 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def resumed(session_output: Path, synthetic_source: str, storage: Path) -> str:
     """Name of a search killed after its first trial finished, then resumed to the end."""
     command = tune_command(
-        session_output, "--method", "ga", "--num-samples", str(SAMPLES), "--epochs", "2",
+        session_output, "--confirm-seeds", "0",
+        "--method", "ga", "--num-samples", str(SAMPLES), "--epochs", "2",
         "--scheduler", "none", "--experiment", "resume", "--set", "eval.generate=false",
         "--storage-path", f"file://{storage}", "--robustness", "none",
     )  # fmt: skip

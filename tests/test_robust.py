@@ -381,3 +381,10 @@ def test_relearning_recovers_more_on_an_original_like_model_than_gold_learns(
     assert len(held) == 1 and held[0] not in outcome.result.items["attacked_persons"]
     assert run().seconds == outcome.seconds  # cached: the same record, not a second attack
     assert len(list((tmp_path / "cache" / "robust").glob("relearn-*"))) == 1
+
+
+def test_mean_metrics_averages_each_metric_over_the_models_that_have_it() -> None:
+    from clear_ray.robust.run import mean_metrics
+
+    rows = [{"robust/a": 1.0, "robust/b": 0.0}, {"robust/a": 3.0}]
+    assert mean_metrics(rows) == {"robust/a": 2.0, "robust/b": 0.0}

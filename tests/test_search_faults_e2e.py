@@ -25,6 +25,7 @@ def trials(session_output: Path, synthetic_source: str, tmp_path_factory) -> dic
     space.write_text(GRID)
     command = [
         sys.executable, "-m", "clear_ray.tune", "--method", "ga", "--search-space", str(space),
+        "--confirm-seeds", "0",
         "--sampler", "grid", "--scheduler", "none", "--epochs", "2", "--num-samples", "3",
         "--output-dir", str(session_output), "--experiment", "faults",
         "--set", "eval.generate=false", "--seed", "3", "--robustness", "none",

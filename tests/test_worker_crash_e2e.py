@@ -31,6 +31,7 @@ def crashed_search(session_output: Path, synthetic_source: str) -> tuple[str, li
     """(search name, pids of the killed workers): one worker SIGKILLed after epoch 1."""
     command = [
         sys.executable, "-m", "clear_ray.tune", "--output-dir", str(session_output),
+        "--confirm-seeds", "0",
         "--method", "gd", "--num-samples", "1", "--epochs", str(EPOCHS), "--scheduler", "none",
         "--experiment", "worker_crash", "--set", "eval.generate=false", "--robustness", "none",
     ]  # fmt: skip

@@ -16,6 +16,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from clear_ray.config import Config, EvalConfig
 from clear_ray.data.collate import Collator
+from clear_ray.data.folds import Fold
 from clear_ray.eval.reference import GoldReference
 from clear_ray.eval.suite import EvalResult, evaluate
 from clear_ray.models.loading import load_for_evaluation
@@ -51,13 +52,15 @@ def evaluate_adapter(
     gold: GoldReference,
     modality: str,
     precision: str = "fp32",
+    fold: Fold | None = None,
 ) -> EvalResult:
     """Original + the adapter (merged), evaluated on ``config``'s tasks against Gold, in the
-    precision of the trials and of Gold's reference evaluation."""
+    precision of the trials and of Gold's reference evaluation; forget tasks on ``fold``'s
+    persons (the report fold: Gold's reference must be of the same fold)."""
     model, processor = load_adapted(original_dir, adapter_files, precision)
     data = on_this_node(source)
     collator = Collator(processor)
-    return evaluate(model, collator, data, forget_split, config, gold, modality=modality)
+    return evaluate(model, collator, data, forget_split, config, gold, modality=modality, fold=fold)
 
 
 def run_final_evaluation(
@@ -66,6 +69,7 @@ def run_final_evaluation(
     adapter: Path,
     source: str | DriverDir,
     gold: GoldReference,
+    fold: Fold | None = None,
 ) -> EvalResult:
     """``evaluate_adapter`` as a Ray task with one trial worker's resources."""
     import ray
@@ -83,5 +87,6 @@ def run_final_evaluation(
             gold,
             cfg.data.modality,
             cfg.train.precision,
+            fold,
         )
     )

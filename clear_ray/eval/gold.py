@@ -20,6 +20,7 @@ from clear_ray.cache import cache_key, cached_dir
 from clear_ray.config import DataConfig, EvalConfig
 from clear_ray.data.clear import data_fingerprint
 from clear_ray.data.collate import Collator
+from clear_ray.data.folds import Fold
 from clear_ray.eval.outputs import write_item_tables
 from clear_ray.eval.reference import GoldReference
 from clear_ray.eval.suite import (
@@ -35,7 +36,8 @@ from clear_ray.models.loading import load_checkpoint
 REFERENCE_FILE = "reference.json"
 # What reference.json holds; part of the key, so a change of its content is a new entry.
 # 2: metrics with clear/* and per-task forget quality, plus the model's own GoldReference.
-CACHE_FORMAT = 2
+# 3: per-item parquet files with the row's person (``name``).
+CACHE_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ def reference_evaluation(
     modality: str = DataConfig.modality,
     precision: str = "fp32",  # the trials' train.precision: the same dtype for both
     cache_dir: Path | None = None,
+    fold: Fold | None = None,
 ) -> ReferenceEvaluation:
     """Evaluate the checkpoint in ``model_dir``, cached under ``cache_dir`` (default
     ``model_dir/evaluations``; a search keeps them apart from the model, which may be the
@@ -61,7 +64,9 @@ def reference_evaluation(
 
     Forget quality compares with ``gold`` (Gold's own ``reference``); without one the model is
     its own reference (Gold against itself: FQ 1, log FQ 0, JS 1). A ``TaskData`` source lets a
-    search's reference evaluations share one load of the data.
+    search's reference evaluations share one load of the data. A ``fold`` restricts the forget
+    tasks to its persons (data/folds.py): a search compares trials with Gold on the fold they
+    are evaluated on.
     """
     data = TaskData.of(source)
     configs = sorted({task.config_for(forget_split) for task in TASKS.values()})
@@ -73,12 +78,18 @@ def reference_evaluation(
             "gold": None if gold is None else gold.to_json(),
             "format": CACHE_FORMAT,
             "precision": precision,
+            # Absent without folds, so caches made before folds existed stay valid.
+            **(
+                {"fold": [fold.name, sorted(fold.persons), fold.seed, fold.report_fraction]}
+                if fold
+                else {}
+            ),
         }
     )
 
     def build(directory: Path) -> None:
         model, processor = load_checkpoint(model_dir, precision)
-        result = evaluate(model, Collator(processor), data, forget_split, config)
+        result = evaluate(model, Collator(processor), data, forget_split, config, fold=fold)
         own = GoldReference.of(result.tasks, FORGET_QUALITY_TASKS)
         values = {
             "metrics": aggregate(result.tasks, own if gold is None else gold),

@@ -18,6 +18,7 @@ ITEM_SCHEMA = pa.schema(
         ("truth_ratio", pa.float64()),
         ("clear_truth_ratio", pa.float64()),
         ("rouge", pa.float64()),
+        ("name", pa.string()),  # the row's person (forget tasks: which fold it fell in)
     ]
 )
 

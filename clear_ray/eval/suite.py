@@ -38,6 +38,7 @@ from torch import nn
 from clear_ray.config import ConfigError, DataConfig, EvalConfig
 from clear_ray.data.clear import config_available, load_clear
 from clear_ray.data.collate import Collator, Example
+from clear_ray.data.folds import Fold
 from clear_ray.eval import metrics
 from clear_ray.eval.generation import generate_greedy
 from clear_ray.eval.names import OBJECTIVE_METRICS
@@ -142,6 +143,7 @@ class TaskResult:
     layout: Layout = CAPTIONS
     item_index: np.ndarray | None = None  # [n] row index in the task's CLEAR config
     proxy: bool = False
+    names: list[str | None] | None = None  # [n] the row's person, where its config names one
 
     def __post_init__(self) -> None:
         self.nll_true = np.asarray(self.nll_true, dtype=np.float64)
@@ -214,6 +216,7 @@ class TaskResult:
             "truth_ratio": [None] * n if ratios is None else ratios.tolist(),
             "clear_truth_ratio": [None] * n if clear_ratios is None else clear_ratios.tolist(),
             "rouge": [None] * n if self.rouge_recall is None else self.rouge_recall.tolist(),
+            "name": [None] * n if self.names is None else [name or None for name in self.names],
         }
 
 
@@ -234,11 +237,14 @@ def run_task(
     rows: datasets.Dataset,
     config: EvalConfig,
     shard: Shard = Shard(),
+    fold: Fold | None = None,
 ) -> TaskResult:
     """Score (and, in a full evaluation, generate for) the task's rows of its CLEAR config.
 
     With a sharded ``shard`` this rank works on its share only and every rank returns the
-    whole, unsharded result (a collective: all ranks must call it for the same task).
+    whole, unsharded result (a collective: all ranks must call it for the same task). A
+    ``fold`` restricts a forget task to that fold's persons (data/folds.py); other groups keep
+    every row.
     """
     shard.check_group()
     eligible = task.eligible_rows(rows)
@@ -246,7 +252,14 @@ def run_task(
         raise ConfigError(f"task {task.name}: its CLEAR config has no rows to evaluate")
     proxy = config.proxy_items > 0
     generate = config.generate and not proxy
-    chosen = evaluation_rows(eligible, config)
+
+    def in_fold(index: np.ndarray) -> list[bool]:
+        return fold.keep(row_names(rows, index), index.tolist())
+
+    split = fold is not None and task.group == "forget"
+    chosen = evaluation_rows(eligible, config, in_fold if split else None)
+    if len(chosen) == 0:
+        raise ConfigError(f"task {task.name}: the {fold.name} fold holds none of its rows")
     mine = list(rows.select(shard.take(chosen)))
     values = shard.gather(_score_rows(task, model, collator, mine, config, generate))
     nll_true, nll_paraphrased, nll_perturbed, rouge = zip(*values, strict=True)
@@ -258,7 +271,15 @@ def run_task(
         layout=task.layout,
         item_index=np.asarray(chosen),
         proxy=proxy,
+        names=row_names(rows, chosen),
     )
+
+
+def row_names(rows: datasets.Dataset, index: np.ndarray) -> list[str | None]:
+    """The person each row of ``index`` names ("" in TOFU's rows; None: no name column)."""
+    if "name" not in rows.column_names:
+        return [None] * len(index)
+    return rows.select_columns(["name"]).select(index.tolist())["name"]
 
 
 def _score_rows(
@@ -435,6 +456,7 @@ def evaluate(
     task_names: Sequence[str] | None = None,
     shard: Shard = Shard(),
     modality: str = DataConfig.modality,
+    fold: Fold | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on the tasks ``config.tasks`` names (or ``task_names`` if given).
 
@@ -444,7 +466,9 @@ def evaluate(
     (``data.modality``) picks the objective's task(s). A sharded
     ``shard`` splits the work over the process group's ranks, which must all call this with
     the same arguments; each gets the unsharded result. ``source`` is a hub id or directory,
-    or a ``TaskData`` that keeps its datasets loaded between calls.
+    or a ``TaskData`` that keeps its datasets loaded between calls. ``fold`` (a person fold,
+    data/folds.py) restricts the forget tasks to its persons; ``reference`` must then come from
+    the same fold.
     """
     data = TaskData.of(source)
     spec = config.tasks if task_names is None else ",".join(task_names)
@@ -456,7 +480,7 @@ def evaluate(
         for name in names:
             task = TASKS[name]
             dataset = data[task.config_for(forget_split)]
-            results[name] = run_task(task, model, collator, dataset, config, shard)
+            results[name] = run_task(task, model, collator, dataset, config, shard, fold)
     finally:
         model.train(was_training)
     return EvalResult(results, aggregate(results, reference, modality))

@@ -267,13 +267,20 @@ def resolve_task_names(
     return tuple(name for name in TASKS if name in names)
 
 
-def evaluation_rows(eligible: np.ndarray, config: EvalConfig) -> np.ndarray:
+def evaluation_rows(
+    eligible: np.ndarray,
+    config: EvalConfig,
+    in_fold: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
     """The rows of a task an evaluation scores: the first ``clear_rows`` eligible ones (all when
-    0; CLEAR's ``ds_size`` in ``config/mm/eval.yaml``), then, in a proxy evaluation, the seeded
-    ``proxy_items`` of those (:func:`proxy_subset`)."""
+    0; CLEAR's ``ds_size`` in ``config/mm/eval.yaml``), of those the ones ``in_fold`` (row
+    indices -> bool mask: a person fold, data/folds.py) keeps, then, in a proxy evaluation, the
+    seeded ``proxy_items`` of those (:func:`proxy_subset`)."""
     if config.clear_rows < 0:
         raise ConfigError(f"eval.clear_rows must be >= 0 (0 = every row), got {config.clear_rows}")
     first = eligible[: config.clear_rows] if config.clear_rows else eligible
+    if in_fold is not None:
+        first = first[np.asarray(in_fold(first), dtype=bool)]
     return first[proxy_subset(len(first), config.proxy_items, config.proxy_seed)]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -169,6 +170,12 @@ def run_checks(
 
 def merged_metrics(outcomes: dict[str, CheckOutcome]) -> dict[str, float]:
     return {key: value for o in outcomes.values() for key, value in o.result.metrics.items()}
+
+
+def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per metric, the mean over the rows that have it (a check may skip a model)."""
+    keys = dict.fromkeys(key for row in rows for key in row)
+    return {key: statistics.fmean(row[key] for row in rows if key in row) for key in keys}
 
 
 def write_robustness(method_dir: Path, outcomes: dict[str, dict[str, CheckOutcome]]) -> list[Path]:

@@ -182,20 +182,32 @@ ROBUSTNESS_COLUMNS = (
 
 @dataclass(frozen=True)
 class LeaderboardRow:
-    """One line of the Table-1-style comparison, from a *full* evaluation."""
+    """One line of the Table-1-style comparison, from a *full* evaluation (on the report fold).
+
+    Over confirm seeds, ``metrics`` holds the means and ``sd`` the standard deviations, shown
+    as ``mean ± sd``; ``feasible`` is then the fraction of seeds that were feasible.
+    """
 
     model: str
     metrics: dict[str, float]
-    feasible: str  # yes | no | "" (references)
+    feasible: str  # yes | no | "" (references) | "2/3" (confirm seeds)
     trial: str = ""
+    sd: dict[str, float | None] = field(default_factory=dict)
 
     def cells(self, extra: tuple[tuple[str, str], ...] = ()) -> list[str]:
-        numbers = [f"{self.metrics.get(key, math.nan):.4g}" for _, key in (*LEADERBOARD, *extra)]
+        numbers = [self.cell(key) for _, key in (*LEADERBOARD, *extra)]
         return [self.model, *numbers, self.feasible, self.trial]
 
+    def cell(self, key: str) -> str:
+        mean = f"{self.metrics.get(key, math.nan):.4g}"
+        spread = self.sd.get(key)
+        return mean if spread is None else f"{mean} ± {spread:.2g}"
 
-def leaderboard(rows: list[LeaderboardRow]) -> str:
-    """The table; of the robustness columns, those some row has a value of (before feasible)."""
+
+def leaderboard(rows: list[LeaderboardRow], heading: str = "") -> str:
+    """The markdown table, under ``heading`` (which folds and seeds the numbers are on); of the
+    robustness columns, those some row has a value of (before feasible)."""
     extra = tuple(c for c in ROBUSTNESS_COLUMNS if any(c[1] in row.metrics for row in rows))
     header = [LEADERBOARD_COLUMNS[0], *(c for c, _ in (*LEADERBOARD, *extra)), "feasible", "trial"]
-    return markdown(header, [row.cells(extra) for row in rows])
+    table = markdown(header, [row.cells(extra) for row in rows])
+    return f"{heading}\n\n{table}" if heading else table

@@ -33,6 +33,8 @@ class MethodRun:
     parent_id: str
     status: str = "running"  # running | done
     outcome: dict = field(default_factory=dict)  # what the leaderboard shows once done
+    # The default configuration's leaderboard row (confirm seeds; empty when off).
+    default_outcome: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -109,9 +109,7 @@ def unlearn(
             _report_divergence(report, f"epoch {epoch + 1}: {error}", rank)
             return
         metrics = _epoch_means(logs)
-        metrics.update(
-            _evaluate(engine.module, collator, task_data, cfg, inputs.gold, rank, world_size)
-        )
+        metrics.update(_evaluate(engine.module, collator, task_data, cfg, inputs, rank, world_size))
         metrics["epoch"] = float(epoch + 1)
         metrics.update(best.epoch_values(metrics))
         best.update(epoch + 1, metrics)
@@ -195,12 +193,22 @@ def _epoch_means(logs: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([log[key] for log in logs if key in log])) for key in keys}
 
 
-def _evaluate(model, collator, task_data, cfg, gold, rank, world_size) -> dict[str, float]:
-    """Every rank scores its shard of the items; all get the same metrics (reports must agree)."""
+def _evaluate(model, collator, task_data, cfg, inputs, rank, world_size) -> dict[str, float]:
+    """Every rank scores its shard of the items; all get the same metrics (reports must agree).
+    Forget tasks score the selection fold's persons only (``inputs.fold``), against Gold's
+    values on the same fold."""
     shard = Shard(rank, world_size)
     split, modality = cfg.data.forget_split, cfg.data.modality
     return evaluate(
-        model, collator, task_data, split, cfg.eval, gold, shard=shard, modality=modality
+        model,
+        collator,
+        task_data,
+        split,
+        cfg.eval,
+        inputs.gold,
+        shard=shard,
+        modality=modality,
+        fold=inputs.fold,
     ).metrics
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clear_ray.config import Config
+from clear_ray.data.folds import Fold
 from clear_ray.eval.reference import GoldReference
 from clear_ray.staging import DriverDir, on_this_node
 from clear_ray.train.selection import Thresholds
@@ -32,8 +33,11 @@ class TrialInputs:
 
     source: str | DriverDir
     original_dir: str | DriverDir
-    gold: GoldReference  # Gold's per-item NLLs on the forget-quality tasks
+    gold: GoldReference  # Gold's per-item NLLs on the forget-quality tasks, on ``fold``
     thresholds: Thresholds
+    # The selection fold: every per-epoch evaluation (hence ASHA, best epoch, Optuna) scores
+    # its forget persons only; None without folds (data/folds.py).
+    fold: Fold | None = None
 
     def on_this_node(self) -> TrialInputs:
         return replace(

@@ -1,0 +1,86 @@
+"""Confirm runs' record (confirm.json) and the winner's diagnostics, on hand-made values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from clear_ray.search.confirm import (
+    Configuration,
+    ConfirmRun,
+    confirm_seeds,
+    default_params,
+    write_confirm,
+)
+from clear_ray.search.diagnostics import edge_dimensions, optimism, top_k_mean
+from clear_ray.search.results import LeaderboardRow
+
+
+def test_confirm_seeds_are_fresh_training_seeds() -> None:
+    assert confirm_seeds(0, 3) == [1, 2, 3]
+    assert confirm_seeds(7, 2) == [8, 9]
+    assert confirm_seeds(0, 0) == []
+
+
+def test_the_default_configuration_is_the_config_default_of_each_searched_path() -> None:
+    config = {"train.lr": 1e-3, "method.beta": 0.1, "train.epochs": 3}
+    space = {"method.beta": None, "train.lr": None}
+    assert default_params(config, space) == {"method.beta": 0.1, "train.lr": 1e-3}
+
+
+def run(seed: int, forget: float, feasible: bool) -> ConfirmRun:
+    return ConfirmRun(seed, f"r{seed}", f"a{seed}", {"clear/forget_metric": forget}, feasible)
+
+
+def test_confirm_json_holds_the_contracts_keys_with_mean_and_sample_sd(tmp_path: Path) -> None:
+    tuned = Configuration({"train.lr": 0.001}, 2, "t1", [run(1, 0.2, True), run(2, 0.4, False)])
+    default = Configuration({"train.lr": 0.01}, 3, None, [run(1, 0.5, True)])
+    path = tmp_path / "dpo" / "confirm.json"
+    write_confirm(path, "dpo", [1, 2], {"tuned": tuned, "default": default})
+    record = json.loads(path.read_text())
+    assert set(record) == {"method", "fold", "seeds", "configurations"}
+    assert (record["method"], record["fold"], record["seeds"]) == ("dpo", "report", [1, 2])
+    first = record["configurations"]["tuned"]
+    assert set(first) == {
+        "params", "epochs", "trial", "runs", "mean", "sd", "feasible_fraction"
+    }  # fmt: skip
+    assert set(first["runs"][0]) == {"seed", "run_id", "adapter", "metrics", "feasible"}
+    assert first["mean"]["clear/forget_metric"] == pytest.approx(0.3)
+    assert first["sd"]["clear/forget_metric"] == pytest.approx(math.sqrt(0.02))  # n - 1
+    assert first["feasible_fraction"] == 0.5
+    assert record["configurations"]["default"]["trial"] is None
+    assert record["configurations"]["default"]["sd"]["clear/forget_metric"] is None  # one run
+
+
+def test_a_confirm_row_shows_mean_plus_minus_sd() -> None:
+    row = LeaderboardRow("dpo (tuned)", {"clear/forget_metric": 0.3}, "1/2", "t1",
+                         {"clear/forget_metric": 0.1414})  # fmt: skip
+    assert "0.3 ± 0.14" in row.cells()
+
+
+def test_top_k_mean_averages_the_k_best_finite_values() -> None:
+    assert top_k_mean([-5.0, -1.0, -3.0, -2.0, math.nan], 3) == pytest.approx(-2.0)
+    assert top_k_mean([-4.0], 3) == -4.0
+    assert math.isnan(top_k_mean([], 3))
+
+
+def test_optimism_is_selection_minus_report() -> None:
+    assert optimism(-1.0, -3.5) == 2.5
+
+
+def test_bests_in_the_outer_tenth_of_a_range_are_flagged_on_its_own_scale() -> None:
+    space = {
+        "train.lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "method.beta": FloatDistribution(0.0, 1.0),
+        "train.epochs": IntDistribution(1, 11),
+        "regularizer.l1": CategoricalDistribution([0.0, 0.01]),
+    }
+    # 1.5e-4 is at 8.8 % of the log range (flagged) though at 0.5 % of the linear one either
+    # way; 9e-4 is at 48 % of the log range and 8 % of the linear one: not flagged on log.
+    params = {"train.lr": 1.5e-4, "method.beta": 0.95, "train.epochs": 6, "regularizer.l1": 0.0}
+    assert edge_dimensions(params, space) == {"train.lr": "low", "method.beta": "high"}
+    assert edge_dimensions({**params, "train.lr": 9e-4}, space) == {"method.beta": "high"}

@@ -1,0 +1,79 @@
+"""Folds and confirm runs end to end: folds.json, report-fold final evaluation, confirm.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+
+@pytest.fixture(scope="module")
+def search(session_output: Path, synthetic_source: str) -> tuple[subprocess.CompletedProcess, Path]:
+    command = [
+        sys.executable, "-m", "clear_ray.tune", "--output-dir", str(session_output),
+        "--method", "ga", "--num-samples", "1", "--epochs", "1", "--confirm-seeds", "1",
+        "--scheduler", "none", "--experiment", "confirm", "--set", "eval.generate=false",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (root,) = [p for p in (session_output / "searches").iterdir() if (p / "ga").is_dir()
+               and json.loads((p / "state.json").read_text())["config"]["search.confirm_seeds"]
+               == 1]  # fmt: skip
+    return done, root
+
+
+def test_the_console_says_which_fold_it_selects_and_reports_on(search) -> None:
+    done, _ = search
+    assert "selects on the selection fold" in done.stderr
+    assert "reports on the report fold" in done.stderr
+    assert "Full evaluations on the report fold" in done.stdout
+    assert "| ga (tuned, 1 seeds) |" in done.stdout and "| ga (default, 1 seeds) |" in done.stdout
+    assert "optimism" in done.stdout
+
+
+def test_the_final_evaluation_scores_the_report_fold_only(search) -> None:
+    _, root = search
+    folds = json.loads((root / "folds.json").read_text())
+    assert set(folds) == {"selection", "report", "seed", "report_fraction", "forget_split"}
+    assert not set(folds["selection"]) & set(folds["report"])
+    table = pq.read_table(root / "ga" / "final_evaluation" / "forget_captions.parquet")
+    assert set(table.column("name").to_pylist()) == set(folds["report"])
+
+
+def test_confirm_json_and_child_runs_tagged_confirm(search, session_output: Path) -> None:
+    _, root = search
+    record = json.loads((root / "ga" / "confirm.json").read_text())
+    assert record["method"] == "ga" and record["fold"] == "report" and record["seeds"] == [1]
+    client = MlflowClient(f"sqlite:///{session_output / 'mlflow.db'}")
+    for label in ("tuned", "default"):
+        configuration = record["configurations"][label]
+        (confirm_run,) = configuration["runs"]
+        assert "clear/forget_metric" in confirm_run["metrics"]
+        assert Path(confirm_run["adapter"], "adapter_model.safetensors").is_file()
+        child = client.get_run(confirm_run["run_id"])
+        assert child.data.tags["confirm"] == "true"
+        assert child.data.tags["configuration"] == label
+        assert child.data.params["train.seed"] == "1"
+        assert "final/clear/forget_metric" in child.data.metrics
+    assert record["configurations"]["default"]["trial"] is None
+    assert record["configurations"]["tuned"]["epochs"] == 1
+
+
+def test_the_parent_run_has_folds_and_diagnostics(search, session_output: Path) -> None:
+    _, root = search
+    client = MlflowClient(f"sqlite:///{session_output / 'mlflow.db'}")
+    state = json.loads((root / "state.json").read_text())
+    parent = client.get_run(state["runs"]["ga"]["parent_id"])
+    assert parent.data.tags["folds"].startswith("selection 1 / report 1")
+    assert {"diagnostics/optimism", "diagnostics/top3_mean_objective"} <= set(parent.data.metrics)
+    assert "diagnostics.edge_params" in parent.data.tags
+    assert {"folds.json", "confirm.json"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
