@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clear_ray.cache import cache_key, cached_dir
+from clear_ray.cache import cache_key
 from clear_ray.cli import (
     HelpFormatter,
     add_config_flags,
@@ -57,43 +57,76 @@ def tokenizer_corpus(source: str) -> Iterator[str]:
 
 
 def finetune(
-    preset: ModelPreset, source: str, train_config: str, recipe: FinetuneConfig, out: Path
-) -> None:
-    """Build the base model, train it on ``train_config`` and save model + processor to ``out``.
+    preset: ModelPreset,
+    source: str,
+    train_config: str,
+    recipe: FinetuneConfig,
+    zero_stage: int,
+    rank: int = 0,
+    world_size: int = 1,
+    start: str | None = None,
+):
+    """The base model (or the checkpoint ``start``) trained on ``train_config``, on this rank.
 
-    Pretrained presets train a LoRA (r8/α32, CLEAR's) and merge it; with bf16 on GPU their
-    frozen base weights are loaded in bf16 (as CLEAR's ``torch_dtype=torch.bfloat16``), while
-    weights that are trained themselves stay fp32 under autocast (AdamW needs fp32 masters).
+    Runs in every worker of a Ray Train job (``references.finetune_job``), with the trials'
+    DeepSpeed engine. Pretrained presets train a LoRA (r8/α32, CLEAR's) and merge it; with bf16
+    on GPU their frozen base weights are loaded in bf16 (as CLEAR's ``torch_dtype=torch.bfloat16``),
+    while weights that are trained themselves stay fp32 under autocast (AdamW needs fp32
+    masters). ``start``: a checkpoint of the preset's architecture to finetune instead of the
+    preset's base (e.g. a pretrained tiny model). Returns (model on CPU, processor).
     """
     import torch
 
     from clear_ray.data.clear import load_clear
     from clear_ray.data.collate import Collator, row_example
-    from clear_ray.models.loading import save_checkpoint
+    from clear_ray.models.loading import load_checkpoint
     from clear_ray.models.lora import attach_lora, finetune_targets
-    from clear_ray.train.supervised import train_supervised
+    from clear_ray.train.deepspeed import engine_config, import_deepspeed
+    from clear_ray.train.schedule import lr_scheduler
+    from clear_ray.train.supervised import train_supervised, updates_per_epoch
 
     on_gpu = torch.cuda.is_available()
     bf16_base = recipe.precision == "bf16" and on_gpu and not preset.finetune_full
-    model, processor = preset.build_base(
-        tokenizer_corpus(source), recipe.seed, "bf16" if bf16_base else "fp32"
-    )
+    precision = "bf16" if bf16_base else "fp32"
+    if start:
+        model, processor = load_checkpoint(start, precision)
+    else:
+        model, processor = preset.build_base(tokenizer_corpus(source), recipe.seed, precision)
     if on_gpu:
-        model = model.cuda()
+        model = model.to(torch.device("cuda", torch.cuda.current_device()))
     if not preset.finetune_full:
         targets = finetune_targets(model, recipe.lora_targets, preset.lora_target_modules)
         # CLEAR's finetune LoRA (config/mm/finetune.yaml: r8/α32, no dropout), not cfg.lora,
         # which is the unlearning adapter's and may be searched.
         model = attach_lora(model, LoraConfig(), targets)
     examples = [row_example(row) for row in load_clear(source, train_config)]
-    train_supervised(model, Collator(processor), examples, recipe, f"finetune {train_config}")
+    per_epoch = updates_per_epoch(len(examples), recipe, world_size)
+    engine, *_ = import_deepspeed().initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        # ZeRO-3 would leave each rank a shard of the weights to merge and save: at most 2.
+        config=engine_config(
+            recipe.batch_size,
+            recipe.grad_accum,
+            recipe.lr,
+            recipe.weight_decay,
+            min(zero_stage, 2),
+            bf16=False,  # bf16 is autocast over fp32 trained weights, as CLEAR's HF Trainer
+        ),
+        lr_scheduler=lr_scheduler(
+            per_epoch * recipe.epochs, int(recipe.warmup_epochs * per_epoch), recipe.decay
+        ),
+    )
+    description = f"finetune {train_config}"
+    train_supervised(engine, Collator(processor), examples, recipe, description, rank, world_size)
+    model = engine.module
     if not preset.finetune_full:
         model = model.merge_and_unload()
-    save_checkpoint(model.cpu(), processor, out)
+    return model.cpu(), processor
 
 
-def model_name(cfg: Config, source: str, role: str) -> str:
-    """The cache name of ``role``'s model: a key of (preset, data, recipe, split)."""
+def model_name(cfg: Config, source: str, role: str, start_id: str = "") -> str:
+    """The cache name of ``role``'s model: a key of (preset, data, recipe, split[, start])."""
     from clear_ray.data.clear import data_fingerprint
 
     preset = get_preset(cfg.model.preset)
@@ -101,32 +134,36 @@ def model_name(cfg: Config, source: str, role: str) -> str:
         source, (*CORPUS_CONFIGS, *(training_config_for(r, cfg.data.forget_split) for r in ROLES))
     )
     train_config = training_config_for(role, cfg.data.forget_split)
-    key = cache_key(
-        {
-            "preset": preset.name,
-            "data": fingerprint,
-            "train_config": train_config,
-            "recipe": {k: v for k, v in cfg.to_flat().items() if k.startswith("finetune.")},
-        }
-    )
-    return f"{preset.name}-{role}-{key}"
-
-
-def reference_model(cfg: Config, source: str, models: Path, role: str) -> Path:
-    """``role``'s model in the ``models`` cache folder, trained only if not there."""
-    target = models / model_name(cfg, source, role)
-    if target.is_dir():
-        print(f"[clear_ray] {role}: cached at {target}", file=sys.stderr)
-    train_config = training_config_for(role, cfg.data.forget_split)
-    preset = get_preset(cfg.model.preset)
-    return cached_dir(target, lambda out: finetune(preset, source, train_config, cfg.finetune, out))
+    inputs = {
+        "preset": preset.name,
+        "data": fingerprint,
+        "train_config": train_config,
+        "recipe": {k: v for k, v in cfg.to_flat().items() if k.startswith("finetune.")},
+    }
+    if start_id:
+        inputs["start"] = start_id
+    return f"{preset.name}-{role}-{cache_key(inputs)}"
 
 
 def reference_models(cfg: Config, source: str, cache_root: Path) -> ReferenceModels:
-    """Original and Gold for this (preset, data, recipe, split), trained only if not cached."""
-    return ReferenceModels(
-        **{role: reference_model(cfg, source, cache_root / "models", role) for role in ROLES}
-    )
+    """Original and Gold for this (preset, data, recipe, split), trained only if not cached.
+
+    Each missing one is made by a Ray Train job (``references.finetune_job``), in the Ray of
+    this process or in a local one started for it.
+    """
+    from clear_ray.references import finetune_job, local_ray
+
+    models = cache_root / "models"
+    paths = {role: models / model_name(cfg, source, role) for role in ROLES}
+    missing = [role for role, path in paths.items() if not path.is_dir()]
+    for role in ROLES:
+        if role not in missing:
+            print(f"[clear_ray] {role}: cached at {paths[role]}", file=sys.stderr)
+    if missing:
+        with local_ray():
+            for role in missing:
+                finetune_job(cfg, role, source, paths[role].name, str(models))
+    return ReferenceModels(**paths)
 
 
 # flag -> dotted config path; defaults and types come from Config (and the preset's recipe).
