@@ -240,6 +240,7 @@ def finetune_job(
     DeepSpeed engine and failure handling. Its rank 0 finds the model in its node's cache or
     the store, else all ranks finetune it (from ``start`` when given) and rank 0 saves and
     publishes it; it reports where the model is (and where it ran) in a small checkpoint.
+    ``name`` must key ``start`` too (``finetune.model_name(..., start_id=...)``).
     """
     from clear_ray.search.trainable import data_parallel_trainer, fit
     from clear_ray.train.worker import ray_finetune_loop
