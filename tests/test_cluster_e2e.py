@@ -25,6 +25,7 @@ WORKER_CPUS = 2
 TINY = (  # one short trial, a short finetune, a proxy evaluation per epoch, no generation
     "--method", "gd", "--num-samples", "1", "--scheduler", "none",
     "--set", "finetune.epochs=2", "--set", "eval.generate=false", "--set", "eval.proxy_items=4",
+    "--set", "search.worker_start_timeout_s=120",  # a retry that cannot start fails sooner
 )  # fmt: skip
 REFERENCE_TASKS = {
     "original_model", "gold_model", "original_evaluation", "gold_evaluation",

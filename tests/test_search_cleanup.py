@@ -104,3 +104,11 @@ def test_a_trial_drivers_own_error_is_final_and_raised_again_by_a_retry(tmp_path
     with pytest.raises(FloatingPointError, match="epoch 2: gd loss became nan"):
         FinalError(str(tmp_path / "train"), "train-t1").raise_if_recorded()
     FinalError(str(tmp_path / "train"), "train-t2").raise_if_recorded()  # per trial
+
+
+def test_a_retried_trials_old_group_is_queued_for_removal() -> None:
+    """Tune retries a trial whose node was lost; the lost run's group, rescheduled by GCS onto
+    a live node, must not keep the retry's workers from starting."""
+    reaper = TrainGroupReaper()
+    reaper.on_trial_recover(0, [], FakeTrial("controller-1", "group-1"))
+    assert reaper.pending == {"controller-1": "group-1"}
