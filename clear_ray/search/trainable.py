@@ -175,6 +175,16 @@ def fit(trainer, search: SearchConfig):
         raise RuntimeError(reason) from None
 
 
+# Errors of a node lost under the trial (its Train controller dies with its owner, this
+# driver, whose node is gone): not final, Tune's retry goes on from the last checkpoint.
+LOST = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.ObjectLostError,
+)
+
+
 class FinalError:
     """How a trial's Train run ended in error, kept beside the run (``<name>.error``).
 
@@ -227,6 +237,8 @@ def make_trainable(
         outcome.raise_if_recorded()
         try:
             train_trial(params, name)
+        except LOST as error:  # its controller died with this driver's node: Tune retries
+            raise error
         except Exception as error:
             outcome.record(error)
             raise
