@@ -293,7 +293,9 @@ class SearchConfig:
     grace_period: int = 1  # ASHA: epochs every trial runs before it can be stopped
     reduction_factor: float = 2.0  # ASHA: 1/reduction_factor of trials go on at each rung
     sampler: str = "tpe"  # tpe | grid (every combination of categorical choices)
-    max_failures: int = 2  # worker crashes retried per trial, from the last epoch checkpoint
+    # Worker crashes (Train) and lost trial drivers (Tune) retried per trial, each from the
+    # last epoch checkpoint.
+    max_failures: int = 2
     # Where Ray Tune results and Ray Train checkpoints go: "" = the search folder (one node);
     # on a cluster, storage every node reaches (s3://bucket/prefix, gs://..., a shared mount).
     storage_path: str = ""

@@ -68,9 +68,13 @@ class LogProgress:
         return None
 
 
-def step_progress(total: int, description: str, stream: TextIO | None = None) -> Any:
+def step_progress(
+    total: int, description: str, stream: TextIO | None = None, disable: bool = False
+) -> Any:
     """A context manager with ``update`` and ``set_postfix``: tqdm on a terminal, else
-    ``LogProgress``."""
+    ``LogProgress``; nothing when ``disable`` (the ranks but the first of a Train job)."""
+    if disable:
+        return tqdm(total=total, disable=True)
     stream = stream or sys.stderr
     if stream.isatty():
         return tqdm(total=total, desc=description, unit="step", file=stream)

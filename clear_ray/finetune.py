@@ -1,19 +1,22 @@
 """python -m clear_ray.finetune: make Original (on full+tofu) and Gold (on retainNN+tofu).
 
 CLEAR protocol step 1: both come from the same base model and recipe; only the training data
-differs, so Gold is what a perfectly unlearned Original would look like. Results are cached
-under a key of (preset, data fingerprint, recipe, split): a second search reuses them.
+differs, so Gold is what a perfectly unlearned Original would look like. A random-init preset
+first pretrains its base (clear_ray/pretrain.py), the same job on a knowledge corpus. Results are
+cached under a key of (preset, data fingerprint, recipe, split, base): a second search reuses
+them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clear_ray.cache import cache_key, cached_dir
+from clear_ray.cache import cache_key
 from clear_ray.cli import (
     HelpFormatter,
     add_config_flags,
@@ -24,7 +27,11 @@ from clear_ray.cli import (
 from clear_ray.config import Config, ConfigError, FinetuneConfig, LoraConfig, resolve_config
 from clear_ray.models.presets import ModelPreset, get_preset
 
+if TYPE_CHECKING:
+    from clear_ray.data.collate import Example
+
 ROLES = ("original", "gold")
+BASE = "base"  # the pretrained base both start from, for presets that pretrain (pretrain.py)
 CORPUS_CONFIGS = ("full+tofu", "forget10_perturbed", "retain_perturbed", "real_faces", "real_world")
 
 
@@ -56,103 +63,130 @@ def tokenizer_corpus(source: str) -> Iterator[str]:
                     yield from value
 
 
+@dataclass(frozen=True)
+class TrainingSet:
+    """What one finetune job trains on: examples, recipe, and the tokenizer corpus (used only
+    when the preset's base is built, i.e. without a starting checkpoint)."""
+
+    examples: list[Example]
+    recipe: FinetuneConfig
+    corpus: Iterable[str]
+    description: str
+
+
+def training_set(cfg: Config, source: str, role: str) -> TrainingSet:
+    """``role``'s training set: Original's or Gold's split with the finetune recipe, or the
+    pretrained base's knowledge corpus with pretraining's (clear_ray/pretrain.py)."""
+    if role == BASE:
+        from clear_ray import pretrain
+
+        examples, corpus = pretrain.knowledge_corpus(cfg, source)
+        return TrainingSet(examples, pretrain.recipe(cfg), corpus, "pretrain")
+    from clear_ray.data.clear import load_clear
+    from clear_ray.data.collate import row_example
+
+    train_config = training_config_for(role, cfg.data.forget_split)
+    examples = [row_example(row) for row in load_clear(source, train_config)]
+    return TrainingSet(examples, cfg.finetune, tokenizer_corpus(source), f"finetune {train_config}")
+
+
 def finetune(
     preset: ModelPreset,
-    source: str,
-    train_config: str,
-    recipe: FinetuneConfig,
-    out: Path,
-    base: Path | None = None,
-) -> None:
-    """Train the base model on ``train_config`` and save model + processor to ``out``.
+    data: TrainingSet,
+    zero_stage: int,
+    rank: int = 0,
+    world_size: int = 1,
+    start: str | None = None,
+):
+    """The base model (or the checkpoint ``start``) trained on ``data``, on this rank.
 
-    ``base``: a pretrained base checkpoint (clear_ray/pretrain.py) to start from; None builds
-    the preset's base.
-
-    Pretrained presets train a LoRA (r8/α32, CLEAR's) and merge it; with bf16 on GPU their
-    frozen base weights are loaded in bf16 (as CLEAR's ``torch_dtype=torch.bfloat16``), while
-    weights that are trained themselves stay fp32 under autocast (AdamW needs fp32 masters).
+    Runs in every worker of a Ray Train job (``references.finetune_job``), with the trials'
+    DeepSpeed engine. Pretrained presets train a LoRA (r8/α32, CLEAR's) and merge it; with bf16
+    on GPU their frozen base weights are loaded in bf16 (as CLEAR's ``torch_dtype=torch.bfloat16``),
+    while weights that are trained themselves stay fp32 under autocast (AdamW needs fp32
+    masters). ``start``: a checkpoint of the preset's architecture to finetune instead of the
+    preset's base (e.g. a pretrained tiny model). Returns (model on CPU, processor).
     """
     import torch
 
-    from clear_ray.data.clear import load_clear
-    from clear_ray.data.collate import Collator, row_example
-    from clear_ray.models.loading import load_checkpoint, save_checkpoint
+    from clear_ray.data.collate import Collator
+    from clear_ray.models.loading import load_checkpoint
     from clear_ray.models.lora import attach_lora, finetune_targets
-    from clear_ray.train.supervised import train_supervised
+    from clear_ray.train.supervised import sft_engine, train_supervised
 
+    recipe = data.recipe
     on_gpu = torch.cuda.is_available()
     bf16_base = recipe.precision == "bf16" and on_gpu and not preset.finetune_full
-    if base is not None:
-        model, processor = load_checkpoint(base)
+    precision = "bf16" if bf16_base else "fp32"
+    if start:
+        model, processor = load_checkpoint(start, precision)
     else:
-        model, processor = preset.build_base(
-            tokenizer_corpus(source), recipe.seed, "bf16" if bf16_base else "fp32"
-        )
+        model, processor = preset.build_base(data.corpus, recipe.seed, precision)
     if on_gpu:
-        model = model.cuda()
+        model = model.to(torch.device("cuda", torch.cuda.current_device()))
     if not preset.finetune_full:
         targets = finetune_targets(model, recipe.lora_targets, preset.lora_target_modules)
         # CLEAR's finetune LoRA (config/mm/finetune.yaml: r8/α32, no dropout), not cfg.lora,
         # which is the unlearning adapter's and may be searched.
         model = attach_lora(model, LoraConfig(), targets)
-    examples = [row_example(row) for row in load_clear(source, train_config)]
-    train_supervised(model, Collator(processor), examples, recipe, f"finetune {train_config}")
+    # ZeRO-3 would leave each rank a shard of the weights to merge and save: at most 2.
+    engine = sft_engine(model, recipe, len(data.examples), world_size, min(zero_stage, 2))
+    collator = Collator(processor)
+    train_supervised(engine, collator, data.examples, recipe, data.description, rank, world_size)
+    model = engine.module
     if not preset.finetune_full:
         model = model.merge_and_unload()
-    save_checkpoint(model.cpu(), processor, out)
+    return model.cpu(), processor
 
 
 def model_name(cfg: Config, source: str, role: str) -> str:
-    """The cache name of ``role``'s model: a key of (preset, data, recipe, split, base)."""
+    """The cache name of ``role``'s model: a key of (preset, data, recipe, split[, base])."""
     from clear_ray import pretrain
     from clear_ray.data.clear import data_fingerprint
 
+    if role == BASE:
+        return pretrain.base_name(cfg, source)
     preset = get_preset(cfg.model.preset)
     fingerprint = data_fingerprint(
         source, (*CORPUS_CONFIGS, *(training_config_for(r, cfg.data.forget_split) for r in ROLES))
     )
-    train_config = training_config_for(role, cfg.data.forget_split)
-    key = cache_key(
-        {
-            "preset": preset.name,
-            "data": fingerprint,
-            "train_config": train_config,
-            "recipe": {k: v for k, v in cfg.to_flat().items() if k.startswith("finetune.")},
-            **({"base": pretrain.base_name(cfg, source)} if pretrain.applies(cfg) else {}),
-        }
-    )
-    return f"{preset.name}-{role}-{key}"
-
-
-def reference_model(
-    cfg: Config, source: str, models: Path, role: str, base: Path | None = None
-) -> Path:
-    """``role``'s model in the ``models`` cache folder, trained only if not there.
-
-    ``base``: the pretrained base if the caller has it (a Ray task made it); when pretraining
-    applies and it is None, the base is taken from (or made in) the same cache folder.
-    """
-    from clear_ray import pretrain
-
-    target = models / model_name(cfg, source, role)
-    if target.is_dir():
-        print(f"[clear_ray] {role}: cached at {target}", file=sys.stderr)
-        return target
-    if base is None and pretrain.applies(cfg):
-        base = pretrain.pretrained_base(cfg, source, models)
-    train_config = training_config_for(role, cfg.data.forget_split)
-    preset = get_preset(cfg.model.preset)
-    return cached_dir(
-        target, lambda out: finetune(preset, source, train_config, cfg.finetune, out, base)
-    )
+    inputs = {
+        "preset": preset.name,
+        "data": fingerprint,
+        "train_config": training_config_for(role, cfg.data.forget_split),
+        "recipe": {k: v for k, v in cfg.to_flat().items() if k.startswith("finetune.")},
+    }
+    if pretrain.applies(cfg):
+        inputs["base"] = pretrain.base_name(cfg, source)
+    return f"{preset.name}-{role}-{cache_key(inputs)}"
 
 
 def reference_models(cfg: Config, source: str, cache_root: Path) -> ReferenceModels:
-    """Original and Gold for this (preset, data, recipe, split), trained only if not cached."""
-    return ReferenceModels(
-        **{role: reference_model(cfg, source, cache_root / "models", role) for role in ROLES}
-    )
+    """Original and Gold for this (preset, data, recipe, split), trained only if not cached.
+
+    Each missing one is made by a Ray Train job (``references.finetune_job``), in the Ray of
+    this process or in a local one started for it.
+    """
+    from clear_ray import pretrain
+    from clear_ray.references import finetune_job, local_ray
+
+    models = cache_root / "models"
+    paths = {role: models / model_name(cfg, source, role) for role in ROLES}
+    missing = [role for role, path in paths.items() if not path.is_dir()]
+    for role in ROLES:
+        if role not in missing:
+            print(f"[clear_ray] {role}: cached at {paths[role]}", file=sys.stderr)
+    if missing:
+        with local_ray():
+            start = None
+            if pretrain.applies(cfg):
+                base = models / model_name(cfg, source, BASE)
+                if not base.is_dir():
+                    finetune_job(cfg, BASE, source, base.name, str(models))
+                start = str(base)
+            for role in missing:
+                finetune_job(cfg, role, source, paths[role].name, str(models), start)
+    return ReferenceModels(**paths)
 
 
 # flag -> dotted config path; defaults and types come from Config (and the preset's recipe).

@@ -6,18 +6,18 @@ unlearning method destroys. The tiny preset's base is random, so without this st
 column is chance for Original, Gold and every trial, and no collapse can show in it. Here the
 base first learns the real_faces and real_world sets and captions of scenes without persons
 (``clear_ray.data.synthetic.scene_captions``); Original and Gold are then finetuned from this
-checkpoint (``finetune.finetune``'s ``base``). It is cached by content like them.
+checkpoint (``finetune.finetune``'s ``start``), by the same Ray Train job (role ``base``). It is
+cached by content like them.
 """
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from itertools import chain
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clear_ray.cache import cache_key, cached_dir
+from clear_ray.cache import cache_key
 from clear_ray.config import Config, FinetuneConfig
 from clear_ray.models.presets import get_preset
 
@@ -71,29 +71,13 @@ def base_name(cfg: Config, source: str) -> str:
     return f"{cfg.model.preset}-base-{key}"
 
 
-def pretrain(cfg: Config, source: str, out: Path) -> None:
-    """Build the preset's base (tokenizer included), train it on the corpus, save it to ``out``."""
-    import torch
-
-    from clear_ray.data.collate import Collator, caption_example
+def knowledge_corpus(cfg: Config, source: str) -> tuple[list[Example], Iterator[str]]:
+    """The examples the base learns (real sets, scene captions) and its tokenizer's corpus
+    (everything a model may meet, scene captions included)."""
+    from clear_ray.data.collate import caption_example
     from clear_ray.data.synthetic import scene_captions
     from clear_ray.finetune import tokenizer_corpus
-    from clear_ray.models.loading import save_checkpoint
-    from clear_ray.train.supervised import train_supervised
 
     scenes = scene_captions(cfg.pretrain.scene_images, cfg.finetune.seed)
     corpus = chain(tokenizer_corpus(source), (caption for _, caption in scenes))
-    model, processor = get_preset(cfg.model.preset).build_base(corpus, cfg.finetune.seed)
-    if torch.cuda.is_available():
-        model = model.cuda()
-    examples = knowledge_examples(source) + [caption_example(i, c) for i, c in scenes]
-    train_supervised(model, Collator(processor), examples, recipe(cfg), "pretrain")
-    save_checkpoint(model.cpu(), processor, out)
-
-
-def pretrained_base(cfg: Config, source: str, models: Path) -> Path:
-    """The pretrained base in the ``models`` cache folder, trained only if not there."""
-    target = models / base_name(cfg, source)
-    if target.is_dir():
-        print(f"[clear_ray] pretrained base: cached at {target}", file=sys.stderr)
-    return cached_dir(target, lambda out: pretrain(cfg, source, out))
+    return knowledge_examples(source) + [caption_example(i, c) for i, c in scenes], corpus

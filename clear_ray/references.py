@@ -1,9 +1,11 @@
 """Original and Gold with their evaluations: built where the GPUs are, cached by content.
 
-The driver (a CPU head on the documented cluster) only orchestrates. Each finetune and each
-reference evaluation is a Ray task with one trial worker's resources (as the final evaluation,
-eval/final.py), so it lands on a GPU worker; on the local CPU default the same tasks get CPUs.
-A task keeps what it made in its node's cache (``<output_dir>/cache``) and, with
+The driver (a CPU head on the documented cluster) only orchestrates. Each finetune is a Ray
+Train job shaped like a trial (its workers, resources and DeepSpeed engine: LoRA for pretrained
+presets, every weight for tiny ones), and each reference evaluation a Ray task with one trial
+worker's resources (as the final evaluation, eval/final.py), so they land on GPU workers; on the
+local CPU default the same jobs and tasks get CPUs.
+A job or task keeps what it made in its node's cache (``<output_dir>/cache``) and, with
 ``--storage-path``, publishes it under ``<storage>/references``, where the next search finds
 it whichever node made it. The driver gets back small things only: the evaluations' metrics,
 Gold's per-item reference and their files (for MLflow); models stay where they were made and
@@ -21,7 +23,10 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +45,7 @@ ROLES = ("original", "gold")  # as finetune.ROLES, without importing the finetun
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 COMPLETE = ".complete"  # marker written after a published folder's files, in the store
+MADE_FILE = "reference.json"  # in a finetune job's checkpoint: where its model is
 
 
 # ---- bring your own ------------------------------------------------------------------------
@@ -186,6 +192,23 @@ def trial_task(function: Callable, search: SearchConfig):
     )
 
 
+@contextmanager
+def local_ray() -> Iterator[None]:
+    """The Ray this process is connected to, else a local one for the duration."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    from clear_ray.search.trainable import ray_env_vars
+
+    ray.init(log_to_driver=False, runtime_env={"env_vars": ray_env_vars()})
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def where() -> dict[str, Any]:
     """Where a task ran: for the driver's log, and for tests that it was not the driver."""
     import ray
@@ -198,37 +221,89 @@ def where() -> dict[str, Any]:
     }
 
 
-def pretrain_task(cfg: Config, source: str | DriverDir) -> tuple[DriverDir, str, dict[str, Any]]:
-    """The pretrained base (clear_ray/pretrain.py) in this node's cache, from the store or made
-    here: the starting checkpoint of both finetunes, made once before they start."""
-    from clear_ray.pretrain import base_name, pretrained_base
+def train_storage(cfg: Config) -> str:
+    """Where finetune jobs keep Train's run records: the storage path when given."""
+    if cfg.search.storage_path:
+        return f"{cfg.search.storage_path.rstrip('/')}/references/ray_train"
+    return str(Path(cfg.output_dir).resolve() / "cache" / "ray_train")
 
-    data = on_this_node(source)
-    models = Path(cfg.output_dir) / "cache" / "models"
-    name = base_name(cfg, data)
+
+def finetune_job(
+    cfg: Config,
+    role: str,
+    source: str | DriverDir,
+    name: str,
+    models: str,
+    start: str | DriverDir | None = None,
+) -> tuple[DriverDir, dict[str, Any]]:
+    """``role``'s model, cached as ``<models>/<name>`` on a worker's node: a Ray Train job.
+
+    The trials' Train run (``search/trainable.py``): their workers, resources, process group,
+    DeepSpeed engine and failure handling. Its rank 0 finds the model in its node's cache or
+    the store, else all ranks finetune it (from ``start`` when given) and rank 0 saves and
+    publishes it; it reports where the model is (and where it ran) in a small checkpoint.
+    ``name`` must key ``start`` too (``finetune.model_name(..., start_id=...)``).
+    """
+    from clear_ray.search.trainable import data_parallel_trainer, fit
+    from clear_ray.train.worker import ray_finetune_loop
+
+    loop_config = {
+        "config": cfg.to_flat(),
+        "role": role,
+        "source": source,
+        "name": name,
+        "models": models,
+        "start": start,
+    }
+    run = f"finetune-{name}-{uuid.uuid4().hex[:8]}"  # a fresh run: the cache decides reuse
+    trainer = data_parallel_trainer(
+        ray_finetune_loop, loop_config, cfg.search, run, train_storage(cfg)
+    )
+    result = fit(trainer, cfg.search)
+    with result.checkpoint.as_directory() as directory:
+        made = json.loads((Path(directory) / MADE_FILE).read_text())
+    files = tuple((path, size) for path, size in made["files"])
+    return DriverDir(made["path"], made["node_id"], files), made["where"]
+
+
+def model_on_rank(
+    cfg: Config,
+    role: str,
+    source: str,
+    target: Path,
+    start: str | None,
+    rank: int,
+    world_size: int,
+) -> dict[str, Any] | None:
+    """One finetune job worker's part; rank 0 returns where the model is and where it ran."""
+    import torch.distributed as dist
+
+    from clear_ray.finetune import finetune, training_set
+    from clear_ray.models.loading import save_checkpoint
+
     store = Store(cfg.search.storage_path)
-    store.pull("models", models, [name])
-    path = pretrained_base(cfg, data, models)
-    store.push("models", models, [name])
-    return DriverDir.of(path), name, where()
-
-
-def finetune_task(
-    cfg: Config, role: str, source: str | DriverDir, base: DriverDir | None = None
-) -> tuple[DriverDir, str, dict[str, Any]]:
-    """``role``'s model in this node's cache (from the store, else finetuned here from
-    ``base``, the pretrained base, when the preset pretrains)."""
-    from clear_ray.finetune import model_name, reference_model
-
-    data = on_this_node(source)
-    models = Path(cfg.output_dir) / "cache" / "models"
-    name = model_name(cfg, data, role)
-    store = Store(cfg.search.storage_path)
-    store.pull("models", models, [name])
-    start = Path(on_this_node(base)) if base is not None else None
-    path = reference_model(cfg, data, models, role, start)
-    store.push("models", models, [name])
-    return DriverDir.of(path), name, where()
+    if rank == 0:
+        store.pull("models", target.parent, [target.name])
+    found = [target.is_dir()]
+    dist.broadcast_object_list(found, src=0)  # every rank trains, or none
+    if found[0] and rank == 0:
+        print(f"[clear_ray] {role}: cached at {target}", file=sys.stderr)
+    if not found[0]:
+        model, processor = finetune(
+            get_preset(cfg.model.preset),
+            training_set(cfg, source, role),
+            cfg.train.zero_stage,
+            rank,
+            world_size,
+            start,
+        )
+        if rank == 0:
+            cached_dir(target, lambda out: save_checkpoint(model, processor, out))
+    if rank != 0:
+        return None
+    store.push("models", target.parent, [target.name])
+    made = DriverDir.of(target)
+    return {"path": made.path, "node_id": made.node_id, "files": made.files, "where": where()}
 
 
 def download_task(value: str, preset_name: str) -> tuple[DriverDir, str, dict[str, Any]]:
@@ -302,6 +377,7 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     import ray
 
     from clear_ray.data.source import resolve_source
+    from clear_ray.finetune import BASE, model_name
 
     source = resolve_source(cfg)
     log(f"data: {source}")
@@ -312,11 +388,7 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     ran_at: dict[str, dict[str, Any]] = {}
     pending = {}
     models: dict[str, tuple[str | DriverDir, str]] = {}
-    base = None
-    if pretrain.applies(cfg) and not all(getattr(cfg.model, role) for role in ROLES):
-        log("pretrained base: made on a worker unless cached")
-        task = trial_task(pretrain_task, cfg.search).remote(cfg, staged)
-        base, _, ran_at["pretrained_base"] = ray.get(task)
+    finetuned = []
     for role in ROLES:
         brought = getattr(cfg.model, role)
         if brought and Path(brought).expanduser().is_dir():
@@ -328,11 +400,21 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
             task = ray.remote(download_task).options(num_cpus=cfg.search.cpus_per_worker)
             pending[role] = task.remote(brought, cfg.model.preset)
         else:
-            log(f"{role}: finetuned on a worker unless cached")
-            pending[role] = trial_task(finetune_task, cfg.search).remote(cfg, role, staged, base)
+            finetuned.append(role)
     for role, ref in pending.items():
         model, model_id, ran_at[f"{role}_model"] = ray.get(ref)
         models[role] = (model, model_id)
+    models_dir = str(Path(cfg.output_dir) / "cache" / "models")  # on the worker's node
+    start = None
+    if finetuned and pretrain.applies(cfg):
+        log("pretrained base: trained by a Ray Train job unless cached")
+        name = model_name(cfg, source, BASE)
+        start, ran_at["pretrained_base"] = finetune_job(cfg, BASE, staged, name, models_dir)
+    for role in finetuned:
+        log(f"{role}: finetuned by a Ray Train job unless cached")
+        name = model_name(cfg, source, role)
+        model, ran_at[f"{role}_model"] = finetune_job(cfg, role, staged, name, models_dir, start)
+        models[role] = (model, name)
 
     log("evaluating Gold and Original on workers (cached after the first run)")
     evaluate = trial_task(evaluation_task, cfg.search)
@@ -359,7 +441,7 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     gold, gold_full = run("gold")
     original, original_full = run("original", (gold.reference, gold_full.reference))
     for name, ran in ran_at.items():
-        log(f"{name}: Ray task pid {ran['pid']} on node {ran['node'][:8]}, {ran['resources']}")
+        log(f"{name}: ran in pid {ran['pid']} on node {ran['node']}, {ran['resources']}")
     original_model = models["original"][0]
     shown = original_model.path if isinstance(original_model, DriverDir) else original_model
     return References(

@@ -498,6 +498,9 @@ def search_method(search: Search, method: str, space: dict) -> None:
             run_config=tune.RunConfig(
                 name=method,
                 storage_path=dirs.ray_results,
+                # A trial whose driver died with its node starts again (from its last epoch
+                # checkpoint); errors the driver raises are not retried (trainable.FinalError).
+                failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
                 stop=RetainCollapseStopper(thresholds),
                 callbacks=[
                     TrialLogger(

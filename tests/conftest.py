@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -47,17 +45,7 @@ def clear_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.fixture(scope="session")
 def one_rank_group():
     """A 1-rank gloo process group for DeepSpeed engines built outside Ray (Ray makes the group
-    in its workers). One per session: DeepSpeed keeps its groups in module globals, so a group
-    destroyed and made again would leave it holding an unregistered one.
-    """
-    import torch.distributed as dist
+    in its workers), kept for the session (``ensure_process_group`` says why)."""
+    from clear_ray.train.backend import ensure_process_group
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
-    )
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
+    ensure_process_group()

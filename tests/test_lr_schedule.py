@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from deepspeed.runtime.lr_schedules import WarmupDecayLR
 
 from clear_ray.config import ConfigError, MethodConfig, TrainConfig
 from clear_ray.methods import get_method
-from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, start_lr_schedule
+from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, trial_lr_scheduler
 from clear_ray.train.schedule import micro_steps_per_pass, updates_per_epoch, warmup_updates
 
 
 def lrs_of_updates(train: TrainConfig, per_epoch: list[int], updates_done: int = 0) -> list[float]:
     """The lr each update runs at, in DeepSpeed's order: optimiser step, then scheduler step."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=train.lr)
-    params = deepspeed_config(train, per_epoch)["scheduler"]["params"]
-    scheduler = WarmupDecayLR(optimizer, **params)
-    start_lr_schedule(scheduler, updates_done)
+    scheduler = trial_lr_scheduler(train, per_epoch, updates_done)(optimizer)
     lrs = []
     for _ in range(sum(per_epoch) - updates_done):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -33,16 +30,14 @@ def test_one_epoch_of_linear_warm_up_then_linear_decay_to_zero_over_the_run() ->
 
 def test_the_default_recipe_warms_up_for_one_epoch() -> None:
     assert TrainConfig().warmup_epochs == 1.0
-    params = deepspeed_config(TrainConfig(), [7, 7, 7])["scheduler"]
-    assert params["type"] == "WarmupDecayLR"
-    assert params["params"]["total_num_steps"] == 21
-    assert params["params"]["warmup_num_steps"] == 7
-    assert params["params"]["warmup_type"] == "linear"
+    lrs = lrs_of_updates(TrainConfig(lr=7.0), [7, 7, 7])
+    assert lrs[:8] == pytest.approx([0, 1, 2, 3, 4, 5, 6, 7])
+    assert "scheduler" not in deepspeed_config(TrainConfig())  # the client scheduler decides
 
 
-def test_no_warm_up_starts_low_only_for_deepspeeds_minimum_of_two_updates() -> None:
-    lrs = lrs_of_updates(TrainConfig(lr=1.0, warmup_epochs=0.0), [3, 3])
-    assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25])
+def test_no_warm_up_starts_at_the_peak() -> None:
+    lrs = lrs_of_updates(TrainConfig(lr=1.0, warmup_epochs=0.0), [2, 2])
+    assert lrs == pytest.approx([1.0, 0.75, 0.5, 0.25])
 
 
 def test_a_warm_up_as_long_as_the_run_is_capped_at_half_of_it() -> None:
@@ -78,9 +73,9 @@ def test_a_deepspeed_engine_runs_the_schedule_with_gradient_accumulation(one_ran
     engine, *_ = import_deepspeed().initialize(
         model=model,
         model_parameters=list(model.parameters()),
-        config=deepspeed_config(train, [2, 2, 2]),
+        config=deepspeed_config(train),
+        lr_scheduler=trial_lr_scheduler(train, [2, 2, 2], 0),
     )
-    start_lr_schedule(engine.lr_scheduler, 0)
     lrs = []
     for _ in range(12):  # 6 updates of 2 micro-steps
         if engine.is_gradient_accumulation_boundary():

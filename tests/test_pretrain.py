@@ -68,9 +68,10 @@ def test_pretrained_base_learns_the_real_sets_and_is_cached(source: str, tmp_pat
     from clear_ray.config import EvalConfig
     from clear_ray.data.collate import Collator
     from clear_ray.eval.suite import evaluate
-    from clear_ray.finetune import tokenizer_corpus
+    from clear_ray.finetune import BASE, tokenizer_corpus
     from clear_ray.models.loading import load_checkpoint
     from clear_ray.models.presets import get_preset
+    from clear_ray.references import finetune_job, local_ray
 
     def real(model, processor) -> float:
         tasks = ["real_faces", "real_world"]
@@ -80,8 +81,12 @@ def test_pretrained_base_learns_the_real_sets_and_is_cached(source: str, tmp_pat
             "clear/real_metric"
         ]
 
-    cfg = Config().replace({"pretrain.scene_images": 12})  # the default 30 epochs
-    base = pretrain.pretrained_base(cfg, source, tmp_path)
-    assert pretrain.pretrained_base(cfg, source, tmp_path) == base  # cached
+    cfg = Config().replace({"pretrain.scene_images": 12, "output_dir": str(tmp_path)})
+    name = model_name(cfg, source, BASE)  # the default 30 epochs
+    with local_ray():
+        made, _ = finetune_job(cfg, BASE, source, name, str(tmp_path))
+        again, _ = finetune_job(cfg, BASE, source, name, str(tmp_path))  # found in the cache
+    base = Path(made.path)
+    assert again.path == made.path and base == tmp_path / name
     random_base = get_preset(cfg.model.preset).build_base(tokenizer_corpus(source), 0)
     assert real(*load_checkpoint(base)) > real(*random_base) + 0.1

@@ -17,7 +17,8 @@ from clear_ray.config import Config, ConfigError, FinetuneConfig, LoraConfig, re
 from clear_ray.models.lora import attach_lora, finetune_targets
 from clear_ray.models.presets import LLAVA_LORA_TARGETS, PRESETS
 from clear_ray.search.space import scale_lr, space_lines
-from clear_ray.train.supervised import autocast, lr_factor, train_supervised
+from clear_ray.train.schedule import lr_factor
+from clear_ray.train.supervised import autocast, train_supervised
 
 
 def test_the_tiny_preset_resolves_to_the_dataclass_defaults() -> None:
@@ -100,13 +101,13 @@ def test_space_lines_have_the_yaml_files_form() -> None:
 
 
 def test_linear_schedule_warms_up_then_decays_as_hf_linear() -> None:
-    factor = lr_factor(total_steps=10, warmup_steps=2, decay="linear")
-    # warm-up (s+1)/2; then (10 - s) / (10 - 2)
-    assert [factor(s) for s in (0, 1, 2, 6, 9)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.125])
+    factor = lr_factor(total=10, warmup=2, decay="linear")
+    # warm-up s/2; then (10 - s) / (10 - 2)
+    assert [factor(s) for s in (0, 1, 2, 6, 9)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.125])
 
 
 def test_cosine_schedule_is_half_way_down_at_mid_decay() -> None:
-    factor = lr_factor(total_steps=10, warmup_steps=2, decay="cosine")
+    factor = lr_factor(total=10, warmup=2, decay="cosine")
     assert factor(2) == pytest.approx(1.0)
     assert factor(6) == pytest.approx(0.5)
     assert factor(9) == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
@@ -139,18 +140,40 @@ class _RowsCollator:
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
 
-def _trained_table(batch_size: int, grad_accum: int) -> torch.Tensor:
+def _trained_table(batch_size: int, grad_accum: int, rows: int = 4) -> torch.Tensor:
+    from clear_ray.train.deepspeed import engine_config, import_deepspeed
+    from clear_ray.train.schedule import lr_scheduler
+
     model = _Bigram()
-    rows = [[1, 2, 3, 4], [2, 3, 4, 5], [3, 4, 5, 6], [4, 5, 6, 1]]
-    recipe = FinetuneConfig(lr=0.1, epochs=1, batch_size=batch_size, grad_accum=grad_accum)
-    train_supervised(model, _RowsCollator(), rows, recipe, "test")
+    data = [[1, 2, 3, 4], [2, 3, 4, 5], [3, 4, 5, 6], [4, 5, 6, 1], [5, 6, 1, 2]][:rows]
+    recipe = FinetuneConfig(lr=0.1, epochs=2, batch_size=batch_size, grad_accum=grad_accum)
+    engine, *_ = import_deepspeed().initialize(
+        model=model,
+        model_parameters=list(model.parameters()),
+        config=engine_config(batch_size, grad_accum, 0.1, 0.01, zero_stage=0, bf16=False),
+        lr_scheduler=lr_scheduler(2, 0, "linear"),  # 2 updates, constant then half
+    )
+    train_supervised(engine, _RowsCollator(), data, recipe, "test")
     return model.table.weight.detach().clone()
 
 
-def test_accumulating_two_half_batches_is_one_step_on_the_whole_batch() -> None:
+@pytest.mark.slow
+def test_accumulating_two_half_batches_is_one_step_on_the_whole_batch(one_rank_group) -> None:
     whole = _trained_table(batch_size=4, grad_accum=1)
     assert torch.allclose(_trained_table(batch_size=2, grad_accum=2), whole, atol=1e-6)
     assert not torch.allclose(_trained_table(batch_size=2, grad_accum=1), whole, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_an_epoch_ends_on_a_short_window_of_its_own(one_rank_group) -> None:
+    # 5 rows, batch 3, accumulation 2: one update per epoch, over a window of 2 micro-batches
+    # (3 rows and 2 rows) that is averaged as such, the same as one whole batch of 5 rows
+    # up to the per-batch token means.
+    assert torch.allclose(
+        _trained_table(batch_size=3, grad_accum=2, rows=5),
+        _trained_table(batch_size=3, grad_accum=4, rows=5),
+        atol=1e-6,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -294,18 +317,22 @@ def test_finetune_dry_run_of_the_tiny_preset_is_the_defaults(empty_cwd: Path) ->
 
 @pytest.mark.slow  # a tokenizer and one LoRA epoch on the synthetic data
 def test_a_lora_finetune_on_all_linear_changes_the_vision_tower_once_merged(
-    tmp_path: Path,
+    tmp_path: Path, one_rank_group
 ) -> None:
     import dataclasses
 
+    from clear_ray.data.clear import load_clear
+    from clear_ray.data.collate import row_example
     from clear_ray.data.synthetic import generate
-    from clear_ray.finetune import finetune, tokenizer_corpus
-    from clear_ray.models.loading import load_checkpoint
+    from clear_ray.finetune import TrainingSet, finetune, tokenizer_corpus
+    from clear_ray.models.loading import load_checkpoint, save_checkpoint
 
     source = str(generate(tmp_path / "data", persons=10, seed=0))
     lora_preset = dataclasses.replace(PRESETS["tiny-llava"], finetune_full=False)
     recipe = FinetuneConfig(lr=1e-2, epochs=1, batch_size=16, lora_targets="all_linear")
-    finetune(lora_preset, source, "full+tofu", recipe, tmp_path / "original")
+    examples = [row_example(row) for row in load_clear(source, "full+tofu")]
+    data = TrainingSet(examples, recipe, tokenizer_corpus(source), "finetune")
+    save_checkpoint(*finetune(lora_preset, data, 2), tmp_path / "original")
     # Same corpus and seed: the weights before training.
     base, _ = lora_preset.build_base(tokenizer_corpus(source), recipe.seed)
     tuned, _ = load_checkpoint(tmp_path / "original")

@@ -91,3 +91,24 @@ def test_trial_whose_workers_cannot_start_fails_with_the_reason(local_ray, tmp_p
     error = str(results[0].error)
     assert "no resources for 1 worker(s) with {'CPU': 8.0} within 5 s" in error
     assert "search.worker_start_timeout_s" in error
+
+
+def test_a_trial_drivers_own_error_is_final_and_raised_again_by_a_retry(tmp_path: Path) -> None:
+    """Tune retries a trial whose driver died (a lost node); what the driver raised itself
+    (here a divergence) comes back at once instead of running the trial again."""
+    from clear_ray.search.trainable import FinalError
+
+    outcome = FinalError(str(tmp_path / "train"), "train-t1")
+    outcome.raise_if_recorded()  # nothing yet: the trial runs
+    outcome.record(FloatingPointError("epoch 2: gd loss became nan"))
+    with pytest.raises(FloatingPointError, match="epoch 2: gd loss became nan"):
+        FinalError(str(tmp_path / "train"), "train-t1").raise_if_recorded()
+    FinalError(str(tmp_path / "train"), "train-t2").raise_if_recorded()  # per trial
+
+
+def test_a_retried_trials_old_group_is_queued_for_removal() -> None:
+    """Tune retries a trial whose node was lost; the lost run's group, rescheduled by GCS onto
+    a live node, must not keep the retry's workers from starting."""
+    reaper = TrainGroupReaper()
+    reaper.on_trial_recover(0, [], FakeTrial("controller-1", "group-1"))
+    assert reaper.pending == {"controller-1": "group-1"}

@@ -29,7 +29,8 @@ from clear_ray.robust.context import (
     prefixed,
     split_persons,
 )
-from clear_ray.train.supervised import train_supervised
+from clear_ray.train.backend import ensure_process_group
+from clear_ray.train.supervised import sft_engine, train_supervised
 
 CHECK = "relearn"
 METRIC = "forget_metric"  # harmonic mean of every forget task's prob and truth ratio
@@ -83,8 +84,10 @@ def attacked(model, processor, examples: list[Example], ctx: CheckContext):
     )
     targets = get_preset(ctx.cfg.model.preset).lora_target_modules
     model = attach_lora(model, ctx.cfg.lora, targets)
-    train_supervised(model, Collator(processor), examples, recipe, "relearning attack")
-    return model.merge_and_unload()
+    ensure_process_group()  # a Ray task, not a Train job: DeepSpeed needs a (1-rank) group
+    engine = sft_engine(model, recipe, len(examples), world_size=1, zero_stage=0)
+    train_supervised(engine, Collator(processor), examples, recipe, "relearning attack")
+    return engine.module.merge_and_unload()
 
 
 def check(ctx: CheckContext) -> CheckResult:

@@ -15,8 +15,9 @@ next trial then waits for the group's CPU (with 2 cores: for ever).
 The fix is deterministic and needs no dashboard: each report names its Train controller and
 placement group (``trainable.EpochReportCallback``, ``train.worker``); this Tune callback, in
 the search driver, removes the group of an ended trial as soon as GCS says its controller is
-dead. Removing it earlier would be wrong: a live controller would take the killed workers for a
-crash and start a new group.
+dead (also when Tune retries a trial whose node was lost: GCS reschedules the dead run's group
+onto a live node). Removing it earlier would be wrong: a live controller would take the killed
+workers for a crash and start a new group.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class TrainGroupReaper(Callback):
         self._ended(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._ended(trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """A trial Tune starts again (its driver died with its node): Ray reschedules the lost
+        run's group on another node, where it would hold the CPUs the retry's workers need."""
         self._ended(trial)
 
     def on_step_begin(self, iteration, trials, **info) -> None:

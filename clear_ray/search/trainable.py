@@ -12,6 +12,9 @@ again), so workers report it, with a checkpoint, instead of raising; the report 
 Tune (it has no metrics), and the trial driver finds it as Train's last checkpointed result and
 raises ``FloatingPointError`` with the reason, which Tune records as the trial's error.
 
+A trial whose driver dies (its node lost) is retried by Tune and goes on from its last epoch
+checkpoint; what the driver raises is final (:class:`FinalError`).
+
 Never waiting silently: workers that cannot start within ``search.worker_start_timeout_s``
 (Train's ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S``; its default failure policy would retry such
 a start for ever) fail the trial once, with the resources asked for and those the cluster has.
@@ -117,6 +120,108 @@ def check_cluster(search: SearchConfig) -> None:
             )
 
 
+def data_parallel_trainer(
+    loop: Callable[[dict], None],
+    loop_config: dict[str, Any],
+    search: SearchConfig,
+    name: str,
+    storage_path: str,
+    **run_options: Any,
+):
+    """A Train run of ``loop`` on ``search``'s workers: this module's process group, the
+    trial's resources, worker crashes retried ``search.max_failures`` times (from the last
+    checkpoint), and a start that cannot get its workers failed once, not retried for ever.
+
+    Trials and the Original/Gold finetune (``references.py``) both run this way.
+    """
+    import ray.train
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from clear_ray.train.backend import TorchProcessGroupConfig
+
+    use_gpu = search.gpus_per_trial > 0
+    # Read by the Train controller this run starts (Ray propagates RAY_TRAIN_* variables).
+    os.environ[START_TIMEOUT_ENV] = str(search.worker_start_timeout_s)
+    return DataParallelTrainer(
+        loop,
+        train_loop_config=loop_config,
+        backend_config=TorchProcessGroupConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=search.workers_per_trial,
+            use_gpu=use_gpu,
+            resources_per_worker=worker_resources(search),
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(
+                max_failures=search.max_failures, controller_failure_limit=0
+            ),
+            **run_options,
+        ),
+    )
+
+
+def fit(trainer, search: SearchConfig):
+    """``trainer.fit()``; workers that never started raise one line that says why."""
+    try:
+        return trainer.fit()
+    except Exception as error:
+        reason = start_failure(
+            error, search.workers_per_trial, worker_resources(search), search.worker_start_timeout_s
+        )
+        if reason is None:
+            raise
+        raise RuntimeError(reason) from None
+
+
+# Errors of a node lost under the trial (its Train controller dies with its owner, this
+# driver, whose node is gone): not final, Tune's retry goes on from the last checkpoint.
+LOST = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.ObjectLostError,
+)
+
+
+class FinalError:
+    """How a trial's Train run ended in error, kept beside the run (``<name>.error``).
+
+    Tune retries a trial whose driver died (``search.max_failures``: a lost node takes the
+    driver with it; the retry goes on from the last epoch checkpoint). Anything the driver
+    itself raises is final (Train has already retried its workers' crashes; workers that
+    cannot start or a diverged loss would do the same again), so a retry re-raises it at once
+    instead of waiting for the same outcome.
+    """
+
+    def __init__(self, storage_path: str, name: str) -> None:
+        from clear_ray.search.session import storage_filesystem
+
+        self.filesystem, root = storage_filesystem(storage_path)
+        self.path = f"{root.rstrip('/')}/{name}.error"
+
+    def record(self, error: Exception) -> None:
+        from ray import cloudpickle
+
+        try:
+            blob = cloudpickle.dumps(error)
+        except Exception:  # an unpicklable error: its type and message
+            blob = cloudpickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"))
+        self.filesystem.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+        with self.filesystem.open_output_stream(self.path) as stream:
+            stream.write(blob)
+
+    def raise_if_recorded(self) -> None:
+        from pyarrow import fs
+        from ray import cloudpickle
+
+        if self.filesystem.get_file_info(self.path).type == fs.FileType.NotFound:
+            return
+        with self.filesystem.open_input_stream(self.path) as stream:
+            raise cloudpickle.loads(stream.read())
+
+
 def make_trainable(
     base: Config, inputs: TrialInputs, storage_path: str
 ) -> Callable[[dict[str, Any]], None]:
@@ -124,50 +229,37 @@ def make_trainable(
     search = base.search
 
     def run_trial(params: dict[str, Any]) -> None:
-        import ray.train
         from ray import tune
-        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-        from clear_ray.train.backend import TorchProcessGroupConfig
+        # Deterministic: a restarted or resumed trial finds its own checkpoints.
+        name = f"train-{tune.get_context().get_trial_id()}"
+        outcome = FinalError(storage_path, name)
+        outcome.raise_if_recorded()
+        try:
+            train_trial(params, name)
+        except LOST as error:  # its controller died with this driver's node: Tune retries
+            raise error
+        except Exception as error:
+            outcome.record(error)
+            raise
 
-        use_gpu = search.gpus_per_trial > 0
-        resources = worker_resources(search)
-        trial_id = tune.get_context().get_trial_id()
-        # Read by the Train controller this trial starts (Ray propagates RAY_TRAIN_* variables).
-        os.environ[START_TIMEOUT_ENV] = str(search.worker_start_timeout_s)
-        trainer = DataParallelTrainer(
+    def train_trial(params: dict[str, Any], name: str) -> None:
+        import ray.train
+
+        trainer = data_parallel_trainer(
             ray_train_loop,
-            train_loop_config={"config": {**base_flat, **params}, "inputs": inputs},
-            backend_config=TorchProcessGroupConfig(backend="nccl" if use_gpu else "gloo"),
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=search.workers_per_trial,
-                use_gpu=use_gpu,
-                resources_per_worker=resources,
-            ),
-            run_config=ray.train.RunConfig(
-                # Deterministic: a restarted or resumed trial finds its own checkpoints.
-                name=f"train-{trial_id}",
-                storage_path=storage_path,
-                callbacks=[EpochReportCallback()],
-                checkpoint_config=ray.train.CheckpointConfig(
-                    num_to_keep=KEPT_CHECKPOINTS,
-                    checkpoint_score_attribute="epoch_score",
-                    checkpoint_score_order="max",
-                ),
-                failure_config=ray.train.FailureConfig(
-                    max_failures=search.max_failures, controller_failure_limit=0
-                ),
+            {"config": {**base_flat, **params}, "inputs": inputs},
+            search,
+            name,
+            storage_path,
+            callbacks=[EpochReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=KEPT_CHECKPOINTS,
+                checkpoint_score_attribute="epoch_score",
+                checkpoint_score_order="max",
             ),
         )
-        try:
-            result = trainer.fit()
-        except Exception as error:
-            reason = start_failure(
-                error, search.workers_per_trial, resources, search.worker_start_timeout_s
-            )
-            if reason is None:
-                raise
-            raise RuntimeError(reason) from None
+        result = fit(trainer, search)
         if not result.metrics:  # Tune would end the whole search on a trial without metrics
             raise RuntimeError("the trial ended without reporting an epoch")
         if result.metrics.get(DIVERGED_KEY):

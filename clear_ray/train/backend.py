@@ -120,6 +120,23 @@ def init_process_group(backend: str, master: tuple[str, int], timeout_s: int) ->
     )
 
 
+def ensure_process_group() -> None:
+    """A 1-rank gloo group for a DeepSpeed engine outside a Train job (a Ray task that trains,
+    as the relearning attack; tests). Made once per process and kept: DeepSpeed holds its groups
+    in module globals, so a group destroyed and made again would leave it a stale one."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+    )
+    dist.init_process_group("gloo", rank=0, world_size=1)
+
+
 def destroy_process_group() -> None:
     import torch
     import torch.distributed as dist

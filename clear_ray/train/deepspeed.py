@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Any
 
 from clear_ray.config import TrainConfig
-from clear_ray.train.schedule import warmup_updates
+from clear_ray.train.schedule import lr_scheduler, warmup_updates
 
 
 def import_deepspeed() -> ModuleType:
@@ -29,66 +29,49 @@ def import_deepspeed() -> ModuleType:
         del sys.modules["mlflow"]
 
 
-def deepspeed_config(train: TrainConfig, updates_per_epoch: Sequence[int]) -> dict[str, Any]:
+def engine_config(
+    batch_size: int, grad_accum: int, lr: float, weight_decay: float, zero_stage: int, bf16: bool
+) -> dict[str, Any]:
     """ZeRO stage and precision from config; micro-batch based so worker counts can change.
 
     ``torch_adam`` avoids JIT-compiling DeepSpeed's fused Adam (slow, needs a toolchain),
-    which buys nothing for the small LoRA parameter set. The LR follows :func:`lr_schedule`.
-
-    Args:
-        train: the unlearning recipe.
-        updates_per_epoch: optimiser updates of each epoch (``train/schedule.py``).
+    which buys nothing for small models and LoRA parameter sets. No ``scheduler``: every
+    engine gets :func:`clear_ray.train.schedule.lr_scheduler` as its client scheduler.
     """
     return {
-        "train_micro_batch_size_per_gpu": train.batch_size,
-        "gradient_accumulation_steps": train.grad_accum,
+        "train_micro_batch_size_per_gpu": batch_size,
+        "gradient_accumulation_steps": grad_accum,
         "gradient_clipping": 1.0,
         "steps_per_print": 10**9,
-        "zero_optimization": {"stage": train.zero_stage},
-        "bf16": {"enabled": train.precision == "bf16"},
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": bf16},
         "optimizer": {
             "type": "AdamW",
-            "params": {"lr": train.lr, "weight_decay": train.weight_decay, "torch_adam": True},
+            "params": {"lr": lr, "weight_decay": weight_decay, "torch_adam": True},
         },
-        "scheduler": lr_schedule(train, updates_per_epoch),
         "wall_clock_breakdown": False,
     }
 
 
-def lr_schedule(train: TrainConfig, updates_per_epoch: Sequence[int]) -> dict[str, Any]:
-    """Linear warm-up from 0 over ``train.warmup_epochs``, then linear decay to 0 at the end.
+def deepspeed_config(train: TrainConfig) -> dict[str, Any]:
+    """The unlearning trials' engine (LoRA adapters; bf16 as the recipe says)."""
+    return engine_config(
+        train.batch_size,
+        train.grad_accum,
+        train.lr,
+        train.weight_decay,
+        train.zero_stage,
+        train.precision == "bf16",
+    )
+
+
+def trial_lr_scheduler(train: TrainConfig, updates_per_epoch: Sequence[int], updates_done: int):
+    """Linear warm-up over ``train.warmup_epochs``, then linear decay to 0 at the last update.
 
     As CLEAR (``mm/forget.py``: HF Trainer, ``warmup_steps`` = one epoch, linear decay) and
     open-unlearning (``warmup_epochs: 1``): the last epochs take small steps, so per-epoch
-    trajectories are comparable. DeepSpeed's ``WarmupDecayLR`` counts optimiser updates
-    (``total_num_steps`` = all updates of the run) and warms up over at least 2 of them; a
-    warm-up as long as the run (e.g. one epoch of a one-epoch run) is capped at half of it,
-    so the rate still rises and decays to 0 instead of never reaching ``train.lr``.
-    :func:`start_lr_schedule` must position the scheduler before the first update.
+    trajectories are comparable. A resumed trial passes the updates its finished epochs made.
     """
     total = sum(updates_per_epoch)
     warmup = warmup_updates(list(updates_per_epoch), train.warmup_epochs)
-    if warmup >= total:
-        warmup = total // 2
-    return {
-        "type": "WarmupDecayLR",
-        "params": {
-            "total_num_steps": total,
-            "warmup_min_lr": 0.0,
-            "warmup_max_lr": train.lr,
-            "warmup_num_steps": max(warmup, 1),
-            "warmup_type": "linear",
-        },
-    }
-
-
-def start_lr_schedule(scheduler, updates_done: int) -> None:
-    """Put DeepSpeed's LR scheduler where update number ``updates_done`` (0-based) is next.
-
-    The engine steps the scheduler *after* each update and a fresh ``WarmupDecayLR`` sits
-    before iteration 0, so unpositioned its first two updates both run at lr 0 and the last
-    one at 2/(total − warm-up) of the peak instead of HF's 1/(total − warm-up). Positioned,
-    update k runs at HF's rate: k/warm-up, then (total − k)/(total − warm-up). A resumed
-    trial passes the updates its finished epochs made, so its rate goes on where it was.
-    """
-    scheduler.step(updates_done)
+    return lr_scheduler(total, warmup, "linear", updates_done)

@@ -30,7 +30,7 @@ from clear_ray.models.introspection import steering_layer
 from clear_ray.models.loading import load_checkpoint
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
-from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, start_lr_schedule
+from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, trial_lr_scheduler
 from clear_ray.train.schedule import micro_steps_per_pass, updates_per_epoch
 from clear_ray.train.selection import BestEpoch
 from clear_ray.train.step import train_epoch
@@ -93,9 +93,9 @@ def unlearn(
     engine, *_ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(cfg.train, per_epoch),
+        config=deepspeed_config(cfg.train),
+        lr_scheduler=trial_lr_scheduler(cfg.train, per_epoch, sum(per_epoch[: start.epoch])),
     )
-    start_lr_schedule(engine.lr_scheduler, sum(per_epoch[: start.epoch]))
     task_data = TaskData(inputs.source)  # loaded on the first evaluation, kept for the others
     layer = steering_layer(model, cfg.method.layer_fraction) if _reads_hidden(method) else None
     step = start.step

@@ -1,15 +1,60 @@
-"""How many micro-steps each pass takes and how many optimiser updates each epoch makes.
+"""The LR schedule of every DeepSpeed engine, and the update counts that size it.
 
-Every pass over an epoch's batches (SCRUB: a max pass, then a min pass) is cut to a whole
-number of gradient-accumulation windows, so no optimiser update mixes two phases' gradients
-and every epoch's gradients are applied before it is evaluated. The same counts size the LR
-schedule, so its decay ends exactly at the last update of the run.
+One schedule for the Original/Gold finetune and the unlearning trials: linear warm-up from 0,
+then a decay to 0 at the last update (HF Trainer's, which CLEAR used for both: ``mm/finetune.py``
+and ``mm/forget.py``). For trials, every pass over an epoch's batches (SCRUB: a max pass, then a
+min pass) is cut to a whole number of gradient-accumulation windows, so no optimiser update
+mixes two phases' gradients and every epoch's gradients are applied before it is evaluated.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from clear_ray.config import ConfigError, MethodConfig
 from clear_ray.methods.base import Method
+
+DECAYS: dict[str, Callable[[float], float]] = {  # progress in [0, 1) -> lr factor
+    "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+    "linear": lambda progress: 1.0 - progress,
+}
+
+
+def lr_factor(total: int, warmup: int, decay: str) -> Callable[[int], float]:
+    """The lr factor of update ``s`` (0-based): ``s / warmup``, then ``decay`` to 0 at ``total``.
+
+    HF's ``get_linear_schedule_with_warmup`` / ``..._cosine_...``: the first update runs at lr 0
+    when there is a warm-up, and linear decay is (total − s)/(total − warmup). A warm-up as long
+    as the run (e.g. one epoch of a one-epoch run) is capped at half of it, so the rate still
+    rises and decays to 0 instead of never reaching its peak.
+    """
+    shape = DECAYS[decay]
+    if warmup >= total:
+        warmup = total // 2
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / warmup
+        return shape((step - warmup) / max(1, total - warmup))
+
+    return factor
+
+
+def lr_scheduler(
+    total: int, warmup: int, decay: str, updates_done: int = 0
+) -> Callable[[object], object]:
+    """A DeepSpeed client scheduler (``deepspeed.initialize(lr_scheduler=...)``) of
+    :func:`lr_factor` whose next update is number ``updates_done``: a resumed trial goes on at
+    the rate it stopped at. DeepSpeed steps it after each optimiser update."""
+    factor = lr_factor(total, warmup, decay)
+
+    def build(optimizer):
+        from torch.optim.lr_scheduler import LambdaLR
+
+        return LambdaLR(optimizer, lambda step: factor(step + updates_done))
+
+    return build
 
 
 def micro_steps_per_pass(batches_per_epoch: int, grad_accum: int) -> int:

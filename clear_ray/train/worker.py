@@ -21,6 +21,7 @@ DIVERGED_KEY = "diverged"  # a report with this key fails the trial (search/trai
 # Who holds the trial's resources, so the search driver can free them (search/cleanup.py):
 PLACEMENT_GROUP_KEY = "train_placement_group"  # added by the worker
 CONTROLLER_KEY = "train_controller"  # added by the Train controller
+NODE_KEY = "train_node"  # the Ray node id of rank 0: where the trial trained
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,12 @@ def ray_train_loop(loop_config: dict) -> None:
         checkpoint = (
             ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         )
-        group = ray.get_runtime_context().get_placement_group_id()
-        ray.train.report({**metrics, PLACEMENT_GROUP_KEY: group}, checkpoint=checkpoint)
+        runtime = ray.get_runtime_context()
+        where = {
+            PLACEMENT_GROUP_KEY: runtime.get_placement_group_id(),
+            NODE_KEY: runtime.get_node_id(),
+        }
+        ray.train.report({**metrics, **where}, checkpoint=checkpoint)
 
     checkpoint = ray.train.get_checkpoint()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -69,3 +74,34 @@ def ray_train_loop(loop_config: dict) -> None:
         return
     with checkpoint.as_directory() as resume_from:
         unlearn(cfg, inputs, rank, world_size, report, Path(resume_from))
+
+
+def ray_finetune_loop(loop_config: dict) -> None:
+    """Entry point of each worker of an Original/Gold finetune job (``references.finetune_job``).
+
+    Rank 0 reports where the model is in a small checkpoint (Train's result keeps only
+    checkpointed reports); every rank reports, as Train requires.
+    """
+    import json
+    import tempfile
+
+    import ray.train
+
+    from clear_ray.references import MADE_FILE, model_on_rank
+
+    context = ray.train.get_context()
+    start = loop_config["start"]
+    made = model_on_rank(
+        Config.from_flat(loop_config["config"]),
+        loop_config["role"],
+        on_this_node(loop_config["source"]),
+        Path(loop_config["models"]) / loop_config["name"],
+        on_this_node(start) if start else None,
+        context.get_world_rank(),
+        context.get_world_size(),
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        if made is not None:
+            (Path(directory) / MADE_FILE).write_text(json.dumps(made))
+        checkpoint = ray.train.Checkpoint.from_directory(directory) if made else None
+        ray.train.report({}, checkpoint=checkpoint)
