@@ -22,13 +22,15 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 WORKER_CPUS = 2
-TINY = (  # one short trial, a short finetune, a proxy evaluation per epoch, no generation
-    "--method", "gd", "--num-samples", "1", "--scheduler", "none",
-    "--set", "finetune.epochs=2", "--set", "eval.generate=false", "--set", "eval.proxy_items=4",
+TINY = (  # one short trial, a short pretraining and finetune, a proxy evaluation per epoch,
+    # no generation, no confirm runs or robustness checks after the search
+    "--method", "gd", "--num-samples", "1", "--scheduler", "none", "--confirm-seeds", "0",
+    "--robustness", "none", "--set", "pretrain.epochs=2", "--set", "finetune.epochs=2",
+    "--set", "eval.generate=false", "--set", "eval.proxy_items=4",
     "--set", "search.worker_start_timeout_s=120",  # a retry that cannot start fails sooner
 )  # fmt: skip
 REFERENCE_TASKS = {
-    "original_model", "gold_model", "original_evaluation", "gold_evaluation",
+    "pretrained_base", "original_model", "gold_model", "original_evaluation", "gold_evaluation",
     "original_full_evaluation", "gold_full_evaluation",
 }  # fmt: skip
 
@@ -112,7 +114,8 @@ def test_references_and_trials_run_on_the_worker_node(first_search, places) -> N
     assert [r["epoch"] for r in reports] == [1.0, 2.0]
     assert {r["train_node"] for r in reports} == {node}
     # Published under the storage path, where the next search (on any node) finds them.
-    assert len(list((places["storage"] / "references" / "models").glob("*.complete"))) == 2
+    # The pretrained base, Original and Gold.
+    assert len(list((places["storage"] / "references" / "models").glob("*.complete"))) == 3
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ PER_ITEM_COLUMNS = [
     "truth_ratio",
     "clear_truth_ratio",
     "rouge",
+    "name",  # the row's person: which fold a forget item fell in (null where rows name nobody)
 ]
 
 
@@ -201,6 +202,8 @@ def test_a_real_run_writes_metrics_and_per_item_parquet_and_logs_to_mlflow(
         table = pq.read_table(out / f"{name}.parquet")
         assert table.column_names == PER_ITEM_COLUMNS
         assert table.num_rows > 0
+    names = pq.read_table(out / "forget_captions.parquet")["name"].to_pylist()
+    assert names and all(names)  # every forget caption names its person
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("evaluate-cli")
