@@ -65,8 +65,10 @@ def test_one_parent_run_records_the_search(runs) -> None:
     # A tuned parameter's default was never used: not a param of the search's run.
     assert not any(path in parent.data.params for path in SEARCHED)
     assert "dpo" in parent.data.tags["mlflow.note.content"]
-    if parent.data.metrics["original/eval/proxy"] == 0.0:  # the full evaluation is the same
-        assert not any(key.startswith("original_full/") for key in parent.data.metrics)
+    # Per-epoch evaluations see the selection fold, the full ones the report fold: both are
+    # logged. Only without folds and proxy rows would they be the same evaluation, logged once.
+    assert parent.data.tags["folds"].startswith("selection ")
+    assert any(key.startswith("original_full/") for key in parent.data.metrics)
     assert {"original/retain_metric", "gold/forget_metric"} <= set(parent.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.md", "trials.csv", "optuna_trials.csv", "plots", "leaderboard.md"} <= artifacts
@@ -109,14 +111,17 @@ def test_the_default_robustness_checks_reach_the_json_the_run_and_the_leaderboar
     method_dir = search_dir(session_output, "dpo-") / "dpo"
     best = json.loads((method_dir / "robustness.json").read_text())["best"]
     for key in (  # cross_modal: nothing after --modality both
-        "robust/relearn/recovery",
         "robust/quantize/int8/forget_metric",
         "robust/prompts/worst_forget_metric",
     ):
         assert 0 <= best[key] <= 1
         assert parents[0].data.metrics[key] == pytest.approx(best[key])
+    # The relearning attack needs 2 report persons; forget10 of the synthetic data has 2 forget
+    # persons, so the report fold holds 1 and the check says it skipped.
+    assert "robust/relearn/recovery" not in best
+    assert "relearn took" in search.stderr and "skipped: 1 person(s), 2 needed" in search.stderr
     board = search.stdout.split("Leaderboard")[1]
-    assert "relearn recovery" in board and "int8 forget_metric" in board
+    assert "int8 forget_metric" in board
 
 
 def test_each_trial_is_a_child_run_with_params_metrics_and_adapter(runs) -> None:
