@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Search unlearning hyperparameters with Ray Tune + Optuna: maximise forget quality "
             "subject to retain (and optionally utility) thresholds. Each trial unlearns with "
             "LoRA under Ray Train + DeepSpeed and is an MLflow child run; the best trial gets a "
-            "full evaluation and its adapter is registered as clear_ray-<method>."
+            "full evaluation and is registered as the MLflow model clear_ray-<method>@best."
         ),
         epilog=(
             "Defaults shown are the tiny-llava preset's; another --model brings its own recipe "

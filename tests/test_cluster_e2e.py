@@ -23,8 +23,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 WORKER_CPUS = 2
 TINY = (  # one short trial, a short pretraining and finetune, a proxy evaluation per epoch,
-    # no generation, no confirm runs or robustness checks after the search
+    # no generation, no confirm runs or robustness checks after the search; no retain-collapse
+    # stop (references this short are weak: the node-loss trial must run all its epochs)
     "--method", "gd", "--num-samples", "1", "--scheduler", "none", "--confirm-seeds", "0",
+    "--retain-floor", "0",
     "--robustness", "none", "--set", "pretrain.epochs=2", "--set", "finetune.epochs=2",
     "--set", "eval.generate=false", "--set", "eval.proxy_items=4",
     "--set", "search.worker_start_timeout_s=120",  # a retry that cannot start fails sooner
