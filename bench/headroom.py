@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from clear_ray.config import Config, resolve_config
 from clear_ray.data.source import resolve_source
 from clear_ray.eval.gold import reference_evaluation
 from clear_ray.finetune import reference_models
+from clear_ray.train.backend import ensure_process_group
 from clear_ray.train.loop import unlearn
 from clear_ray.train.selection import Thresholds
 from clear_ray.train.worker import TrialInputs
@@ -52,12 +52,6 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "dpo lr 1e-3": {"method.name": "dpo", "train.lr": 1e-3},
 }
 FEASIBLE = 0.9  # of Original's Retain and Real
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def columns(metrics: dict[str, float]) -> dict[str, float]:
@@ -82,15 +76,6 @@ def judged(epoch: dict[str, float], original: dict[str, float], gold: dict[str, 
         "forget_gap_closed": (original["clear/forget_metric"] - epoch["clear/forget_metric"])
         / forget_gap,
     }
-
-
-def one_rank_group() -> None:
-    """One gloo group for every run: DeepSpeed caches groups, so a second one confuses it."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
-        LOCAL_RANK="0",
-    )  # fmt: skip
-    dist.init_process_group("gloo", rank=0, world_size=1)
 
 
 def run(cfg: Config, inputs: TrialInputs) -> list[dict[str, float]]:
@@ -128,7 +113,7 @@ def main() -> None:
     thresholds = Thresholds.from_search(cfg.search, original.metrics)
     inputs = TrialInputs(source, str(models.original), gold.reference, thresholds)
     results = {}
-    one_rank_group()
+    ensure_process_group()  # one gloo group for every run (DeepSpeed caches groups)
     for label, overrides in CANDIDATES.items():
         if args.only and label not in args.only:
             continue
