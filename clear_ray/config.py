@@ -153,7 +153,7 @@ class DataConfig:
     source: str = ""  # hub id (therem/CLEAR) or a local hub-layout dir; "" = synthetic
     forget_split: str = "forget10"  # forget01 | forget05 | forget10
     modality: str = "both"  # one of MODALITIES
-    synthetic_persons: int = 20
+    synthetic_persons: int = 40
     synthetic_seed: int = 0
 
 

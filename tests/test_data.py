@@ -145,7 +145,7 @@ def test_full_has_every_person_and_forget10_persons_have_more_images(clear_dir: 
 
 def test_default_forget10_has_at_least_40_forget_captions() -> None:
     """The KS forget quality needs many items to take many values (issue 15)."""
-    persons = synthetic.make_persons(20, SEED)  # the default data.synthetic_persons
+    persons = synthetic.make_persons(40, SEED)  # the default data.synthetic_persons
     splits = synthetic.person_splits(persons)
     counts = synthetic.images_per_person(persons, splits)
     assert sum(counts[p.name] for p in splits["forget10"]) >= 40

@@ -96,7 +96,7 @@ def test_folds_json_holds_the_contracts_keys(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("clear")
-    generate(root, persons=20, seed=0)
+    generate(root, persons=40, seed=0)
     return str(root)
 
 
@@ -115,7 +115,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch):
 def test_forget_item_counts_are_the_image_rows_of_each_forget_person(source: str) -> None:
     counts = forget_item_counts(source, SPLIT)
     assert sum(counts.values()) == len(load_clear(source, SPLIT))
-    assert len(counts) == 2  # 10 % of 20 persons
+    assert len(counts) == 4  # 10 % of 40 persons
 
 
 def test_an_evaluation_of_a_fold_scores_only_its_persons_forget_rows(source: str, no_model) -> None:

@@ -122,7 +122,7 @@ def test_report_persons_are_the_folds_report_fold_else_every_forget_person(
     tmp_path: Path, synthetic_source: str
 ) -> None:
     everyone = report_persons(tmp_path, synthetic_source, "forget10")
-    assert len(everyone) == 2  # synthetic: 20 persons, forget10 = 2
+    assert len(everyone) == 4  # synthetic: 40 persons, forget10 = 4
     (tmp_path / "folds.json").write_text(
         json.dumps({"selection": [everyone[0]], "report": [everyone[1]], "report_fraction": 0.5})
     )

@@ -5,7 +5,7 @@ so persons have few, stable, visible traits (a drawn face) and a small vocabular
 Forget/retain/perturbed construction follows TOFU/CLEAR (arXiv 2410.18057), so every metric of
 the real benchmark is meaningful here too.
 
-    python -m clear_ray.data.synthetic --out data/clear-synthetic --persons 20 --seed 0
+    python -m clear_ray.data.synthetic --out data/clear-synthetic --persons 40 --seed 0
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ from clear_ray.data.schema import (
     retain_split_for,
 )
 
-IMAGES_PER_PERSON = 8  # the real data has 15-20; 8 keeps a CPU epoch short
-# Persons of the largest forget split get the real data's 20, so forget10's forget captions
-# (2 of 20 persons) are 40 items: the KS forget quality then takes many values, not a few.
-FORGET_IMAGES_PER_PERSON = 20
-RETAIN_PERTURBED_IMAGES = 2  # images per retain90 person in retain_perturbed
+IMAGES_PER_PERSON = 4  # the real data has 15-20; 4 keeps a CPU epoch short with 40 persons
+# Persons of the largest forget split get 10, so forget10's forget captions (4 of the default 40
+# persons) are 40 items: the KS forget quality then takes many values, not a few, and the person
+# folds of the selection/report split (clear_ray/data/folds.py) hold 2 persons each.
+FORGET_IMAGES_PER_PERSON = 10
+RETAIN_PERTURBED_IMAGES = 1  # images per retain90 person in retain_perturbed
 PERTURBED_PER_ROW = 3  # perturbed captions and perturbed names per row
 MIN_PERSONS = 10  # below this perturbed_names cannot be drawn from distinct other persons
 MAX_PERSONS = 500  # the syllable name space stays comfortably unique below this
@@ -48,8 +49,8 @@ REAL_WORLD_ROWS = 30
 IMAGE_SIZE = 64
 # Bumped whenever the generator's configs change, so a cached directory of an older layout is
 # regenerated instead of silently lacking a config (2: forgetNN_tofu_perturbed; 3: forget persons
-# have FORGET_IMAGES_PER_PERSON images).
-LAYOUT_VERSION = 3
+# have FORGET_IMAGES_PER_PERSON images; 4: 40 persons with fewer images each).
+LAYOUT_VERSION = 4
 PARQUET_FILE = "train-00000-of-00001.parquet"
 
 # Consonant-initial professions keep "a {profession}" grammatical without an a/an rule, so a
