@@ -77,9 +77,9 @@ class TrainingSet:
 def training_set(cfg: Config, source: str, role: str) -> TrainingSet:
     """``role``'s training set: Original's or Gold's split with the finetune recipe, or the
     pretrained base's knowledge corpus with pretraining's (clear_ray/pretrain.py)."""
-    if role == BASE:
-        from clear_ray import pretrain
+    from clear_ray import pretrain
 
+    if role == BASE:
         examples, corpus = pretrain.knowledge_corpus(cfg, source)
         return TrainingSet(examples, pretrain.recipe(cfg), corpus, "pretrain")
     from clear_ray.data.clear import load_clear
@@ -87,7 +87,9 @@ def training_set(cfg: Config, source: str, role: str) -> TrainingSet:
 
     train_config = training_config_for(role, cfg.data.forget_split)
     examples = [row_example(row) for row in load_clear(source, train_config)]
-    return TrainingSet(examples, cfg.finetune, tokenizer_corpus(source), f"finetune {train_config}")
+    replay = pretrain.replay_examples(cfg, source)
+    label = f"finetune {train_config}" + (f" + {len(replay)} replayed" if replay else "")
+    return TrainingSet(examples + replay, cfg.finetune, tokenizer_corpus(source), label)
 
 
 def finetune(
@@ -158,6 +160,7 @@ def model_name(cfg: Config, source: str, role: str) -> str:
     }
     if pretrain.applies(cfg):
         inputs["base"] = pretrain.base_name(cfg, source)
+        inputs["replay"] = cfg.pretrain.replay
     return f"{preset.name}-{role}-{cache_key(inputs)}"
 
 

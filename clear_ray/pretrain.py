@@ -38,6 +38,11 @@ def recipe(cfg: Config) -> FinetuneConfig:
     return replace(cfg.finetune, epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, grad_accum=1)
 
 
+def replay_examples(cfg: Config, source: str) -> list[Example]:
+    """What Original's and Gold's finetunes replay of the knowledge corpus (``pretrain.replay``)."""
+    return knowledge_corpus(cfg, source)[0] if applies(cfg) and cfg.pretrain.replay else []
+
+
 def knowledge_examples(source: str) -> list[Example]:
     """real_faces as CLEAR asks it (face -> name) and real_world as its VQA questions."""
     from clear_ray.data.clear import load_clear

@@ -63,6 +63,20 @@ def test_pretraining_recipe_is_in_the_base_and_the_reference_cache_keys(source: 
     assert model_name(off, source, "gold") != model_name(cfg, source, "gold")
 
 
+def test_original_and_gold_replay_the_knowledge_corpus_unless_turned_off(source: str) -> None:
+    from clear_ray.finetune import training_set
+
+    cfg = Config()
+    corpus = len(pretrain.knowledge_corpus(cfg, source)[0])
+    off = cfg.replace({"pretrain.replay": False})
+    for role in ("original", "gold"):
+        replayed, plain = training_set(cfg, source, role), training_set(off, source, role)
+        assert len(replayed.examples) == len(plain.examples) + corpus
+        assert model_name(cfg, source, role) != model_name(off, source, role)
+    seven_b = resolve_config({"model.preset": "llava-1.5-7b"})  # LLaVA replays nothing
+    assert pretrain.replay_examples(seven_b, source) == []
+
+
 @pytest.mark.slow
 def test_pretrained_base_learns_the_real_sets_and_is_cached(source: str, tmp_path: Path) -> None:
     from clear_ray.config import EvalConfig

@@ -35,10 +35,10 @@ from clear_ray.data.schema import (
 )
 
 IMAGES_PER_PERSON = 4  # the real data has 15-20; 4 keeps a CPU epoch short with 40 persons
-# Persons of the largest forget split get 10, so forget10's forget captions (4 of the default 40
-# persons) are 40 items: the KS forget quality then takes many values, not a few, and the person
-# folds of the selection/report split (clear_ray/data/folds.py) hold 2 persons each.
-FORGET_IMAGES_PER_PERSON = 10
+# Persons of the largest forget split get 15, so forget10's forget captions (4 of the default 40
+# persons) are 60 items: the person folds of the selection/report split (clear_ray/data/folds.py)
+# hold 2 persons and 30 items each, and the KS forget quality takes many values, not a few.
+FORGET_IMAGES_PER_PERSON = 15
 RETAIN_PERTURBED_IMAGES = 1  # images per retain90 person in retain_perturbed
 PERTURBED_PER_ROW = 3  # perturbed captions and perturbed names per row
 MIN_PERSONS = 10  # below this perturbed_names cannot be drawn from distinct other persons
