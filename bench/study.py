@@ -7,7 +7,10 @@ configuration and the default one (the config defaults of the space's dimensions
 training seeds and evaluates each run fully on the report fold, into
 ``<search>/<method>/confirm.json`` (format: /work/wt/CONTRACTS.md, "confirm.json"). This script
 reads those files and writes, per method, default vs tuned as mean ± sd over the seeds, and a
-sentence that says whether tuning helped.
+sentence that says whether tuning helped. The search also runs the robustness checks on its
+tuned runs (``robustness.json``); after it, ``bench/study_arm.py`` checks the default runs and
+runs the L1 arm (the tuned configuration with ``regularizer.l1`` toggled, same seeds), and the
+study adds a robustness table and, per method, whether L1 made the forgetting easier to undo.
 
     python bench/study.py                      # gd, npo, dpo, idk; ~1 h on 2 cores
     python bench/study.py --smoke              # 2 trials, 1 epoch: proves the pipeline
@@ -15,7 +18,8 @@ sentence that says whether tuning helped.
 
 Every method's search lives in one output dir, so Original/Gold are trained and evaluated once.
 A study killed at any point is rerun with the same command: methods whose confirm.json exists
-are kept, an interrupted search is continued with ``--resume``. Flags this script does not know
+are kept (their arm runs if it had not finished), an interrupted search is continued with
+``--resume``. Flags this script does not know
 go to ``clear_ray.tune`` unchanged (e.g. ``--set train.batch_size=8``).
 """
 
