@@ -19,8 +19,8 @@ study adds a robustness table and, per method, whether L1 made the forgetting ea
 Every method's search lives in one output dir, so Original/Gold are trained and evaluated once.
 A study killed at any point is rerun with the same command: methods whose confirm.json exists
 are kept (their arm runs if it had not finished), an interrupted search is continued with
-``--resume``. Flags this script does not know
-go to ``clear_ray.tune`` unchanged (e.g. ``--set train.batch_size=8``).
+``--resume``. Flags this script does not know go to ``clear_ray.tune`` unchanged (e.g.
+``--set train.batch_size=8``).
 """
 
 from __future__ import annotations
@@ -472,7 +472,9 @@ def study_markdown(record: dict) -> str:
         "value is > 0, else the geometric middle of the space's positive L1 values), same "
         f"epochs and seeds ({first.get('seeds', '?')}), fully evaluated and attacked "
         f"(`bench/study_arm.py`). A difference within one sd (the larger) counts as none; "
-        "higher recovery = easier to undo.",
+        "higher recovery = easier to undo. Read recovery with forget quality: a model that "
+        "removed under 5 % of Original − Gold has recovery 1 (nothing to undo), so an L1 that "
+        "stops the forgetting shows up as high recovery and low forget quality.",
         "",
         *l1_lines(record),
         "",
