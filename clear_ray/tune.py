@@ -642,26 +642,17 @@ def confirm_method(search: Search, method: str, space: dict, best, thresholds):
     """The selected and the default configuration, each trained with fresh seeds and fully
     evaluated on the report fold (search/confirm.py); writes confirm.json and returns the two
     leaderboard rows (mean ± sd)."""
-    import ray
-
-    from clear_ray.eval.final import evaluate_adapter, full_eval_config, read_adapter
-    from clear_ray.evaluate import write_outputs
-    from clear_ray.references import trial_task
     from clear_ray.search.confirm import (
         CONFIRM_FILE,
         DEFAULT,
         TUNED,
         Configuration,
-        ConfirmRun,
         confirm_seeds,
         default_params,
-        train_fixed,
         write_confirm,
     )
-    from clear_ray.search.results import LeaderboardRow
 
     cfg = search.cfg.replace({"method.name": method})
-    refs, tracker = search.refs, search.tracker
     seeds = confirm_seeds(cfg.train.seed, cfg.search.confirm_seeds)
     configurations = {
         TUNED: Configuration(
@@ -669,61 +660,75 @@ def confirm_method(search: Search, method: str, space: dict, best, thresholds):
         ),
         DEFAULT: Configuration(default_params(cfg.to_flat(), space), cfg.train.epochs, None),
     }
-    task = trial_task(evaluate_adapter, cfg.search)
-    rows = []
-    for label, configuration in configurations.items():
-        log(
-            f"{method}: confirming the {label} configuration ({configuration.epochs} epochs) "
-            f"with seeds {seeds}"
-        )
-        trained = train_fixed(
-            cfg, search.inputs, search.dirs, method, label, configuration.params,
-            configuration.epochs, seeds, tracker, search.tags,
-        )  # fmt: skip
-        pending = [
-            task.remote(
-                search.inputs.original_dir,
-                read_adapter(adapter),
-                search.inputs.source,
-                cfg.data.forget_split,
-                full_eval_config(cfg.eval),
-                refs.gold_full.reference,
-                cfg.data.modality,
-                cfg.train.precision,
-                refs.folds.fold(REPORT),
-            )
-            for _, _, adapter in trained
-        ]
-        run_ids = tracker.child_ids()
-        for (seed, trial, adapter), result in zip(trained, ray.get(pending), strict=True):
-            write_outputs(
-                adapter.parent / f"seed-{seed}-evaluation",
-                {"metrics": result.metrics},
-                result.tasks,
-            )
-            run_id = run_ids.get(trial, "")
-            if run_id:
-                tracker.log_metrics(run_id, result.metrics, prefix="final/")
-                tracker.log_artifacts(run_id, [adapter], "adapter")
-            feasible = thresholds.constraint(result.metrics) <= 0
-            configuration.runs.append(
-                ConfirmRun(seed, run_id, str(adapter), result.metrics, feasible)
-            )
-        summary = configuration.summary()
-        feasible = f"{sum(r.feasible for r in configuration.runs)}/{len(configuration.runs)}"
-        rows.append(
-            LeaderboardRow(
-                f"{method} ({label}, {len(configuration.runs)} seeds)",
-                summary["mean"],
-                feasible,
-                configuration.trial or "defaults",
-                summary["sd"],
-            )
-        )
+    rows = [
+        confirm_configuration(search, method, label, configuration, seeds, thresholds)
+        for label, configuration in configurations.items()
+    ]
     path = search.dirs.method(method) / CONFIRM_FILE
     write_confirm(path, method, seeds, configurations)
-    tracker.log_artifacts(tracker.parent_id, [path])
+    search.tracker.log_artifacts(search.tracker.parent_id, [path])
     return rows[0], rows[1]
+
+
+def confirm_configuration(
+    search: Search, method: str, label: str, configuration, seeds: list[int], thresholds
+):
+    """One fixed configuration trained once per seed (child runs tagged ``configuration:
+    label``) and fully evaluated on the report fold; appends its runs to ``configuration``
+    and returns its leaderboard row. bench/study.py's L1 arm runs its own configuration here."""
+    import ray
+
+    from clear_ray.eval.final import evaluate_adapter, full_eval_config, read_adapter
+    from clear_ray.evaluate import write_outputs
+    from clear_ray.references import trial_task
+    from clear_ray.search.confirm import ConfirmRun, train_fixed
+    from clear_ray.search.results import LeaderboardRow
+
+    cfg = search.cfg.replace({"method.name": method})
+    refs, tracker = search.refs, search.tracker
+    task = trial_task(evaluate_adapter, cfg.search)
+    log(
+        f"{method}: confirming the {label} configuration ({configuration.epochs} epochs) "
+        f"with seeds {seeds}"
+    )
+    trained = train_fixed(
+        cfg, search.inputs, search.dirs, method, label, configuration.params,
+        configuration.epochs, seeds, tracker, search.tags,
+    )  # fmt: skip
+    pending = [
+        task.remote(
+            search.inputs.original_dir,
+            read_adapter(adapter),
+            search.inputs.source,
+            cfg.data.forget_split,
+            full_eval_config(cfg.eval),
+            refs.gold_full.reference,
+            cfg.data.modality,
+            cfg.train.precision,
+            refs.folds.fold(REPORT),
+        )
+        for _, _, adapter in trained
+    ]
+    run_ids = tracker.child_ids()
+    for (seed, trial, adapter), result in zip(trained, ray.get(pending), strict=True):
+        write_outputs(
+            adapter.parent / f"seed-{seed}-evaluation", {"metrics": result.metrics}, result.tasks
+        )
+        run_id = run_ids.get(trial, "")
+        if run_id:
+            tracker.log_metrics(run_id, result.metrics, prefix="final/")
+            tracker.log_artifacts(run_id, [adapter], "adapter")
+        feasible = thresholds.constraint(result.metrics) <= 0
+        configuration.runs.append(ConfirmRun(seed, run_id, str(adapter), result.metrics, feasible))
+    summary = configuration.summary()
+    feasible = f"{sum(r.feasible for r in configuration.runs)}/{len(configuration.runs)}"
+    return LeaderboardRow(
+        f"{method} ({label}, {len(configuration.runs)} seeds)",
+        summary["mean"],
+        feasible,
+        configuration.trial or "defaults",
+        summary["sd"],
+    )
 
 
 def rewrite_optuna_csv(cfg: Config, dirs: SearchDirs, method: str, run_ids: dict) -> None:

@@ -218,3 +218,148 @@ def test_smoke_shrinks_the_defaults_but_a_flag_given_wins() -> None:
     assert (args.num_samples, args.epochs, args.confirm_seeds) == (2, 3, 2)
     assert passthrough == ["--set", "train.lr=1e-3"]
     assert args.markdown.parent != Path("bench")  # a smoke run leaves bench/STUDY.md alone
+
+
+# ---------------------------------------------------------------- robustness columns, L1 arm
+
+arm = load_bench("study_arm")
+
+
+def robust_row(recovery: float, before: float = -10.0, after: float = -11.5) -> dict:
+    """A robustness.json row as clear_ray/robust/run.py writes it (a few of its ~45 keys)."""
+    return {
+        "robust/relearn/recovery": recovery,
+        "robust/relearn/gold_recovery": 0.1,
+        "robust/quantize/log_forget_quality": before,
+        "robust/quantize/int8/log_forget_quality": after,
+        "robust/prompts/worst_log_forget_quality": -20.0,
+    }
+
+
+def test_headline_robustness_takes_four_values_and_the_int8_change() -> None:
+    values = study.headline_robustness(robust_row(0.4, before=-10.0, after=-11.5))
+    assert values == {
+        "relearn_recovery": 0.4,
+        "int8_log_fq_change": -1.5,  # after − before
+        "worst_prompt_log_fq": -20.0,
+    }  # cross_modal skipped the model (--modality both): left out, not 0
+    with_cross = {**robust_row(0.4), "robust/cross_modal/knowledge": 0.7}
+    assert study.headline_robustness(with_cross)["cross_modal_knowledge"] == 0.7
+
+
+def test_robustness_stats_spread_the_seeds_of_one_label_prefix() -> None:
+    robustness = {
+        "best": robust_row(1.0),
+        "tuned/seed1": robust_row(0.2),
+        "tuned/seed2": robust_row(0.4),
+        "default/seed1": robust_row(0.9),
+    }
+    stats = study.robustness_stats(robustness, "tuned/")
+    assert stats["relearn_recovery"].mean == pytest.approx(0.3)
+    assert stats["relearn_recovery"].n == 2
+    assert stats["relearn_recovery"].sd == pytest.approx(math.sqrt(0.02))
+    assert stats["cross_modal_knowledge"].n == 0
+
+
+def test_the_arm_toggles_l1_off_or_to_the_geometric_middle_of_the_space() -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    grid = CategoricalDistribution([0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
+    assert arm.toggled_l1(3e-3, grid) == 0.0
+    assert arm.toggled_l1(0.0, grid) == pytest.approx(1e-3)  # sqrt(1e-4 · 1e-2)
+    assert arm.toggled_l1(0.0, FloatDistribution(1e-5, 1e-1, log=True)) == pytest.approx(1e-3)
+    assert arm.toggled_l1(0.0, CategoricalDistribution([0.0])) is None
+    tuned = {"train.lr": 2e-3, "regularizer.l1": 0.0}
+    assert arm.arm_params(tuned, {"regularizer.l1": grid}, 0.0) == {
+        "train.lr": 2e-3,
+        "regularizer.l1": pytest.approx(1e-3),
+    }
+    assert arm.arm_params(tuned, {"train.lr": grid}, 0.0) is None  # L1 not searched
+
+
+def stat(values: list[float]):
+    return study.mean_sd(values)
+
+
+def test_l1_sentence_says_which_way_recovery_moved_beyond_one_sd() -> None:
+    # tuned has L1 = 0.001 and recovers 0.25 ± 0.05; the arm (L1 = 0) recovers 0.85 ± 0.05.
+    sentence = study.l1_sentence(
+        1e-3,
+        0.0,
+        (stat([0.2, 0.3, 0.25]), stat([-7.0, -8.0, -6.0])),
+        (stat([0.8, 0.9, 0.85]), stat([-7.5, -6.5, -7.0])),
+        "log_forget_quality",
+    )
+    assert "L1 lowered relearn recovery from 0.85 ± 0.05 to 0.25 ± 0.05" in sentence
+    assert "no clear difference in log FQ (without L1 -7 ± 0.5, with -7 ± 1;" in sentence
+    assert sentence.endswith("So forgetting with L1 was harder to undo.")
+
+
+def test_l1_sentence_with_l1_only_in_the_arm_and_no_clear_difference() -> None:
+    # tuned L1 = 0, arm L1 = 0.001: "with" is the arm; 0.5 vs 0.45 is within one sd (0.1).
+    sentence = study.l1_sentence(
+        0.0,
+        1e-3,
+        (stat([0.4, 0.6, 0.5]), stat([-7.0, -8.0, -6.0])),
+        (stat([0.35, 0.55, 0.45]), stat([-3.0, -2.0, -2.5])),
+        "log_forget_quality",
+    )
+    assert sentence.startswith("L1 = 0.001 vs 0 on the tuned configuration: no clear difference")
+    assert "L1 raised log FQ from -7 ± 1 to -2.5 ± 0.5" in sentence
+    assert "did not measurably change" in sentence
+
+
+def test_report_only_adds_the_robustness_table_and_the_l1_sentences(tmp_path) -> None:
+    config = study.study_config(study.parse_args([])[0])
+    root = write_search(tmp_path, "dpo-x", ["dpo"], 1_000, config)
+    folder = root / "dpo"
+    (folder / "study").mkdir(parents=True)
+    record = confirm("dpo", [-13, -11, -12], [-6, -8, -7])
+    record["configurations"]["tuned"]["params"]["regularizer.l1"] = 1e-3
+    (folder / "confirm.json").write_text(json.dumps(record))
+    (root / "leaderboard.md").write_text(LEADERBOARD)
+    tuned_rows = {"best": robust_row(0.0), "tuned/seed1": robust_row(0.2),
+                  "tuned/seed2": robust_row(0.3), "tuned/seed3": robust_row(0.25)}  # fmt: skip
+    (folder / "robustness.json").write_text(json.dumps(tuned_rows))
+    extra = {
+        "default/seed1": robust_row(0.6),
+        "default/seed2": robust_row(0.6),
+        "l1_toggled/seed1": {"robust/relearn/recovery": 0.8},
+        "l1_toggled/seed2": {"robust/relearn/recovery": 0.9},
+        "l1_toggled/seed3": {"robust/relearn/recovery": 0.85},
+    }
+    (folder / "study" / "robustness.json").write_text(json.dumps(extra))
+    arm_runs = [run(s, v, 0.6) for s, v in enumerate([-7.5, -6.5, -7.0], 1)]
+    arm_params = {"train.lr": 3.6e-3, "regularizer.l1": 0.0}
+    toggled = {"l1_toggled": configuration(arm_params, arm_runs, None)}
+    arm_confirm = {"method": "dpo", "fold": "report", "seeds": [1, 2, 3], "configurations": toggled}
+    (folder / "study" / "confirm.json").write_text(json.dumps(arm_confirm))
+    markdown, out = tmp_path / "STUDY.md", tmp_path / "study.json"
+    study.main(["--report-only", "--methods", "dpo", "--output-dir", str(tmp_path),
+                "--markdown", str(markdown), "--json", str(out)])  # fmt: skip
+
+    data = json.loads(out.read_text())["methods"]["dpo"]
+    assert data["robustness"]["tuned"]["relearn_recovery"]["mean"] == pytest.approx(0.25)
+    assert data["robustness"]["default"]["int8_log_fq_change"]["mean"] == pytest.approx(-1.5)
+    assert data["l1_arm"]["tuned_l1"] == 1e-3 and data["l1_arm"]["arm_l1"] == 0.0
+    text = markdown.read_text()
+    header = "| method | configuration | relearn recovery | int8 Δ log FQ | worst-prompt log FQ | "
+    assert header + "cross-modal knowledge |" in text
+    assert "| dpo | default | 0.6 ± 0 | -1.5 ± 0 | -20 ± 0 | – |" in text
+    assert "| dpo | tuned | 0.25 ± 0.05 | -1.5 ± 0 | -20 ± 0 | – |" in text
+    assert "| dpo | tuned, L1 = 0 (arm) | 0.85 ± 0.05 | – | – | – |" in text
+    assert "L1 lowered relearn recovery from 0.85 ± 0.05 to 0.25 ± 0.05" in text
+    assert "3/3 arm runs feasible" in text
+
+
+def test_a_study_without_the_arm_says_so(tmp_path) -> None:
+    config = study.study_config(study.parse_args([])[0])
+    root = write_search(tmp_path, "gd-x", ["gd"], 1_000, config)
+    (root / "gd").mkdir()
+    (root / "gd" / "confirm.json").write_text(json.dumps(confirm("gd", [-9, -10], [-8, -9])))
+    markdown = tmp_path / "STUDY.md"
+    study.main(["--report-only", "--methods", "gd", "--output-dir", str(tmp_path),
+                "--markdown", str(markdown), "--json", str(tmp_path / "s.json")])  # fmt: skip
+    text = markdown.read_text()
+    assert "- **gd**: no L1 arm" in text
+    assert "| gd | tuned | – | – | – | – |" in text

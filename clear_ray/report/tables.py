@@ -9,12 +9,12 @@ seeds, evaluated on the report fold) when there are any, else the search's singl
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
 from clear_ray.config import ConfigError
 from clear_ray.report.inputs import REFERENCES, MethodRecord, SearchRecord
+from clear_ray.search.confirm import mean_sd as seed_mean_sd
 from clear_ray.train.selection import Thresholds
 
 TABLE1 = (
@@ -45,9 +45,8 @@ def mean_sd(values: list[float]) -> str:
     values = [v for v in values if math.isfinite(v)]
     if not values:
         return DASH
-    if len(values) == 1:
-        return number(values[0])
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
+    mean, sd = seed_mean_sd(values)
+    return number(mean) if sd is None else f"{mean:.4g} ± {sd:.2g}"
 
 
 def seed_cells(configuration: dict[str, Any]) -> list[str]:

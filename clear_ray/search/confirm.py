@@ -32,6 +32,16 @@ def confirm_seeds(train_seed: int, count: int) -> list[int]:
     return [train_seed + offset for offset in range(1, count + 1)]
 
 
+def mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample sd (n − 1) of a configuration's values over its seeds; sd None with
+    fewer than two values, mean nan with none. The one definition: confirm.json, the report
+    (report/tables.py) and bench/study.py all spread seeds with it."""
+    values = [float(value) for value in values]
+    if not values:
+        return math.nan, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
 def default_params(config: dict[str, Any], space: dict) -> dict[str, Any]:
     """The config defaults (``Config.to_flat()``, preset recipe applied) of the searched paths."""
     return {path: config[path] for path in sorted(space)}
@@ -62,9 +72,7 @@ class Configuration:
         shared = [key for key in shared if all(key in run.metrics for run in self.runs)]
         mean, sd = {}, {}
         for key in shared:
-            values = [float(run.metrics[key]) for run in self.runs]
-            mean[key] = statistics.fmean(values)
-            sd[key] = statistics.stdev(values) if len(values) > 1 else None
+            mean[key], sd[key] = mean_sd([run.metrics[key] for run in self.runs])
         return {
             "params": self.params,
             "epochs": self.epochs,
