@@ -16,7 +16,6 @@ from optuna.distributions import FloatDistribution
 from clear_ray.config import Config, ConfigError
 from clear_ray.robust import constraint
 from clear_ray.robust.context import CheckResult
-from clear_ray.robust.run import CheckOutcome
 from clear_ray.search.constrained import ConstrainedOptunaSearch, trials_table
 from clear_ray.search.results import TrialMetrics, TrialRow
 from clear_ray.train.selection import RELEARN_RECOVERY, BestEpoch, Thresholds
@@ -150,12 +149,11 @@ def test_the_hook_attacks_the_best_adapter_on_the_selection_persons(monkeypatch)
 
     calls = []
 
-    def fake_check(name, cfg, original, gold, adapter, source, persons) -> CheckOutcome:
+    def fake_check(name, cfg, original, gold, adapter, source, persons):
         calls.append((name, original, gold, adapter, source, persons))
-        metrics = {RELEARN_RECOVERY: 0.4, "robust/relearn/steps": 20.0}
-        return CheckOutcome(CheckResult(metrics), 1.0, {})
+        return CheckResult({RELEARN_RECOVERY: 0.4, "robust/relearn/steps": 20.0}), 1.0
 
-    monkeypatch.setattr(run, "check_task", fake_check)
+    monkeypatch.setattr(run, "cached_check", fake_check)
     best = best_epoch(0.3)
     values = _relearn_constraint(Config(), inputs(), best, {"adapter.bin": b"w"})
     assert calls == [("relearn", "original", "gold", {"adapter.bin": b"w"}, "data", ("A", "B"))]
@@ -167,7 +165,7 @@ def test_an_infeasible_best_epoch_is_not_attacked(monkeypatch) -> None:
     from clear_ray.robust import run
     from clear_ray.train.loop import _relearn_constraint
 
-    monkeypatch.setattr(run, "check_task", lambda *a: pytest.fail("attacked"))
+    monkeypatch.setattr(run, "cached_check", lambda *a: pytest.fail("attacked"))
     best = best_epoch(0.3, retain=0.1)  # below min_retain 0.5
     assert _relearn_constraint(Config(), inputs(), best, {"a": b""}) == {}
     assert best.summary()["feasible"] == 0.0
@@ -177,7 +175,7 @@ def test_an_attack_that_did_not_run_fails_the_trial(monkeypatch) -> None:
     from clear_ray.robust import run
 
     skipped = CheckResult({}, notes=("skipped: 1 person(s), 2 needed",))
-    monkeypatch.setattr(run, "check_task", lambda *a: CheckOutcome(skipped, 0.0, {}))
+    monkeypatch.setattr(run, "cached_check", lambda *a: (skipped, 0.0))
     with pytest.raises(RuntimeError, match="did not run: skipped: 1 person"):
         constraint.relearn_at_trial_end(Config(), inputs(), {"a": b""})
 

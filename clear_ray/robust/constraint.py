@@ -33,9 +33,9 @@ def relearn_at_trial_end(cfg, inputs: TrialInputs, adapter: dict[str, bytes]) ->
     """The ``robust/relearn/*`` metrics of ``adapter`` on the selection persons; raises when
     the attack did not measure a recovery (a trial must never pass unmeasured)."""
     from clear_ray.robust import relearn
-    from clear_ray.robust.run import check_task
+    from clear_ray.robust.run import cached_check
 
-    outcome = check_task(
+    result, _ = cached_check(
         relearn.CHECK,
         cfg,
         inputs.original_dir,
@@ -44,8 +44,7 @@ def relearn_at_trial_end(cfg, inputs: TrialInputs, adapter: dict[str, bytes]) ->
         inputs.source,
         inputs.relearn_persons,
     )
-    metrics = outcome.result.metrics
-    if RELEARN_RECOVERY not in metrics:
-        notes = "; ".join(outcome.result.notes) or "no recovery"
+    if RELEARN_RECOVERY not in result.metrics:
+        notes = "; ".join(result.notes) or "no recovery"
         raise RuntimeError(f"search.constrain_relearn: the relearning attack did not run: {notes}")
-    return metrics
+    return result.metrics
