@@ -133,6 +133,7 @@ RANGES: dict[str, Range] = {
     "search.report_fraction": Range(0, 1, high_inclusive=False),  # 0 = no folds
     "search.confirm_seeds": NON_NEGATIVE,  # 0 = no confirm runs
     "search.top_k": AT_LEAST_1,
+    "search.constrain_relearn": FRACTION,  # a recovery: 0 = nothing came back, 1 = all
 }
 # Relative thresholds are fractions of Original's value; above 1.5 nothing can be feasible.
 RELATIVE_THRESHOLD = Range(0, 1.5, low_inclusive=False)
@@ -142,6 +143,8 @@ OFF_AT_ZERO = ("search.min_utility", "search.retain_floor")  # 0 turns these che
 
 def check_value(path: str, value: Any) -> None:
     """Raises :class:`ConfigError` naming the field and its valid values."""
+    if value is None:  # an optional field turned off
+        return
     if path in CHOICES and value not in CHOICES[path]:
         raise ConfigError(f"{path}: {value!r} is not one of {', '.join(CHOICES[path])}")
     if path in RANGES and value not in RANGES[path]:
@@ -327,6 +330,10 @@ class SearchConfig:
     # train.seed values (train.seed + 1..N), each evaluated on the report fold; 0 = off.
     confirm_seeds: int = 3
     top_k: int = 3  # diagnostics: the mean objective of the k best feasible trials
+    # Feasible only if the relearning attack (robust/relearn.py, robust.relearn_* budget) on
+    # the trial's best epoch, at the trial's end, recovers at most this on the selection fold;
+    # None = off. Costs one attack of robust.relearn_steps per completed feasible trial.
+    constrain_relearn: float | None = None
 
 
 @dataclass
@@ -391,7 +398,8 @@ class Config:
         new = copy.deepcopy(self)
         for path, value in overrides.items():
             parent, name = _resolve(new, path)
-            value = _coerce(value, _field_type(parent, name), path)
+            if not (value is None and _optional(parent, name)):
+                value = _coerce(value, _field_type(parent, name), path)
             check_value(path, value)
             setattr(parent, name, value)
         return new
@@ -409,6 +417,13 @@ class Config:
                         "(a fraction of Original's value in relative mode)"
                     )
         self.robust.names()  # an unknown check fails here, before anything runs
+        if search.constrain_relearn is not None and search.workers_per_trial > 1:
+            # The attack trains a second DeepSpeed engine in the trial's worker; with more
+            # ranks its collectives would wait for ranks that are not attacking.
+            raise ConfigError(
+                f"search.constrain_relearn needs --workers-per-trial 1, got "
+                f"{search.workers_per_trial}"
+            )
         if search.scheduler == "asha" and search.grace_period > self.train.epochs:
             raise ConfigError(
                 f"search.grace_period: {search.grace_period} must be <= train.epochs "
@@ -462,6 +477,11 @@ def _resolve(root: Any, path: str) -> tuple[Any, str]:
     }:
         raise ConfigError(f"unknown config path {path!r}")
     return node, name
+
+
+def _optional(node: Any, name: str) -> bool:
+    """Whether the field is ``X | None`` (None = off)."""
+    return type(None) in typing.get_args(typing.get_type_hints(type(node))[name])
 
 
 def _field_type(node: Any, name: str) -> type:

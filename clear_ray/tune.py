@@ -129,6 +129,11 @@ FLAGS = {
         "checks of each best trial: all | none | comma list of relearn, quantize, prompts, "
         "cross_modal",
     ),
+    "--constrain-relearn": (
+        "search.constrain_relearn",
+        "feasible only if the relearning attack at each trial's end (selection fold) recovers "
+        "<= this fraction of the forgotten, in [0, 1]; default: off",
+    ),
     "--report-fraction": (
         "search.report_fraction",
         "forget persons held out for the final report; selection uses the rest (0 = no folds)",
@@ -306,6 +311,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.references import prepare_references
     from clear_ray.report.inputs import read_search
     from clear_ray.report.write import write_report
+    from clear_ray.robust.constraint import check_relearn_persons
     from clear_ray.search.quiet import quiet_console
     from clear_ray.search.results import LeaderboardRow, leaderboard
     from clear_ray.search.session import dashboard_command
@@ -330,6 +336,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     optuna_storage = dirs.optuna_storage(cfg.search.optuna_storage)
     log(f"Optuna studies {state.name}/<method>, live: {dashboard_command(optuna_storage)}")
     refs = prepare_references(cfg, log)
+    check_relearn_persons(cfg.search, refs.folds.selection)  # before any trial runs
     announce_folds(refs.folds, dirs)
     thresholds = Thresholds.from_search(cfg.search, refs.original.metrics)
     print(reference_table(refs.original.metrics, refs.gold.metrics, thresholds), flush=True)
@@ -363,6 +370,8 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
         refs.gold.reference,
         thresholds,
         refs.folds.fold(SELECTION),
+        refs.gold_model,
+        refs.folds.selection,
     )
     search = Search(cfg, state, dirs, refs, thresholds, tracker, tags, inputs)
     for method in state.methods:
@@ -381,7 +390,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
             if outcome
         ),
     ]
-    heading = leaderboard_heading(refs.folds, cfg.search.confirm_seeds)
+    heading = leaderboard_heading(refs.folds, cfg.search.confirm_seeds, thresholds)
     table = leaderboard(rows, heading)
     (dirs.root / "leaderboard.md").write_text(table + "\n")
     summary_run = state.top_parent_id or state.runs[state.methods[0]].parent_id
@@ -597,7 +606,9 @@ def fold_tag(folds: PersonFolds) -> str:
     return f"selection {len(folds.selection)} / report {len(folds.report)} persons"
 
 
-def leaderboard_heading(folds: PersonFolds, confirm_seeds: int) -> str:
+def leaderboard_heading(
+    folds: PersonFolds, confirm_seeds: int, thresholds: Thresholds | None = None
+) -> str:
     where = (
         f"report fold ({', '.join(folds.report)}), selected on the selection fold "
         f"({', '.join(folds.selection)})"
@@ -609,7 +620,13 @@ def leaderboard_heading(folds: PersonFolds, confirm_seeds: int) -> str:
         if confirm_seeds
         else "each method: its best trial's checkpoint (no confirm seeds)"
     )
-    return f"Full evaluations on the {where}; {seeds}."
+    selected = ""
+    if thresholds is not None and thresholds.max_relearn_recovery is not None:
+        selected = (
+            f" Trials selected feasible only with relearn recovery <= "
+            f"{thresholds.max_relearn_recovery:g} at their end, on the selection fold."
+        )
+    return f"Full evaluations on the {where}; {seeds}.{selected}"
 
 
 def report_diagnostics(cfg: Config, rows, space: dict, best, final: dict, tracker, run_id) -> None:

@@ -82,7 +82,7 @@ def check_key(name: str, ctx: CheckContext) -> str:
     )
 
 
-def check_task(
+def cached_check(
     name: str,
     cfg: Config,
     original: str | DriverDir,
@@ -90,10 +90,10 @@ def check_task(
     adapter: dict[str, bytes] | None,
     source: str | DriverDir,
     persons: tuple[str, ...],
-) -> CheckOutcome:
-    """One check on this node, from its cache when it ran before on the same content."""
-    from clear_ray.references import where
-
+) -> tuple[CheckResult, float]:
+    """One check in this process, from this node's cache when it ran before on the same
+    content: its result and its own time when it ran. Also the trial-end attack of
+    ``search.constrain_relearn`` (robust/constraint.py), inside a trial's worker."""
     cache = Path(cfg.output_dir) / "cache" / "robust"
     ctx = CheckContext(
         cfg, on_this_node(original), on_this_node(gold), adapter, on_this_node(source),
@@ -109,7 +109,23 @@ def check_task(
     directory = cached_dir(cache / f"{name}-{check_key(name, ctx)}", build)
     record = json.loads((directory / RESULT_FILE).read_text())
     result = CheckResult(record["metrics"], record["items"], tuple(record["notes"]))
-    return CheckOutcome(result, record["seconds"], where())
+    return result, record["seconds"]
+
+
+def check_task(
+    name: str,
+    cfg: Config,
+    original: str | DriverDir,
+    gold: str | DriverDir,
+    adapter: dict[str, bytes] | None,
+    source: str | DriverDir,
+    persons: tuple[str, ...],
+) -> CheckOutcome:
+    """``cached_check`` as a Ray task's body: with where it ran."""
+    from clear_ray.references import where
+
+    result, seconds = cached_check(name, cfg, original, gold, adapter, source, persons)
+    return CheckOutcome(result, seconds, where())
 
 
 def report_persons(search_root: Path, source: str, forget_split: str) -> tuple[str, ...]:

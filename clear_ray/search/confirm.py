@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,9 @@ def train_fixed(
     from clear_ray.tracking import TrialLogger
 
     out = dirs.method(method) / "confirm" / label
+    # Confirm runs are measured, not selected: the robustness checks attack them on the report
+    # fold (robust/run.py), so the trial-end attack of search.constrain_relearn is not run.
+    inputs = replace(inputs, thresholds=replace(inputs.thresholds, max_relearn_recovery=None))
     filesystem = storage_filesystem(dirs.storage)[0]
     reaper = TrainGroupReaper()
     logger = TrialLogger(

@@ -15,7 +15,7 @@ from ray.tune.experiment import Trial
 
 from clear_ray.console import format_duration
 from clear_ray.search.strategy import ASHA, COMPLETED, RETAIN_COLLAPSE, stop_reason
-from clear_ray.train.selection import Thresholds
+from clear_ray.train.selection import RELEARN_RECOVERY, Thresholds
 
 
 def stop_text(reason: str, last: dict, epochs: int, thresholds: Thresholds) -> str:
@@ -117,11 +117,15 @@ class ProgressPrinter(Callback):
             stop_reason(last, self.epochs, self.thresholds), last, self.epochs, self.thresholds
         )
         best = last.get("best_objective", math.nan)
+        recovery = (
+            f", relearn recovery {last[RELEARN_RECOVERY]:.3f}" if RELEARN_RECOVERY in last else ""
+        )
         self._finished(
             trials,
             trial,
             f"{reason}; best epoch {int(last.get('best_epoch', -1))}, "
-            f"{self.objective}={best:.4g}, {'feasible' if last.get('feasible') else 'infeasible'}",
+            f"{self.objective}={best:.4g}{recovery}, "
+            f"{'feasible' if last.get('feasible') else 'infeasible'}",
         )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

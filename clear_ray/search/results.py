@@ -15,21 +15,26 @@ from pathlib import Path
 from typing import Any
 
 from clear_ray.config import SearchConfig
+from clear_ray.train.selection import RELEARN_RECOVERY
 
 
 @dataclass(frozen=True)
 class TrialMetrics:
     """Which best-epoch metrics a trial table shows: the constraints' retain and utility
     metrics (``search.retain_metric``/``utility_metric``) and the forget metric of the same
-    family (CLEAR's columns or the extended ones).
+    family (CLEAR's columns or the extended ones); the trial-end relearn recovery when it is a
+    constraint (``search.constrain_relearn``).
     """
 
     retain: str = SearchConfig.retain_metric
     utility: str = SearchConfig.utility_metric
+    relearn: bool = False
 
     @classmethod
     def of(cls, search: SearchConfig) -> TrialMetrics:
-        return cls(search.retain_metric, search.utility_metric)
+        return cls(
+            search.retain_metric, search.utility_metric, search.constrain_relearn is not None
+        )
 
     @property
     def forget(self) -> str:
@@ -47,6 +52,7 @@ class TrialMetrics:
             f"best_{self.utility}",
             "best_epoch",
             "stopped_at",
+            *(("relearn_recovery",) if self.relearn else ()),
         )
 
 
@@ -65,8 +71,9 @@ class TrialRow:
     params: dict[str, Any]
     adapter: str  # local copy of the best epoch's adapter ("" if none)
     best: dict[str, float] = field(default_factory=dict)  # the last report's best_* values
+    relearn_recovery: float = math.nan  # at the trial's end (search.constrain_relearn)
 
-    def cells(self, param_names: list[str]) -> list[str]:
+    def cells(self, param_names: list[str], shown: TrialMetrics = TrialMetrics()) -> list[str]:
         values = [
             self.trial,
             str(self.number),
@@ -78,6 +85,7 @@ class TrialRow:
             f"{self.best_model_utility:.4g}",
             str(self.best_epoch),
             str(self.stopped_at),
+            *((f"{self.relearn_recovery:.4g}",) if shown.relearn else ()),
         ]
         return values + [_fmt(self.params.get(name)) for name in param_names]
 
@@ -122,6 +130,7 @@ def trial_rows(results, adapters_dir: Path, shown: TrialMetrics = TrialMetrics()
                 params=dict(result.config or {}),
                 adapter=str(adapter) if adapter.is_dir() else "",
                 best={k: v for k, v in metrics.items() if k.startswith("best_")},
+                relearn_recovery=value(RELEARN_RECOVERY),
             )
         )
     return sorted(rows, key=lambda r: (not r.feasible, -_finite(r.best_objective)))
@@ -139,7 +148,9 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 def markdown_table(
     rows: list[TrialRow], param_names: list[str], shown: TrialMetrics = TrialMetrics()
 ) -> str:
-    return markdown([*shown.columns(), *param_names], [row.cells(param_names) for row in rows])
+    return markdown(
+        [*shown.columns(), *param_names], [row.cells(param_names, shown) for row in rows]
+    )
 
 
 def write_csv(
@@ -149,7 +160,7 @@ def write_csv(
         writer = csv.writer(handle)
         writer.writerow([*shown.columns(), *param_names, "adapter"])
         for row in rows:
-            writer.writerow([*row.cells(param_names), row.adapter])
+            writer.writerow([*row.cells(param_names, shown), row.adapter])
 
 
 # (column, metric). CLEAR's Table 1: Real/Retain/Forget and its forget quality on CLEAR's

@@ -41,6 +41,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PROGRESS_FILE = "trial_progress.json"
 METRICS_FILE = "epoch_metrics.json"
 DIVERGED_FILE = "diverged.txt"
+BEST_ADAPTER_DIR = "best_adapter"  # the best epoch's adapter, for the trial-end relearn attack
 
 
 def load_unlearning_data(source: str, forget_split: str, modality: str) -> UnlearningData:
@@ -78,6 +79,10 @@ def unlearn(
     model = attach_lora(model, cfg.lora, preset.lora_target_modules)
     best = BestEpoch(inputs.thresholds)
     start = _restore(model, best, resume_from) if resume_from else TrialProgress()
+    constrained = inputs.thresholds.max_relearn_recovery is not None
+    best_adapter = None
+    if constrained and resume_from:
+        best_adapter = _restored_best_adapter(model, best, start, resume_from)
     collator = Collator(processor)
     data = load_unlearning_data(inputs.source, cfg.data.forget_split, cfg.data.modality)
     steps_per_epoch = data.batches_per_epoch(cfg.train.batch_size, world_size)
@@ -112,13 +117,63 @@ def unlearn(
         metrics.update(_evaluate(engine.module, collator, task_data, cfg, inputs, rank, world_size))
         metrics["epoch"] = float(epoch + 1)
         metrics.update(best.epoch_values(metrics))
-        best.update(epoch + 1, metrics)
+        if best.update(epoch + 1, metrics) and constrained:
+            best_adapter = _adapter_files(engine.module)
+        if constrained and epoch + 1 == cfg.train.epochs:
+            metrics.update(_relearn_constraint(cfg, inputs, best, best_adapter))
         metrics.update(best.summary())
         with tempfile.TemporaryDirectory() as checkpoint_dir:
             if rank == 0:
                 progress = TrialProgress(epoch + 1, step, best.state())
                 _save_checkpoint(engine.module, Path(checkpoint_dir), progress, metrics)
+                if best_adapter is not None and best.epoch != epoch + 1:
+                    _write_files(Path(checkpoint_dir) / BEST_ADAPTER_DIR, best_adapter)
             report(metrics, Path(checkpoint_dir) if rank == 0 else None)
+
+
+def _relearn_constraint(
+    cfg: Config, inputs: TrialInputs, best: BestEpoch, adapter: dict[str, bytes] | None
+) -> dict[str, float]:
+    """The relearning attack on the best epoch (robust/constraint.py), once, at the trial's
+    end; sets ``best.relearn_recovery``. A best epoch already infeasible is not attacked: it
+    cannot become feasible, and unmeasured counts as infeasible (train/selection.py)."""
+    from clear_ray.robust.constraint import relearn_at_trial_end
+    from clear_ray.train.selection import RELEARN_RECOVERY
+
+    if adapter is None or inputs.thresholds.constraint(best.metrics) > 0:
+        return {}
+    values = relearn_at_trial_end(cfg, inputs, adapter)
+    best.relearn_recovery = values[RELEARN_RECOVERY]
+    return values
+
+
+def _adapter_files(model) -> dict[str, bytes]:
+    """The adapter's files as ``save_pretrained`` writes them (LoRA weights only: small)."""
+    from clear_ray.eval.final import read_adapter
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model.save_pretrained(scratch)
+        return read_adapter(Path(scratch))
+
+
+def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, blob in files.items():
+        (directory / name).write_bytes(blob)
+
+
+def _restored_best_adapter(
+    model, best: BestEpoch, progress: TrialProgress, checkpoint: Path
+) -> dict[str, bytes] | None:
+    """The best epoch's adapter of a resumed trial: the checkpoint's own when its epoch is the
+    best, else the copy it carries (written only then, to keep best-epoch checkpoints, which
+    become the trial's adapter, as they were)."""
+    from clear_ray.eval.final import read_adapter
+
+    if best.epoch == progress.epoch:
+        return _adapter_files(model)
+    directory = checkpoint / BEST_ADAPTER_DIR
+    return read_adapter(directory) if directory.is_dir() else None
 
 
 def _report_divergence(report: Report, reason: str, rank: int) -> None:

@@ -4,6 +4,12 @@ A trial's objective is forget quality *subject to* keeping retain performance (a
 model utility), each measured by the metric ``search.retain_metric``/``search.utility_metric``
 names (CLEAR's table columns by default); constraint values follow Optuna's convention
 (≤ 0 feasible) so they can be handed to the sampler as they are.
+
+``search.constrain_relearn`` adds a trial-level constraint: the relearning attack's recovery on
+the best epoch (robust/relearn.py), measured once at the trial's end, so it decides which
+trial is feasible, not which epoch is best. A trial not measured (stopped early, or its best
+epoch already infeasible) counts as if everything came back (recovery 1): unmeasured is never
+feasible by default.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from clear_ray.eval.names import SUMMARY_METRICS
 INFEASIBLE_SCORE = -1e6
 # Metrics of the best epoch that every report carries as best_<name> (when evaluated).
 BEST_METRICS = SUMMARY_METRICS
+RELEARN_CONSTRAINT = "max_relearn"  # Optuna's name of the relearn constraint
+RELEARN_RECOVERY = "robust/relearn/recovery"  # robust/relearn.py check()'s recovery metric
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class Thresholds:
     retain_floor: float = -math.inf  # below it retain has collapsed: the trial is stopped
     retain_metric: str = SearchConfig.retain_metric  # the metric the retain bounds apply to
     utility_metric: str = SearchConfig.utility_metric
+    max_relearn_recovery: float | None = None  # search.constrain_relearn; None: no constraint
 
     @classmethod
     def from_search(cls, search: SearchConfig, original: dict[str, float]) -> Thresholds:
@@ -51,6 +60,7 @@ class Thresholds:
             retain_floor=absolute(search.retain_floor, retain),
             retain_metric=retain,
             utility_metric=utility,
+            max_relearn_recovery=search.constrain_relearn,
         )
 
     def constraints(self, metrics: dict[str, float]) -> dict[str, float]:
@@ -64,6 +74,17 @@ class Thresholds:
         """≤ 0 when every constraint holds: the largest shortfall."""
         return max(self.constraints(metrics).values())
 
+    def trial_constraints(
+        self, metrics: dict[str, float], recovery: float | None
+    ) -> dict[str, float]:
+        """The best epoch's constraints and, when constrained, the trial's relearn shortfall
+        (``recovery`` None = not measured: counted as recovery 1, everything came back)."""
+        values = self.constraints(metrics)
+        if self.max_relearn_recovery is not None:
+            measured = 1.0 if recovery is None else recovery
+            values[RELEARN_CONSTRAINT] = measured - self.max_relearn_recovery
+        return values
+
     def collapsed(self, metrics: dict[str, float]) -> bool:
         return metrics[self.retain_metric] < self.retain_floor
 
@@ -71,6 +92,8 @@ class Thresholds:
         rules = [f"{self.retain_metric} >= {self.min_retain_metric:.4g}"]
         if self.min_model_utility is not None:
             rules.append(f"{self.utility_metric} >= {self.min_model_utility:.4g}")
+        if self.max_relearn_recovery is not None:
+            rules.append(f"relearn recovery <= {self.max_relearn_recovery:.4g} (at trial end)")
         return " and ".join(rules)
 
 
@@ -81,6 +104,7 @@ class BestEpoch:
     thresholds: Thresholds
     epoch: int = -1
     metrics: dict[str, float] = field(default_factory=dict)
+    relearn_recovery: float | None = None  # of the best epoch, measured at the trial's end
 
     def score(self, metrics: dict[str, float]) -> float:
         violation = self.thresholds.constraint(metrics)
@@ -97,7 +121,7 @@ class BestEpoch:
 
     def summary(self) -> dict[str, float]:
         """Flat values reported every epoch so Tune, Optuna and MLflow see the running best."""
-        constraints = self.thresholds.constraints(self.metrics)
+        constraints = self.thresholds.trial_constraints(self.metrics, self.relearn_recovery)
         constraint = max(constraints.values())
         return {
             "best_epoch": float(self.epoch),

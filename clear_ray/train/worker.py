@@ -39,10 +39,17 @@ class TrialInputs:
     # The selection fold: every per-epoch evaluation (hence ASHA, best epoch, Optuna) scores
     # its forget persons only; None without folds (data/folds.py).
     fold: Fold | None = None
+    # For search.constrain_relearn (robust/constraint.py): Gold's checkpoint and the selection
+    # fold's forget persons the attack splits into attacked and held-out halves.
+    gold_dir: str | DriverDir | None = None
+    relearn_persons: tuple[str, ...] = ()
 
     def on_this_node(self) -> TrialInputs:
         return replace(
-            self, source=on_this_node(self.source), original_dir=on_this_node(self.original_dir)
+            self,
+            source=on_this_node(self.source),
+            original_dir=on_this_node(self.original_dir),
+            gold_dir=on_this_node(self.gold_dir) if self.gold_dir is not None else None,
         )
 
 
