@@ -121,8 +121,7 @@ class ChildRun:
     """A confirm child run of the method's MLflow run, of one configuration."""
 
     run_id: str
-    trial: str
-    seed: int
+    trial: str  # its clear_ray.trial_id tag
     status: str  # RUNNING | FINISHED | FAILED | KILLED
 
 
@@ -134,10 +133,6 @@ class ConfirmPlan:
     evaluate: dict[int, SeedRecord]  # trained, the evaluation is left
     train: list[int]  # seeds to train (and evaluate)
     discard: list[str]  # MLflow child runs that count for nothing: deleted
-
-    @property
-    def done(self) -> bool:
-        return not (self.evaluate or self.train or self.discard)
 
 
 def plan_confirm(
@@ -171,16 +166,15 @@ def plan_confirm(
     )
 
 
-def seed_record_path(out: Path, seed: int) -> Path:
-    return out / f"seed-{seed}.json"
-
-
 def write_seed_record(out: Path, record: SeedRecord) -> None:
+    _write_json(out / f"seed-{record.seed}.json", asdict(record))
+
+
+def _write_json(path: Path, value: Any) -> None:
     """Atomically: a driver killed while writing leaves the previous file or none."""
-    path = seed_record_path(out, record.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(asdict(record), indent=2, default=_json_default) + "\n")
+    scratch.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
     os.replace(scratch, path)
 
 
@@ -202,7 +196,6 @@ def confirm_children(runs: list, configuration: str) -> list[ChildRun]:
         ChildRun(
             run.info.run_id,
             run.data.tags.get(TRIAL_TAG, ""),
-            int(run.data.params.get("train.seed", -1)),
             run.info.status,
         )
         for run in runs
@@ -229,8 +222,7 @@ def write_confirm(
         "seeds": seeds,
         "configurations": {name: c.summary() for name, c in configurations.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
+    _write_json(path, record)
     return record
 
 

@@ -39,10 +39,10 @@ SEARCH, CONFIRM = "search", "confirm"  # CONFIRM: confirm runs, robustness, regi
 class MethodRun:
     parent_id: str
     status: str = "running"  # running | done
-    stage: str = SEARCH  # while running: SEARCH, then CONFIRM once the final evaluation is done
     outcome: dict = field(default_factory=dict)  # what the leaderboard shows once done
     # The default configuration's leaderboard row (confirm seeds; empty when off).
     default_outcome: dict = field(default_factory=dict)
+    stage: str = SEARCH  # while running: SEARCH, then CONFIRM once the final evaluation is done
 
 
 @dataclass
