@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 from collections.abc import Callable
@@ -264,6 +265,7 @@ class SeedRecorder(Callback):
             return
         seed = int(trial.config["train.seed"])
         adapter = self.out / f"seed-{seed}"
+        shutil.rmtree(adapter, ignore_errors=True)  # an earlier attempt's copy that did not count
         Checkpoint(path, self.storage_filesystem).to_directory(str(adapter))
         record = SeedRecord(seed, trial.trial_id, str(adapter), self.params, self.epochs)
         write_seed_record(self.out, record)
