@@ -237,6 +237,12 @@ class SearchTracker:
             [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'"
         )
 
+    def delete_runs(self, run_ids: list[str]) -> None:
+        """Delete runs that count for nothing (MLflow keeps them as deleted until ``mlflow gc``);
+        search_runs no longer returns them."""
+        for run_id in run_ids:
+            self.client.delete_run(run_id)
+
     def register_model(
         self,
         model_name: str,

@@ -11,6 +11,7 @@ min_retain × Original's`` (CLEAR's Retain column by default; optionally a utili
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -32,6 +33,8 @@ from clear_ray.data.folds import FOLDS_FILE, REPORT, SELECTION, PersonFolds
 from clear_ray.methods import METHODS, TABLE_METHODS
 from clear_ray.models.presets import get_preset
 from clear_ray.search.session import (
+    CONFIRM,
+    SEARCH,
     SearchDirs,
     SearchState,
     check_optuna_storage,
@@ -47,6 +50,7 @@ if TYPE_CHECKING:  # heavy (torch, mlflow); imported where used, after argument 
     from clear_ray.train.worker import TrialInputs
 
 ALL = "all"
+FINAL_DIR = "final_evaluation"  # <method>/final_evaluation: the best trial's full evaluation
 REAP_WAIT_S = 60  # for stopped trials' Train controllers to die, so their groups can go
 METHOD_ORDER = TABLE_METHODS  # the paper's Table 1 order; variants are searched by name
 
@@ -487,8 +491,15 @@ def search_method(search: Search, method: str, space: dict) -> None:
     )
     experiment = dirs.tune_experiment(method)
     reaper = TrainGroupReaper()  # frees what a stopped trial's Train run held (cleanup.py)
-    if resuming and tune.Tuner.can_restore(experiment):
-        log(f"{method}: resuming the Tune experiment in {experiment}")
+    restorable = resuming and tune.Tuner.can_restore(experiment)
+    searched = restorable and state.runs[method].stage != SEARCH
+    if restorable:
+        log(
+            f"{method}: the search finished before the resume; reading its results from "
+            f"{experiment}"
+            if searched
+            else f"{method}: resuming the Tune experiment in {experiment}"
+        )
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=False)
     else:
         tuner = tune.Tuner(
@@ -533,7 +544,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
                 verbose=0,
             ),
         )
-    results = tuner.fit()
+    results = tuner.get_results() if searched else tuner.fit()
     reaper.reap(wait_s=REAP_WAIT_S)  # the next method's first trial needs those CPUs
     rows = trial_rows(results, dirs.adapters(method), TrialMetrics.of(cfg.search))
     run_ids = tracker.child_ids()
@@ -553,9 +564,13 @@ def search_method(search: Search, method: str, space: dict) -> None:
     if best is None:
         log(f"{method}: no trial produced an adapter")
     else:
-        final = final_evaluation(cfg, best.adapter, search, method_dir / "final_evaluation")
-        tracker.log_metrics(parent_id, final, prefix="final/")
-        tracker.log_artifacts(parent_id, [method_dir / "final_evaluation"], "final_evaluation")
+        final = (searched and read_final_evaluation(method_dir, best.adapter)) or {}
+        if not final:
+            final = final_evaluation(cfg, best.adapter, search, method_dir / FINAL_DIR)
+            tracker.log_metrics(parent_id, final, prefix="final/")
+            tracker.log_artifacts(parent_id, [method_dir / FINAL_DIR], "final_evaluation")
+            state.runs[method].stage = CONFIRM
+            dirs.save(state)
         report_diagnostics(cfg, rows, space, best, final, tracker, parent_id)
         # Feasible at full evaluation: thresholds from Original's full evaluation.
         full_thresholds = Thresholds.from_search(cfg.search, refs.original_full.metrics)
@@ -658,7 +673,8 @@ def report_diagnostics(cfg: Config, rows, space: dict, best, final: dict, tracke
 def confirm_method(search: Search, method: str, space: dict, best, thresholds):
     """The selected and the default configuration, each trained with fresh seeds and fully
     evaluated on the report fold (search/confirm.py); writes confirm.json and returns the two
-    leaderboard rows (mean ± sd)."""
+    leaderboard rows (mean ± sd). Resumed, it keeps what confirm.json or the seed records on
+    disk hold and runs only what ``plan_confirm`` says is left."""
     from clear_ray.search.confirm import (
         CONFIRM_FILE,
         DEFAULT,
@@ -666,56 +682,91 @@ def confirm_method(search: Search, method: str, space: dict, best, thresholds):
         Configuration,
         confirm_seeds,
         default_params,
+        read_confirm,
         write_confirm,
     )
 
     cfg = search.cfg.replace({"method.name": method})
+    tracker = search.tracker
     seeds = confirm_seeds(cfg.train.seed, cfg.search.confirm_seeds)
+    path = search.dirs.method(method) / CONFIRM_FILE
+    record = read_confirm(path, seeds)
+    if record is not None:
+        log(f"{method}: confirm runs done before the resume, kept ({path})")
+        tracker.log_artifacts(tracker.parent_id, [path])
+        return confirm_rows(method, record)
     configurations = {
         TUNED: Configuration(
             {p: best.params[p] for p in sorted(space)}, best.best_epoch, best.trial
         ),
         DEFAULT: Configuration(default_params(cfg.to_flat(), space), cfg.train.epochs, None),
     }
-    rows = [
+    for label, configuration in configurations.items():
         confirm_configuration(search, method, label, configuration, seeds, thresholds)
-        for label, configuration in configurations.items()
-    ]
-    path = search.dirs.method(method) / CONFIRM_FILE
-    write_confirm(path, method, seeds, configurations)
-    search.tracker.log_artifacts(search.tracker.parent_id, [path])
-    return rows[0], rows[1]
+    written = write_confirm(path, method, seeds, configurations)
+    tracker.log_artifacts(tracker.parent_id, [path])
+    return confirm_rows(method, written)
 
 
 def confirm_configuration(
     search: Search, method: str, label: str, configuration, seeds: list[int], thresholds
-):
+) -> None:
     """One fixed configuration trained once per seed (child runs tagged ``configuration:
-    label``) and fully evaluated on the report fold; appends its runs to ``configuration``
-    and returns its leaderboard row. bench/study.py's L1 arm runs its own configuration here."""
+    label``) and fully evaluated on the report fold; sets ``configuration.runs``. Resumed, it
+    keeps the seeds whose records are complete and trains or evaluates only the rest.
+    bench/study.py's L1 arm runs its own configuration here."""
+    from clear_ray.search.confirm import (
+        confirm_children,
+        confirm_dir,
+        plan_confirm,
+        read_seed_records,
+        train_fixed,
+    )
+
+    cfg = search.cfg.replace({"method.name": method})
+    tracker = search.tracker
+    out = confirm_dir(search.dirs, method, label)
+    children = confirm_children(tracker.children(), label)
+    plan = plan_confirm(configuration, seeds, read_seed_records(out), children)
+    if plan.keep or plan.evaluate or plan.discard:
+        log(
+            f"{method}: {label} configuration resumed: seeds {sorted(plan.keep)} kept, "
+            f"{sorted(plan.evaluate)} to evaluate, {plan.train} to train; "
+            f"{len(plan.discard)} unfinished MLflow run(s) deleted"
+        )
+    tracker.delete_runs(plan.discard)
+    trained = {}
+    if plan.train:
+        log(
+            f"{method}: confirming the {label} configuration ({configuration.epochs} "
+            f"epochs) with seeds {plan.train}"
+        )
+        trained = train_fixed(
+            cfg, search.inputs, search.dirs, method, label, configuration, plan.train,
+            tracker, search.tags, lambda line: log(f"{method}: {line}"),
+        )  # fmt: skip
+    evaluated = evaluate_confirm_runs(search, cfg, out, {**plan.evaluate, **trained}, thresholds)
+    runs = {**plan.keep, **evaluated}
+    configuration.runs = [runs[seed].run() for seed in sorted(runs)]
+
+
+def evaluate_confirm_runs(search: Search, cfg: Config, out: Path, trained: dict, thresholds):
+    """Full evaluation of trained confirm runs on the report fold, as Ray tasks at once: per
+    seed, its evaluation folder, ``final/*`` and the adapter on its child run, and its seed
+    record completed (so that a resumed search keeps it)."""
     import ray
 
     from clear_ray.eval.final import evaluate_adapter, full_eval_config, read_adapter
     from clear_ray.evaluate import write_outputs
     from clear_ray.references import trial_task
-    from clear_ray.search.confirm import ConfirmRun, train_fixed
-    from clear_ray.search.results import LeaderboardRow
+    from clear_ray.search.confirm import write_seed_record
 
-    cfg = search.cfg.replace({"method.name": method})
     refs, tracker = search.refs, search.tracker
     task = trial_task(evaluate_adapter, cfg.search)
-    log(
-        f"{method}: confirming the {label} configuration ({configuration.epochs} epochs) "
-        f"with seeds {seeds}"
-    )
-    trained = train_fixed(
-        cfg, search.inputs, search.dirs, method, label, configuration.params,
-        configuration.epochs, seeds, tracker, search.tags,
-    )  # fmt: skip
-    pending = [
-        task.remote(
+    pending = {
+        seed: task.remote(
             search.inputs.original_dir,
-            read_adapter(adapter),
+            read_adapter(Path(record.adapter)),
             search.inputs.source,
             cfg.data.forget_split,
             full_eval_config(cfg.eval),
@@ -724,28 +775,42 @@ def confirm_configuration(
             cfg.train.precision,
             refs.folds.fold(REPORT),
         )
-        for _, _, adapter in trained
-    ]
+        for seed, record in trained.items()
+    }
     run_ids = tracker.child_ids()
-    for (seed, trial, adapter), result in zip(trained, ray.get(pending), strict=True):
-        write_outputs(
-            adapter.parent / f"seed-{seed}-evaluation", {"metrics": result.metrics}, result.tasks
-        )
-        run_id = run_ids.get(trial, "")
+    evaluated = {}
+    for seed, ref in pending.items():
+        result, record = ray.get(ref), trained[seed]
+        write_outputs(out / f"seed-{seed}-evaluation", {"metrics": result.metrics}, result.tasks)
+        run_id = run_ids.get(record.trial, "")
         if run_id:
             tracker.log_metrics(run_id, result.metrics, prefix="final/")
-            tracker.log_artifacts(run_id, [adapter], "adapter")
+            tracker.log_artifacts(run_id, [Path(record.adapter)], "adapter")
         feasible = thresholds.constraint(result.metrics) <= 0
-        configuration.runs.append(ConfirmRun(seed, run_id, str(adapter), result.metrics, feasible))
-    summary = configuration.summary()
-    feasible = f"{sum(r.feasible for r in configuration.runs)}/{len(configuration.runs)}"
-    return LeaderboardRow(
-        f"{method} ({label}, {len(configuration.runs)} seeds)",
-        summary["mean"],
-        feasible,
-        configuration.trial or "defaults",
-        summary["sd"],
-    )
+        evaluated[seed] = replace(record, run_id=run_id, metrics=result.metrics, feasible=feasible)
+        write_seed_record(out, evaluated[seed])
+    return evaluated
+
+
+def confirm_rows(method: str, record: dict):
+    """The tuned and the default leaderboard rows (mean ± sd over seeds) of a confirm.json."""
+    from clear_ray.search.confirm import DEFAULT, TUNED
+    from clear_ray.search.results import LeaderboardRow
+
+    rows = []
+    for label in (TUNED, DEFAULT):
+        summary = record["configurations"][label]
+        runs = summary["runs"]
+        rows.append(
+            LeaderboardRow(
+                f"{method} ({label}, {len(runs)} seeds)",
+                summary["mean"],
+                f"{sum(run['feasible'] for run in runs)}/{len(runs)}",
+                summary["trial"] or "defaults",
+                summary["sd"],
+            )
+        )
+    return rows[0], rows[1]
 
 
 def rewrite_optuna_csv(cfg: Config, dirs: SearchDirs, method: str, run_ids: dict) -> None:
@@ -842,6 +907,16 @@ def report_trials(
         print(f"Best feasible trial {best.trial} (epoch {best.best_epoch}): {params}")
     else:
         print("No trial met the thresholds; lower --min-retain or widen the space.")
+
+
+def read_final_evaluation(method_dir: Path, adapter: str) -> dict[str, float]:
+    """The best trial's final evaluation a resumed search finds on disk (empty if none, or of
+    another adapter)."""
+    path = method_dir / FINAL_DIR / "metrics.json"
+    if not path.is_file():
+        return {}
+    summary = json.loads(path.read_text())
+    return summary["metrics"] if summary.get("adapter") == adapter else {}
 
 
 def final_evaluation(cfg: Config, adapter: str, search: Search, out: Path) -> dict[str, float]:

@@ -12,19 +12,35 @@ No new training path: each configuration is one Ray Tune run of the search's own
 trials' resources and workers and are child runs of the method's MLflow run (tags ``confirm``,
 ``configuration``). The last epoch's checkpoint is the run's adapter (the epoch count is the
 selected one, so there is no best epoch to pick again).
+
+Resumable per seed: when Tune completes a confirm run, ``SeedRecorder`` copies its adapter and
+writes ``confirm/<configuration>/seed-<N>.json``; the run's evaluation is added to that file
+when it returns. A resumed search asks ``plan_confirm`` what is left from those files and the
+method's MLflow children: finished seeds are kept, trained ones only evaluated, the others
+trained again, and the child runs that count for nothing (a run killed mid-training) deleted,
+so that confirm.json, MLflow and the Tune runs name the same runs, one per seed.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import signal
 import statistics
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Callback
+
 CONFIRM_FILE = "confirm.json"
 TUNED, DEFAULT = "tuned", "default"
+# Fault injection for the resume test: "<configuration>:<seed>" SIGKILLs the driver at that
+# confirm run's first result, as a lost driver would die (tests/test_resume_confirm_e2e.py).
+KILL_ENV = "CLEAR_RAY_KILL_CONFIRM_AT"
 
 
 def confirm_seeds(train_seed: int, count: int) -> list[int]:
@@ -86,6 +102,125 @@ class Configuration:
         }
 
 
+@dataclass(frozen=True)
+class SeedRecord:
+    """What a confirm run left on disk (``confirm/<configuration>/seed-<N>.json``): written
+    when its training finished, completed with ``run_id``, ``metrics``, ``feasible`` once it
+    was evaluated."""
+
+    seed: int
+    trial: str  # the Tune trial id, also the MLflow child run's clear_ray.trial_id tag
+    adapter: str
+    params: dict[str, Any]
+    epochs: int
+    run_id: str = ""
+    metrics: dict[str, float] | None = None
+    feasible: bool = False
+
+    @property
+    def evaluated(self) -> bool:
+        return self.metrics is not None
+
+    def run(self) -> ConfirmRun:
+        return ConfirmRun(self.seed, self.run_id, self.adapter, self.metrics or {}, self.feasible)
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """A confirm child run of the method's MLflow run, of one configuration."""
+
+    run_id: str
+    trial: str  # its clear_ray.trial_id tag
+    status: str  # RUNNING | FINISHED | FAILED | KILLED
+
+
+@dataclass(frozen=True)
+class ConfirmPlan:
+    """What is left of one configuration's confirm runs."""
+
+    keep: dict[int, SeedRecord]  # trained and evaluated: used as they are
+    evaluate: dict[int, SeedRecord]  # trained, the evaluation is left
+    train: list[int]  # seeds to train (and evaluate)
+    discard: list[str]  # MLflow child runs that count for nothing: deleted
+
+
+def plan_confirm(
+    configuration: Configuration,
+    seeds: list[int],
+    records: dict[int, SeedRecord],
+    children: list[ChildRun],
+) -> ConfirmPlan:
+    """Which of ``seeds`` are left for ``configuration``, from the seed records on disk and
+    the configuration's MLflow children.
+
+    A record counts when it trained this configuration (params and epochs) and its child run
+    FINISHED; every other child (killed mid-training, failed, or of a record that does not
+    count) is discarded, so that each seed ends with exactly one child run.
+    """
+    finished = {child.trial for child in children if child.status == "FINISHED"}
+    usable = {
+        seed: record
+        for seed, record in records.items()
+        if seed in seeds
+        and record.params == configuration.params
+        and record.epochs == configuration.epochs
+        and record.trial in finished
+    }
+    counted = {record.trial for record in usable.values()}
+    return ConfirmPlan(
+        keep={seed: r for seed, r in sorted(usable.items()) if r.evaluated},
+        evaluate={seed: r for seed, r in sorted(usable.items()) if not r.evaluated},
+        train=[seed for seed in seeds if seed not in usable],
+        discard=sorted(child.run_id for child in children if child.trial not in counted),
+    )
+
+
+def write_seed_record(out: Path, record: SeedRecord) -> None:
+    _write_json(out / f"seed-{record.seed}.json", asdict(record))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Atomically: a driver killed while writing leaves the previous file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
+    os.replace(scratch, path)
+
+
+def read_seed_records(out: Path) -> dict[int, SeedRecord]:
+    """The seed records under ``out`` whose adapter is still there, by seed."""
+    records = {}
+    for path in sorted(out.glob("seed-*.json")):
+        record = SeedRecord(**json.loads(path.read_text()))
+        if Path(record.adapter).is_dir():
+            records[record.seed] = record
+    return records
+
+
+def confirm_children(runs: list, configuration: str) -> list[ChildRun]:
+    """The MLflow runs (of the method's run) that are confirm runs of ``configuration``."""
+    from clear_ray.tracking import TRIAL_TAG
+
+    return [
+        ChildRun(
+            run.info.run_id,
+            run.data.tags.get(TRIAL_TAG, ""),
+            run.info.status,
+        )
+        for run in runs
+        if run.data.tags.get("confirm") == "true"
+        and run.data.tags.get("configuration") == configuration
+    ]
+
+
+def read_confirm(path: Path, seeds: list[int]) -> dict[str, Any] | None:
+    """A finished confirm.json of these seeds (a resumed search goes straight on), else None."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("seeds") == seeds else None
+
+
 def write_confirm(
     path: Path, method: str, seeds: list[int], configurations: dict[str, Configuration]
 ) -> dict[str, Any]:
@@ -96,8 +231,7 @@ def write_confirm(
         "seeds": seeds,
         "configurations": {name: c.summary() for name, c in configurations.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
+    _write_json(path, record)
     return record
 
 
@@ -107,31 +241,70 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+class SeedRecorder(Callback):
+    """Tune driver callback: when a confirm run completes, its last epoch's checkpoint is
+    copied to ``<out>/seed-<N>`` and its seed record written (after ``TrialLogger`` finished
+    its child run: a record always has a FINISHED run)."""
+
+    def __init__(
+        self,
+        out: Path,
+        label: str,
+        params: dict[str, Any],
+        epochs: int,
+        storage_filesystem,
+        log: Callable[[str], None],
+    ) -> None:
+        self.out, self.label, self.params, self.epochs = out, label, params, epochs
+        self.storage_filesystem = storage_filesystem
+        self.log = log
+        self.records: dict[int, SeedRecord] = {}
+        self.kill_at = os.environ.get(KILL_ENV, "")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if self.kill_at == f"{self.label}:{trial.config['train.seed']}":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        from ray.train import Checkpoint
+
+        path = (trial.last_result or {}).get("checkpoint_path")
+        if not path:
+            return
+        seed = int(trial.config["train.seed"])
+        adapter = self.out / f"seed-{seed}"
+        shutil.rmtree(adapter, ignore_errors=True)  # an earlier attempt's copy that did not count
+        Checkpoint(path, self.storage_filesystem).to_directory(str(adapter))
+        record = SeedRecord(seed, trial.trial_id, str(adapter), self.params, self.epochs)
+        write_seed_record(self.out, record)
+        self.records[seed] = record
+        self.log(f"{self.label} configuration: seed {seed} trained (trial {trial.trial_id})")
+
+
 def train_fixed(
     cfg,
     inputs,
     dirs,
     method: str,
     label: str,
-    params: dict[str, Any],
-    epochs: int,
+    configuration: Configuration,
     seeds: list[int],
     tracker,
     tags: dict[str, str],
-) -> list[tuple[int, str, Path]]:
+    log: Callable[[str], None],
+) -> dict[int, SeedRecord]:
     """Train one fixed configuration once per seed through the search's trainable.
 
-    Returns (seed, Tune trial id, local copy of its last epoch's adapter) per finished run.
+    Returns the seed records of the runs that finished (their adapters copied to ``out``).
     """
     from ray import tune
-    from ray.train import Checkpoint
 
     from clear_ray.search.cleanup import TrainGroupReaper
     from clear_ray.search.session import storage_filesystem
     from clear_ray.search.trainable import DRIVER_CPUS, make_trainable
     from clear_ray.tracking import TrialLogger
 
-    out = dirs.method(method) / "confirm" / label
+    out = confirm_dir(dirs, method, label)
     # Confirm runs are measured, not selected: the robustness checks attack them on the report
     # fold (robust/run.py), so the trial-end attack of search.constrain_relearn is not run.
     inputs = replace(inputs, thresholds=replace(inputs.thresholds, max_relearn_recovery=None))
@@ -142,30 +315,31 @@ def train_fixed(
         cfg.to_flat(),
         out / "best_epoch_adapters",
         inputs.thresholds,
-        epochs,
+        configuration.epochs,
         {**tags, "confirm": "true", "configuration": label},
         filesystem,
     )
+    recorder = SeedRecorder(out, label, configuration.params, configuration.epochs, filesystem, log)
     tuner = tune.Tuner(
         tune.with_resources(make_trainable(cfg, inputs, dirs.ray_train), {"cpu": DRIVER_CPUS}),
-        param_space={**params, "train.epochs": epochs, "train.seed": tune.grid_search(seeds)},
+        param_space={
+            **configuration.params,
+            "train.epochs": configuration.epochs,
+            "train.seed": tune.grid_search(seeds),
+        },
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.search.max_concurrent),
         run_config=tune.RunConfig(
             name=f"{method}-confirm-{label}",
             storage_path=dirs.ray_results,
-            callbacks=[logger, reaper],
+            callbacks=[logger, recorder, reaper],
             verbose=0,
         ),
     )
-    results = tuner.fit()
+    tuner.fit()
     reaper.reap(wait_s=60)
-    finished = []
-    for result in results:
-        path = (result.metrics or {}).get("checkpoint_path")
-        if result.error or not path:
-            continue
-        trial = result.metrics["trial_id"]
-        adapter = out / f"seed-{result.config['train.seed']}"
-        Checkpoint(path, filesystem).to_directory(str(adapter))
-        finished.append((int(result.config["train.seed"]), trial, adapter))
-    return sorted(finished)
+    return recorder.records
+
+
+def confirm_dir(dirs, method: str, label: str) -> Path:
+    """Where one configuration's confirm runs keep their adapters, records and evaluations."""
+    return dirs.method(method) / "confirm" / label

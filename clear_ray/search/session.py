@@ -28,6 +28,13 @@ STATE_FILE = "state.json"
 OPTUNA_DB = "optuna.db"
 
 
+# A method's stages, in order. state.json records the one it is at, so that a resumed search
+# starts there: after the search a resume reads Tune's results without running Tune again, and
+# the best trial's final evaluation from disk; the confirm runs resume per seed (confirm.py);
+# robustness checks that finished are read from their cache (robust/run.py).
+SEARCH, CONFIRM = "search", "confirm"  # CONFIRM: confirm runs, robustness, registration
+
+
 @dataclass
 class MethodRun:
     parent_id: str
@@ -35,6 +42,7 @@ class MethodRun:
     outcome: dict = field(default_factory=dict)  # what the leaderboard shows once done
     # The default configuration's leaderboard row (confirm seeds; empty when off).
     default_outcome: dict = field(default_factory=dict)
+    stage: str = SEARCH  # while running: SEARCH, then CONFIRM once the final evaluation is done
 
 
 @dataclass
