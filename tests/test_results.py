@@ -63,3 +63,20 @@ def test_trial_table_names_the_constraints_metrics() -> None:
         "best_retain_metric",
         "best_model_utility",
     )
+
+
+def test_tied_trials_rank_by_creation_order_whatever_order_tune_returns_them(tmp_path) -> None:
+    """A restored ResultGrid may list trials in another order: the best must not change."""
+    from types import SimpleNamespace
+
+    from clear_ray.search.results import trial_rows
+
+    def result(trial: str, number: int, objective: float):
+        metrics = {"feasible": 1.0, "best_objective": objective}
+        return SimpleNamespace(
+            metrics=metrics, path=f"/x/trainable_{trial}_{number}_p", error=None, config={}
+        )
+
+    grid = [result("bbbbb", 2, -2.4), result("aaaaa", 1, -2.4), result("ccccc", 3, -9.0)]
+    for order in (grid, grid[::-1]):
+        assert [row.trial for row in trial_rows(order, tmp_path)] == ["aaaaa", "bbbbb", "ccccc"]

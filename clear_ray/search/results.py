@@ -105,7 +105,8 @@ def trial_identity(folder: str) -> tuple[str, int]:
 
 
 def trial_rows(results, adapters_dir: Path, shown: TrialMetrics = TrialMetrics()) -> list[TrialRow]:
-    """Rows from a Tune ``ResultGrid``, sorted feasible first, then by objective."""
+    """Rows from a Tune ``ResultGrid``, sorted feasible first, then by objective; ties go to
+    the earlier trial, so a restored grid (whose order may differ) picks the same best."""
     rows = []
     for result in results:
         metrics = result.metrics or {}
@@ -133,7 +134,7 @@ def trial_rows(results, adapters_dir: Path, shown: TrialMetrics = TrialMetrics()
                 relearn_recovery=value(RELEARN_RECOVERY),
             )
         )
-    return sorted(rows, key=lambda r: (not r.feasible, -_finite(r.best_objective)))
+    return sorted(rows, key=lambda r: (not r.feasible, -_finite(r.best_objective), r.number))
 
 
 def _finite(value: float) -> float:
