@@ -20,6 +20,7 @@ def search(session_output: Path, synthetic_source: str) -> tuple[subprocess.Comp
         sys.executable, "-m", "clear_ray.tune", "--output-dir", str(session_output),
         "--method", "ga", "--num-samples", "1", "--epochs", "1", "--confirm-seeds", "1",
         "--scheduler", "none", "--experiment", "confirm", "--set", "eval.generate=false",
+        "--robustness", "none",  # test_robust.py, test_tune_e2e.py check robustness
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
