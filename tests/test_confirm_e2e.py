@@ -72,7 +72,9 @@ def test_the_parent_run_has_folds_and_diagnostics(search, session_output: Path) 
     client = MlflowClient(f"sqlite:///{session_output / 'mlflow.db'}")
     state = json.loads((root / "state.json").read_text())
     parent = client.get_run(state["runs"]["ga"]["parent_id"])
-    assert parent.data.tags["folds"].startswith("selection 1 / report 1")
+    folds = json.loads((root / "folds.json").read_text())
+    persons = f"selection {len(folds['selection'])} / report {len(folds['report'])} persons"
+    assert parent.data.tags["folds"].startswith(persons)
     assert {"diagnostics/optimism", "diagnostics/top3_mean_objective"} <= set(parent.data.metrics)
     assert "diagnostics.edge_params" in parent.data.tags
     assert {"folds.json", "confirm.json"} <= {
