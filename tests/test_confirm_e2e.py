@@ -20,6 +20,7 @@ def search(session_output: Path, synthetic_source: str) -> tuple[subprocess.Comp
         sys.executable, "-m", "clear_ray.tune", "--output-dir", str(session_output),
         "--method", "ga", "--num-samples", "1", "--epochs", "1", "--confirm-seeds", "1",
         "--scheduler", "none", "--experiment", "confirm", "--set", "eval.generate=false",
+        "--robustness", "none",  # test_robust.py, test_tune_e2e.py check robustness
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -71,7 +72,9 @@ def test_the_parent_run_has_folds_and_diagnostics(search, session_output: Path) 
     client = MlflowClient(f"sqlite:///{session_output / 'mlflow.db'}")
     state = json.loads((root / "state.json").read_text())
     parent = client.get_run(state["runs"]["ga"]["parent_id"])
-    assert parent.data.tags["folds"].startswith("selection 1 / report 1")
+    folds = json.loads((root / "folds.json").read_text())
+    persons = f"selection {len(folds['selection'])} / report {len(folds['report'])} persons"
+    assert parent.data.tags["folds"].startswith(persons)
     assert {"diagnostics/optimism", "diagnostics/top3_mean_objective"} <= set(parent.data.metrics)
     assert "diagnostics.edge_params" in parent.data.tags
     assert {"folds.json", "confirm.json"} <= {

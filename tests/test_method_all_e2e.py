@@ -13,6 +13,7 @@ from clear_ray.methods import TABLE_METHODS
 
 # 11 methods x (1 trial + a full evaluation): ~10-20 min on 2 shared cores.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+PROXY_ITEMS = 8  # as test_worker_crash_e2e.py: one proxy reference evaluation for both
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,7 @@ def search(session_output: Path, synthetic_source: str) -> subprocess.CompletedP
         "--confirm-seeds", "0",
         "--epochs", "1", "--output-dir", str(session_output), "--experiment", "all-methods",
         "--set", "eval.generate=false", "--robustness", "none",  # test_robust.py has them
+        "--set", f"eval.proxy_items={PROXY_ITEMS}",  # per epoch; the final evaluation is full
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -164,7 +164,8 @@ def test_the_finetune_runs_in_a_ray_task_with_a_trial_workers_resources(
     from clear_ray.finetune import reference_models
 
     models = reference_models(session_config, synthetic_source, session_output / "cache")
-    cfg = session_config.replace({"data.source": synthetic_source})
+    # test_tune_e2e.py's eval config: the reference evaluations made here are its cache.
+    cfg = session_config.replace({"data.source": synthetic_source, "eval.proxy_items": 8})
     refs = prepare_references(cfg, print)  # the session's cache: found by the task
     for task in ("pretrained_base", "original_model", "gold_model"):
         ran = refs.ran_at[task]

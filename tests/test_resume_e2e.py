@@ -38,7 +38,7 @@ def resumed(session_output: Path, synthetic_source: str, storage: Path) -> str:
     """Name of a search killed after its first trial finished, then resumed to the end."""
     command = tune_command(
         session_output, "--confirm-seeds", "0",
-        "--method", "ga", "--num-samples", str(SAMPLES), "--epochs", "2",
+        "--method", "ga", "--num-samples", str(SAMPLES), "--epochs", "1",
         "--scheduler", "none", "--experiment", "resume", "--set", "eval.generate=false",
         "--storage-path", f"file://{storage}", "--robustness", "none",
     )  # fmt: skip

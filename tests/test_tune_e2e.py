@@ -32,6 +32,9 @@ def search(session_output: Path, synthetic_source: str) -> subprocess.CompletedP
         session_output, "--method", "dpo", "--num-samples", "2", "--epochs", "1",
         "--confirm-seeds", "0",
         "--experiment", "e2e",
+        # Per epoch: scoring only (no generation); the references' and the final evaluations
+        # are full, with generation. test_references.py asks for the same evaluations (cache).
+        "--set", "eval.proxy_items=8",
     )  # fmt: skip
 
 

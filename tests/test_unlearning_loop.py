@@ -15,6 +15,8 @@ from clear_ray.train.selection import Thresholds
 from clear_ray.train.worker import TrialInputs
 
 pytestmark = pytest.mark.slow
+# Per-epoch scoring without greedy generation: what this test checks are NLLs and probabilities.
+NO_GENERATION = {"eval.generate": False}
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,8 @@ def trial_inputs(
     session_config: Config, synthetic_source: str, session_output: Path
 ) -> TrialInputs:
     models = reference_models(session_config, synthetic_source, session_output / "cache")
-    split, eval_config = session_config.data.forget_split, session_config.eval
+    split = session_config.data.forget_split
+    eval_config = session_config.replace(NO_GENERATION).eval
     gold = reference_evaluation(models.gold, synthetic_source, split, eval_config)
     return TrialInputs(
         synthetic_source,
@@ -35,7 +38,9 @@ def trial_inputs(
 def test_gradient_ascent_reports_every_epoch_with_an_adapter_and_forgets(
     one_rank_group, trial_inputs: TrialInputs, session_config: Config
 ) -> None:
-    cfg = session_config.replace({"method.name": "ga", "train.epochs": 2, "train.lr": 3e-3})
+    cfg = session_config.replace(
+        {"method.name": "ga", "train.epochs": 2, "train.lr": 3e-3, **NO_GENERATION}
+    )
     reports = []
 
     def report(metrics: dict[str, float], checkpoint: Path | None) -> None:

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 4
+EPOCHS = 3  # killed after epoch 1: epochs 2 and 3 come from the restarted worker
 
 
 def train_workers() -> list[psutil.Process]:
@@ -34,6 +34,8 @@ def crashed_search(session_output: Path, synthetic_source: str) -> tuple[str, li
         "--confirm-seeds", "0",
         "--method", "gd", "--num-samples", "1", "--epochs", str(EPOCHS), "--scheduler", "none",
         "--experiment", "worker_crash", "--set", "eval.generate=false", "--robustness", "none",
+        "--set", "eval.proxy_items=8",  # per epoch, as test_method_all_e2e.py
+        "--retain-floor", "0",  # the trial must run every epoch, whatever its proxy metrics
     ]  # fmt: skip
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     killed, name, log = [], None, []
