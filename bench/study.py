@@ -167,6 +167,12 @@ def verdict(default: ConfigurationSummary, tuned: ConfigurationSummary, metric: 
                 f"but more tuned runs are feasible ({feasibility})."
             )
         return f"Tuning did not help: {numbers} is within one sd ({spread}); {feasibility}."
+    if gain < 0 and tuned.feasible_fraction > default.feasible_fraction:
+        return (
+            f"Tuning traded {label} for feasibility: {numbers}, lower by {-gain:.3g} "
+            f"(> {spread}), but the default breaks the retain constraint ({feasibility}); "
+            "the default's forgetting came with collapse."
+        )
     if gain < 0:
         return f"Tuning hurt: {numbers}, lower by {-gain:.3g} (> {spread}); {feasibility}."
     if less_feasible:

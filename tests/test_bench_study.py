@@ -100,6 +100,15 @@ def test_verdict_tuning_hurt_when_the_tuned_mean_is_lower_by_more_than_one_sd() 
     assert sentence.startswith("Tuning hurt:") and "lower by 5" in sentence
 
 
+def test_verdict_a_loss_against_a_collapsed_default_is_a_trade_not_harm() -> None:
+    """The gd study row: the default forgot more, but none of its runs kept retain."""
+    sentence = study.verdict(
+        summary([-6, -7, -8], feasible=0), summary([-12, -13, -11]), "log_forget_quality"
+    )
+    assert sentence.startswith("Tuning traded log FQ for feasibility:") and "lower by 5" in sentence
+    assert "3/3 tuned runs feasible, 0/3 default runs" in sentence
+
+
 def test_verdict_a_gain_that_costs_feasibility_is_not_a_clear_gain() -> None:
     sentence = study.verdict(
         summary([-13, -11, -12]), summary([-6, -8, -7], feasible=1), "log_forget_quality"
