@@ -253,12 +253,19 @@ class SearchTracker:
         alias: str,
     ) -> int:
         """Log an MLflow model directory to ``run_id`` as ``model/`` and register it as a new
-        version of ``model_name`` with tags, a description and ``alias`` (moved to it)."""
+        version of ``model_name`` with tags, a description and ``alias`` (moved to it). A run
+        registered before (a search resumed after its registration) keeps its version."""
         try:
             self.client.create_registered_model(model_name)
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        query = f"name = '{model_name}' and run_id = '{run_id}'"
+        earlier = self.client.search_model_versions(query)
+        if earlier:
+            version = max(int(v.version) for v in earlier)
+            self.client.set_registered_model_alias(model_name, alias, str(version))
+            return version
         self.log_artifacts(run_id, [model_dir], artifact_path=MODEL_ARTIFACT)
         source = f"{self.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
         version = self.client.create_model_version(

@@ -152,6 +152,20 @@ def test_the_version_has_the_best_alias_tags_and_a_description(registered) -> No
     assert "`question`" in version.description
 
 
+def test_registering_the_same_run_again_keeps_its_version(registered) -> None:
+    """A search resumed after its registration must not add a second version of one model."""
+    again = register_best(
+        registered.tracker,
+        MODEL,
+        registered.run_id,
+        registered.root / "adapter",
+        str(registered.root / "original"),
+        card(str(registered.root / "original")),
+    )
+    assert again == registered.version
+    assert len(registered.tracker.client.search_model_versions(f"name = '{MODEL}'")) == 1
+
+
 @pytest.mark.slow
 def test_the_model_card_replaces_peft_template_everywhere_the_adapter_is(registered) -> None:
     client = registered.tracker.client
