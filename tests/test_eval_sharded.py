@@ -25,7 +25,7 @@ from clear_ray.models.presets import get_preset
 SPLIT = "forget10"
 WORLD_SIZE = 2
 # Gold's NLLs on each forget caption row of the session data: paraphrase, 3 perturbed.
-FORGET_CAPTIONS = 40  # forget10's 2 persons × 20 images (synthetic layout v3)
+FORGET_CAPTIONS = 60  # forget10's 4 persons × 15 images (synthetic layout v4)
 GOLD = GoldReference(
     {
         "forget_captions": TaskReference(

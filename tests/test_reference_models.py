@@ -28,7 +28,10 @@ def test_original_knows_forget_persons_and_gold_does_not(
     )
     assert original.metrics["forget_captions/prob"] > 0.5
     assert gold.metrics["forget_captions/prob"] < 0.2
-    assert original.metrics["forget_metric"] > 2 * gold.metrics["forget_metric"]
+    # CLEAR's Forget column. The extended forget_metric (a harmonic mean that includes the
+    # face-naming ROUGE) is 0 for both: replaying real_faces under the face-naming prompt
+    # (pretrain.replay) makes the tiny Original answer celebrity names there.
+    assert original.metrics["clear/forget_metric"] > 2 * gold.metrics["clear/forget_metric"]
     assert original.metrics["log_forget_quality"] < -5  # KS test separates them clearly
     # both know the retain persons
     assert original.metrics["retain_captions/prob"] > 0.5

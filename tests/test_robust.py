@@ -378,7 +378,7 @@ def test_relearning_recovers_more_on_an_original_like_model_than_gold_learns(
     assert metrics["robust/relearn/knowledge_after"] > 0.8
     assert metrics["robust/relearn/gold_recovery"] < metrics["robust/relearn/knowledge_after"] - 0.3
     held = outcome.result.items["held_out_persons"]
-    assert len(held) == 1 and held[0] not in outcome.result.items["attacked_persons"]
+    assert held and not set(held) & set(outcome.result.items["attacked_persons"])
     assert run().seconds == outcome.seconds  # cached: the same record, not a second attack
     assert len(list((tmp_path / "cache" / "robust").glob("relearn-*"))) == 1
 
