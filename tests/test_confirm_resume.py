@@ -139,3 +139,15 @@ def test_a_state_json_without_stages_resumes_at_the_search() -> None:
     saved = {"name": "s", "config": {}, "methods": ["ga"], "space_origins": {"ga": "ga.yaml"},
              "runs": {"ga": {"parent_id": "p", "status": "running", "outcome": {}}}}  # fmt: skip
     assert SearchState.from_dict(saved).runs["ga"].stage == SEARCH
+
+
+def test_a_confirm_run_keeps_the_searchs_lr_schedule_and_stops_at_the_selected_epoch() -> None:
+    """Epoch 2 of a 5-epoch trial is not a 2-epoch run (whose decay would end at epoch 2)."""
+    from clear_ray.config import Config
+    from clear_ray.search.confirm import schedule_epochs
+
+    cfg = Config().replace({"train.epochs": 5})
+    assert schedule_epochs(cfg, TUNED) == 5  # stopped by Tune after TUNED.epochs = 2
+    assert schedule_epochs(cfg, Configuration({}, 5, None)) == 5  # the default runs them all
+    searched = Configuration({"train.epochs": 4}, 3, "t1")  # epochs searched: the trial's own
+    assert schedule_epochs(cfg, searched) == 4

@@ -10,8 +10,8 @@ evaluated on the report fold; the leaderboard shows mean ± sd over the seeds.
 No new training path: each configuration is one Ray Tune run of the search's own trainable
 (search/trainable.py) with a fixed config and a grid over ``train.seed``, so the runs get the
 trials' resources and workers and are child runs of the method's MLflow run (tags ``confirm``,
-``configuration``). The last epoch's checkpoint is the run's adapter (the epoch count is the
-selected one, so there is no best epoch to pick again).
+``configuration``). A run keeps the search's LR schedule and is stopped after the selected
+epoch (``schedule_epochs``): the selected checkpoint's own procedure, with another seed.
 
 Resumable per seed: when Tune completes a confirm run, ``SeedRecorder`` copies its adapter and
 writes ``confirm/<configuration>/seed-<N>.json``; the run's evaluation is added to that file
@@ -324,7 +324,7 @@ def train_fixed(
         tune.with_resources(make_trainable(cfg, inputs, dirs.ray_train), {"cpu": DRIVER_CPUS}),
         param_space={
             **configuration.params,
-            "train.epochs": configuration.epochs,
+            "train.epochs": schedule_epochs(cfg, configuration),
             "train.seed": tune.grid_search(seeds),
         },
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.search.max_concurrent),
@@ -332,12 +332,25 @@ def train_fixed(
             name=f"{method}-confirm-{label}",
             storage_path=dirs.ray_results,
             callbacks=[logger, recorder, reaper],
+            stop={"epoch": configuration.epochs},
             verbose=0,
         ),
     )
     tuner.fit()
     reaper.reap(wait_s=60)
     return recorder.records
+
+
+def schedule_epochs(cfg, configuration: Configuration) -> int:
+    """The epoch count the LR schedule spans: the search's, not the selected one.
+
+    The selected checkpoint is epoch k of a trial whose warm-up and decay spanned all of
+    ``train.epochs``; trained for k epochs only, a run would decay to 0 within them and be
+    another procedure. So a confirm run keeps the search's schedule and Tune stops it after
+    epoch k (``stop={"epoch": k}``).
+    """
+    searched = int(configuration.params.get("train.epochs", cfg.train.epochs))
+    return max(searched, configuration.epochs)
 
 
 def confirm_dir(dirs, method: str, label: str) -> Path:
