@@ -377,6 +377,8 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     import ray
 
     from clear_ray.data.source import resolve_source
+    from clear_ray.eval.final import full_eval_config
+    from clear_ray.eval.gold import evaluation_entry, read_evaluation
     from clear_ray.finetune import BASE, model_name
 
     source = resolve_source(cfg)
@@ -404,17 +406,28 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     for role, ref in pending.items():
         model, model_id, ran_at[f"{role}_model"] = ray.get(ref)
         models[role] = (model, model_id)
-    models_dir = str(Path(cfg.output_dir) / "cache" / "models")  # on the worker's node
-    start = None
-    if finetuned and pretrain.applies(cfg):
-        log("pretrained base: trained by a Ray Train job unless cached")
-        name = model_name(cfg, source, BASE)
-        start, ran_at["pretrained_base"] = finetune_job(cfg, BASE, staged, name, models_dir)
+    models_dir = Path(cfg.output_dir) / "cache" / "models"  # on the node that made them
+    names = {role: model_name(cfg, source, role) for role in finetuned}
     for role in finetuned:
+        found = on_driver_node(models_dir / names[role], role, log)
+        if found:
+            models[role] = (found, names[role])
+    start = None
+    missing = [role for role in finetuned if role not in models]
+    if missing and pretrain.applies(cfg):
+        name = model_name(cfg, source, BASE)
+        start = on_driver_node(models_dir / name, "pretrained base", log)
+        if start is None:
+            log("pretrained base: trained by a Ray Train job unless cached")
+            start, ran_at["pretrained_base"] = finetune_job(
+                cfg, BASE, staged, name, str(models_dir)
+            )
+    for role in missing:
         log(f"{role}: finetuned by a Ray Train job unless cached")
-        name = model_name(cfg, source, role)
-        model, ran_at[f"{role}_model"] = finetune_job(cfg, role, staged, name, models_dir, start)
-        models[role] = (model, name)
+        model, ran_at[f"{role}_model"] = finetune_job(
+            cfg, role, staged, names[role], str(models_dir), start
+        )
+        models[role] = (model, names[role])
 
     log("evaluating Gold and Original on workers (cached after the first run)")
     evaluate = trial_task(evaluation_task, cfg.search)
@@ -424,19 +437,29 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     # racing on the same cache entry. With folds, per-epoch = selection, full = report fold.
     kinds = (False, True) if cfg.eval.proxy_items or folds.active else (False,)
     fold_of = {False: folds.fold(SELECTION), True: folds.fold(REPORT)}
+    eval_config = {False: cfg.eval, True: full_eval_config(cfg.eval)}
 
     def run(role: str, golds=(None, None)) -> list[ReferenceEvaluation]:
-        """``role``'s proxy and full evaluations, each against Gold's of the same config."""
+        """``role``'s proxy and full evaluations, each against Gold's of the same config:
+        read from the driver node's cache, else computed (or found) by a task."""
         model, model_id = models[role]
-        refs = [
-            evaluate.remote(model, model_id, staged, cfg, full, golds[full], fold_of[full])
-            for full in kinds
-        ]
-        results = []
-        for full, (evaluation, files, ran) in zip(kinds, ray.get(refs), strict=True):
+        results, refs = {}, {}
+        for full in kinds:
+            entry = evaluation_entry(
+                cache / model_id, source, cfg.data.forget_split, eval_config[full],
+                golds[full], cfg.train.precision, fold_of[full],
+            )  # fmt: skip
+            if entry.is_dir():
+                results[full] = read_evaluation(entry, cfg.data.modality)
+            else:
+                refs[full] = evaluate.remote(
+                    model, model_id, staged, cfg, full, golds[full], fold_of[full]
+                )
+        for full, (evaluation, files, ran) in zip(refs, ray.get(list(refs.values())), strict=True):
             ran_at[f"{role}{'_full' if full else ''}_evaluation"] = ran
-            results.append(on_driver(evaluation, files, cache / model_id))
-        return results * 2 if len(results) == 1 else results  # [proxy, full]
+            results[full] = on_driver(evaluation, files, cache / model_id)
+        ordered = [results[full] for full in kinds]
+        return ordered * 2 if len(ordered) == 1 else ordered  # [proxy, full]
 
     gold, gold_full = run("gold")
     original, original_full = run("original", (gold.reference, gold_full.reference))
@@ -457,6 +480,19 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
         folds,
         models["gold"][0],
     )
+
+
+def on_driver_node(model: Path, role: str, log: Callable[[str], None]) -> DriverDir | None:
+    """``model`` if this (the driver's) node holds it already: a cached model needs no job.
+
+    Only a local look: on a cluster the models live on the workers that made them (and in the
+    store), where the finetune job finds them; a single node or a shared filesystem finds them
+    here and spares the job's start-up (~10-20 s per model on 2 CPU cores).
+    """
+    if not model.is_dir():
+        return None
+    log(f"{role}: cached at {model}")
+    return DriverDir.of(model)
 
 
 def on_driver(evaluation: ReferenceEvaluation, files: dict[str, bytes], cache: Path):

@@ -124,7 +124,8 @@ def test_references_and_trials_run_on_the_worker_node(first_search, places) -> N
 def node_loss(cluster, places) -> tuple[str, str, str]:
     """(search name, lost node id, new node id): the worker node removed after epoch 1.
 
-    After the first search, if it ran: its references are found in the store."""
+    After the first search, if it ran: the driver finds its references on this machine's disk
+    (both nodes share it), else the jobs find them in the store."""
     lost = worker_node(cluster)
     driver = subprocess.Popen(
         command(places, "node_loss", epochs=3),

@@ -158,16 +158,40 @@ def test_brought_references_skip_the_finetune_and_are_evaluated_in_ray_tasks(
 
 
 @pytest.mark.slow
-def test_the_finetune_runs_in_a_ray_task_with_a_trial_workers_resources(
-    ray_session, session_config: Config, synthetic_source: str, session_output: Path
-) -> None:
-    from clear_ray.finetune import reference_models
+def test_references_are_made_in_ray_tasks_unless_the_drivers_node_has_them(
+    ray_session, session_config: Config, synthetic_source: str, session_output: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A driver whose node lacks the models (a fresh output dir) starts the finetune jobs, with
+    a trial worker's resources; they find the models in the store, where another node published
+    them. A second search on this node then starts no job and no task: each would cost a
+    worker's start-up (~10-20 s on 2 cores) to find what the driver can see."""
+    from clear_ray.finetune import BASE, model_name, reference_models
 
     models = reference_models(session_config, synthetic_source, session_output / "cache")
-    # test_tune_e2e.py's eval config: the reference evaluations made here are its cache.
-    cfg = session_config.replace({"data.source": synthetic_source, "eval.proxy_items": 8})
-    refs = prepare_references(cfg, print)  # the session's cache: found by the task
+    storage = tmp_path / "storage"
+    names = [model_name(session_config, synthetic_source, r) for r in (BASE, "original", "gold")]
+    Store(str(storage)).push("models", session_output / "cache" / "models", names)
+    out = tmp_path / "out"
+    cfg = session_config.replace(
+        {
+            "data.source": synthetic_source,
+            "output_dir": str(out),
+            "search.storage_path": str(storage),
+            "eval.proxy_items": 8,
+        }
+    )
+    refs = prepare_references(cfg, print)
     for task in ("pretrained_base", "original_model", "gold_model"):
         ran = refs.ran_at[task]
         assert ran["pid"] != os.getpid() and ran["resources"] == {"CPU": 1.0}
-    assert refs.original_dir == str(models.original)
+    assert refs.original_dir == str(out / "cache" / "models" / models.original.name)
+    assert (Path(refs.original_dir) / "config.json").read_bytes() == (
+        models.original / "config.json"
+    ).read_bytes()
+
+    again = prepare_references(cfg, print)
+    assert again.ran_at == {}
+    assert again.original_dir == refs.original_dir
+    assert again.original_full.metrics == refs.original_full.metrics
+    assert again.gold.reference == refs.gold.reference

@@ -47,6 +47,48 @@ class ReferenceEvaluation:
     directory: str  # the cache directory: reference.json + <task>.parquet
 
 
+def evaluation_entry(
+    cache_dir: Path,
+    source: str | TaskData,
+    forget_split: str,
+    config: EvalConfig,
+    gold: GoldReference | None = None,
+    precision: str = "fp32",
+    fold: Fold | None = None,
+) -> Path:
+    """Where an evaluation under these inputs is cached in ``cache_dir`` (which names the
+    model): ``<split>-<key>``, a key of everything the values depend on but the model."""
+    data = TaskData.of(source)
+    configs = sorted({task.config_for(forget_split) for task in TASKS.values()})
+    key = cache_key(
+        {
+            "data": data_fingerprint(data.source, configs),
+            "split": forget_split,
+            "eval": asdict(config),
+            "gold": None if gold is None else gold.to_json(),
+            "format": CACHE_FORMAT,
+            "precision": precision,
+            # Absent without folds, so caches made before folds existed stay valid.
+            **(
+                {"fold": [fold.name, sorted(fold.persons), fold.seed, fold.report_fraction]}
+                if fold
+                else {}
+            ),
+        }
+    )
+    return Path(cache_dir) / f"{forget_split}-{key}"
+
+
+def read_evaluation(directory: Path, modality: str = DataConfig.modality) -> ReferenceEvaluation:
+    """A cached evaluation (``evaluation_entry``) as it was written."""
+    values = json.loads((directory / REFERENCE_FILE).read_text())
+    return ReferenceEvaluation(
+        metrics=with_objective(values["metrics"], modality),
+        reference=GoldReference.from_json(values["reference"]),
+        directory=str(directory),
+    )
+
+
 def reference_evaluation(
     model_dir: Path,
     source: str | TaskData,
@@ -69,23 +111,6 @@ def reference_evaluation(
     are evaluated on.
     """
     data = TaskData.of(source)
-    configs = sorted({task.config_for(forget_split) for task in TASKS.values()})
-    key = cache_key(
-        {
-            "data": data_fingerprint(data.source, configs),
-            "split": forget_split,
-            "eval": asdict(config),
-            "gold": None if gold is None else gold.to_json(),
-            "format": CACHE_FORMAT,
-            "precision": precision,
-            # Absent without folds, so caches made before folds existed stay valid.
-            **(
-                {"fold": [fold.name, sorted(fold.persons), fold.seed, fold.report_fraction]}
-                if fold
-                else {}
-            ),
-        }
-    )
 
     def build(directory: Path) -> None:
         model, processor = load_checkpoint(model_dir, precision)
@@ -99,10 +124,5 @@ def reference_evaluation(
         (directory / REFERENCE_FILE).write_text(json.dumps(values, indent=2))
 
     cache_dir = Path(model_dir) / "evaluations" if cache_dir is None else cache_dir
-    directory = cached_dir(cache_dir / f"{forget_split}-{key}", build)
-    values = json.loads((directory / REFERENCE_FILE).read_text())
-    return ReferenceEvaluation(
-        metrics=with_objective(values["metrics"], modality),
-        reference=GoldReference.from_json(values["reference"]),
-        directory=str(directory),
-    )
+    entry = evaluation_entry(cache_dir, data, forget_split, config, gold, precision, fold)
+    return read_evaluation(cached_dir(entry, build), modality)
