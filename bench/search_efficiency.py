@@ -23,6 +23,11 @@ saves and whether it stops the trials worth keeping (issue 15: good idk trials p
     python bench/search_efficiency.py                 # 3 methods x (grid + 5 seeds)
     python bench/search_efficiency.py --smoke         # a reduced run that proves the pipeline
 
+Searches run ``--lanes`` at once (default: the cores, at most 4), each in its own output dir
+that shares the data and the reference cache (bench/searches.py); the trial-epoch counts are
+the same whatever the lanes, only wall times change. Searches run without confirm runs and
+robustness checks: the trial curves are what is measured.
+
 Rerun the same command after an interruption: finished searches are kept (bench/searches.py).
 """
 
@@ -33,15 +38,26 @@ import json
 import math
 import os
 import platform
+import queue
 import re
 import statistics
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from searches import find_search, references_from_leaderboard, run_logged, search_done, trial_curves
+from searches import (
+    find_search,
+    lane_of,
+    make_lanes,
+    references_from_leaderboard,
+    run_logged,
+    search_done,
+    trial_curves,
+)
 
 LEARNING_RATES = [3e-4, 1e-3, 3e-3]
 RETAIN_WEIGHTS = [0.3, 1.0, 3.0]
@@ -235,7 +251,12 @@ def efficiency_markdown(record: dict) -> str:
                 f"{'yes' if row['grid_best_kept'] else '**no**'} | "
                 f"{row['trial_epochs_to_target'] or '–'} |"
             )
-    lines += ["", f"Machine: {record['machine']}. Raw output: `{record['json']}`."]
+    lanes = record.get("lanes", 1)
+    lines += [
+        "",
+        f"Machine: {record['machine']}; {lanes} search(es) at once. Raw output: "
+        f"`{record['json']}`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -297,25 +318,28 @@ def plan(args: argparse.Namespace, grid_size: int) -> list[Planned]:
     return planned
 
 
-def run_planned(args, item: Planned, space: Path) -> Path:
-    """The search of ``item``: found done, resumed, or run; its folder."""
-    output = args.output_dir
-    search = find_search(output, item.method, item.config)
+def run_planned(args, item: Planned, space: Path, lane: Path) -> Path:
+    """The search of ``item``: found done, resumed (in its own lane), or run in ``lane``.
+
+    Only the trials are measured: no confirm runs, no robustness checks (each would add
+    minutes per search and nothing to the trial curves)."""
+    search = find_search(args.output_dir, item.method, item.config)
     if search is not None and search_done(search, item.method):
         return search
     if search is not None:
-        command = ["--resume", search.name]
+        lane, command = lane_of(search), ["--resume", search.name]
     else:
         command = [
             "--method", item.method, "--search-space", str(space), "--epochs", str(args.epochs),
             "--objective", args.objective, "--set", "eval.generate=false",
+            "--confirm-seeds", "0", "--robustness", "none",
             "--experiment", "search_efficiency", *item.flags,
         ]  # fmt: skip
-    command = [sys.executable, "-u", "-m", "clear_ray.tune", *command, "--output-dir", str(output)]
+    command = [sys.executable, "-u", "-m", "clear_ray.tune", *command, "--output-dir", str(lane)]
     slug = re.sub(r"[^a-z0-9]+", "-", f"{item.method} {item.label} seed {item.seed}".lower())
-    log = output / "logs" / f"{slug.strip('-')}.log"
+    log = args.output_dir / "logs" / f"{slug.strip('-')}.log"
     code = run_logged(command, log, on_line=lambda line: None)
-    search = find_search(output, item.method, item.config)
+    search = find_search(args.output_dir, item.method, item.config)
     if code != 0 or search is None or not search_done(search, item.method):
         sys.exit(f"{item.method} {item.label}: clear_ray.tune exited with {code}; log {log}")
     return search
@@ -369,6 +393,7 @@ def summarise(args, found: dict[Planned, Path], walls: dict) -> dict:
         "grid_size": args.grid_size,
         "tpe_samples": args.tpe_samples,
         "seeds": args.seeds,
+        "lanes": args.lanes,
         "methods": methods,
         "json": str(args.out),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
@@ -397,6 +422,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, default=None, help="the RESULTS.md section")
     parser.add_argument("--smoke", action="store_true", help="gd, 1 seed, 2 epochs, tiny grid")
     parser.add_argument("--report-only", action="store_true", help="no runs: tables again")
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=min(os.cpu_count() or 1, 4),
+        help="searches at once, each with its own local Ray (one trial at a time on one CPU) "
+        "and MLflow store; trial-epochs do not depend on it, wall times do (default: the "
+        "cores, at most 4; ~3 GiB of RAM each)",
+    )
     parser.set_defaults(grid=(LEARNING_RATES, RETAIN_WEIGHTS, L1_STRENGTHS))
     if parser.parse_known_args(argv)[0].smoke:  # smaller defaults; flags given still win
         parser.set_defaults(**SMOKE)
@@ -416,6 +449,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_all(args, planned: list[Planned], space: dict[str, Path], walls: dict) -> dict:
+    """Every planned search, ``args.lanes`` at once (the first alone: it makes the data and the
+    references the others share); their folders. Wall times are kept in ``walls.json``."""
+    lanes: queue.Queue[Path] = queue.Queue()
+    for lane in make_lanes(args.output_dir, args.lanes):
+        lanes.put(lane)
+    walls_file, lock, durations = args.output_dir / "walls.json", threading.Lock(), []
+    done = [0]
+
+    def one(item: Planned) -> Path:
+        lane, started = lanes.get(), time.time()
+        try:
+            kind = "grid" if item.label == "grid" else "tpe"
+            search = run_planned(args, item, space[kind], lane)
+        finally:
+            lanes.put(lane)
+        took = time.time() - started
+        with lock:
+            done[0] += 1
+            walls.setdefault(str(search), took)
+            walls_file.write_text(json.dumps(walls, indent=2) + "\n")
+            if took > 60:  # run now, not found done
+                durations.append(took)
+            left = len(planned) - done[0]
+            eta = statistics.fmean(durations) * left / args.lanes if durations else 0.0
+            print(
+                f"[efficiency] {done[0]}/{len(planned)} {item.method} {item.label} seed "
+                f"{item.seed}: done in {took:.0f} s; ETA ~{eta / 60:.0f} min",
+                flush=True,
+            )
+        return search
+
+    found = {planned[0]: one(planned[0])}
+    with ThreadPoolExecutor(args.lanes) as pool:
+        futures = {item: pool.submit(one, item) for item in planned[1:]}
+        found |= {item: future.result() for item, future in futures.items()}
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     output = args.output_dir
@@ -427,29 +499,16 @@ def main(argv: list[str] | None = None) -> None:
     walls_file = output / "walls.json"
     walls = json.loads(walls_file.read_text()) if walls_file.is_file() else {}
     planned = plan(args, args.grid_size)
-    found: dict[Planned, Path] = {}
-    durations = []
-    for index, item in enumerate(planned, 1):
-        if args.report_only:
+    if args.report_only:
+        found = {}
+        for item in planned:
             search = find_search(output, item.method, item.config)
             if search is None or not search_done(search, item.method):
                 sys.exit(f"{item.method} {item.label} seed {item.seed}: no finished search")
             found[item] = search
-            continue
-        started = time.time()
-        print(
-            f"[efficiency] {index}/{len(planned)} {item.method} {item.label} seed {item.seed}",
-            flush=True,
-        )
-        kind = "grid" if item.label == "grid" else "tpe"
-        found[item] = run_planned(args, item, space[kind])
-        took = time.time() - started
-        walls.setdefault(str(found[item]), took)
-        walls_file.write_text(json.dumps(walls, indent=2) + "\n")
-        if took > 60:  # run now, not found done
-            durations.append(took)
-        eta = statistics.fmean(durations) * (len(planned) - index) if durations else 0.0
-        print(f"[efficiency]   done in {took:.0f} s; ETA ~{eta / 60:.0f} min", flush=True)
+    else:
+        print(f"[efficiency] {len(planned)} searches, {args.lanes} at once", flush=True)
+        found = run_all(args, planned, space, walls)
     record = summarise(args, found, walls)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -4,7 +4,9 @@ console into a log, read its trial curves and its references back.
 Each benchmark keeps all its searches in one output dir (Original and Gold are trained once),
 and finds a search again by its saved configuration (``state.json``), so a benchmark killed at
 any point is rerun with the same command: finished searches are kept, an interrupted one is
-continued with ``--resume``.
+continued with ``--resume``. Searches that run at once go to lanes (:func:`make_lanes`): output
+dirs of their own (each search has its own local Ray and MLflow store) that share the data and
+the reference cache.
 """
 
 from __future__ import annotations
@@ -15,12 +17,40 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+LANE_PREFIX = "lane-"
+SHARED = ("data", "cache")  # what lanes share with the output dir (cache.cached_dir: race-safe)
+
+
+def make_lanes(output: Path, count: int) -> list[Path]:
+    """``count`` output dirs under ``output`` for searches that run at once: each links the
+    output dir's data and reference cache, so Original and Gold are still made once."""
+    lanes = []
+    for index in range(count):
+        lane = output / f"{LANE_PREFIX}{index}"
+        lane.mkdir(parents=True, exist_ok=True)
+        for name in SHARED:
+            (output / name).mkdir(exist_ok=True)
+            link = lane / name
+            if not link.is_symlink():
+                link.symlink_to(Path("..") / name, target_is_directory=True)
+        lanes.append(lane)
+    return lanes
+
+
+def lane_of(search: Path) -> Path:
+    """The output dir (a lane or the benchmark's own) that holds ``search``."""
+    return search.parent.parent
+
 
 def find_search(output: Path, method: str, config: dict | None = None) -> Path | None:
-    """The newest search of ``method`` alone in ``output`` whose saved config has every
-    ``config`` value (dotted paths, e.g. ``{"search.seed": 3}``)."""
+    """The newest search of ``method`` alone in ``output`` or its lanes whose saved config has
+    every ``config`` value (dotted paths, e.g. ``{"search.seed": 3}``)."""
     found = []
-    for state_file in (output / "searches").glob("*/state.json"):
+    states = [
+        *(output / "searches").glob("*/state.json"),
+        *output.glob(f"{LANE_PREFIX}*/searches/*/state.json"),
+    ]
+    for state_file in states:
         try:
             state = json.loads(state_file.read_text())
             methods, saved = state["methods"], state.get("config", {})

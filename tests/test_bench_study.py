@@ -193,6 +193,19 @@ def test_find_search_matches_the_saved_config(tmp_path) -> None:
     assert searches.find_search(tmp_path, "gd", {"search.seed": 1, "train.epochs": 4}) is None
 
 
+def test_lanes_share_data_and_cache_and_their_searches_are_found(tmp_path) -> None:
+    lanes = searches.make_lanes(tmp_path, 2)
+    assert searches.make_lanes(tmp_path, 2) == lanes  # again: the same lanes, links kept
+    (lanes[1] / "cache" / "models").mkdir()
+    assert (tmp_path / "cache" / "models").is_dir()  # one cache: references made once
+    assert (lanes[0] / "data").resolve() == (tmp_path / "data").resolve()
+    write_search(tmp_path, "gd-0", ["gd"], 1_000, {"search.seed": 0})
+    in_lane = write_search(lanes[1], "gd-1", ["gd"], 2_000, {"search.seed": 1})
+    assert searches.find_search(tmp_path, "gd", {"search.seed": 1}) == in_lane
+    assert searches.find_search(tmp_path, "gd") == in_lane  # the newest, whichever lane
+    assert searches.lane_of(in_lane) == lanes[1]
+
+
 def test_report_only_builds_the_tables_and_verdicts_from_confirm_files(tmp_path) -> None:
     config = study.study_config(study.parse_args([])[0])
     for method, default, tuned, when in (
