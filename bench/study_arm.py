@@ -72,6 +72,7 @@ def run_arm(search_root: Path) -> Path:
     import ray
 
     from clear_ray.config import Config
+    from clear_ray.console import log
     from clear_ray.data.folds import SELECTION
     from clear_ray.references import prepare_references
     from clear_ray.robust.run import report_persons, run_checks, write_robustness
@@ -83,7 +84,7 @@ def run_arm(search_root: Path) -> Path:
     from clear_ray.tracking import SearchTracker
     from clear_ray.train.selection import Thresholds
     from clear_ray.train.worker import TrialInputs
-    from clear_ray.tune import Search, confirm_configuration, log
+    from clear_ray.tune import Search, confirm_configuration
 
     output = search_root.parent.parent
     state = SearchDirs(output, search_root.name).load()

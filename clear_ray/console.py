@@ -16,6 +16,11 @@ from tqdm.auto import tqdm
 SUMMARY_PARTS = 4  # a log line at 25 %, 50 %, 75 % and 100 %
 
 
+def log(message: str) -> None:
+    """One line of the CLIs' own progress on stderr, told apart from Ray's by its prefix."""
+    print(f"[clear_ray] {message}", file=sys.stderr, flush=True)
+
+
 def format_duration(seconds: float) -> str:
     """``45s``, ``3m05s``, ``2h07m``: what a user reads at a glance."""
     seconds = max(0, round(seconds))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from clear_ray.cli import HelpFormatter, add_config_flags, add_set_flag, overrides_from
 from clear_ray.config import Config, ConfigError
+from clear_ray.console import log
 from clear_ray.eval.names import SUMMARY_METRICS
 
 # flag -> dotted config path; defaults and types come from Config, never from here.
@@ -131,10 +132,6 @@ def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:
         tasks = " or ".join(FORGET_QUALITY_TASKS)
         raise ConfigError(f"--gold needs the {tasks} task (forget quality uses it)")
     return names
-
-
-def log(message: str) -> None:
-    print(f"[clear_ray] {message}", file=sys.stderr, flush=True)
 
 
 def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:

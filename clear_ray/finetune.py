@@ -171,7 +171,8 @@ def reference_models(cfg: Config, source: str, cache_root: Path) -> ReferenceMod
     this process or in a local one started for it.
     """
     from clear_ray import pretrain
-    from clear_ray.references import finetune_job, local_ray
+    from clear_ray.console import log
+    from clear_ray.references import finetune_job, finetune_jobs, local_ray
 
     models = cache_root / "models"
     paths = {role: models / model_name(cfg, source, role) for role in ROLES}
@@ -187,8 +188,8 @@ def reference_models(cfg: Config, source: str, cache_root: Path) -> ReferenceMod
                 if not base.is_dir():
                     finetune_job(cfg, BASE, source, base.name, str(models))
                 start = str(base)
-            for role in missing:
-                finetune_job(cfg, role, source, paths[role].name, str(models), start)
+            names = {role: paths[role].name for role in missing}
+            finetune_jobs(cfg, missing, source, names, str(models), start, log)
     return ReferenceModels(**paths)
 
 

@@ -24,10 +24,12 @@ import json
 import os
 import re
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,6 +268,70 @@ def finetune_job(
     return DriverDir(made["path"], made["node_id"], files), made["where"]
 
 
+def finetune_jobs(
+    cfg: Config,
+    roles: list[str],
+    source: str | DriverDir,
+    names: dict[str, str],
+    models: str,
+    start: str | DriverDir | None,
+    log: Callable[[str], None],
+) -> dict[str, tuple[DriverDir, dict[str, Any]]]:
+    """``finetune_job`` per role: side by side when the cluster has room for all their workers
+    now (Original's and Gold's finetunes are independent: on the 7B recipe each is 30-50 min of
+    GPU time), else one after the other, so that no job waits past the worker start timeout
+    for resources another holds."""
+    jobs = {
+        role: partial(finetune_job, cfg, role, source, names[role], models, start) for role in roles
+    }
+    if len(jobs) > 1 and room_for(cfg.search, len(jobs)):
+        log(f"{', '.join(roles)}: finetuned side by side by Ray Train jobs unless cached")
+        return side_by_side(jobs)
+    made = {}
+    for role, job in jobs.items():
+        log(f"{role}: finetuned by a Ray Train job unless cached")
+        made[role] = job()
+    return made
+
+
+def room_for(search: SearchConfig, jobs: int) -> bool:
+    """Whether the cluster's free resources hold ``jobs`` trial-shaped worker groups at once."""
+    import ray
+
+    from clear_ray.search.trainable import worker_resources
+
+    free = ray.available_resources()
+    needed = worker_resources(search)
+    return all(
+        free.get(name, 0.0) >= jobs * search.workers_per_trial * amount
+        for name, amount in needed.items()
+    )
+
+
+def side_by_side(jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Each job in its own thread (Train's ``fit`` runs outside the main thread, as under Tune);
+    their results, or the first job's error once all have ended. Daemon threads: an interrupted
+    driver exits at once, and Ray's shutdown ends the jobs it owns."""
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+
+    def run(name: str, job: Callable[[], Any]) -> None:
+        try:
+            results[name] = job()
+        except BaseException as error:  # re-raised in the caller's thread
+            errors[name] = error
+
+    threads = [threading.Thread(target=run, args=item, daemon=True) for item in jobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in jobs:
+        if name in errors:
+            raise errors[name]
+    return {name: results[name] for name in jobs}
+
+
 def model_on_rank(
     cfg: Config,
     role: str,
@@ -422,12 +488,9 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
             start, ran_at["pretrained_base"] = finetune_job(
                 cfg, BASE, staged, name, str(models_dir)
             )
-    for role in missing:
-        log(f"{role}: finetuned by a Ray Train job unless cached")
-        model, ran_at[f"{role}_model"] = finetune_job(
-            cfg, role, staged, names[role], str(models_dir), start
-        )
-        models[role] = (model, names[role])
+    made = finetune_jobs(cfg, missing, staged, names, str(models_dir), start, log)
+    for role, (model, ran) in made.items():
+        models[role], ran_at[f"{role}_model"] = (model, names[role]), ran
 
     log("evaluating Gold and Original on workers (cached after the first run)")
     evaluate = trial_task(evaluation_task, cfg.search)

@@ -29,6 +29,7 @@ from clear_ray.cli import (
     overrides_from,
 )
 from clear_ray.config import Config, ConfigError, resolve_config
+from clear_ray.console import log
 from clear_ray.data.folds import FOLDS_FILE, REPORT, SELECTION, PersonFolds
 from clear_ray.methods import METHODS, TABLE_METHODS
 from clear_ray.models.presets import get_preset
@@ -199,10 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
         "without data, training, Ray or any folder",
     )
     return parser
-
-
-def log(message: str) -> None:
-    print(f"[clear_ray] {message}", file=sys.stderr, flush=True)
 
 
 def plan_search(args: argparse.Namespace) -> tuple[Config, SearchState, SearchDirs]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ from clear_ray.references import (
     check_checkpoint,
     checkpoint_fingerprint,
     prepare_references,
+    room_for,
+    side_by_side,
 )
 
 TINY = get_preset("tiny-llava")
@@ -106,6 +110,41 @@ def test_a_cache_entry_made_meanwhile_by_another_task_is_kept(tmp_path: Path) ->
     assert cached_dir(target, build) == target
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # no staging folder left
     assert [p.name for p in target.iterdir()] == ["theirs"]
+
+
+def test_side_by_side_runs_jobs_at_once_and_raises_an_error_once_all_have_ended() -> None:
+    barrier = threading.Barrier(2, timeout=10)  # passes only if both jobs run at once
+    assert side_by_side({"original": barrier.wait, "gold": barrier.wait}).keys() == {
+        "original",
+        "gold",
+    }
+    ended = []
+
+    def slow() -> int:
+        time.sleep(0.2)
+        ended.append("slow")
+        return 1
+
+    def failing() -> None:
+        raise ValueError("no room")
+
+    with pytest.raises(ValueError, match="no room"):
+        side_by_side({"slow": slow, "failing": failing})
+    assert ended == ["slow"]  # the other job ran to its end, not abandoned
+
+
+def test_jobs_go_side_by_side_only_when_every_worker_of_each_fits_now(monkeypatch) -> None:
+    import ray
+
+    cpu, gpu = Config().search, Config().replace({"search.gpus_per_trial": 1}).search
+    for free, search, fits in (
+        ({"CPU": 2.0}, cpu, True),
+        ({"CPU": 1.5}, cpu, False),
+        ({"CPU": 8.0, "GPU": 1.0}, gpu, False),  # the second would wait for the first's GPU
+        ({"CPU": 8.0, "GPU": 2.0}, gpu, True),
+    ):
+        monkeypatch.setattr(ray, "available_resources", lambda free=free: free)
+        assert room_for(search, 2) is fits, (free, search.gpus_per_trial)
 
 
 @pytest.fixture(scope="module")
