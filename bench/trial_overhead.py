@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import socket
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from clear_ray.config import Config
 from clear_ray.data.source import resolve_source
 from clear_ray.eval.gold import reference_evaluation
 from clear_ray.finetune import reference_models
+from clear_ray.net import free_port
 from clear_ray.train.loop import unlearn
 from clear_ray.train.selection import Thresholds
 from clear_ray.train.worker import TrialInputs
@@ -47,12 +47,6 @@ def prepare(cfg: Config) -> TrialInputs:
     )
     thresholds = Thresholds.from_search(cfg.search, original.metrics)
     return TrialInputs(source, str(models.original), gold.reference, thresholds)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def bare_loop(cfg: Config, inputs: TrialInputs) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from clear_ray.eval.tasks import TASKS
 from clear_ray.finetune import tokenizer_corpus
 from clear_ray.models.loading import load_checkpoint, save_checkpoint
 from clear_ray.models.presets import get_preset
+from clear_ray.net import free_port
 
 SPLIT = "forget10"
 WORLD_SIZE = 2
@@ -111,12 +111,6 @@ def _worker(rank: int, port: int, checkpoint: Path, source: str, out: Path) -> N
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def assert_same_evaluation(sharded: EvalResult, whole: EvalResult) -> None:
     """Same metrics, and per item the same values in the same order.
 
@@ -145,7 +139,7 @@ def assert_same_evaluation(sharded: EvalResult, whole: EvalResult) -> None:
 def test_two_rank_evaluation_equals_the_unsharded_one_on_every_rank(
     checkpoint: Path, synthetic_source: str, tmp_path: Path
 ) -> None:
-    args = (_free_port(), checkpoint, synthetic_source, tmp_path)
+    args = (free_port(), checkpoint, synthetic_source, tmp_path)
     mp.spawn(_worker, args=args, nprocs=WORLD_SIZE, join=True)
     whole = _evaluate_all(checkpoint, synthetic_source, Shard())
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -20,6 +19,8 @@ import ray
 import ray.train
 from ray.exceptions import GetTimeoutError
 from ray.train.backend import Backend, BackendConfig
+
+from clear_ray.net import free_port
 
 SHUTDOWN_TIMEOUT_S = 60
 logger = logging.getLogger(__name__)
@@ -88,10 +89,7 @@ class CudaDeviceContext:
 def free_address() -> tuple[str, int]:
     """This node's address and a free port on it (rank 0 hosts the rendezvous)."""
     address = ray.util.get_node_ip_address()
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return address, sock.getsockname()[1]
+    return address, free_port("::" if ":" in address else "")
 
 
 def init_process_group(backend: str, master: tuple[str, int], timeout_s: int) -> None:
@@ -128,11 +126,12 @@ def ensure_process_group() -> None:
 
     if dist.is_initialized():
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_RANK="0",
     )
     dist.init_process_group("gloo", rank=0, world_size=1)
 
