@@ -25,6 +25,7 @@ import os
 import re
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -294,18 +295,31 @@ def finetune_jobs(
     return made
 
 
-def room_for(search: SearchConfig, jobs: int) -> bool:
-    """Whether the cluster's free resources hold ``jobs`` trial-shaped worker groups at once."""
+def room_for(search: SearchConfig, jobs: int, wait_s: float = 15.0) -> bool:
+    """Whether the cluster's free resources hold ``jobs`` trial-shaped worker groups at once.
+
+    Waits up to ``wait_s`` for them when the cluster's total could: a job that has just ended
+    (the pretrained base's) frees its placement group asynchronously, a few seconds later."""
     import ray
 
     from clear_ray.search.trainable import worker_resources
 
-    free = ray.available_resources()
-    needed = worker_resources(search)
-    return all(
-        free.get(name, 0.0) >= jobs * search.workers_per_trial * amount
-        for name, amount in needed.items()
-    )
+    needed = {
+        name: jobs * search.workers_per_trial * amount
+        for name, amount in worker_resources(search).items()
+    }
+
+    def holds(resources: dict[str, float]) -> bool:
+        return all(resources.get(name, 0.0) >= amount for name, amount in needed.items())
+
+    if not holds(ray.cluster_resources()):
+        return False
+    deadline = time.monotonic() + wait_s
+    while not holds(ray.available_resources()):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def side_by_side(jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:

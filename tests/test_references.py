@@ -133,18 +133,31 @@ def test_side_by_side_runs_jobs_at_once_and_raises_an_error_once_all_have_ended(
     assert ended == ["slow"]  # the other job ran to its end, not abandoned
 
 
-def test_jobs_go_side_by_side_only_when_every_worker_of_each_fits_now(monkeypatch) -> None:
+def test_jobs_go_side_by_side_only_when_every_worker_of_each_fits(monkeypatch) -> None:
     import ray
 
     cpu, gpu = Config().search, Config().replace({"search.gpus_per_trial": 1}).search
-    for free, search, fits in (
+    for total, search, fits in (
         ({"CPU": 2.0}, cpu, True),
         ({"CPU": 1.5}, cpu, False),
         ({"CPU": 8.0, "GPU": 1.0}, gpu, False),  # the second would wait for the first's GPU
         ({"CPU": 8.0, "GPU": 2.0}, gpu, True),
     ):
-        monkeypatch.setattr(ray, "available_resources", lambda free=free: free)
-        assert room_for(search, 2) is fits, (free, search.gpus_per_trial)
+        monkeypatch.setattr(ray, "cluster_resources", lambda total=total: total)
+        monkeypatch.setattr(ray, "available_resources", lambda total=total: total)
+        assert room_for(search, 2, wait_s=0) is fits, (total, search.gpus_per_trial)
+
+
+def test_room_is_waited_for_while_an_ended_job_frees_its_resources(monkeypatch) -> None:
+    import ray
+
+    free = iter([{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 2.0}])  # the base's group, then released
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray, "available_resources", lambda: next(free))
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    assert room_for(Config().search, 2, wait_s=60)
+    monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": 1.0})  # held by another
+    assert not room_for(Config().search, 2, wait_s=0)
 
 
 @pytest.fixture(scope="module")
