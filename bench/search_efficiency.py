@@ -291,7 +291,9 @@ class Planned:
 
 
 def plan(args: argparse.Namespace, grid_size: int) -> list[Planned]:
-    common = {"train.epochs": args.epochs, "search.objective": args.objective}
+    # One trial at a time, as the ASHA replay assumes (and as lanes share the cores).
+    common = {"train.epochs": args.epochs, "search.objective": args.objective,
+              "search.max_concurrent": 1}  # fmt: skip
     planned = []
     for method in args.methods:
         grid_config = {**common, "search.sampler": "grid", "search.scheduler": "none"}
@@ -332,7 +334,7 @@ def run_planned(args, item: Planned, space: Path, lane: Path) -> Path:
         command = [
             "--method", item.method, "--search-space", str(space), "--epochs", str(args.epochs),
             "--objective", args.objective, "--set", "eval.generate=false",
-            "--confirm-seeds", "0", "--robustness", "none",
+            "--confirm-seeds", "0", "--robustness", "none", "--max-concurrent", "1",
             "--experiment", "search_efficiency", *item.flags,
         ]  # fmt: skip
     command = [sys.executable, "-u", "-m", "clear_ray.tune", *command, "--output-dir", str(lane)]

@@ -588,6 +588,7 @@ def tune_command(args: argparse.Namespace, method: str, passthrough: list[str]) 
         "--proxy-items", str(args.proxy_items), "--seed", str(args.seed),
         "--output-dir", str(args.output_dir), "--experiment", "study",
         "--set", "eval.generate=false",
+        "--max-concurrent", "1",  # TPE sees every trial before the next (as measured)
     ]  # fmt: skip
     if args.report_fraction is not None:
         command += ["--report-fraction", str(args.report_fraction)]

@@ -75,7 +75,7 @@ def tune_trial(cfg: Config, inputs: TrialInputs, storage: Path, warmup_epochs: i
     import ray
     from ray import tune
 
-    from clear_ray.search.trainable import DRIVER_CPUS, make_trainable, ray_env_vars
+    from clear_ray.search.trainable import ray_env_vars, trial_trainable
 
     started = time.perf_counter()
     ray.init(log_to_driver=False, runtime_env={"env_vars": ray_env_vars()})
@@ -88,9 +88,8 @@ def tune_trial(cfg: Config, inputs: TrialInputs, storage: Path, warmup_epochs: i
             def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
                 epochs.append(time.perf_counter() - start)
 
-        trainable = make_trainable(trial_cfg, inputs, str(storage / name / "train"))
         tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": DRIVER_CPUS}),
+            trial_trainable(trial_cfg, inputs, str(storage / name / "train")),
             param_space={"train.lr": trial_cfg.train.lr},
             tune_config=tune.TuneConfig(num_samples=1),
             run_config=tune.RunConfig(

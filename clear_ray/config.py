@@ -114,7 +114,7 @@ RANGES: dict[str, Range] = {
     "eval.proxy_items": NON_NEGATIVE,
     "eval.clear_rows": NON_NEGATIVE,  # 0 = every row
     "search.num_samples": AT_LEAST_1,
-    "search.max_concurrent": AT_LEAST_1,
+    "search.max_concurrent": NON_NEGATIVE,  # 0 = as many as the cluster holds
     "search.min_retain": NON_NEGATIVE,  # upper bound depends on the mode (check_thresholds)
     "search.min_utility": NON_NEGATIVE,
     "search.retain_floor": NON_NEGATIVE,
@@ -284,7 +284,9 @@ class EvalConfig:
 @dataclass
 class SearchConfig:
     num_samples: int = 8
-    max_concurrent: int = 1
+    # Trials at once; 0 = as many as the cluster's nodes hold (search/trainable.py
+    # concurrent_trials: one per core on a CPU machine, one per GPU with --gpus-per-trial 1).
+    max_concurrent: int = 0
     objective: str = "log_forget_quality"  # or forget_quality_js (smoother on few items)
     multi_objective: bool = False  # Pareto search: objective vs model_utility
     # Constraints (feasible iff all hold) on retain_metric and utility_metric. "relative": a

@@ -63,7 +63,10 @@ FLAGS = {
     "--modality": ("data.modality", "forget text QA rows, visual image rows, or both"),
     "--num-samples": ("search.num_samples", "number of trials per method"),
     "--epochs": ("train.epochs", "unlearning epochs per trial"),
-    "--max-concurrent": ("search.max_concurrent", "trials running at once"),
+    "--max-concurrent": (
+        "search.max_concurrent",
+        "trials running at once; 0 = as many as the cluster holds (one per core or GPU)",
+    ),
     "--workers-per-trial": ("search.workers_per_trial", "Ray Train workers per trial"),
     "--gpus-per-trial": ("search.gpus_per_trial", "GPUs per trial (0 = CPU with gloo)"),
     "--objective": (
@@ -316,7 +319,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.search.quiet import quiet_console
     from clear_ray.search.results import LeaderboardRow, leaderboard
     from clear_ray.search.session import dashboard_command
-    from clear_ray.search.trainable import check_cluster, ray_env_vars
+    from clear_ray.search.trainable import check_cluster, concurrent_trials, ray_env_vars
     from clear_ray.tracking import SearchTracker, ui_command, where_to_look
     from clear_ray.train.selection import Thresholds
     from clear_ray.train.worker import TrialInputs
@@ -331,6 +334,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
         runtime_env={"env_vars": ray_env_vars()},
     )
     check_cluster(cfg.search)
+    cfg = cfg.replace({"search.max_concurrent": concurrent_trials(cfg.search)})
     log(f"search {state.name}: files in {dirs.root}")
     tracker = SearchTracker(cfg)
     log(f"MLflow: {where_to_look(tracker.uri, tracker.experiment_id)}")
@@ -442,7 +446,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
         build_searcher,
         trial_count,
     )
-    from clear_ray.search.trainable import DRIVER_CPUS, make_trainable
+    from clear_ray.search.trainable import trial_trainable
     from clear_ray.tracking import TrialLogger
     from clear_ray.train.selection import Thresholds
 
@@ -483,9 +487,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
     log(f"{method}: MLflow run {tracker.run_page(parent_id)}")
 
     num_samples = trial_count(cfg.search, space)
-    trainable = tune.with_resources(
-        make_trainable(cfg, search.inputs, dirs.ray_train), {"cpu": DRIVER_CPUS}
-    )
+    trainable = trial_trainable(cfg, search.inputs, dirs.ray_train)
     experiment = dirs.tune_experiment(method)
     reaper = TrainGroupReaper()  # frees what a stopped trial's Train run held (cleanup.py)
     restorable = resuming and tune.Tuner.can_restore(experiment)

@@ -45,7 +45,7 @@ def run_tune(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         # Impossible values (issue 14): the flag and the valid range, before anything runs.
         (["--num-samples", "0"], "--num-samples, search.num_samples: 0 is outside [1, inf)"),
         (["--epochs", "0"], "--epochs, train.epochs: 0 is outside [1, inf)"),
-        (["--max-concurrent", "0"], "--max-concurrent, search.max_concurrent: 0 is outside"),
+        (["--max-concurrent", "-1"], "--max-concurrent, search.max_concurrent: -1 is outside"),
         (["--workers-per-trial", "0"], "--workers-per-trial, search.workers_per_trial: 0 is"),
         (["--set", "train.batch_size=0"], "train.batch_size: 0 is outside [1, inf)"),
         (["--set", "train.grad_accum=0"], "train.grad_accum: 0 is outside [1, inf)"),
@@ -95,7 +95,7 @@ def test_search_space_bounds_outside_the_field_range_are_refused(tmp_path: Path)
     ("args", "message"),
     [
         (["--gpus-per-trial", "1"], "--gpus-per-trial, search.gpus_per_trial: 1 needs 1 GPU"),
-        (["--workers-per-trial", "512"], "search.workers_per_trial: 512 needs 512.25 CPU"),
+        (["--workers-per-trial", "512"], "search.workers_per_trial: 512 needs 512 CPU"),
         (["--set", "search.cpus_per_worker=4096"], "no autoscaler"),
     ],
 )

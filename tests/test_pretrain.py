@@ -78,7 +78,10 @@ def test_original_and_gold_replay_the_knowledge_corpus_unless_turned_off(source:
 
 
 @pytest.mark.slow
-def test_pretrained_base_learns_the_real_sets_and_is_cached(source: str, tmp_path: Path) -> None:
+def test_pretrained_base_learns_the_real_sets_and_is_cached(
+    session_config: Config, synthetic_source: str
+) -> None:
+    """The session's base (the suite's e2e searches made it already: free here)."""
     from clear_ray.config import EvalConfig
     from clear_ray.data.collate import Collator
     from clear_ray.eval.suite import evaluate
@@ -91,16 +94,16 @@ def test_pretrained_base_learns_the_real_sets_and_is_cached(source: str, tmp_pat
         tasks = ["real_faces", "real_world"]
         config = EvalConfig(generate=False)
         collator = Collator(processor)
-        return evaluate(model, collator, source, "forget10", config, task_names=tasks).metrics[
-            "clear/real_metric"
-        ]
+        return evaluate(
+            model, collator, synthetic_source, "forget10", config, task_names=tasks
+        ).metrics["clear/real_metric"]
 
-    cfg = Config().replace({"pretrain.scene_images": 12, "output_dir": str(tmp_path)})
-    name = model_name(cfg, source, BASE)  # the default 30 epochs
+    cfg, models = session_config, Path(session_config.output_dir) / "cache" / "models"
+    name = model_name(cfg, synthetic_source, BASE)
     with local_ray():
-        made, _ = finetune_job(cfg, BASE, source, name, str(tmp_path))
-        again, _ = finetune_job(cfg, BASE, source, name, str(tmp_path))  # found in the cache
+        made, _ = finetune_job(cfg, BASE, synthetic_source, name, str(models))
+        again, _ = finetune_job(cfg, BASE, synthetic_source, name, str(models))  # a cache hit
     base = Path(made.path)
-    assert again.path == made.path and base == tmp_path / name
-    random_base = get_preset(cfg.model.preset).build_base(tokenizer_corpus(source), 0)
+    assert again.path == made.path and base == models / name
+    random_base = get_preset(cfg.model.preset).build_base(tokenizer_corpus(synthetic_source), 0)
     assert real(*load_checkpoint(base)) > real(*random_base) + 0.1

@@ -83,6 +83,16 @@ def test_printer_says_why_a_trial_ended_its_time_and_the_eta(capsys) -> None:
     assert "[search] 1/2 trials done" in err and "left (mean trial 0s, 1 at once)" in err
 
 
+def test_trials_started_at_once_are_numbered_in_creation_order(capsys) -> None:
+    printer = ProgressPrinter("log_forget_quality", 8, THRESHOLDS, 3, 2)
+    first = SimpleNamespace(trial_id="t1", config={}, status="PENDING")
+    second = SimpleNamespace(trial_id="t2", config={}, status="PENDING")
+    printer.on_trial_start(0, [first, second], second)  # Tune made both before either started
+    printer.on_trial_start(0, [first, second], first)
+    err = capsys.readouterr().err
+    assert "[trial t2] started (2/8)" in err and "[trial t1] started (1/8)" in err
+
+
 def test_bars_redraw_only_on_a_terminal() -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

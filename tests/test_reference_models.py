@@ -8,7 +8,7 @@ import pytest
 
 from clear_ray.config import Config
 from clear_ray.eval.gold import reference_evaluation
-from clear_ray.finetune import ReferenceModels, reference_models
+from clear_ray.finetune import ReferenceModels, model_name, reference_models
 
 pytestmark = pytest.mark.slow
 
@@ -62,9 +62,9 @@ def test_second_request_reuses_the_cached_models(
 
 
 def test_a_different_recipe_gets_a_different_cache_key(
-    models: ReferenceModels, session_config: Config, synthetic_source: str, tmp_path: Path
+    models: ReferenceModels, session_config: Config, synthetic_source: str
 ) -> None:
     changed = session_config.replace({"finetune.epochs": 1})
-    other = reference_models(changed, synthetic_source, tmp_path / "cache")
-    assert other.original.name != models.original.name
-    assert other.gold.name != models.gold.name
+    for role, made in (("original", models.original), ("gold", models.gold)):
+        assert model_name(session_config, synthetic_source, role) == made.name
+        assert model_name(changed, synthetic_source, role) != made.name

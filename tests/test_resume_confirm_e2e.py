@@ -46,6 +46,7 @@ def resumed(session_output: Path, synthetic_source: str, tmp_path_factory) -> di
         "--method", "ga", "--num-samples", "2", "--epochs", "1", "--confirm-seeds", "2",
         "--scheduler", "none", "--robustness", "none", "--experiment", EXPERIMENT,
         "--set", "eval.generate=false",
+        "--max-concurrent", "1",  # seed 1 trains before seed 2 starts: a deterministic kill
         env={**os.environ, KILL_ENV: "tuned:2"},
     )  # fmt: skip
     killed = killed_log.read_text()

@@ -17,7 +17,7 @@ from ray.util.placement_group import placement_group, placement_group_table
 
 from clear_ray.config import Config
 from clear_ray.search.cleanup import TrainGroupReaper
-from clear_ray.search.trainable import DRIVER_CPUS, make_trainable
+from clear_ray.search.trainable import trial_trainable
 from clear_ray.train.selection import Thresholds
 from clear_ray.train.worker import CONTROLLER_KEY, PLACEMENT_GROUP_KEY, TrialInputs
 
@@ -78,9 +78,7 @@ def test_trial_whose_workers_cannot_start_fails_with_the_reason(local_ray, tmp_p
         {"search.cpus_per_worker": 8, "search.worker_start_timeout_s": 5, "train.epochs": 1}
     )
     inputs = TrialInputs("unused", "unused", [], Thresholds("log_forget_quality", 0.0))
-    trainable = tune.with_resources(
-        make_trainable(cfg, inputs, str(tmp_path / "train")), {"cpu": DRIVER_CPUS}
-    )
+    trainable = trial_trainable(cfg, inputs, str(tmp_path / "train"))
     started = time.monotonic()
     results = tune.Tuner(
         trainable,

@@ -132,3 +132,31 @@ def test_search_state_round_trips_and_latest_is_found(tmp_path: Path) -> None:
     assert find_search(tmp_path, "dpo-1").root == first.root
     with pytest.raises(ConfigError, match=r"no search named .x.*dpo-1, ga-2"):
         find_search(tmp_path, "x")
+
+
+def node(cpus: float, gpus: float = 0.0, alive: bool = True) -> dict:
+    return {"Alive": alive, "Resources": {"CPU": cpus, "GPU": gpus}}
+
+
+@pytest.mark.parametrize(
+    ("nodes", "settings", "expected"),
+    [
+        ([node(2)], {}, 2),  # the 2-core default: both cores, not one (the driver holds none)
+        ([node(2)], {"max_concurrent": 1}, 1),  # a value given wins
+        ([node(2)], {"cpus_per_worker": 4.0}, 1),  # too small a node still runs one
+        ([node(16, 4), node(16, 4)], {"gpus_per_trial": 1.0}, 8),  # one trial per GPU
+        ([node(16, 4), node(8, 0)], {"gpus_per_trial": 1.0}, 4),  # a CPU-only node holds none
+        ([node(8), node(8)], {"workers_per_trial": 4, "cpus_per_worker": 2.0}, 2),
+        ([node(3), node(3)], {"workers_per_trial": 2, "cpus_per_worker": 2.0}, 1),  # whole nodes
+        ([node(4), node(4, alive=False)], {}, 4),  # a dead node holds nothing
+    ],
+)
+def test_automatic_concurrency_counts_the_trials_the_nodes_hold(
+    monkeypatch: pytest.MonkeyPatch, nodes: list[dict], settings: dict, expected: int
+) -> None:
+    import ray
+
+    from clear_ray.search.trainable import concurrent_trials
+
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    assert concurrent_trials(SearchConfig(**{"max_concurrent": 0, **settings})) == expected

@@ -301,7 +301,7 @@ def train_fixed(
 
     from clear_ray.search.cleanup import TrainGroupReaper
     from clear_ray.search.session import storage_filesystem
-    from clear_ray.search.trainable import DRIVER_CPUS, make_trainable
+    from clear_ray.search.trainable import concurrent_trials, trial_trainable
     from clear_ray.tracking import TrialLogger
 
     out = confirm_dir(dirs, method, label)
@@ -321,13 +321,13 @@ def train_fixed(
     )
     recorder = SeedRecorder(out, label, configuration.params, configuration.epochs, filesystem, log)
     tuner = tune.Tuner(
-        tune.with_resources(make_trainable(cfg, inputs, dirs.ray_train), {"cpu": DRIVER_CPUS}),
+        trial_trainable(cfg, inputs, dirs.ray_train),
         param_space={
             **configuration.params,
             "train.epochs": schedule_epochs(cfg, configuration),
             "train.seed": tune.grid_search(seeds),
         },
-        tune_config=tune.TuneConfig(max_concurrent_trials=cfg.search.max_concurrent),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_trials(cfg.search)),
         run_config=tune.RunConfig(
             name=f"{method}-confirm-{label}",
             storage_path=dirs.ray_results,

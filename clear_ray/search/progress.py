@@ -97,7 +97,8 @@ class ProgressPrinter(Callback):
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items()
         )
-        self._print(trial.trial_id, f"started ({len(trials)}/{self.num_samples}): {params}")
+        number = trials.index(trial) + 1  # in creation order: the trials at once are made first
+        self._print(trial.trial_id, f"started ({number}/{self.num_samples}): {params}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         feasible = "feasible" if result.get("epoch_feasible") else "infeasible"

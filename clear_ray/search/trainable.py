@@ -53,7 +53,9 @@ def ray_env_vars() -> dict[str, str]:
     return {name: os.environ.get(name, value) for name, value in RAY_ENV_DEFAULTS.items()}
 
 
-DRIVER_CPUS = 0.25  # Tune refuses 0; the trial driver only waits on its workers
+# The trial driver only waits on its Train workers, so it holds no CPU (N cores hold N one-CPU
+# trials, not N - 1); Tune needs a non-empty request, and the driver's memory is what it uses.
+DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 1024**2}
 KEPT_CHECKPOINTS = 2  # by score (the best epoch's adapter); Train also keeps the latest
 
 
@@ -107,17 +109,32 @@ def check_cluster(search: SearchConfig) -> None:
     per_worker = worker_resources(search)
     for name, path in (("CPU", "search.workers_per_trial"), ("GPU", "search.gpus_per_trial")):
         need = per_worker.get(name, 0.0) * search.workers_per_trial
-        need += DRIVER_CPUS if name == "CPU" else 0.0
         total = sum(node.get(name, 0.0) for node in nodes)
         largest = max((node.get(name, 0.0) for node in nodes), default=0.0)
         if per_worker.get(name, 0.0) > largest or need > total:
             value = dataclasses.asdict(search)[path.split(".")[1]]
             raise ConfigError(
                 f"{path}: {value:g} needs {need:g} {name} per trial "
-                f"({search.workers_per_trial} worker(s) with {per_worker}"
-                f"{' + the trial driver' if name == 'CPU' else ''}); this cluster has "
+                f"({search.workers_per_trial} worker(s) with {per_worker}); this cluster has "
                 f"{total:g} {name} ({largest:g} on its largest node) and no autoscaler"
             )
+
+
+def concurrent_trials(search: SearchConfig) -> int:
+    """``search.max_concurrent``, or for 0 as many trials as the connected cluster's nodes hold
+    at once (each trial's workers on whole nodes' CPUs and GPUs; at least 1).
+
+    Why automatic: one trial's worker runs torch on one thread, so on 2 cores one trial at a
+    time leaves a core idle, and a GPU cluster's user expects one trial per GPU. Counted on the
+    nodes up now: an autoscaling cluster's user sets ``--max-concurrent`` for the nodes to come.
+    """
+    if search.max_concurrent:
+        return search.max_concurrent
+    per_worker = worker_resources(search)
+    slots = 0
+    for node in (node["Resources"] for node in ray.nodes() if node["Alive"]):
+        slots += min(int(node.get(name, 0.0) / need + 1e-9) for name, need in per_worker.items())
+    return max(1, slots // search.workers_per_trial)
 
 
 def data_parallel_trainer(
@@ -220,6 +237,13 @@ class FinalError:
             return
         with self.filesystem.open_input_stream(self.path) as stream:
             raise cloudpickle.loads(stream.read())
+
+
+def trial_trainable(base: Config, inputs: TrialInputs, storage_path: str):
+    """:func:`make_trainable` with the trial driver's resources, as Tune's trainable."""
+    from ray import tune
+
+    return tune.with_resources(make_trainable(base, inputs, storage_path), DRIVER_RESOURCES)
 
 
 def make_trainable(
