@@ -239,7 +239,9 @@ class FinalError:
             raise cloudpickle.loads(stream.read())
 
 
-def trial_trainable(base: Config, inputs: TrialInputs, storage_path: str):
+def trial_trainable(
+    base: Config, inputs: TrialInputs, storage_path: str
+) -> Callable[[dict[str, Any]], None]:
     """:func:`make_trainable` with the trial driver's resources, as Tune's trainable."""
     from ray import tune
 
