@@ -99,7 +99,10 @@ FLAGS = {
         "stop a trial at once when the retain metric < this (same mode): it has collapsed",
     ),
     "--scheduler": ("search.scheduler", "asha | none: early stopping on the per-epoch score"),
-    "--grace-period": ("search.grace_period", "ASHA: epochs before a trial can be stopped"),
+    "--grace-period": (
+        "search.grace_period",
+        "ASHA: epochs every trial runs before it can be stopped (>= --epochs: none is)",
+    ),
     "--reduction-factor": (
         "search.reduction_factor",
         "ASHA: 1/this of the trials go on at each rung",

@@ -58,7 +58,6 @@ def run_tune(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         (["--min-retain", "2"], "search.min_retain: 2.0 is outside (0, 1.5]"),
         (["--min-retain", "0"], "search.min_retain: 0.0 is outside (0, 1.5]"),
         (["--retain-floor", "1.6"], "search.retain_floor: 1.6 is outside (0, 1.5]"),
-        (["--epochs", "2", "--grace-period", "3"], "search.grace_period: 3 must be <= train."),
         (["--reduction-factor", "1"], "search.reduction_factor: 1.0 is outside (1, inf)"),
         (["--set", "search.worker_start_timeout_s=0"], "worker_start_timeout_s: 0.0 is outside"),
     ],

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from clear_ray.config import ConfigError, SearchConfig
 from clear_ray.search.constrained import TUNE_ID_ATTR, ConstrainedOptunaSearch, write_trials_csv
@@ -50,6 +51,39 @@ def test_asha_ranks_trials_by_their_running_best_score_per_epoch() -> None:
     assert isinstance(scheduler, ASHAScheduler)
     assert scheduler.metric == SCORE_KEY and scheduler._time_attr == "epoch"
     assert isinstance(build_scheduler(SearchConfig(scheduler="none"), epochs=4), FIFOScheduler)
+
+
+def epochs_run(scheduler, scores: list[list[float]]) -> list[int]:
+    """Feeds ``scores[trial][epoch]`` epoch by epoch, trials in turn, until the scheduler says
+    STOP (a trial's last epoch is a STOP too); how many epochs each trial ran."""
+    trials = [SimpleNamespace(trial_id=f"t{i}") for i in range(len(scores))]
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+    ran = [0] * len(trials)
+    stopped = [False] * len(trials)
+    for epoch in range(len(scores[0])):
+        for index, (trial, curve) in enumerate(zip(trials, scores, strict=True)):
+            if stopped[index]:
+                continue
+            result = {"epoch": epoch + 1, SCORE_KEY: curve[epoch]}
+            ran[index] = epoch + 1
+            stopped[index] = scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP
+    return ran
+
+
+def test_the_default_grace_period_lets_a_slow_starter_reach_epoch_2() -> None:
+    """The search-efficiency replay's finding (bench/RESULTS.md): good dpo trials sit at
+    Original's value after epoch 1; grace 1 stops them there, the default grace 2 does not."""
+    curves = [[5.0, 5.0, 5.0], [1.0, 9.0, 9.0], [0.5, 0.5, 0.5]]  # the second starts slowly
+    grace_1 = build_scheduler(SearchConfig(grace_period=1, reduction_factor=2), epochs=3)
+    assert epochs_run(grace_1, curves) == [3, 1, 1]
+    default = build_scheduler(SearchConfig(), epochs=3)
+    assert epochs_run(default, curves) == [3, 3, 2]  # compared at epoch 2 only
+
+
+def test_a_grace_period_of_at_least_the_epochs_stops_no_trial() -> None:
+    scheduler = build_scheduler(SearchConfig(grace_period=3, reduction_factor=2), epochs=2)
+    assert epochs_run(scheduler, [[9.0, 9.0], [1.0, 1.0], [0.5, 0.5]]) == [2, 2, 2]
 
 
 def test_retain_collapse_stopper_stops_below_the_floor_only() -> None:

@@ -86,6 +86,9 @@ def build_searcher(
 
 
 def build_scheduler(search: SearchConfig, epochs: int) -> TrialScheduler:
+    """ASHA on the running best score per epoch, or FIFO. A grace period of ``epochs`` or
+    more is clamped to ``epochs``: its only rung is the last epoch, so no trial is stopped (the
+    default grace 2 with ``--epochs 1`` runs every trial to its end)."""
     if search.scheduler == "none":
         return FIFOScheduler()
     return ASHAScheduler(
