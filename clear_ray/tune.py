@@ -179,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--method",
         default=defaults["method.name"],
-        choices=[*METHODS, ALL],
-        help="unlearning method (space: search_spaces/<method>.yaml); 'all' searches every "
-        "method in turn and prints a leaderboard",
+        metavar="METHOD[,METHOD...]",
+        help=f"unlearning method: one of {', '.join(METHODS)} (space: "
+        "search_spaces/<method>.yaml); several, comma-separated, or 'all' (every method of "
+        "CLEAR's table) are searched in turn under one MLflow run, with a leaderboard",
     )
     parser.add_argument(
         "--search-space",
@@ -216,9 +217,9 @@ def plan_search(args: argparse.Namespace) -> tuple[Config, SearchState, SearchDi
         cfg = Config.from_flat(state.config).validate()
         return cfg, state, SearchDirs(output, state.name, cfg.search.storage_path)
     cfg = resolve_config({"method.name": args.method, **overrides_from(args, FLAGS)}).validate()
-    if args.method == ALL and args.search_space is not None:
-        raise ConfigError("--search-space applies to one method, not --method all")
-    methods = list(METHOD_ORDER) if args.method == ALL else [args.method]
+    methods = method_names(args.method)
+    if len(methods) > 1 and args.search_space is not None:
+        raise ConfigError(f"--search-space applies to one method, not --method {args.method}")
     origins = {
         method: str((args.search_space or SEARCH_SPACE_DIR / f"{method}.yaml").resolve())
         for method in methods
@@ -228,11 +229,26 @@ def plan_search(args: argparse.Namespace) -> tuple[Config, SearchState, SearchDi
     if storage and "://" not in storage:  # Ray wants an absolute path or a URI
         storage = str(Path(storage).resolve())
     cfg = cfg.replace({"output_dir": str(output), "search.storage_path": storage})
-    name = f"{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    label = ALL if args.method == ALL else "+".join(methods)
+    name = f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     while (output / "searches" / name).exists():  # two searches started in one second
         name += "x"
     state = SearchState(name, cfg.to_flat(), methods, origins)
     return cfg, state, SearchDirs(output, name, storage)
+
+
+def method_names(spec: str) -> list[str]:
+    """``--method``: one name, comma-separated names (searched in that order, each once), or
+    "all" (CLEAR's Table 1 methods, in its order)."""
+    if spec == ALL:
+        return list(METHOD_ORDER)
+    names = list(dict.fromkeys(name.strip() for name in spec.split(",")))
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise ConfigError(
+            f"--method: unknown method {unknown[0]!r}; known: {', '.join(METHODS)} or {ALL}"
+        )
+    return names
 
 
 def load_spaces(cfg: Config, state: SearchState) -> dict[str, dict]:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from clear_ray.cli import HelpFormatter
+from clear_ray.methods import TABLE_METHODS
+from clear_ray.tune import method_names
 
 
 def run_tune(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -29,6 +31,8 @@ def run_tune(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         (["--data", "not-a-hub-id"], "neither a directory nor a hub id"),
         (["--tracking-uri", "http://127.0.0.1:9"], "http://127.0.0.1:9 is unreachable"),
         (["--method", "all", "--set", "search.sampler=grid"], "search.sampler=grid needs"),
+        (["--method", "ga,nope"], "--method: unknown method 'nope'; known: retain_ft, ga,"),
+        (["--method", "ga,npo", "--search-space", "x.yaml"], "applies to one method, not --me"),
         (["--resume", "nope"], "no search named 'nope'"),
         (["--set", "eval.tasks=nope"], "eval.tasks: unknown task 'nope'"),
         (["--set", "eval.tasks=retain_captions"], "eval.tasks must include forget_captions"),
@@ -90,25 +94,23 @@ def test_search_space_bounds_outside_the_field_range_are_refused(tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--gpus-per-trial", "1"], "--gpus-per-trial, search.gpus_per_trial: 1 needs 1 GPU"),
-        (["--workers-per-trial", "512"], "search.workers_per_trial: 512 needs 512 CPU"),
-        (["--set", "search.cpus_per_worker=4096"], "no autoscaler"),
-    ],
-)
-def test_trial_shape_the_cluster_can_never_run_is_refused(
-    tmp_path: Path, args: list[str], message: str
-) -> None:
-    """Checked after connecting to Ray (the local one here), before anything is written."""
+def test_trial_shape_the_cluster_can_never_run_is_refused(tmp_path: Path) -> None:
+    """Checked after connecting to Ray (the local one here), before anything is written; the
+    shapes and messages: test_search_strategy.py."""
+    message = "--gpus-per-trial, search.gpus_per_trial: 1 needs 1 GPU"
     output = tmp_path / "out"
-    result = run_tune(*args, "--output-dir", str(output), timeout=300)  # starts Ray
+    result = run_tune("--gpus-per-trial", "1", "--output-dir", str(output), timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not output.exists()
+
+
+def test_method_names_keep_the_users_order_once_each_and_all_is_clears_table() -> None:
+    assert method_names("dpo") == ["dpo"]
+    assert method_names("rmu, ga,rmu") == ["rmu", "ga"]
+    assert method_names("all") == list(TABLE_METHODS)
 
 
 def test_help_explains_the_main_flags() -> None:

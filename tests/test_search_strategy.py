@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -194,3 +195,42 @@ def test_automatic_concurrency_counts_the_trials_the_nodes_hold(
 
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
     assert concurrent_trials(SearchConfig(**{"max_concurrent": 0, **settings})) == expected
+
+
+@pytest.mark.parametrize(
+    ("nodes", "settings", "message"),
+    [
+        ([node(2)], {"gpus_per_trial": 1.0}, "search.gpus_per_trial: 1 needs 1 GPU per trial"),
+        ([node(2)], {"workers_per_trial": 512}, "search.workers_per_trial: 512 needs 512 CPU"),
+        ([node(2), node(2)], {"workers_per_trial": 5}, "needs 5 CPU per trial"),  # 4 in all
+        ([node(8)], {"cpus_per_worker": 4096.0}, "this cluster has 8 CPU (8 on its largest"),
+        ([node(2, 1), node(2, alive=False)], {"workers_per_trial": 3}, "has 2 CPU"),
+    ],
+)
+def test_a_trial_shape_the_cluster_can_never_run_is_refused_with_what_it_has(
+    monkeypatch: pytest.MonkeyPatch, nodes: list[dict], settings: dict, message: str
+) -> None:
+    import ray
+    from ray._private.state import state
+
+    from clear_ray.search.trainable import check_cluster
+
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    monkeypatch.setattr(state, "get_cluster_config", lambda: None)  # no autoscaler
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_cluster(SearchConfig(**settings))
+
+
+def test_a_trial_shape_that_fits_or_an_autoscaler_may_make_room_for_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ray
+    from ray._private.state import state
+
+    from clear_ray.search.trainable import check_cluster
+
+    monkeypatch.setattr(ray, "nodes", lambda: [node(2, 1), node(2, 1)])
+    monkeypatch.setattr(state, "get_cluster_config", lambda: None)
+    check_cluster(SearchConfig(workers_per_trial=2, gpus_per_trial=2.0))  # one GPU per node
+    monkeypatch.setattr(state, "get_cluster_config", lambda: object())  # an autoscaler's
+    check_cluster(SearchConfig(workers_per_trial=512))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from clear_ray.config import Config
 from clear_ray.eval.gold import reference_evaluation
 from clear_ray.finetune import reference_models
+from clear_ray.methods import METHODS
 from clear_ray.train.loop import unlearn
 from clear_ray.train.selection import Thresholds
 from clear_ray.train.worker import TrialInputs
@@ -59,3 +61,25 @@ def test_gradient_ascent_reports_every_epoch_with_an_adapter_and_forgets(
     assert last["loss/forget_nll"] > first["loss/forget_nll"]
     assert last["forget_captions/prob"] < first["forget_captions/prob"]
     assert {"forget_metric", "retain_metric", "forget_quality", "log_forget_quality"} <= set(last)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_trains_an_epoch_and_reports_clears_metrics(
+    one_rank_group, trial_inputs: TrialInputs, session_config: Config, method: str
+) -> None:
+    """Each method's own machinery (reference model, hidden states, SCRUB's max pass) through
+    the worker loop; the search plumbing around it is method-agnostic (test_method_all_e2e.py
+    runs two methods through it)."""
+    cfg = session_config.replace(
+        {"method.name": method, "train.epochs": 1, **NO_GENERATION}
+    )
+    reports = []
+    unlearn(cfg, trial_inputs, 0, 1, lambda metrics, checkpoint: reports.append(metrics))
+
+    (metrics,) = reports
+    assert metrics["epoch"] == 1.0
+    losses = {key: value for key, value in metrics.items() if key.startswith("loss/")}
+    assert set(losses) - {"loss/l1", "loss/l1_weighted"}, metrics  # the method's own loss
+    assert all(math.isfinite(value) for value in losses.values()), losses
+    for key in ("clear/forget_metric", "clear/retain_metric", "clear/log_forget_quality"):
+        assert math.isfinite(metrics[key]), (key, metrics)
