@@ -70,9 +70,7 @@ def test_every_method_trains_an_epoch_and_reports_clears_metrics(
     """Each method's own machinery (reference model, hidden states, SCRUB's max pass) through
     the worker loop; the search plumbing around it is method-agnostic (test_method_all_e2e.py
     runs two methods through it)."""
-    cfg = session_config.replace(
-        {"method.name": method, "train.epochs": 1, **NO_GENERATION}
-    )
+    cfg = session_config.replace({"method.name": method, "train.epochs": 1, **NO_GENERATION})
     reports = []
     unlearn(cfg, trial_inputs, 0, 1, lambda metrics, checkpoint: reports.append(metrics))
 
