@@ -228,13 +228,31 @@ def plan_search(args: argparse.Namespace) -> tuple[Config, SearchState, SearchDi
     storage = cfg.search.storage_path
     if storage and "://" not in storage:  # Ray wants an absolute path or a URI
         storage = str(Path(storage).resolve())
-    cfg = cfg.replace({"output_dir": str(output), "search.storage_path": storage})
+    cfg = cfg.replace(
+        {"output_dir": str(output), "search.storage_path": storage, **absolute_local_paths(cfg)}
+    )
     label = ALL if args.method == ALL else "+".join(methods)
     name = f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     while (output / "searches" / name).exists():  # two searches started in one second
         name += "x"
     state = SearchState(name, cfg.to_flat(), methods, origins)
     return cfg, state, SearchDirs(output, name, storage)
+
+
+# Config fields that name a local directory or a hub id.
+LOCAL_OR_HUB = ("data.source", "model.original", "model.gold")
+
+
+def absolute_local_paths(cfg: Config) -> dict[str, str]:
+    """The fields of ``LOCAL_OR_HUB`` that name an existing directory, as absolute paths (``~``
+    expanded): the search's saved config must resume from any working directory. Hub ids, and
+    paths that do not exist (``check_inputs`` refuses them), stay as given."""
+    flat = cfg.to_flat()
+    return {
+        path: str(Path(flat[path]).expanduser().resolve())
+        for path in LOCAL_OR_HUB
+        if flat[path] and Path(flat[path]).expanduser().exists()
+    }
 
 
 def method_names(spec: str) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from clear_ray.cli import HelpFormatter
 from clear_ray.methods import TABLE_METHODS
-from clear_ray.tune import method_names
+from clear_ray.tune import build_parser, method_names, plan_search
 
 
 def run_tune(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -111,6 +111,22 @@ def test_method_names_keep_the_users_order_once_each_and_all_is_clears_table() -
     assert method_names("dpo") == ["dpo"]
     assert method_names("rmu, ga,rmu") == ["rmu", "ga"]
     assert method_names("all") == list(TABLE_METHODS)
+
+
+def test_a_relative_data_dir_and_original_are_saved_absolute_for_a_resume_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "original").mkdir()
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(
+        ["--data", "data", "--original", "./original", "--gold", "someone/gold@v1"]
+    )
+    _, state, _ = plan_search(args)  # names the search; writes nothing
+    assert state.config["data.source"] == str(tmp_path.resolve() / "data")
+    assert state.config["model.original"] == str(tmp_path.resolve() / "original")
+    assert state.config["model.gold"] == "someone/gold@v1"  # a hub id stays as given
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "original"]
 
 
 def test_help_explains_the_main_flags() -> None:
