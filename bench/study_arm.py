@@ -5,7 +5,7 @@ L1 arm (issue 18): does CLEAR's L1 on the LoRA weights (arXiv 2410.18057, §4; C
 The tuned configuration of ``confirm.json`` is trained again with ``regularizer.l1`` toggled (0
 when the tuned value is > 0, else the geometric middle of the space's positive L1 values), at
 its tuned epoch count and with the same confirm seeds, through the search's own confirm stage
-(``clear_ray.tune.confirm_configuration``: the trials' trainable, a full evaluation on the
+(``clear_ray.tune.confirm_configurations``: the trials' trainable, a full evaluation on the
 report fold), and every run gets the relearning attack. Only the attack: it answers the
 question, and the arm must stay within ~4 minutes per method on 2 cores.
 
@@ -84,7 +84,7 @@ def run_arm(search_root: Path) -> Path:
     from clear_ray.tracking import SearchTracker
     from clear_ray.train.selection import Thresholds
     from clear_ray.train.worker import TrialInputs
-    from clear_ray.tune import Search, confirm_configuration
+    from clear_ray.tune import Search, confirm_configurations
 
     output = search_root.parent.parent
     state = SearchDirs(output, search_root.name).load()
@@ -123,7 +123,7 @@ def run_arm(search_root: Path) -> Path:
     else:
         arm = Configuration(params, tuned["epochs"], None)
         full = Thresholds.from_search(cfg.search, refs.original_full.metrics)
-        confirm_configuration(search, method, ARM, arm, list(confirm["seeds"]), full)
+        confirm_configurations(search, method, {ARM: arm}, list(confirm["seeds"]), full)
         write_confirm(folder / CONFIRM_FILE, method, list(confirm["seeds"]), {ARM: arm})
         arm_adapters = confirm_adapters(arm.summary(), ARM)
         adapters.update(arm_adapters)

@@ -737,20 +737,19 @@ def confirm_method(search: Search, method: str, space: dict, best, thresholds):
         ),
         DEFAULT: Configuration(default_params(cfg.to_flat(), space), cfg.train.epochs, None),
     }
-    for label, configuration in configurations.items():
-        confirm_configuration(search, method, label, configuration, seeds, thresholds)
+    confirm_configurations(search, method, configurations, seeds, thresholds)
     written = write_confirm(path, method, seeds, configurations)
     tracker.log_artifacts(tracker.parent_id, [path])
     return confirm_rows(method, written)
 
 
-def confirm_configuration(
-    search: Search, method: str, label: str, configuration, seeds: list[int], thresholds
+def confirm_configurations(
+    search: Search, method: str, configurations: dict, seeds: list[int], thresholds
 ) -> None:
-    """One fixed configuration trained once per seed (child runs tagged ``configuration:
-    label``) and fully evaluated on the report fold; sets ``configuration.runs``. Resumed, it
-    keeps the seeds whose records are complete and trains or evaluates only the rest.
-    bench/study.py's L1 arm runs its own configuration here."""
+    """Fixed configurations (label -> Configuration) trained once per seed, together (child
+    runs tagged ``configuration: label``), and fully evaluated on the report fold; sets each
+    ``configuration.runs``. Resumed, it keeps the seeds whose records are complete and trains
+    or evaluates only the rest. bench/study.py's L1 arm runs its own configuration here."""
     from clear_ray.search.confirm import (
         confirm_children,
         confirm_dir,
@@ -761,35 +760,48 @@ def confirm_configuration(
 
     cfg = search.cfg.replace({"method.name": method})
     tracker = search.tracker
-    out = confirm_dir(search.dirs, method, label)
-    children = confirm_children(tracker.children(), label)
-    plan = plan_confirm(configuration, seeds, read_seed_records(out), children)
-    if plan.keep or plan.evaluate or plan.discard:
-        log(
-            f"{method}: {label} configuration resumed: seeds {sorted(plan.keep)} kept, "
-            f"{sorted(plan.evaluate)} to evaluate, {plan.train} to train; "
-            f"{len(plan.discard)} unfinished MLflow run(s) deleted"
-        )
-    tracker.delete_runs(plan.discard)
-    trained = {}
-    if plan.train:
+    outs = {label: confirm_dir(search.dirs, method, label) for label in configurations}
+    plans = {}
+    for label, configuration in configurations.items():
+        children = confirm_children(tracker.children(), label)
+        plan = plan_confirm(configuration, seeds, read_seed_records(outs[label]), children)
+        if plan.keep or plan.evaluate or plan.discard:
+            log(
+                f"{method}: {label} configuration resumed: seeds {sorted(plan.keep)} kept, "
+                f"{sorted(plan.evaluate)} to evaluate, {plan.train} to train; "
+                f"{len(plan.discard)} unfinished MLflow run(s) deleted"
+            )
+        tracker.delete_runs(plan.discard)
+        plans[label] = plan
+    runs = {label: (configurations[label], plan.train) for label, plan in plans.items()}
+    runs = {label: run for label, run in runs.items() if run[1]}
+    for label, (configuration, train) in runs.items():
         log(
             f"{method}: confirming the {label} configuration ({configuration.epochs} "
-            f"epochs) with seeds {plan.train}"
+            f"epochs) with seeds {train}"
         )
+    trained = {}
+    if runs:
         trained = train_fixed(
-            cfg, search.inputs, search.dirs, method, label, configuration, plan.train,
-            tracker, search.tags, lambda line: log(f"{method}: {line}"),
+            cfg, search.inputs, search.dirs, method, runs, tracker, search.tags,
+            lambda line: log(f"{method}: {line}"),
         )  # fmt: skip
-    evaluated = evaluate_confirm_runs(search, cfg, out, {**plan.evaluate, **trained}, thresholds)
-    runs = {**plan.keep, **evaluated}
-    configuration.runs = [runs[seed].run() for seed in sorted(runs)]
+    pending = {
+        outs[label]: {**plan.evaluate, **trained.get(label, {})} for label, plan in plans.items()
+    }
+    evaluated = evaluate_confirm_runs(search, cfg, pending, thresholds)
+    for label, configuration in configurations.items():
+        done = {**plans[label].keep, **evaluated[outs[label]]}
+        configuration.runs = [done[seed].run() for seed in sorted(done)]
 
 
-def evaluate_confirm_runs(search: Search, cfg: Config, out: Path, trained: dict, thresholds):
-    """Full evaluation of trained confirm runs on the report fold, as Ray tasks at once: per
-    seed, its evaluation folder, ``final/*`` and the adapter on its child run, and its seed
-    record completed (so that a resumed search keeps it)."""
+def evaluate_confirm_runs(
+    search: Search, cfg: Config, trained: dict[Path, dict], thresholds
+) -> dict[Path, dict]:
+    """Full evaluation of trained confirm runs (by configuration folder, by seed) on the report
+    fold, as Ray tasks all at once: per seed, its evaluation folder, ``final/*`` and the
+    adapter on its child run, and its seed record completed (so that a resumed search keeps
+    it)."""
     import ray
 
     from clear_ray.eval.final import evaluate_adapter, full_eval_config, read_adapter
@@ -800,7 +812,7 @@ def evaluate_confirm_runs(search: Search, cfg: Config, out: Path, trained: dict,
     refs, tracker = search.refs, search.tracker
     task = trial_task(evaluate_adapter, cfg.search)
     pending = {
-        seed: task.remote(
+        (out, seed): task.remote(
             search.inputs.original_dir,
             read_adapter(Path(record.adapter)),
             search.inputs.source,
@@ -811,20 +823,22 @@ def evaluate_confirm_runs(search: Search, cfg: Config, out: Path, trained: dict,
             cfg.train.precision,
             refs.folds.fold(REPORT),
         )
-        for seed, record in trained.items()
+        for out, records in trained.items()
+        for seed, record in records.items()
     }
     run_ids = tracker.child_ids()
-    evaluated = {}
-    for seed, ref in pending.items():
-        result, record = ray.get(ref), trained[seed]
+    evaluated: dict[Path, dict] = {out: {} for out in trained}
+    for (out, seed), ref in pending.items():
+        result, record = ray.get(ref), trained[out][seed]
         write_outputs(out / f"seed-{seed}-evaluation", {"metrics": result.metrics}, result.tasks)
         run_id = run_ids.get(record.trial, "")
         if run_id:
             tracker.log_metrics(run_id, result.metrics, prefix="final/")
             tracker.log_artifacts(run_id, [Path(record.adapter)], "adapter")
         feasible = thresholds.constraint(result.metrics) <= 0
-        evaluated[seed] = replace(record, run_id=run_id, metrics=result.metrics, feasible=feasible)
-        write_seed_record(out, evaluated[seed])
+        done = replace(record, run_id=run_id, metrics=result.metrics, feasible=feasible)
+        evaluated[out][seed] = done
+        write_seed_record(out, done)
     return evaluated
 
 

@@ -151,3 +151,77 @@ def test_a_confirm_run_keeps_the_searchs_lr_schedule_and_stops_at_the_selected_e
     assert schedule_epochs(cfg, Configuration({}, 5, None)) == 5  # the default runs them all
     searched = Configuration({"train.epochs": 4}, 3, "t1")  # epochs searched: the trial's own
     assert schedule_epochs(cfg, searched) == 4
+
+
+def test_confirm_points_carry_the_schedule_and_one_seed_each() -> None:
+    from clear_ray.config import Config
+    from clear_ray.search.confirm import confirm_points
+
+    cfg = Config().replace({"train.epochs": 5})
+    assert confirm_points(cfg, TUNED, [1, 2]) == [
+        {"train.lr": 0.001, "train.epochs": 5, "train.seed": 1},
+        {"train.lr": 0.001, "train.epochs": 5, "train.seed": 2},
+    ]
+
+
+def test_configurations_train_in_one_tune_run_unless_their_trials_look_alike() -> None:
+    """One run fills the trial slots with every configuration's seeds; but a trial is told to
+    its configuration by its params, so two configurations with the same params and schedule
+    (here: the defaults, selected at epoch 2 and run to the end) need a Tune run each."""
+    from clear_ray.config import Config
+    from clear_ray.search.confirm import tuner_groups
+
+    cfg = Config().replace({"train.epochs": 5})
+    default = Configuration({"train.lr": 0.002}, 5, None)
+    assert tuner_groups(cfg, {"tuned": (TUNED, SEEDS), "default": (default, SEEDS)}) == [
+        ["tuned", "default"]
+    ]
+    same_params = Configuration(dict(TUNED.params), 5, None)
+    assert tuner_groups(cfg, {"tuned": (TUNED, SEEDS), "default": (same_params, SEEDS)}) == [
+        ["tuned"],
+        ["default"],
+    ]
+    other_keys = Configuration({"method.beta": 0.1}, 5, None)
+    assert tuner_groups(cfg, {"tuned": (TUNED, SEEDS), "arm": (other_keys, SEEDS)}) == [
+        ["tuned"],
+        ["arm"],
+    ]
+
+
+def test_each_trials_events_reach_its_own_configurations_callbacks() -> None:
+    from types import SimpleNamespace
+
+    from ray.tune import Callback
+
+    from clear_ray.search.confirm import PerConfiguration
+
+    class Recorder(Callback):
+        def __init__(self) -> None:
+            self.events: list[tuple[str, int]] = []
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            self.events.append(("start", trial.config["train.seed"]))
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            self.events.append(("result", trial.config["train.seed"]))
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.events.append(("complete", trial.config["train.seed"]))
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self.events.append(("error", trial.config["train.seed"]))
+
+    tuned, default = Recorder(), Recorder()
+    route = PerConfiguration(
+        lambda config: "tuned" if config["train.lr"] == 0.001 else "default",
+        {"tuned": [tuned], "default": [default]},
+    )
+    first = SimpleNamespace(config={"train.lr": 0.001, "train.seed": 1})
+    second = SimpleNamespace(config={"train.lr": 0.002, "train.seed": 1})
+    route.on_trial_start(0, [], first)
+    route.on_trial_start(0, [], second)
+    route.on_trial_result(1, [], first, {"epoch": 1})
+    route.on_trial_complete(2, [], first)
+    route.on_trial_error(2, [], second)
+    assert tuned.events == [("start", 1), ("result", 1), ("complete", 1)]
+    assert default.events == [("start", 1), ("error", 1)]

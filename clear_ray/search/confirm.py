@@ -7,11 +7,12 @@ with ``search.confirm_seeds`` fresh training seeds (``train.seed + 1..N``; Optun
 defaults of the searched dimensions, at ``train.epochs``: what papers run). Each run is fully
 evaluated on the report fold; the leaderboard shows mean ± sd over the seeds.
 
-No new training path: each configuration is one Ray Tune run of the search's own trainable
-(search/trainable.py) with a fixed config and a grid over ``train.seed``, so the runs get the
-trials' resources and workers and are child runs of the method's MLflow run (tags ``confirm``,
-``configuration``). A run keeps the search's LR schedule and is stopped after the selected
-epoch (``schedule_epochs``): the selected checkpoint's own procedure, with another seed.
+No new training path: the configurations' runs are one Ray Tune run of the search's own
+trainable (search/trainable.py), one trial per configuration and seed (``confirm_points``), so
+they get the trials' resources and workers, fill the cluster's trial slots together, and are
+child runs of the method's MLflow run (tags ``confirm``, ``configuration``). A run keeps the
+search's LR schedule and is stopped after its configuration's selected epoch
+(``schedule_epochs``): the selected checkpoint's own procedure, with another seed.
 
 Resumable per seed: when Tune completes a confirm run, ``SeedRecorder`` copies its adapter and
 writes ``confirm/<configuration>/seed-<N>.json``; the run's evaluation is added to that file
@@ -281,64 +282,139 @@ class SeedRecorder(Callback):
         self.log(f"{self.label} configuration: seed {seed} trained (trial {trial.trial_id})")
 
 
+class PerConfiguration(Callback):
+    """Routes each trial's events to the callbacks of its configuration (``label_of`` its
+    params), so that one Tune run trains the seeds of several configurations."""
+
+    def __init__(
+        self, label_of: Callable[[dict[str, Any]], str], callbacks: dict[str, list[Callback]]
+    ) -> None:
+        self.label_of, self.callbacks = label_of, callbacks
+
+    def _of(self, trial) -> list[Callback]:
+        return self.callbacks[self.label_of(trial.config)]
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        for callback in self._of(trial):
+            callback.on_trial_start(iteration, trials, trial, **info)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        for callback in self._of(trial):
+            callback.on_trial_result(iteration, trials, trial, result, **info)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        for callback in self._of(trial):
+            callback.on_trial_complete(iteration, trials, trial, **info)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        for callback in self._of(trial):
+            callback.on_trial_error(iteration, trials, trial, **info)
+
+
+def confirm_points(cfg, configuration: Configuration, seeds: list[int]) -> list[dict[str, Any]]:
+    """The trial params of a configuration's confirm runs, one per seed."""
+    schedule = {"train.epochs": schedule_epochs(cfg, configuration)}
+    return [{**configuration.params, **schedule, "train.seed": seed} for seed in seeds]
+
+
+def _run_key(point: dict[str, Any]) -> tuple:
+    """What tells configurations apart in a trial's params: all of them but the seed."""
+    return tuple(sorted((key, repr(value)) for key, value in point.items() if key != "train.seed"))
+
+
+def tuner_groups(cfg, runs: dict[str, tuple[Configuration, list[int]]]) -> list[list[str]]:
+    """Configurations trained in one Tune run: all of them, so that the cluster's trial slots
+    are filled (2 configurations x 3 seeds = 6 runs at once on 6 GPUs, not 3 then 3), unless
+    two cannot be told apart by their trials' params (the same params and schedule, e.g. a
+    tuned configuration equal to the default at another epoch): then one run each."""
+    firsts = {label: confirm_points(cfg, c, [0])[0] for label, (c, _) in runs.items()}
+    same_params = len({frozenset(point) for point in firsts.values()}) <= 1
+    distinct = len({_run_key(point) for point in firsts.values()}) == len(firsts)
+    return [list(runs)] if same_params and distinct else [[label] for label in runs]
+
+
 def train_fixed(
     cfg,
     inputs,
     dirs,
     method: str,
-    label: str,
-    configuration: Configuration,
-    seeds: list[int],
+    runs: dict[str, tuple[Configuration, list[int]]],
     tracker,
     tags: dict[str, str],
     log: Callable[[str], None],
-) -> dict[int, SeedRecord]:
-    """Train one fixed configuration once per seed through the search's trainable.
+) -> dict[str, dict[int, SeedRecord]]:
+    """Train fixed configurations (label -> configuration and its seeds) once per seed through
+    the search's trainable, in as few Tune runs as ``tuner_groups`` allows.
 
-    Returns the seed records of the runs that finished (their adapters copied to ``out``).
+    Returns, per label, the seed records of the runs that finished (adapters copied out).
     """
+    records: dict[str, dict[int, SeedRecord]] = {}
+    for labels in tuner_groups(cfg, runs):
+        group = {label: runs[label] for label in labels}
+        records.update(_train_group(cfg, inputs, dirs, method, group, tracker, tags, log))
+    return records
+
+
+def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
     from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from clear_ray.search.cleanup import TrainGroupReaper
     from clear_ray.search.session import storage_filesystem
     from clear_ray.search.trainable import concurrent_trials, trial_trainable
     from clear_ray.tracking import TrialLogger
 
-    out = confirm_dir(dirs, method, label)
     # Confirm runs are measured, not selected: the robustness checks attack them on the report
     # fold (robust/run.py), so the trial-end attack of search.constrain_relearn is not run.
     inputs = replace(inputs, thresholds=replace(inputs.thresholds, max_relearn_recovery=None))
     filesystem = storage_filesystem(dirs.storage)[0]
     reaper = TrainGroupReaper()
-    logger = TrialLogger(
-        tracker,
-        cfg.to_flat(),
-        out / "best_epoch_adapters",
-        inputs.thresholds,
-        configuration.epochs,
-        {**tags, "confirm": "true", "configuration": label},
-        filesystem,
-    )
-    recorder = SeedRecorder(out, label, configuration.params, configuration.epochs, filesystem, log)
+    callbacks, labels, points = {}, {}, []
+    for label, (configuration, seeds) in runs.items():
+        out = confirm_dir(dirs, method, label)
+        logger = TrialLogger(
+            tracker,
+            cfg.to_flat(),
+            out / "best_epoch_adapters",
+            inputs.thresholds,
+            configuration.epochs,
+            {**tags, "confirm": "true", "configuration": label},
+            filesystem,
+        )
+        recorder = SeedRecorder(
+            out, label, configuration.params, configuration.epochs, filesystem, log
+        )
+        callbacks[label] = [logger, recorder]
+        label_points = confirm_points(cfg, configuration, seeds)
+        labels.update({_run_key(point): label for point in label_points})
+        points += label_points
+
+    def label_of(config: dict[str, Any]) -> str:
+        return labels[_run_key(config)]
+
+    def stop(trial_id: str, result: dict[str, Any]) -> bool:
+        """After the configuration's selected epoch, on the search's schedule."""
+        return result["epoch"] >= runs[label_of(result["config"])][0].epochs
+
     tuner = tune.Tuner(
         trial_trainable(cfg, inputs, dirs.ray_train),
-        param_space={
-            **configuration.params,
-            "train.epochs": schedule_epochs(cfg, configuration),
-            "train.seed": tune.grid_search(seeds),
-        },
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_trials(cfg.search)),
+        param_space=dict(points[0]),  # each trial's values come from its point
+        tune_config=tune.TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=points),
+            num_samples=len(points),
+            max_concurrent_trials=concurrent_trials(cfg.search),
+        ),
         run_config=tune.RunConfig(
-            name=f"{method}-confirm-{label}",
+            name=f"{method}-confirm-{'+'.join(runs)}",
             storage_path=dirs.ray_results,
-            callbacks=[logger, recorder, reaper],
-            stop={"epoch": configuration.epochs},
+            callbacks=[PerConfiguration(label_of, callbacks), reaper],
+            stop=stop,
             verbose=0,
         ),
     )
     tuner.fit()
     reaper.reap(wait_s=60)
-    return recorder.records
+    return {label: recorder.records for label, (_, recorder) in callbacks.items()}
 
 
 def schedule_epochs(cfg, configuration: Configuration) -> int:
