@@ -396,14 +396,16 @@ def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
         """After the configuration's selected epoch, on the search's schedule."""
         return result["epoch"] >= runs[label_of(result["config"])][0].epochs
 
+    # One trial per point, in order; the space only declares the values the points take (a
+    # constant overridden by a point would be warned about once per trial).
+    space = {key: tune.choice(list(dict.fromkeys(p[key] for p in points))) for key in points[0]}
+    searcher = BasicVariantGenerator(
+        points_to_evaluate=points, max_concurrent=concurrent_trials(cfg.search)
+    )
     tuner = tune.Tuner(
         trial_trainable(cfg, inputs, dirs.ray_train),
-        param_space=dict(points[0]),  # each trial's values come from its point
-        tune_config=tune.TuneConfig(
-            search_alg=BasicVariantGenerator(points_to_evaluate=points),
-            num_samples=len(points),
-            max_concurrent_trials=concurrent_trials(cfg.search),
-        ),
+        param_space=space,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(points)),
         run_config=tune.RunConfig(
             name=f"{method}-confirm-{'+'.join(runs)}",
             storage_path=dirs.ray_results,
