@@ -761,9 +761,10 @@ def confirm_configurations(
     cfg = search.cfg.replace({"method.name": method})
     tracker = search.tracker
     outs = {label: confirm_dir(search.dirs, method, label) for label in configurations}
+    every_child = tracker.children()  # one MLflow query for all configurations
     plans = {}
     for label, configuration in configurations.items():
-        children = confirm_children(tracker.children(), label)
+        children = confirm_children(every_child, label)
         plan = plan_confirm(configuration, seeds, read_seed_records(outs[label]), children)
         if plan.keep or plan.evaluate or plan.discard:
             log(
@@ -773,8 +774,9 @@ def confirm_configurations(
             )
         tracker.delete_runs(plan.discard)
         plans[label] = plan
-    runs = {label: (configurations[label], plan.train) for label, plan in plans.items()}
-    runs = {label: run for label, run in runs.items() if run[1]}
+    runs = {
+        label: (configurations[label], plan.train) for label, plan in plans.items() if plan.train
+    }
     for label, (configuration, train) in runs.items():
         log(
             f"{method}: confirming the {label} configuration ({configuration.epochs} "
