@@ -111,8 +111,7 @@ def wants_tracking(args: argparse.Namespace) -> bool:
 
 def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:
     """Every path and name checked before anything is loaded or written; the tasks to run."""
-    from clear_ray.eval.suite import FORGET_QUALITY_TASKS
-    from clear_ray.eval.tasks import resolve_task_names
+    from clear_ray.eval.names import FORGET_QUALITY_TASKS, named_tasks
 
     for what, directory, marker in (
         ("checkpoint", args.checkpoint, "config.json"),
@@ -127,7 +126,7 @@ def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:
             raise ConfigError(f"{what} directory {directory} has no {marker}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a directory")
-    names = resolve_task_names(cfg.eval.tasks)
+    names = named_tasks(cfg.eval.tasks)
     if args.gold is not None and not set(FORGET_QUALITY_TASKS) & set(names):
         tasks = " or ".join(FORGET_QUALITY_TASKS)
         raise ConfigError(f"--gold needs the {tasks} task (forget quality uses it)")
@@ -141,7 +140,8 @@ def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
     from clear_ray.data.collate import Collator
     from clear_ray.data.source import resolve_source
     from clear_ray.eval.gold import reference_evaluation
-    from clear_ray.eval.suite import TaskData, evaluate, objective_tasks
+    from clear_ray.eval.names import objective_tasks
+    from clear_ray.eval.suite import TaskData, evaluate
     from clear_ray.eval.tasks import resolve_task_names
     from clear_ray.models.loading import load_for_evaluation
 

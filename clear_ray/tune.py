@@ -302,12 +302,10 @@ def dry_run(args: argparse.Namespace, cfg: Config, state: SearchState, spaces: d
 def check_inputs(cfg: Config) -> None:
     """Bad input fails here with one line, before any data, model or run is written."""
     from clear_ray.data.source import resolve_source
-    from clear_ray.eval.suite import OBJECTIVE_TASKS, objective_tasks
-    from clear_ray.eval.tasks import resolve_task_names
+    from clear_ray.eval.names import OBJECTIVE_TASKS, named_tasks, objective_tasks
     from clear_ray.references import check_brought
-    from clear_ray.tracking import check_tracking_uri
 
-    if not objective_tasks(cfg.data.modality, resolve_task_names(cfg.eval.tasks)):
+    if not objective_tasks(cfg.data.modality, named_tasks(cfg.eval.tasks)):
         needed = " or ".join(OBJECTIVE_TASKS[cfg.data.modality])
         raise ConfigError(
             f"eval.tasks must include {needed} (the objective of --modality {cfg.data.modality})"
@@ -315,6 +313,8 @@ def check_inputs(cfg: Config) -> None:
     if cfg.data.source:
         resolve_source(cfg)  # a local directory is checked without writing anything
     if cfg.tracking.tracking_uri:
+        from clear_ray.tracking import check_tracking_uri  # imports MLflow (~2.5 s)
+
         check_tracking_uri(cfg.tracking.tracking_uri)
     if cfg.search.storage_path:
         check_storage_path(cfg.search.storage_path)
@@ -346,8 +346,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     # --help and bad input answer at once.
     import ray
 
-    from clear_ray.eval.suite import objective_tasks
-    from clear_ray.eval.tasks import resolve_task_names
+    from clear_ray.eval.names import named_tasks, objective_tasks
     from clear_ray.provenance import system_tags
     from clear_ray.references import prepare_references
     from clear_ray.report.inputs import read_search
@@ -388,9 +387,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
         "model": cfg.model.preset,
         "data": refs.source,
         # The forget-quality task(s) the objective combines (eval/suite.py with_objective).
-        "objective_task": ",".join(
-            objective_tasks(cfg.data.modality, resolve_task_names(cfg.eval.tasks))
-        ),
+        "objective_task": ",".join(objective_tasks(cfg.data.modality, named_tasks(cfg.eval.tasks))),
         **system_tags(cfg.search.workers_per_trial, cfg.train.zero_stage, cfg.search.seed),
         "folds": fold_tag(refs.folds),
     }

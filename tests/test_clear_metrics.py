@@ -16,16 +16,15 @@ from clear_ray.eval.metrics import (
     clear_truth_ratio_score,
     clear_truth_ratios,
 )
-from clear_ray.eval.reference import GoldReference, TaskReference
-from clear_ray.eval.suite import (
+from clear_ray.eval.names import (
     FORGET_CAPTIONS,
     FORGET_QUALITY_TASKS,
     FORGET_TEXT,
     OBJECTIVE_TASKS,
-    TaskResult,
-    aggregate,
     objective_tasks,
 )
+from clear_ray.eval.reference import GoldReference, TaskReference
+from clear_ray.eval.suite import TaskResult, aggregate
 from clear_ray.eval.tasks import OPTIONS, TASKS
 
 LN2, LN3, LN4, LN5 = (math.log(x) for x in (2, 3, 4, 5))

@@ -83,6 +83,18 @@ def test_printer_says_why_a_trial_ended_its_time_and_the_eta(capsys) -> None:
     assert "[search] 1/2 trials done" in err and "left (mean trial 0s, 1 at once)" in err
 
 
+def test_an_epoch_line_shows_the_forget_and_retain_metrics_of_the_thresholds_family(
+    capsys,
+) -> None:
+    printer = ProgressPrinter("log_forget_quality", 2, THRESHOLDS, 3, 1)
+    trial = SimpleNamespace(trial_id="t1", config={}, status="RUNNING")
+    result = {"epoch": 1, "log_forget_quality": -2.5, "forget_metric": 0.0, RETAIN: 0.5}
+    printer.on_trial_result(0, [trial], trial, {**result, "clear/forget_metric": 0.25})
+    err = capsys.readouterr().err
+    assert "epoch 1: log_forget_quality=-2.5 clear/forget_metric=0.250 " in err
+    assert f"{RETAIN}=0.500 (infeasible)" in err
+
+
 def test_trials_started_at_once_are_numbered_in_creation_order(capsys) -> None:
     printer = ProgressPrinter("log_forget_quality", 8, THRESHOLDS, 3, 2)
     first = SimpleNamespace(trial_id="t1", config={}, status="PENDING")

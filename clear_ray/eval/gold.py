@@ -21,15 +21,10 @@ from clear_ray.config import DataConfig, EvalConfig
 from clear_ray.data.clear import data_fingerprint
 from clear_ray.data.collate import Collator
 from clear_ray.data.folds import Fold
+from clear_ray.eval.names import FORGET_QUALITY_TASKS
 from clear_ray.eval.outputs import write_item_tables
 from clear_ray.eval.reference import GoldReference
-from clear_ray.eval.suite import (
-    FORGET_QUALITY_TASKS,
-    TaskData,
-    aggregate,
-    evaluate,
-    with_objective,
-)
+from clear_ray.eval.suite import TaskData, aggregate, evaluate, with_objective
 from clear_ray.eval.tasks import TASKS
 from clear_ray.models.loading import load_checkpoint
 

@@ -1,10 +1,41 @@
-"""Names of the aggregate metrics every evaluation reports.
+"""Names of the evaluation tasks and of the aggregate metrics every evaluation reports.
 
-A module without imports, so the CLIs can name metrics before torch is loaded and the trial
-bookkeeping (``train/selection.py``) and the evaluation summary list the same ones.
+Light on purpose (only the config is imported), so the CLIs can check ``eval.tasks`` and name
+metrics before torch is loaded: bad input fails in about a second, not after the ~5 s import of
+the evaluation stack. The trial bookkeeping (``train/selection.py``) and the evaluation summary
+list the same metrics; ``eval/tasks.py``'s registry holds exactly :data:`TASK_NAMES`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+
+from clear_ray.config import ConfigError
+
+ALL_TASKS = "all"
+FORGET_CAPTIONS = "forget_captions"
+FORGET_TEXT = "forget_text_perturbed"  # TOFU-style QA with paraphrased/perturbed answers
+# Registry order (eval/tasks.py ``TASKS``): evaluations run and report tasks in this order.
+TASK_NAMES = (
+    FORGET_CAPTIONS,
+    "retain_captions",
+    "forget_face_naming",
+    "retain_face_naming",
+    "forget_text_qa",
+    FORGET_TEXT,
+    "retain_text_qa",
+    "real_faces",
+    "real_world",
+)
+FORGET_QUALITY_TASKS = (FORGET_CAPTIONS, FORGET_TEXT)  # what Gold's reference covers
+# The forget-quality task(s) of each ``data.modality``: forgetting is compared with Gold on what
+# was forgotten. ``both`` takes, per metric, the minimum over its tasks (eval/suite.py
+# ``with_objective``).
+OBJECTIVE_TASKS = {
+    "visual": (FORGET_CAPTIONS,),
+    "text": (FORGET_TEXT,),
+    "both": (FORGET_CAPTIONS, FORGET_TEXT),
+}
 
 # Same names, two definitions: clear/<name> is CLEAR's, the bare name the project's extended one.
 EXTENDED_AGGREGATES = ("real_metric", "retain_metric", "forget_metric", "model_utility")
@@ -12,3 +43,32 @@ OBJECTIVE_METRICS = ("forget_quality", "log_forget_quality", "forget_quality_js"
 # CLEAR's Table 1 columns (mm/build_vllm_table.py) and its forget quality, computed as CLEAR does.
 CLEAR_METRICS = tuple(f"clear/{name}" for name in (*EXTENDED_AGGREGATES, *OBJECTIVE_METRICS))
 SUMMARY_METRICS = (*CLEAR_METRICS, *EXTENDED_AGGREGATES, *OBJECTIVE_METRICS)
+
+
+def named_tasks(spec: str) -> tuple[str, ...]:
+    """``eval.tasks`` ("all" or comma-separated names) as known task names, in registry order.
+
+    "all" is every task here; ``eval/tasks.py``'s ``resolve_task_names`` also leaves out an
+    optional task whose CLEAR config the data lacks.
+    """
+    if spec.strip() == ALL_TASKS:
+        return TASK_NAMES
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TASK_NAMES]
+    if unknown or not names:
+        bad = unknown[0] if unknown else spec
+        raise ConfigError(
+            f"eval.tasks: unknown task {bad!r}; "
+            f"expected 'all' or a comma-separated list of {', '.join(TASK_NAMES)}"
+        )
+    return tuple(name for name in TASK_NAMES if name in names)
+
+
+def objective_tasks(modality: str, available: Iterable[str]) -> tuple[str, ...]:
+    """The forget-quality tasks of ``modality`` that are among ``available``.
+
+    ``both`` with only the captions evaluated (``eval.tasks`` without the text task) gives the
+    captions alone; the runs record which tasks the objective used (``objective_task``).
+    """
+    present = set(available)
+    return tuple(name for name in OBJECTIVE_TASKS[modality] if name in present)

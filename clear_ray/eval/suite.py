@@ -41,21 +41,16 @@ from clear_ray.data.collate import Collator, Example
 from clear_ray.data.folds import Fold
 from clear_ray.eval import metrics
 from clear_ray.eval.generation import generate_greedy
-from clear_ray.eval.names import OBJECTIVE_METRICS
+from clear_ray.eval.names import (
+    FORGET_CAPTIONS,
+    FORGET_QUALITY_TASKS,
+    OBJECTIVE_METRICS,
+    objective_tasks,
+)
 from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.scoring import score_items
 from clear_ray.eval.tasks import CAPTIONS, TASKS, Layout, Task, evaluation_rows, resolve_task_names
 
-FORGET_CAPTIONS = "forget_captions"
-FORGET_TEXT = "forget_text_perturbed"  # TOFU-style QA with paraphrased/perturbed answers
-# The forget-quality task(s) of each ``data.modality``: forgetting is compared with Gold on what
-# was forgotten. ``both`` takes, per metric, the minimum over its tasks (see ``with_objective``).
-OBJECTIVE_TASKS = {
-    "visual": (FORGET_CAPTIONS,),
-    "text": (FORGET_TEXT,),
-    "both": (FORGET_CAPTIONS, FORGET_TEXT),
-}
-FORGET_QUALITY_TASKS = (FORGET_CAPTIONS, FORGET_TEXT)  # what Gold's reference covers
 # CLEAR's table columns: name -> (tasks that must all be evaluated, their scores in the
 # harmonic mean). Real/Retain/Forget: CLEAR ``mm/build_vllm_table.py`` (no ROUGE, no TOFU text);
 # model utility: ``mm/calculate_metrics.py`` (Prob, ROUGE, TR of every non-forget task; ROUGE
@@ -385,16 +380,6 @@ def _clear_forget_quality(model: TaskResult, gold: TaskReference) -> dict[str, f
         "clear/log_forget_quality": metrics.log_forget_quality(p_value),
         "clear/forget_quality_js": metrics.clear_forget_quality_js(*nlls),
     }
-
-
-def objective_tasks(modality: str, available: Iterable[str]) -> tuple[str, ...]:
-    """The forget-quality tasks of ``modality`` that are among ``available``.
-
-    ``both`` with only the captions evaluated (``eval.tasks`` without the text task) gives the
-    captions alone; the runs record which tasks the objective used (``objective_task``).
-    """
-    present = set(available)
-    return tuple(name for name in OBJECTIVE_TASKS[modality] if name in present)
 
 
 def with_objective(flat: dict[str, float], modality: str) -> dict[str, float]:

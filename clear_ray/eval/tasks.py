@@ -25,10 +25,10 @@ from clear_ray.config import ConfigError, EvalConfig
 from clear_ray.data.collate import caption_example
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.schema import retain_split_for
+from clear_ray.eval.names import ALL_TASKS, named_tasks
 from clear_ray.eval.scoring import ScoringItem
 
 GROUPS = ("forget", "retain", "real")
-ALL_TASKS = "all"
 
 
 @dataclass(frozen=True)
@@ -250,21 +250,14 @@ def resolve_task_names(
     task whose config for ``forget_split`` is absent; a task named explicitly always stays, so
     its missing config fails loudly when loaded.
     """
-    if spec.strip() == ALL_TASKS:
-        return tuple(
-            name
-            for name, task in TASKS.items()
-            if not (task.optional and has_config and not has_config(task.config_for(forget_split)))
-        )
-    names = [name.strip() for name in spec.split(",") if name.strip()]
-    unknown = [name for name in names if name not in TASKS]
-    if unknown or not names:
-        bad = unknown[0] if unknown else spec
-        raise ConfigError(
-            f"eval.tasks: unknown task {bad!r}; "
-            f"expected 'all' or a comma-separated list of {', '.join(TASKS)}"
-        )
-    return tuple(name for name in TASKS if name in names)
+    names = named_tasks(spec)
+    if spec.strip() != ALL_TASKS or has_config is None:
+        return names
+    return tuple(
+        name
+        for name in names
+        if not (TASKS[name].optional and not has_config(TASKS[name].config_for(forget_split)))
+    )
 
 
 def evaluation_rows(

@@ -21,9 +21,10 @@ from dataclasses import replace
 
 from clear_ray.data.collate import Collator, caption_example
 from clear_ray.data.prompts import CAPTION_QUESTIONS
+from clear_ray.eval.names import FORGET_CAPTIONS
 from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.scoring import ScoringItem
-from clear_ray.eval.suite import FORGET_CAPTIONS, TaskData, TaskResult, aggregate, run_task
+from clear_ray.eval.suite import TaskData, TaskResult, aggregate, run_task
 from clear_ray.eval.tasks import TASKS, Task
 from clear_ray.robust.context import CheckContext, CheckResult, prefixed
 

@@ -17,8 +17,9 @@ import numpy as np
 from clear_ray.config import FinetuneConfig
 from clear_ray.data.collate import Collator, Example, caption_example, row_example
 from clear_ray.data.unlearning import select_modality
+from clear_ray.eval.names import FORGET_QUALITY_TASKS
 from clear_ray.eval.reference import GoldReference
-from clear_ray.eval.suite import FORGET_QUALITY_TASKS, EvalResult, TaskData
+from clear_ray.eval.suite import EvalResult, TaskData
 from clear_ray.models.loading import load_for_evaluation
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset

@@ -14,6 +14,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from clear_ray.console import format_duration
+from clear_ray.search.results import TrialMetrics
 from clear_ray.search.strategy import ASHA, COMPLETED, RETAIN_COLLAPSE, stop_reason
 from clear_ray.train.selection import RELEARN_RECOVERY, Thresholds
 
@@ -83,6 +84,9 @@ class ProgressPrinter(Callback):
         self.objective = objective
         self.num_samples = num_samples
         self.thresholds = thresholds
+        # The forget metric of the thresholds' family: the extended one is 0 on the tiny
+        # model (its harmonic mean takes ROUGE and TOFU text scores), CLEAR's is not.
+        self.forget_metric = TrialMetrics(retain=thresholds.retain_metric).forget
         self.epochs = epochs
         self.concurrency = concurrency
         self.started = time.monotonic()  # of this search (or of its resumption)
@@ -106,7 +110,7 @@ class ProgressPrinter(Callback):
             trial.trial_id,
             f"epoch {int(result.get('epoch', 0))}: {self.objective}="
             f"{result.get(self.objective, float('nan')):.4g} "
-            f"forget_metric={result.get('forget_metric', float('nan')):.3f} "
+            f"{self.forget_metric}={result.get(self.forget_metric, float('nan')):.3f} "
             f"{self.thresholds.retain_metric}="
             f"{result.get(self.thresholds.retain_metric, float('nan')):.3f} "
             f"({feasible})",
