@@ -408,7 +408,7 @@ def evaluation_task(
     fold: Any = None,  # data.folds.Fold | None
 ) -> tuple[ReferenceEvaluation, dict[str, bytes], dict[str, Any]]:
     """One reference evaluation on this node (cached here and in the store), with its files."""
-    from clear_ray.eval.final import full_eval_config
+    from clear_ray.eval.final import epoch_eval_config, full_eval_config
     from clear_ray.eval.gold import reference_evaluation
 
     kind = f"evaluations/{model_id}"
@@ -419,7 +419,7 @@ def evaluation_task(
         Path(on_this_node(model)),
         on_this_node(source),
         cfg.data.forget_split,
-        full_eval_config(cfg.eval) if full else cfg.eval,
+        full_eval_config(cfg.eval) if full else epoch_eval_config(cfg),
         gold,
         modality=cfg.data.modality,
         precision=cfg.train.precision,  # the trials': dtype offsets would shift forget quality
@@ -457,7 +457,7 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     import ray
 
     from clear_ray.data.source import resolve_source
-    from clear_ray.eval.final import full_eval_config
+    from clear_ray.eval.final import epoch_eval_config, full_eval_config
     from clear_ray.eval.gold import evaluation_entry, read_evaluation
     from clear_ray.finetune import BASE, model_name
 
@@ -510,11 +510,12 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     evaluate = trial_task(evaluation_task, cfg.search)
     cache = Path(cfg.output_dir) / "cache" / "evaluations"
 
-    # Without proxy items and folds the per-epoch evaluation is the full one: one task, not two
-    # racing on the same cache entry. With folds, per-epoch = selection, full = report fold.
-    kinds = (False, True) if cfg.eval.proxy_items or folds.active else (False,)
+    # When the per-epoch evaluation is the full one (no proxy items, generation either way, no
+    # folds): one task, not two racing on the same cache entry. With folds, per-epoch =
+    # selection, full = report fold.
+    eval_config = {False: epoch_eval_config(cfg), True: full_eval_config(cfg.eval)}
+    kinds = (False, True) if eval_config[False] != eval_config[True] or folds.active else (False,)
     fold_of = {False: folds.fold(SELECTION), True: folds.fold(REPORT)}
-    eval_config = {False: cfg.eval, True: full_eval_config(cfg.eval)}
 
     def run(role: str, golds=(None, None)) -> list[ReferenceEvaluation]:
         """``role``'s proxy and full evaluations, each against Gold's of the same config:

@@ -81,3 +81,23 @@ def test_every_method_trains_an_epoch_and_reports_clears_metrics(
     assert all(math.isfinite(value) for value in losses.values()), losses
     for key in ("clear/forget_metric", "clear/retain_metric", "clear/log_forget_quality"):
         assert math.isfinite(metrics[key]), (key, metrics)
+
+
+@pytest.mark.parametrize(
+    ("search", "generated"),
+    [({}, False), ({"search.retain_metric": "retain_metric"}, True)],
+)
+def test_an_epoch_generates_for_rouge_only_when_a_selection_metric_reads_it(
+    one_rank_group, trial_inputs: TrialInputs, session_config: Config, search, generated
+) -> None:
+    """By default nothing that selects reads ROUGE, so epochs score without generating; the
+    extended retain metric (ROUGE in its harmonic mean) makes them generate."""
+    cfg = session_config.replace(
+        {"method.name": "ga", "train.epochs": 1, "eval.generate": True, **search}
+    )
+    reports = []
+    unlearn(cfg, trial_inputs, 0, 1, lambda metrics, checkpoint: reports.append(metrics))
+
+    (metrics,) = reports
+    assert ("retain_captions/rougeL_recall" in metrics) is generated
+    assert math.isfinite(metrics["clear/retain_metric"])

@@ -1,7 +1,8 @@
 """The final, full evaluation of a search's best trial at its best epoch.
 
-Per-epoch reports may be proxies (a seeded subset, scoring only); the numbers a user compares
-come from this one: every row of every task with generation, against Gold's full evaluation.
+Per-epoch reports may be proxies (a seeded subset, scoring only) and generate only when a
+selection metric needs ROUGE (:func:`epoch_eval_config`); the numbers a user compares come from
+this one: every row of every task with generation, against Gold's full evaluation.
 It runs as a Ray task with a trial's resources (a GPU when trials have one), and the adapter
 travels as bytes, so it does not depend on the driver's filesystem.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, ProcessorMixin
 
-from clear_ray.config import Config, EvalConfig
+from clear_ray.config import Config, EvalConfig, SearchConfig
 from clear_ray.data.collate import Collator
 from clear_ray.data.folds import Fold
 from clear_ray.eval.reference import GoldReference
@@ -25,6 +26,29 @@ from clear_ray.staging import DriverDir, on_this_node
 
 def full_eval_config(config: EvalConfig) -> EvalConfig:
     return replace(config, proxy_items=0)
+
+
+def selects_on_rouge(search: SearchConfig) -> bool:
+    """Does a per-epoch decision read ROUGE? The objectives (truth-ratio forget quality) and
+    CLEAR's Retain column do not (``eval/suite.py`` ``CLEAR_AGGREGATES``); the extended retain
+    metric and every utility metric do, once a utility constraint or the Pareto search uses one.
+    """
+    return (
+        not search.retain_metric.startswith("clear/")
+        or search.min_utility > 0
+        or search.multi_objective
+    )
+
+
+def epoch_eval_config(cfg: Config) -> EvalConfig:
+    """The per-epoch evaluation (trials, and Original's and Gold's references for them):
+    ``cfg.eval`` without greedy generation unless :func:`selects_on_rouge`.
+
+    Why: generating up to ``eval.max_new_tokens`` for every item is ~40% of a tiny-model
+    epoch's evaluation (far more on a 7B model), and nothing that selects reads it by default.
+    Final and confirm evaluations keep ``cfg.eval.generate``.
+    """
+    return replace(cfg.eval, generate=cfg.eval.generate and selects_on_rouge(cfg.search))
 
 
 def read_adapter(directory: Path) -> dict[str, bytes]:

@@ -23,6 +23,7 @@ from clear_ray.data.clear import load_clear
 from clear_ray.data.collate import Collator, row_example
 from clear_ray.data.schema import retain_split_for
 from clear_ray.data.unlearning import UnlearningData, epoch_views, select_modality
+from clear_ray.eval.final import epoch_eval_config
 from clear_ray.eval.suite import Shard, TaskData, evaluate
 from clear_ray.methods import Method, get_method
 from clear_ray.models.forward import to_device
@@ -259,7 +260,7 @@ def _evaluate(model, collator, task_data, cfg, inputs, rank, world_size) -> dict
         collator,
         task_data,
         split,
-        cfg.eval,
+        epoch_eval_config(cfg),
         inputs.gold,
         shard=shard,
         modality=modality,
