@@ -1,4 +1,5 @@
-"""The torch process group backend: a real two-worker Ray Train run on CPU (gloo)."""
+"""The torch process group backend: a real two-worker Ray Train run on CPU (gloo), made by the
+factory trials and reference jobs use."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from clear_ray.train.backend import TorchProcessGroupConfig
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_gloo_group(tmp_path: Path) -> None:
+def test_two_workers_share_one_gloo_group_and_no_ray_data_actor_starts(tmp_path: Path) -> None:
     import ray
-    import ray.train
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from clear_ray.config import SearchConfig
+    from clear_ray.search.trainable import data_parallel_trainer
 
     def check_group(config: dict) -> None:  # defined here: pickled by value
         """Every rank sees the group, torchrun's env vars and its peers' contributions."""
@@ -35,17 +37,15 @@ def test_two_workers_share_one_gloo_group(tmp_path: Path) -> None:
 
     ray.init(num_cpus=2, log_to_driver=False)
     try:
-        result = DataParallelTrainer(
-            check_group,
-            train_loop_config={"out": str(tmp_path)},
-            backend_config=TorchProcessGroupConfig(backend="gloo"),
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=2, resources_per_worker={"CPU": 0.5}
-            ),
-            run_config=ray.train.RunConfig(name="group", storage_path=str(tmp_path)),
-        ).fit()
+        search = SearchConfig(workers_per_trial=2, cpus_per_worker=0.5)
+        trainer = data_parallel_trainer(
+            check_group, {"out": str(tmp_path)}, search, "group", str(tmp_path)
+        )
+        result = trainer.fit()
+        started = {actor["ActorClassName"] for actor in ray._private.state.actors().values()}
     finally:
         ray.shutdown()
+    assert "TrainController" in started and "DatasetManager" not in started  # train/trainer.py
     assert result.error is None
     # 1 + 2 on both ranks: each took part in the other's all-reduce
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["3.0", "3.0"]

@@ -145,21 +145,22 @@ def data_parallel_trainer(
     storage_path: str,
     **run_options: Any,
 ):
-    """A Train run of ``loop`` on ``search``'s workers: this module's process group, the
-    trial's resources, worker crashes retried ``search.max_failures`` times (from the last
-    checkpoint), and a start that cannot get its workers failed once, not retried for ever.
+    """A Train run of ``loop`` on ``search``'s workers: this module's process group (and no Ray
+    Data actor, ``train/trainer.py``), the trial's resources, worker crashes retried
+    ``search.max_failures`` times (from the last checkpoint), and a start that cannot get its
+    workers failed once, not retried for ever.
 
     Trials and the Original/Gold finetune (``references.py``) both run this way.
     """
     import ray.train
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from clear_ray.train.backend import TorchProcessGroupConfig
+    from clear_ray.train.trainer import DatasetFreeTrainer
 
     use_gpu = search.gpus_per_trial > 0
     # Read by the Train controller this run starts (Ray propagates RAY_TRAIN_* variables).
     os.environ[START_TIMEOUT_ENV] = str(search.worker_start_timeout_s)
-    return DataParallelTrainer(
+    return DatasetFreeTrainer(
         loop,
         train_loop_config=loop_config,
         backend_config=TorchProcessGroupConfig(backend="nccl" if use_gpu else "gloo"),
