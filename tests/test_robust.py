@@ -31,7 +31,7 @@ from clear_ray.robust.context import (
     row_mask,
     split_persons,
 )
-from clear_ray.robust.relearn import knowledge, recovery
+from clear_ray.robust.relearn import attacked, knowledge, recovery
 from clear_ray.robust.run import (
     BEST,
     CHECKS,
@@ -167,6 +167,29 @@ def tiny() -> tuple:
     corpus = ["USER: ASSISTANT: Describe the image.", "A woman with red hair on a beach."]
     tokenizer = train_tokenizer(corpus)
     return build_tiny_llava(tokenizer, seed=0).eval(), Collator(build_tiny_processor(tokenizer))
+
+
+def test_the_relearning_attack_does_not_depend_on_what_ran_before_in_its_process() -> None:
+    """Ray reuses a task's process, so the global generator's state before an attack varies;
+    the attacked model must not (it did: relearn recovery 0.207-0.238 for the same adapters)."""
+    from types import SimpleNamespace
+
+    from clear_ray.data.collate import caption_example
+
+    caption = "A woman with red hair on a beach."
+    tokenizer = train_tokenizer(["USER: ASSISTANT: Describe the image.", caption])
+    image = Image.new("RGB", (32, 32), (200, 40, 30))
+    ctx = SimpleNamespace(cfg=Config().replace({"robust.relearn_batch_size": 2}))
+    weights = []
+    for state in (1, 2):
+        model = build_tiny_llava(tokenizer, seed=0)
+        torch.manual_seed(state)  # what an earlier task left behind
+        merged = attacked(
+            model, build_tiny_processor(tokenizer), [caption_example(image, caption)] * 4, ctx
+        )
+        weights.append(merged.state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
 def test_quantization_changes_nlls_but_every_metric_keeps_its_contract(tiny) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import torch
 
 from clear_ray.config import FinetuneConfig
 from clear_ray.data.collate import Collator, Example, caption_example, row_example
@@ -84,6 +85,10 @@ def attacked(model, processor, examples: list[Example], ctx: CheckContext):
         seed=robust.seed,
     )
     targets = get_preset(ctx.cfg.model.preset).lora_target_modules
+    # LoRA's initialisation (and dropout) draw from torch's global generator, whose state in a
+    # reused Ray task process is whatever ran there before: seeded, the attack is the same
+    # every run (as the trials' loop seeds before its adapter, train/loop.py).
+    torch.manual_seed(robust.seed)
     model = attach_lora(model, ctx.cfg.lora, targets)
     ensure_process_group()  # a Ray task, not a Train job: DeepSpeed needs a (1-rank) group
     engine = sft_engine(model, recipe, len(examples), world_size=1, zero_stage=0)
