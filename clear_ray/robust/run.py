@@ -31,8 +31,9 @@ CHECKS: dict[str, Callable[[CheckContext], CheckResult]] = {
     "cross_modal": cross_modal.check,
 }
 RESULT_FILE = "result.json"
-CACHE_FORMAT = 2  # part of the key: a change of what result.json holds is a new entry
+CACHE_FORMAT = 3  # part of the key: a change of what result.json holds is a new entry
 # 2: relearn recovery clipped to [0, 1], a removal under MIN_GAP counts as none
+# 3: the relearning attack's LoRA seeded (before, its values varied from run to run)
 ROBUSTNESS_FILE = "robustness.json"
 BEST = "best"  # the label of the best trial in robustness.json
 
