@@ -510,8 +510,8 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     evaluate = trial_task(evaluation_task, cfg.search)
     cache = Path(cfg.output_dir) / "cache" / "evaluations"
 
-    # When the per-epoch evaluation is the full one (no proxy items, generation either way, no
-    # folds): one task, not two racing on the same cache entry. With folds, per-epoch =
+    # When the per-epoch evaluation config is the full one (no proxy items, the same generation
+    # setting, no folds): one task, not two racing on the same cache entry. With folds, per-epoch =
     # selection, full = report fold.
     eval_config = {False: epoch_eval_config(cfg), True: full_eval_config(cfg.eval)}
     kinds = (False, True) if eval_config[False] != eval_config[True] or folds.active else (False,)
