@@ -69,8 +69,6 @@ def confirm_adapters(configuration: dict, label: str) -> dict[str, Path]:
 
 def run_arm(search_root: Path) -> Path:
     """The arm and the default runs' checks for the one method of ``search_root``; the folder."""
-    import ray
-
     from clear_ray.config import Config
     from clear_ray.console import log
     from clear_ray.data.folds import SELECTION
@@ -80,7 +78,7 @@ def run_arm(search_root: Path) -> Path:
     from clear_ray.search.quiet import quiet_console
     from clear_ray.search.session import SearchDirs
     from clear_ray.search.space import load_space, scale_lr
-    from clear_ray.search.trainable import ray_env_vars
+    from clear_ray.search.trainable import init_ray
     from clear_ray.tracking import SearchTracker
     from clear_ray.train.selection import Thresholds
     from clear_ray.train.worker import TrialInputs
@@ -101,9 +99,7 @@ def run_arm(search_root: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
 
     quiet_console()
-    ray.init(
-        ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": ray_env_vars()}
-    )
+    init_ray(cfg.search)
     tracker = SearchTracker(cfg)
     tracker.reopen(state.runs[method].parent_id)  # the arm's runs are the method's children
     refs = prepare_references(cfg, log)

@@ -75,10 +75,10 @@ def tune_trial(cfg: Config, inputs: TrialInputs, storage: Path, warmup_epochs: i
     import ray
     from ray import tune
 
-    from clear_ray.search.trainable import ray_env_vars, trial_trainable
+    from clear_ray.search.trainable import init_ray, trial_trainable
 
     started = time.perf_counter()
-    ray.init(log_to_driver=False, runtime_env={"env_vars": ray_env_vars()})
+    init_ray(cfg.search)
     ray_init = time.perf_counter() - started
 
     def one_trial(name: str, trial_cfg: Config) -> dict:

@@ -324,6 +324,11 @@ class SearchConfig:
     # A trial whose workers have not started after this long fails with the reason (resources
     # asked for and free), instead of Ray Train retrying the start for ever.
     worker_start_timeout_s: float = 300.0
+    # Start Ray's dashboard with the local Ray a search starts when it finds no running Ray (a
+    # cluster from `ray up` keeps its own): its ~12 processes cost ~3 s of CPU to start and
+    # ~1/30 of a core while they run, taken from the trials on a small machine, and nothing
+    # here needs it (trials are watched in MLflow).
+    ray_dashboard: bool = False
     # Multiplies the train.lr bounds of every search space: the shipped spaces are written at
     # the tiny preset's scale (1e-4..1e-2); a preset's recipe rescales them (7B: 0.01).
     lr_scale: float = 1.0

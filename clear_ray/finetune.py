@@ -181,7 +181,7 @@ def reference_models(cfg: Config, source: str, cache_root: Path) -> ReferenceMod
         if role not in missing:
             print(f"[clear_ray] {role}: cached at {paths[role]}", file=sys.stderr)
     if missing:
-        with local_ray():
+        with local_ray(cfg.search):
             start = None
             if pretrain.applies(cfg):
                 base = models / model_name(cfg, source, BASE)

@@ -196,16 +196,17 @@ def trial_task(function: Callable, search: SearchConfig):
 
 
 @contextmanager
-def local_ray() -> Iterator[None]:
-    """The Ray this process is connected to, else a local one for the duration."""
+def local_ray(search: SearchConfig) -> Iterator[None]:
+    """The Ray this process is connected to, else the running one or a local one for the
+    duration."""
     import ray
 
     if ray.is_initialized():
         yield
         return
-    from clear_ray.search.trainable import ray_env_vars
+    from clear_ray.search.trainable import init_ray
 
-    ray.init(log_to_driver=False, runtime_env={"env_vars": ray_env_vars()})
+    init_ray(search)
     try:
         yield
     finally:

@@ -344,8 +344,6 @@ class Search:
 def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dict]) -> int:
     # Heavy imports (torch, transformers, mlflow, ray) come after argument parsing, so that
     # --help and bad input answer at once.
-    import ray
-
     from clear_ray.eval.names import named_tasks, objective_tasks
     from clear_ray.provenance import system_tags
     from clear_ray.references import prepare_references
@@ -355,20 +353,16 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.search.quiet import quiet_console
     from clear_ray.search.results import LeaderboardRow, leaderboard
     from clear_ray.search.session import dashboard_command
-    from clear_ray.search.trainable import check_cluster, concurrent_trials, ray_env_vars
+    from clear_ray.search.trainable import check_cluster, concurrent_trials, init_ray
     from clear_ray.tracking import SearchTracker, ui_command, where_to_look
     from clear_ray.train.selection import Thresholds
     from clear_ray.train.worker import TrialInputs
 
     started = time.time()
     quiet_console()
-    # Worker output stays in Ray's session logs; a failed trial prints its reason. Ray starts
-    # first: a trial shape the cluster can never run is refused before anything is written.
-    ray.init(
-        ignore_reinit_error=True,
-        log_to_driver=False,
-        runtime_env={"env_vars": ray_env_vars()},
-    )
+    # A failed trial prints its reason. Ray starts first: a trial shape the cluster can never
+    # run is refused before anything is written.
+    init_ray(cfg.search)
     check_cluster(cfg.search)
     cfg = cfg.replace({"search.max_concurrent": concurrent_trials(cfg.search)})
     log(f"search {state.name}: files in {dirs.root}")

@@ -11,11 +11,14 @@ from clear_ray.train.backend import TorchProcessGroupConfig
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_gloo_group_and_no_ray_data_actor_starts(tmp_path: Path) -> None:
+def test_two_workers_share_one_gloo_group_without_trains_helper_actors(tmp_path: Path) -> None:
+    """Neither Ray Data's actor nor Train's placement group cleaner starts (train/trainer.py);
+    the controller's record of the group lives as long as the group (train/groups.py)."""
     import ray
 
     from clear_ray.config import SearchConfig
     from clear_ray.search.trainable import data_parallel_trainer
+    from clear_ray.train.groups import recorded_groups
 
     def check_group(config: dict) -> None:  # defined here: pickled by value
         """Every rank sees the group, torchrun's env vars and its peers' contributions."""
@@ -34,8 +37,14 @@ def test_two_workers_share_one_gloo_group_and_no_ray_data_actor_starts(tmp_path:
         total = torch.tensor([rank + 1.0])
         dist.all_reduce(total)
         (Path(config["out"]) / f"rank{rank}.txt").write_text(str(total.item()))
+        if rank == 0:
+            from clear_ray.train.groups import recorded_groups
 
-    ray.init(num_cpus=2, log_to_driver=False)
+            recorded = list(recorded_groups("group").values())
+            own = ray.get_runtime_context().get_placement_group_id()
+            (Path(config["out"]) / "recorded.txt").write_text(str(recorded == [own]))
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         search = SearchConfig(workers_per_trial=2, cpus_per_worker=0.5)
         trainer = data_parallel_trainer(
@@ -43,10 +52,14 @@ def test_two_workers_share_one_gloo_group_and_no_ray_data_actor_starts(tmp_path:
         )
         result = trainer.fit()
         started = {actor["ActorClassName"] for actor in ray._private.state.actors().values()}
+        left = recorded_groups("group")
     finally:
         ray.shutdown()
-    assert "TrainController" in started and "DatasetManager" not in started  # train/trainer.py
+    assert "TrainController" in started
+    assert not started & {"DatasetManager", "PlacementGroupCleaner"}
     assert result.error is None
+    assert (tmp_path / "recorded.txt").read_text() == "True"  # while the workers ran
+    assert left == {}  # the controller removed the group itself, and its record
     # 1 + 2 on both ranks: each took part in the other's all-reduce
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["3.0", "3.0"]
 

@@ -166,7 +166,12 @@ def ray_session():
 
     from clear_ray.search.trainable import ray_env_vars
 
-    ray.init(num_cpus=2, log_to_driver=False, runtime_env={"env_vars": ray_env_vars()})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": ray_env_vars()},
+    )
     yield
     ray.shutdown()
 

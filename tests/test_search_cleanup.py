@@ -16,10 +16,11 @@ from ray import tune
 from ray.util.placement_group import placement_group, placement_group_table
 
 from clear_ray.config import Config
-from clear_ray.search.cleanup import TrainGroupReaper
-from clear_ray.search.trainable import trial_trainable
+from clear_ray.search.cleanup import RecordedGroup, TrainGroupReaper
+from clear_ray.search.trainable import trial_run_name, trial_trainable
+from clear_ray.train.groups import recorded_groups
 from clear_ray.train.selection import Thresholds
-from clear_ray.train.worker import CONTROLLER_KEY, PLACEMENT_GROUP_KEY, TrialInputs
+from clear_ray.train.worker import TrialInputs
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,21 @@ def local_ray():
 
 
 @ray.remote(num_cpus=0)
-class Creator:
-    """Stands in for a Train controller: it creates its workers' placement group."""
+class Controller:
+    """Stands in for a Train controller: it creates its workers' placement group and records it
+    with the recorder ``train/trainer.py`` gives every Train run."""
 
-    def make_group(self) -> str:
+    def start_group(self, run_name: str) -> str:
+        from types import SimpleNamespace
+
+        from clear_ray.train.groups import GroupRecorder
+
         group = placement_group([{"CPU": 1}])
         ray.get(group.ready())
+        state = SimpleNamespace(placement_group_handle=SimpleNamespace(placement_group=group))
+        GroupRecorder(run_name).after_worker_group_start(
+            SimpleNamespace(get_worker_group_state=lambda: state)
+        )
         return group.id.hex()
 
     def actor_id(self) -> str:
@@ -48,16 +58,23 @@ def group_state(group_id: str) -> str:
 
 
 class FakeTrial:
-    def __init__(self, controller: str, group: str) -> None:
-        self.last_result = {CONTROLLER_KEY: controller, PLACEMENT_GROUP_KEY: group}
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
 
 
 def test_group_of_a_killed_controller_is_removed_once_it_is_dead(local_ray) -> None:
-    killed, alive = Creator.remote(), Creator.remote()
-    killed_group, alive_group = ray.get([killed.make_group.remote(), alive.make_group.remote()])
+    killed, alive = Controller.remote(), Controller.remote()
+    killed_group, alive_group = ray.get(
+        [
+            killed.start_group.remote(trial_run_name("killed")),
+            alive.start_group.remote(trial_run_name("alive")),
+        ]
+    )
+    alive_id = ray.get(alive.actor_id.remote())
+    assert recorded_groups(trial_run_name("alive")) == {alive_id: alive_group}
     reaper = TrainGroupReaper()
-    for actor, group in ((killed, killed_group), (alive, alive_group)):
-        reaper.on_trial_complete(0, [], FakeTrial(ray.get(actor.actor_id.remote()), group))
+    for trial_id in ("killed", "alive", "never-started"):
+        reaper.on_trial_complete(0, [], FakeTrial(trial_id))
     ray.kill(killed)
     time.sleep(2)
     # What Ray does on its own while the job lives: the group outlives its creator.
@@ -65,9 +82,10 @@ def test_group_of_a_killed_controller_is_removed_once_it_is_dead(local_ray) -> N
 
     assert reaper.reap(wait_s=30) == [killed_group]
     assert group_state(killed_group) == "REMOVED"
+    assert recorded_groups(trial_run_name("killed")) == {}  # its record goes with it
     # A live controller keeps its group: it would take the lost workers for a crash.
     assert group_state(alive_group) == "CREATED"
-    assert list(reaper.pending.values()) == [alive_group]
+    assert reaper.pending == [RecordedGroup(trial_run_name("alive"), alive_id, alive_group)]
     ray.kill(alive)
     assert reaper.reap(wait_s=30) == [alive_group]
 
@@ -104,9 +122,13 @@ def test_a_trial_drivers_own_error_is_final_and_raised_again_by_a_retry(tmp_path
     FinalError(str(tmp_path / "train"), "train-t2").raise_if_recorded()  # per trial
 
 
-def test_a_retried_trials_old_group_is_queued_for_removal() -> None:
+def test_a_retried_trials_old_group_is_queued_for_removal(local_ray) -> None:
     """Tune retries a trial whose node was lost; the lost run's group, rescheduled by GCS onto
     a live node, must not keep the retry's workers from starting."""
+    lost = Controller.remote()
+    group = ray.get(lost.start_group.remote(trial_run_name("retried")))
     reaper = TrainGroupReaper()
-    reaper.on_trial_recover(0, [], FakeTrial("controller-1", "group-1"))
-    assert reaper.pending == {"controller-1": "group-1"}
+    reaper.on_trial_recover(0, [], FakeTrial("retried"))
+    assert [record.group for record in reaper.pending] == [group]
+    ray.kill(lost)
+    assert reaper.reap(wait_s=30) == [group]

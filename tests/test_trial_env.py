@@ -12,6 +12,7 @@ def test_defaults_apply_where_the_user_set_nothing(monkeypatch: pytest.MonkeyPat
         monkeypatch.delenv(name, raising=False)
     assert ray_env_vars()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
     assert ray_env_vars()["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    assert ray_env_vars()["RAY_TRAIN_METRICS_ENABLED"] == "0"
 
 
 def test_the_users_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:

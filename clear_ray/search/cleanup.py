@@ -5,30 +5,30 @@ gives every trial reaching ``max_t`` with its last report, or the collapse stopp
 trial actor while ``trainer.fit()`` still runs there. The Train controller is fate-shared with
 that actor and dies mid-run, often mid-shutdown, before it removed its workers' placement group.
 GCS keeps a non-detached group until its creator actor *and* its job are dead, and the job (this
-search) lives on, so the group stays CREATED. Ray's only remedy is a detached
-``PlacementGroupCleaner`` (``ray/train/v2/_internal/execution/controller/
-placement_group_cleaner.py``, started by ``callbacks/placement_group_callback.py``) that
-polls the dashboard's State API over HTTP; its loop catches only ``RayStateApiException``, so
-any other error of that call ends its thread for good, and a slow dashboard delays it. The
-next trial then waits for the group's CPU (with 2 cores: for ever).
+search) lives on, so the group stays CREATED. The next trial then waits for the group's CPU
+(with 2 cores: for ever).
 
-The fix is deterministic and needs no dashboard: each report names its Train controller and
-placement group (``trainable.EpochReportCallback``, ``train.worker``); this Tune callback, in
-the search driver, removes the group of an ended trial as soon as GCS says its controller is
-dead (also when Tune retries a trial whose node was lost: GCS reschedules the dead run's group
-onto a live node). Removing it earlier would be wrong: a live controller would take the killed
-workers for a crash and start a new group.
+Ray's remedy, a detached ``PlacementGroupCleaner`` per run that polls the dashboard's State API,
+costs a process per trial and fails with the dashboard (its loop catches only
+``RayStateApiException``), so runs start without it (``train/trainer.py``). Instead each Train
+controller records the groups it starts and has not removed (``train/groups.py``); this Tune
+callback, in the search driver, removes an ended trial's recorded group as soon as GCS says its
+controller is dead (also when Tune retries a trial whose node was lost: GCS reschedules the
+dead run's group onto a live node). Removing it earlier would be wrong: a live controller would
+take the killed workers for a crash and start a new group.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import ray
 from ray.tune import Callback
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
-from clear_ray.train.worker import CONTROLLER_KEY, PLACEMENT_GROUP_KEY
+from clear_ray.search.trainable import trial_run_name
+from clear_ray.train.groups import forget_group, recorded_groups
 
 POLL_S = 0.5
 
@@ -48,16 +48,25 @@ def remove_if_present(group_id: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class RecordedGroup:
+    run_name: str
+    controller: str  # the Train controller's actor id
+    group: str  # its workers' placement group id
+
+
 class TrainGroupReaper(Callback):
-    """Removes ended trials' Train placement groups once their controllers are dead."""
+    """Removes ended trials' recorded Train placement groups once their controllers are dead."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, str] = {}  # controller actor id -> placement group id
+        self.pending: list[RecordedGroup] = []
 
     def _ended(self, trial) -> None:
-        last = trial.last_result or {}
-        if last.get(CONTROLLER_KEY) and last.get(PLACEMENT_GROUP_KEY):
-            self.pending[last[CONTROLLER_KEY]] = last[PLACEMENT_GROUP_KEY]
+        run_name = trial_run_name(trial.trial_id)
+        for controller, group in recorded_groups(run_name).items():
+            record = RecordedGroup(run_name, controller, group)
+            if record not in self.pending:
+                self.pending.append(record)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._ended(trial)
@@ -81,10 +90,11 @@ class TrainGroupReaper(Callback):
         removed = []
         deadline = time.monotonic() + wait_s
         while True:
-            for controller in [c for c in self.pending if actor_dead(c)]:
-                group = self.pending.pop(controller)
-                if remove_if_present(group):
-                    removed.append(group)
+            for record in [r for r in self.pending if actor_dead(r.controller)]:
+                self.pending.remove(record)
+                if remove_if_present(record.group):
+                    removed.append(record.group)
+                forget_group(record.run_name, record.controller)
             if not self.pending or time.monotonic() >= deadline:
                 return removed
             time.sleep(POLL_S)

@@ -18,8 +18,8 @@ checkpoint; what the driver raises is final (:class:`FinalError`).
 Never waiting silently: workers that cannot start within ``search.worker_start_timeout_s``
 (Train's ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S``; its default failure policy would retry such
 a start for ever) fail the trial once, with the resources asked for and those the cluster has.
-Each report names the Train controller and placement group, so the search driver can remove a
-group Tune's stop left behind (``search/cleanup.py``).
+The Train controller records its workers' placement group (``train/groups.py``), so the search
+driver can remove a group Tune's stop left behind (``search/cleanup.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import ray
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from clear_ray.config import Config, ConfigError, SearchConfig
-from clear_ray.train.worker import CONTROLLER_KEY, DIVERGED_KEY, TrialInputs, ray_train_loop
+from clear_ray.train.worker import DIVERGED_KEY, TrialInputs, ray_train_loop
 
 # Defaults for the environment of every Ray process in a search (``ray.init``'s runtime_env);
 # a variable already set in the user's environment wins.
@@ -46,11 +46,25 @@ RAY_ENV_DEFAULTS = {
     # for node drains. Without it a preempted worker still restarts from the last epoch
     # checkpoint (Ray tells preemptions from crashes by the actor's death cause).
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # Train's Prometheus metrics of controller states and report times, for Ray's Grafana
+    # dashboards: ~0.8 s of CPU per trial in the controller and the worker (bench/RESULTS.md).
+    "RAY_TRAIN_METRICS_ENABLED": "0",
 }
 
 
 def ray_env_vars() -> dict[str, str]:
     return {name: os.environ.get(name, value) for name, value in RAY_ENV_DEFAULTS.items()}
+
+
+def init_ray(search: SearchConfig) -> None:
+    """Connects to the running Ray, else starts a local one (``search.ray_dashboard`` says
+    whether with its dashboard). Worker output stays in Ray's session logs."""
+    ray.init(
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        include_dashboard=search.ray_dashboard,
+        runtime_env={"env_vars": ray_env_vars()},
+    )
 
 
 # The trial driver only waits on its Train workers, so it holds no CPU (N cores hold N one-CPU
@@ -65,15 +79,17 @@ START_ERRORS = ("WorkerGroupStartupTimeoutError", "InsufficientClusterResourcesE
 
 
 class EpochReportCallback(TuneReportCallback):
-    """Forwards epoch reports to Tune, but not a divergence report (it has no metrics).
-
-    Runs in the Train controller, which adds its own actor id (``search/cleanup.py``).
-    """
+    """Forwards epoch reports to Tune, but not a divergence report (it has no metrics)."""
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         if not metrics[0].get(DIVERGED_KEY):
-            owner = {CONTROLLER_KEY: ray.get_runtime_context().get_actor_id()}
-            super().after_report(run_context, [{**metrics[0], **owner}], checkpoint)
+            super().after_report(run_context, metrics, checkpoint)
+
+
+def trial_run_name(trial_id: str) -> str:
+    """A trial's Train run: deterministic, so a restarted or resumed trial finds its own
+    checkpoints, and the search driver its recorded placement groups (search/cleanup.py)."""
+    return f"train-{trial_id}"
 
 
 def start_failure(error: Exception, workers: int, resources: dict, timeout_s: float) -> str | None:
@@ -145,22 +161,22 @@ def data_parallel_trainer(
     storage_path: str,
     **run_options: Any,
 ):
-    """A Train run of ``loop`` on ``search``'s workers: this module's process group (and no Ray
-    Data actor, ``train/trainer.py``), the trial's resources, worker crashes retried
-    ``search.max_failures`` times (from the last checkpoint), and a start that cannot get its
-    workers failed once, not retried for ever.
+    """A Train run of ``loop`` on ``search``'s workers: this module's process group (and
+    neither Train's Ray Data actor nor its placement group cleaner, ``train/trainer.py``), the
+    trial's resources, worker crashes retried ``search.max_failures`` times (from the last
+    checkpoint), and a start that cannot get its workers failed once, not retried for ever.
 
     Trials and the Original/Gold finetune (``references.py``) both run this way.
     """
     import ray.train
 
     from clear_ray.train.backend import TorchProcessGroupConfig
-    from clear_ray.train.trainer import DatasetFreeTrainer
+    from clear_ray.train.trainer import LeanTrainer
 
     use_gpu = search.gpus_per_trial > 0
     # Read by the Train controller this run starts (Ray propagates RAY_TRAIN_* variables).
     os.environ[START_TIMEOUT_ENV] = str(search.worker_start_timeout_s)
-    return DatasetFreeTrainer(
+    return LeanTrainer(
         loop,
         train_loop_config=loop_config,
         backend_config=TorchProcessGroupConfig(backend="nccl" if use_gpu else "gloo"),
@@ -258,8 +274,7 @@ def make_trainable(
     def run_trial(params: dict[str, Any]) -> None:
         from ray import tune
 
-        # Deterministic: a restarted or resumed trial finds its own checkpoints.
-        name = f"train-{tune.get_context().get_trial_id()}"
+        name = trial_run_name(tune.get_context().get_trial_id())
         outcome = FinalError(storage_path, name)
         outcome.raise_if_recorded()
         try:

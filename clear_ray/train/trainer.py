@@ -1,21 +1,34 @@
-"""Ray Train's ``DataParallelTrainer`` without the Ray Data actor a run without datasets never uses.
+"""Ray Train's ``DataParallelTrainer`` without two helper processes per run that cost CPU here.
 
-Train (2.60) starts a ``DatasetManager`` actor for every run, datasets or not
-(``ray/train/v2/_internal/callbacks/datasets.py``, added by ``_create_default_callbacks``):
-one more Ray worker process per trial, ~1.5 s of CPU to start it and import Ray Data, taken
-from the trials beside it on a CPU machine. Trials and reference jobs pass their data through
-``train_loop_config``, so the callback that makes it is left out when there are no datasets.
+Train (2.60) starts, for every run, a ``DatasetManager`` actor (``DatasetsCallback``, datasets
+or not) and a detached ``PlacementGroupCleaner`` actor (``PlacementGroupCleanerCallback``).
+Each is one more Ray worker process per trial: ~1.9 s and ~2.6 s of CPU, taken from the
+trials beside it on a CPU machine (bench/RESULTS.md, trial overhead). Trials and reference
+jobs pass their data through ``train_loop_config``, so the first has nothing to manage when a
+run has no datasets; the second is replaced by ``train/groups.py``'s ``GroupRecorder``, whose
+records the search driver's reaper uses to free what a killed controller left behind.
+
+``_create_default_callbacks`` is private Train API: tests/test_backend.py checks that neither
+actor starts and that the recorder is in place.
 """
 
 from __future__ import annotations
 
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+from ray.train.v2._internal.callbacks.placement_group_callback import (
+    PlacementGroupCleanerCallback,
+)
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+from clear_ray.train.groups import GroupRecorder
 
-class DatasetFreeTrainer(DataParallelTrainer):
+
+class LeanTrainer(DataParallelTrainer):
     def _create_default_callbacks(self) -> list:
-        callbacks = super()._create_default_callbacks()
-        if self.datasets:
-            return callbacks
-        return [callback for callback in callbacks if not isinstance(callback, DatasetsCallback)]
+        callbacks = []
+        for callback in super()._create_default_callbacks():
+            if isinstance(callback, PlacementGroupCleanerCallback):
+                callbacks.append(GroupRecorder(self.run_config.name))
+            elif not isinstance(callback, DatasetsCallback) or self.datasets:
+                callbacks.append(callback)
+        return callbacks

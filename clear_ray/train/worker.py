@@ -18,9 +18,6 @@ from clear_ray.staging import DriverDir, on_this_node
 from clear_ray.train.selection import Thresholds
 
 DIVERGED_KEY = "diverged"  # a report with this key fails the trial (search/trainable.py)
-# Who holds the trial's resources, so the search driver can free them (search/cleanup.py):
-PLACEMENT_GROUP_KEY = "train_placement_group"  # added by the worker
-CONTROLLER_KEY = "train_controller"  # added by the Train controller
 NODE_KEY = "train_node"  # the Ray node id of rank 0: where the trial trained
 
 
@@ -67,11 +64,7 @@ def ray_train_loop(loop_config: dict) -> None:
         checkpoint = (
             ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         )
-        runtime = ray.get_runtime_context()
-        where = {
-            PLACEMENT_GROUP_KEY: runtime.get_placement_group_id(),
-            NODE_KEY: runtime.get_node_id(),
-        }
+        where = {NODE_KEY: ray.get_runtime_context().get_node_id()}
         ray.train.report({**metrics, **where}, checkpoint=checkpoint)
 
     checkpoint = ray.train.get_checkpoint()

@@ -1,0 +1,68 @@
+"""Where a Train run's workers' placement group is recorded, for the search driver to free.
+
+Why (Ray 2.60): GCS keeps a non-detached placement group until its creator actor *and* its job
+are dead. When Tune ends a trial actor while ``trainer.fit()`` runs there (ASHA's stop, the
+collapse stopper, a lost node), the Train controller dies with it, often before it removed its
+workers' group, and the search (the job) lives on: the group holds its CPUs for ever.
+
+Train's own remedy is a detached ``PlacementGroupCleaner`` actor per run
+(``ray/train/v2/_internal/callbacks/placement_group_callback.py``) that polls the dashboard's
+State API every second. Measured here (``bench/RESULTS.md``, trial overhead): ~2.6 s of CPU
+per run for that extra Ray process, taken from the trials beside it on a CPU machine.
+
+Instead, the controller records each worker group it starts in GCS's key-value store, under
+``<run name>/<controller actor id>``, and deletes the record once it has shut that group down
+itself. A record that is left names a group whose controller died first; the search driver's
+``TrainGroupReaper`` (``search/cleanup.py``) removes such a group when its trial ends, as soon
+as GCS says the controller is dead. Nothing polls, and no dashboard is needed.
+"""
+
+from __future__ import annotations
+
+import ray
+from ray.experimental import internal_kv
+from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+
+NAMESPACE = "clear_ray.train_groups"
+
+
+def _key(run_name: str, controller: str) -> bytes:
+    return f"{run_name}/{controller}".encode()
+
+
+class GroupRecorder(WorkerGroupCallback):
+    """Runs in the Train controller: records each worker group's placement group while it lives."""
+
+    def __init__(self, run_name: str) -> None:
+        self.run_name = run_name
+
+    def _own_key(self) -> bytes:
+        return _key(self.run_name, ray.get_runtime_context().get_actor_id())
+
+    def after_worker_group_start(self, worker_group) -> None:
+        group = worker_group.get_worker_group_state().placement_group_handle.placement_group
+        internal_kv._internal_kv_put(
+            self._own_key(), group.id.hex(), overwrite=True, namespace=NAMESPACE
+        )
+
+    def after_worker_group_shutdown(self, worker_group_context) -> None:
+        """Called after the group was removed: nothing is left to free."""
+        internal_kv._internal_kv_del(self._own_key(), namespace=NAMESPACE)
+
+    def after_worker_group_abort(self, worker_group_context) -> None:
+        internal_kv._internal_kv_del(self._own_key(), namespace=NAMESPACE)
+
+
+def recorded_groups(run_name: str) -> dict[str, str]:
+    """The groups a run's controllers started and did not remove: controller id -> group id."""
+    prefix = f"{run_name}/".encode()
+    groups = {}
+    for key in internal_kv._internal_kv_list(prefix, namespace=NAMESPACE):
+        value = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
+        if value is not None:
+            groups[key[len(prefix) :].decode()] = value.decode()
+    return groups
+
+
+def forget_group(run_name: str, controller: str) -> None:
+    internal_kv._internal_kv_del(_key(run_name, controller), namespace=NAMESPACE)
