@@ -100,7 +100,7 @@ def test_pretrained_base_learns_the_real_sets_and_is_cached(
 
     cfg, models = session_config, Path(session_config.output_dir) / "cache" / "models"
     name = model_name(cfg, synthetic_source, BASE)
-    with local_ray():
+    with local_ray(cfg.search):
         made, _ = finetune_job(cfg, BASE, synthetic_source, name, str(models))
         again, _ = finetune_job(cfg, BASE, synthetic_source, name, str(models))  # a cache hit
     base = Path(made.path)
