@@ -325,9 +325,10 @@ class SearchConfig:
     # asked for and free), instead of Ray Train retrying the start for ever.
     worker_start_timeout_s: float = 300.0
     # Start Ray's dashboard with the local Ray a search starts when it finds no running Ray (a
-    # cluster from `ray up` keeps its own): its ~12 processes cost ~3 s of CPU to start and
-    # ~1/30 of a core while they run, taken from the trials on a small machine, and nothing
-    # here needs it (trials are watched in MLflow).
+    # cluster from `ray up` keeps its own). Its ~12 processes cost ~2 s of CPU to start and
+    # ~1/30 of a core while idle, and with Train's metrics ~3.8 s of CPU per trial
+    # (bench/run_overhead.py), taken from the trials on a small machine; nothing here needs
+    # it (trials are watched in MLflow).
     ray_dashboard: bool = False
     # Multiplies the train.lr bounds of every search space: the shipped spaces are written at
     # the tiny preset's scale (1e-4..1e-2); a preset's recipe rescales them (7B: 0.01).

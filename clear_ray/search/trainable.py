@@ -47,7 +47,8 @@ RAY_ENV_DEFAULTS = {
     # checkpoint (Ray tells preemptions from crashes by the actor's death cause).
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     # Train's Prometheus metrics of controller states and report times, for Ray's Grafana
-    # dashboards: ~0.8 s of CPU per trial in the controller and the worker (bench/RESULTS.md).
+    # dashboards. With Ray's dashboard (search.ray_dashboard), ~3.8 s of CPU per trial
+    # together (bench/run_overhead.py).
     "RAY_TRAIN_METRICS_ENABLED": "0",
 }
 

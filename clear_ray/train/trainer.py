@@ -3,7 +3,8 @@
 Train (2.60) starts, for every run, a ``DatasetManager`` actor (``DatasetsCallback``, datasets
 or not) and a detached ``PlacementGroupCleaner`` actor (``PlacementGroupCleanerCallback``).
 Each is one more Ray worker process per trial: ~1.9 s and ~2.6 s of CPU, taken from the
-trials beside it on a CPU machine (bench/RESULTS.md, trial overhead). Trials and reference
+trials beside it on a CPU machine (bench/run_overhead.py: 3.7 s of CPU and 1.8 s of wall
+time per trial together, two trials at a time on 2 cores). Trials and reference
 jobs pass their data through ``train_loop_config``, so the first has nothing to manage when a
 run has no datasets; the second is replaced by ``train/groups.py``'s ``GroupRecorder``, whose
 records the search driver's reaper uses to free what a killed controller left behind.
