@@ -31,27 +31,27 @@ def _key(run_name: str, controller: str) -> bytes:
     return f"{run_name}/{controller}".encode()
 
 
+def _this_actor() -> str:
+    return ray.get_runtime_context().get_actor_id()
+
+
 class GroupRecorder(WorkerGroupCallback):
     """Runs in the Train controller: records each worker group's placement group while it lives."""
 
     def __init__(self, run_name: str) -> None:
         self.run_name = run_name
 
-    def _own_key(self) -> bytes:
-        return _key(self.run_name, ray.get_runtime_context().get_actor_id())
-
     def after_worker_group_start(self, worker_group) -> None:
         group = worker_group.get_worker_group_state().placement_group_handle.placement_group
         internal_kv._internal_kv_put(
-            self._own_key(), group.id.hex(), overwrite=True, namespace=NAMESPACE
+            _key(self.run_name, _this_actor()), group.id.hex(), overwrite=True, namespace=NAMESPACE
         )
 
     def after_worker_group_shutdown(self, worker_group_context) -> None:
-        """Called after the group was removed: nothing is left to free."""
-        internal_kv._internal_kv_del(self._own_key(), namespace=NAMESPACE)
+        """Called after the group was removed (also after an abort): nothing is left to free."""
+        forget_group(self.run_name, _this_actor())
 
-    def after_worker_group_abort(self, worker_group_context) -> None:
-        internal_kv._internal_kv_del(self._own_key(), namespace=NAMESPACE)
+    after_worker_group_abort = after_worker_group_shutdown
 
 
 def recorded_groups(run_name: str) -> dict[str, str]:
