@@ -11,15 +11,29 @@ from typing import Any
 from clear_ray.config import TrainConfig
 from clear_ray.train.schedule import lr_scheduler, warmup_updates
 
+SHM_COMM_OP = "deepspeed_shm_comm"  # deepspeed/ops/op_builder/cpu/comm.py ShareMemCommBuilder
+
 
 def import_deepspeed() -> ModuleType:
-    """Import DeepSpeed with MLflow hidden from it.
+    """Import DeepSpeed with MLflow hidden from it, and its shared-memory all-reduce op off.
 
     DeepSpeed's autotuner (unused here) imports MLflow whenever it is installed: ~1 s of every
     trial worker's start-up, for a module the worker never uses (trials log to MLflow from the
     driver). Hidden, that guarded import takes its ``except`` branch. A process that has
     already imported either package is left as it is.
+
+    On the CPU accelerator, DeepSpeed's communication backend JIT-compiles a C++ op at its
+    first ``initialize`` (``deepspeed/comm/torch.py`` ``build_shm_op``) that only its
+    inference tensor-parallel all-reduce uses: 27 s of both cores of a 2-core machine the
+    first time, before the first pretraining step of a new user's demo, and a C++ toolchain.
+    Marked incompatible, the backend skips it; training's all-reduce is torch.distributed's.
     """
+    deepspeed = _import_without_mlflow()
+    deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False  # a module-level dict, read per init
+    return deepspeed
+
+
+def _import_without_mlflow() -> ModuleType:
     if "deepspeed" in sys.modules or "mlflow" in sys.modules:
         return importlib.import_module("deepspeed")
     sys.modules["mlflow"] = None  # type: ignore[assignment]  # makes `import mlflow` fail
