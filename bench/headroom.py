@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from clear_ray.config import Config, resolve_config
 from clear_ray.data.source import resolve_source
 from clear_ray.eval.gold import reference_evaluation
 from clear_ray.finetune import reference_models
+from clear_ray.provenance import machine_summary
 from clear_ray.train.backend import ensure_process_group
 from clear_ray.train.loop import unlearn
 from clear_ray.train.selection import Thresholds
@@ -142,7 +142,7 @@ def main() -> None:
         "unlearning_epochs": args.epochs,
         "references_s": references_s,
         "candidates": results,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
+        "machine": f"{machine_summary()}, "
         f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at the end",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

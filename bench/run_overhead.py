@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from clear_ray.provenance import machine_summary
 
 SETUPS = ("train_defaults", "lean_trainer", "clear_ray")
 
@@ -122,7 +123,7 @@ def main() -> None:
             summary[setup][f"{what}_per_trial_s"] = [round(value, 2) for value in per_trial]
             summary[setup][f"mean_{what}_per_trial_s"] = round(statistics.fmean(per_trial), 2)
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "machine": machine_summary(),
         "trials_per_run": args.trials,
         "runs": runs,
         "summary": summary,

@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import queue
 import re
 import statistics
@@ -58,6 +57,8 @@ from searches import (
     search_done,
     trial_curves,
 )
+
+from clear_ray.provenance import machine_summary
 
 LEARNING_RATES = [3e-4, 1e-3, 3e-3]
 RETAIN_WEIGHTS = [0.3, 1.0, 3.0]
@@ -398,7 +399,7 @@ def summarise(args, found: dict[Planned, Path], walls: dict) -> dict:
         "lanes": args.lanes,
         "methods": methods,
         "json": str(args.out),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "machine": machine_summary(),
     }
 
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import re
 import statistics
 import subprocess
@@ -41,6 +39,7 @@ from pathlib import Path
 from searches import find_search, references_from_leaderboard, run_logged
 from study_arm import ARM, FOLDER, L1
 
+from clear_ray.provenance import machine_summary
 from clear_ray.search.confirm import mean_sd as seed_mean_sd
 
 # (label, metric key in confirm.json's runs). The headline metric is the search's objective
@@ -662,7 +661,7 @@ def collect(args, walls: dict[str, float]) -> dict:
         "json": str(args.json),
         "sampler_seed": args.seed,
         "output_dir": str(args.output_dir),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "machine": machine_summary(),
     }
     return study_record(summaries, references, settings, walls)
 

@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from clear_ray.data.source import resolve_source
 from clear_ray.eval.gold import reference_evaluation
 from clear_ray.finetune import reference_models
 from clear_ray.net import free_port
+from clear_ray.provenance import machine_summary
 from clear_ray.train.loop import unlearn
 from clear_ray.train.selection import Thresholds
 from clear_ray.train.worker import TrialInputs
@@ -164,7 +164,7 @@ def main() -> None:
         "structural_overhead_s": structural,
         "ratio_without_epoch_noise": (bare["total_s"] + structural) / bare["total_s"],
         "mean_per_epoch_overhead_s": sum(per_epoch) / len(per_epoch) if per_epoch else None,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "machine": machine_summary(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")

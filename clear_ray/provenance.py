@@ -7,6 +7,7 @@ such instead of raising.
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -76,6 +77,36 @@ def device_name() -> str:
     return f"cuda:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_name() -> str:
+    """The CPU's model name: /proc/cpuinfo's on Linux, ``platform.processor()`` elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_capability() -> str:
+    """The instruction set torch's CPU kernels dispatch to (DEFAULT, AVX2, AVX512...).
+
+    CPU results are reproducible bit for bit on one machine, not across these: the tiny
+    preset's pretraining and finetunes amplify rounding differences, so the same code and
+    libraries gave Original a report-fold log forget quality of -7.0 with AVX512 kernels and
+    -20.9 with ``ATEN_CPU_CAPABILITY=avx2`` on one VM (README, Reproducibility).
+    """
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def machine_summary() -> str:
+    """One line for a benchmark's results: architecture, cores, CPU, kernels, OS."""
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}, "
+        f"torch CPU kernels {cpu_capability()}, {platform.platform()}"
+    )
+
+
 def system_tags(world_size: int, zero_stage: int, seed: int) -> dict[str, str]:
     """Tags for a run: git state, library versions, Python, platform, device and run setup."""
     return {
@@ -87,4 +118,6 @@ def system_tags(world_size: int, zero_stage: int, seed: int) -> dict[str, str]:
         "world_size": str(world_size),
         "deepspeed.zero_stage": str(zero_stage),
         "device": device_name(),
+        "cpu": cpu_name(),
+        "cpu.capability": cpu_capability(),
     }

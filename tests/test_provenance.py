@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -82,3 +84,20 @@ def test_run_setup_is_tagged_as_strings() -> None:
     assert tags["device"] == "cpu" or tags["device"].startswith("cuda:")
     assert tags["python"] and tags["platform"]
     assert all(isinstance(value, str) for value in tags.values())
+
+
+def test_cpu_and_its_kernels_are_tagged() -> None:
+    """CPU numbers differ across instruction sets, so a run says which its kernels used."""
+    tags = system_tags(1, 0, 0)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        assert tags["cpu"] in cpuinfo.read_text()
+    forced = subprocess.run(
+        [sys.executable, "-c", "from clear_ray.provenance import cpu_capability as c; print(c())"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ATEN_CPU_CAPABILITY": "default"},
+    )
+    assert forced.stdout.strip() == "DEFAULT", forced.stderr[-1000:]
+    assert tags["cpu.capability"] == provenance.cpu_capability()
+    assert tags["cpu"] in provenance.machine_summary()
