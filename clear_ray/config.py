@@ -322,7 +322,9 @@ class SearchConfig:
     seed: int = 0
     startup_trials: int = 4  # random trials before TPE models the space (Optuna default: 10)
     # A trial whose workers have not started after this long fails with the reason (resources
-    # asked for and free), instead of Ray Train retrying the start for ever.
+    # asked for and free), instead of Ray Train retrying the start for ever; so does the
+    # search when its own tasks (reference builds, final and confirm evaluations, robustness
+    # checks) wait this long to start with none of them running, naming what holds the CPUs.
     worker_start_timeout_s: float = 300.0
     # Start Ray's dashboard with the local Ray a search starts when it finds no running Ray (a
     # cluster from `ray up` keeps its own). Its ~12 processes cost ~2 s of CPU to start and

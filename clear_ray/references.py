@@ -186,15 +186,6 @@ class Store:
 # ---- the Ray tasks --------------------------------------------------------------------------
 
 
-def trial_task(function: Callable, search: SearchConfig):
-    """``function`` as a Ray task with one trial worker's resources (a GPU if trials have)."""
-    import ray
-
-    return ray.remote(function).options(
-        num_cpus=search.cpus_per_worker, num_gpus=1 if search.gpus_per_trial > 0 else 0
-    )
-
-
 @contextmanager
 def local_ray(search: SearchConfig) -> Iterator[None]:
     """The Ray this process is connected to, else the running one or a local one for the
@@ -455,12 +446,11 @@ class References:
 
 def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     """Data on the driver; models and evaluations from Ray tasks (or the caches)."""
-    import ray
-
     from clear_ray.data.source import resolve_source
     from clear_ray.eval.final import epoch_eval_config, full_eval_config
     from clear_ray.eval.gold import evaluation_entry, read_evaluation
     from clear_ray.finetune import BASE, model_name
+    from clear_ray.search.driver_tasks import DriverTask, each_result, trial_task
 
     source = resolve_source(cfg)
     log(f"data: {source}")
@@ -480,13 +470,12 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
             log(f"{role}: brought, {path}")
         elif brought:
             log(f"{role}: brought, {brought} (downloaded on a worker)")
-            task = ray.remote(download_task).options(num_cpus=cfg.search.cpus_per_worker)
+            task = DriverTask(download_task, cfg.search.cpus_per_worker)
             pending[role] = task.remote(brought, cfg.model.preset)
         else:
             finetuned.append(role)
-    for role, ref in pending.items():
-        model, model_id, ran_at[f"{role}_model"] = ray.get(ref)
-        models[role] = (model, model_id)
+    for role, (model, model_id, ran) in each_result(pending, "downloading models", cfg.search):
+        models[role], ran_at[f"{role}_model"] = (model, model_id), ran
     models_dir = Path(cfg.output_dir) / "cache" / "models"  # on the node that made them
     names = {role: model_name(cfg, source, role) for role in finetuned}
     for role in finetuned:
@@ -534,7 +523,7 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
                 refs[full] = evaluate.remote(
                     model, model_id, staged, cfg, full, golds[full], fold_of[full]
                 )
-        for full, (evaluation, files, ran) in zip(refs, ray.get(list(refs.values())), strict=True):
+        for full, (evaluation, files, ran) in each_result(refs, f"{role} evaluation", cfg.search):
             ran_at[f"{role}{'_full' if full else ''}_evaluation"] = ran
             results[full] = on_driver(evaluation, files, cache / model_id)
         ordered = [results[full] for full in kinds]

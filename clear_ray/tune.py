@@ -31,6 +31,7 @@ from clear_ray.cli import (
 from clear_ray.config import Config, ConfigError, resolve_config
 from clear_ray.console import log
 from clear_ray.data.folds import FOLDS_FILE, REPORT, SELECTION, PersonFolds
+from clear_ray.errors import SearchStopped
 from clear_ray.methods import METHODS, TABLE_METHODS
 from clear_ray.models.presets import get_preset
 from clear_ray.search.session import (
@@ -466,7 +467,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
     from clear_ray.data.clear import data_fingerprint
     from clear_ray.search.cleanup import TrainGroupReaper
     from clear_ray.search.progress import ProgressPrinter
-    from clear_ray.search.results import LeaderboardRow, TrialMetrics, trial_rows
+    from clear_ray.search.results import LeaderboardRow, TrialMetrics, trial_ids, trial_rows
     from clear_ray.search.session import MethodRun, storage_filesystem
     from clear_ray.search.strategy import (
         RetainCollapseStopper,
@@ -572,7 +573,10 @@ def search_method(search: Search, method: str, space: dict) -> None:
             ),
         )
     results = tuner.get_results() if searched else tuner.fit()
-    reaper.reap(wait_s=REAP_WAIT_S)  # the next method's first trial needs those CPUs
+    # A restored Tuner calls its own unpickled copy of the reaper (search/cleanup.py), so the
+    # trials are named here; the final evaluation and the next method need those CPUs.
+    reaper.track(trial_ids(results))
+    reaper.reap(wait_s=REAP_WAIT_S)
     rows = trial_rows(results, dirs.adapters(method), TrialMetrics.of(cfg.search))
     run_ids = tracker.child_ids()
     rewrite_optuna_csv(cfg, dirs, method, run_ids)
@@ -795,12 +799,10 @@ def evaluate_confirm_runs(
     fold, as Ray tasks all at once: per seed, its evaluation folder, ``final/*`` and the
     adapter on its child run, and its seed record completed (so that a resumed search keeps
     it)."""
-    import ray
-
     from clear_ray.eval.final import evaluate_adapter, full_eval_config, read_adapter
     from clear_ray.evaluate import write_outputs
-    from clear_ray.references import trial_task
     from clear_ray.search.confirm import write_seed_record
+    from clear_ray.search.driver_tasks import each_result, trial_task
 
     refs, tracker = search.refs, search.tracker
     task = trial_task(evaluate_adapter, cfg.search)
@@ -821,8 +823,8 @@ def evaluate_confirm_runs(
     }
     run_ids = tracker.child_ids()
     evaluated: dict[Path, dict] = {out: {} for out in trained}
-    for (out, seed), ref in pending.items():
-        result, record = ray.get(ref), trained[out][seed]
+    for (out, seed), result in each_result(pending, "the confirm evaluations", cfg.search):
+        record = trained[out][seed]
         write_outputs(out / f"seed-{seed}-evaluation", {"metrics": result.metrics}, result.tasks)
         run_id = run_ids.get(record.trial, "")
         if run_id:
@@ -1062,6 +1064,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(error_line(error, FLAGS), file=sys.stderr)
         return 2
+    except SearchStopped as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -97,21 +97,17 @@ def run_final_evaluation(
     fold: Fold | None = None,
 ) -> EvalResult:
     """``evaluate_adapter`` as a Ray task with one trial worker's resources."""
-    import ray
+    from clear_ray.search.driver_tasks import result_of, trial_task
 
-    from clear_ray.references import trial_task
-
-    task = trial_task(evaluate_adapter, cfg.search)
-    return ray.get(
-        task.remote(
-            original_dir,
-            read_adapter(adapter),
-            source,
-            cfg.data.forget_split,
-            full_eval_config(cfg.eval),
-            gold,
-            cfg.data.modality,
-            cfg.train.precision,
-            fold,
-        )
+    launch = trial_task(evaluate_adapter, cfg.search).remote(
+        original_dir,
+        read_adapter(adapter),
+        source,
+        cfg.data.forget_split,
+        full_eval_config(cfg.eval),
+        gold,
+        cfg.data.modality,
+        cfg.train.precision,
+        fold,
     )
+    return result_of(launch, "the final evaluation", cfg.search)

@@ -1,6 +1,6 @@
 """The checks' registry, each check as a cached Ray task, and what the driver writes.
 
-Each check runs as a Ray task with a trial worker's resources (references.trial_task), like
+Each check runs as a Ray task with a trial worker's resources (search/driver_tasks.py), like
 the reference evaluations, and is cached on its node by a key of its inputs' content:
 Original's and Gold's checkpoint fingerprints, the adapter's bytes, the data, the persons
 and the config fields it reads. A second search (or a resumed one) over the same adapter
@@ -166,10 +166,8 @@ def run_checks(
     persons: tuple[str, ...],
 ) -> dict[str, dict[str, CheckOutcome]]:
     """Every check on every labelled adapter, as Ray tasks at once: ``{label: {check: ...}}``."""
-    import ray
-
     from clear_ray.eval.final import read_adapter
-    from clear_ray.references import trial_task
+    from clear_ray.search.driver_tasks import each_result, trial_task
 
     task = trial_task(check_task, cfg.search)
     pending = {
@@ -180,8 +178,8 @@ def run_checks(
         for name in names
     }
     outcomes: dict[str, dict[str, CheckOutcome]] = {label: {} for label in adapters}
-    for (label, name), ref in pending.items():
-        outcomes[label][name] = ray.get(ref)
+    for (label, name), outcome in each_result(pending, "the robustness checks", cfg.search):
+        outcomes[label][name] = outcome
     return outcomes
 
 

@@ -16,11 +16,20 @@ callback, in the search driver, removes an ended trial's recorded group as soon 
 controller is dead (also when Tune retries a trial whose node was lost: GCS reschedules the
 dead run's group onto a live node). Removing it earlier would be wrong: a live controller would
 take the killed workers for a crash and start a new group.
+
+The callback alone is not enough: ``Tuner.restore`` unpickles the run config saved when the
+search began, so a resumed search runs a *copy* of the reaper made then, and a reaper the
+driver builds for the resume is never called. The trials that end last (after the loop's final
+``on_step_begin``) then leave their groups, and the final evaluation waits for their CPUs for
+ever. So after ``fit()`` the driver names the experiment's trials itself (:meth:`track`) and
+reaps them; and whatever waits for resources sweeps every record whose controller is dead
+(:func:`reap_orphans`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import ray
@@ -28,7 +37,7 @@ from ray.tune import Callback
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
 from clear_ray.search.trainable import trial_run_name
-from clear_ray.train.groups import forget_group, recorded_groups
+from clear_ray.train.groups import every_recorded_group, forget_group, recorded_groups
 
 POLL_S = 0.5
 
@@ -61,23 +70,25 @@ class TrainGroupReaper(Callback):
     def __init__(self) -> None:
         self.pending: list[RecordedGroup] = []
 
-    def _ended(self, trial) -> None:
-        run_name = trial_run_name(trial.trial_id)
-        for controller, group in recorded_groups(run_name).items():
-            record = RecordedGroup(run_name, controller, group)
-            if record not in self.pending:
-                self.pending.append(record)
+    def track(self, trial_ids: Iterable[str]) -> None:
+        """Adds the recorded groups of these ended trials to those :meth:`reap` removes."""
+        for trial_id in trial_ids:
+            run_name = trial_run_name(trial_id)
+            for controller, group in recorded_groups(run_name).items():
+                record = RecordedGroup(run_name, controller, group)
+                if record not in self.pending:
+                    self.pending.append(record)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._ended(trial)
+        self.track([trial.trial_id])
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._ended(trial)
+        self.track([trial.trial_id])
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         """A trial Tune starts again (its driver died with its node): Ray reschedules the lost
         run's group on another node, where it would hold the CPUs the retry's workers need."""
-        self._ended(trial)
+        self.track([trial.trial_id])
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         self.reap()
@@ -98,3 +109,16 @@ class TrainGroupReaper(Callback):
             if not self.pending or time.monotonic() >= deadline:
                 return removed
             time.sleep(POLL_S)
+
+
+def reap_orphans() -> list[str]:
+    """Removes every recorded group on the cluster whose controller is dead, whichever search
+    or reference job started it: such a group can only hold CPUs nothing will use. Returns the
+    ids of the groups removed now."""
+    removed = []
+    for (run_name, controller), group in every_recorded_group().items():
+        if actor_dead(controller):
+            if remove_if_present(group):
+                removed.append(group)
+            forget_group(run_name, controller)
+    return removed

@@ -360,6 +360,7 @@ def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from clear_ray.search.cleanup import TrainGroupReaper
+    from clear_ray.search.results import trial_ids
     from clear_ray.search.session import storage_filesystem
     from clear_ray.search.trainable import concurrent_trials, trial_trainable
     from clear_ray.tracking import TrialLogger
@@ -414,7 +415,7 @@ def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
             verbose=0,
         ),
     )
-    tuner.fit()
+    reaper.track(trial_ids(tuner.fit()))
     reaper.reap(wait_s=60)
     return {label: recorder.records for label, (_, recorder) in callbacks.items()}
 

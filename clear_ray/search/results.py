@@ -104,6 +104,11 @@ def trial_identity(folder: str) -> tuple[str, int]:
     return (found.group(1), int(found.group(2))) if found else ("?", -1)
 
 
+def trial_ids(results) -> list[str]:
+    """The ids of a Tune ``ResultGrid``'s trials (a restored grid's included)."""
+    return [trial_identity(Path(result.path).name)[0] for result in results]
+
+
 def trial_rows(results, adapters_dir: Path, shown: TrialMetrics = TrialMetrics()) -> list[TrialRow]:
     """Rows from a Tune ``ResultGrid``, sorted feasible first, then by objective; ties go to
     the earlier trial, so a restored grid (whose order may differ) picks the same best."""

@@ -56,12 +56,22 @@ class GroupRecorder(WorkerGroupCallback):
 
 def recorded_groups(run_name: str) -> dict[str, str]:
     """The groups a run's controllers started and did not remove: controller id -> group id."""
-    prefix = f"{run_name}/".encode()
+    return {
+        controller: group
+        for (run, controller), group in every_recorded_group(f"{run_name}/").items()
+        if run == run_name
+    }
+
+
+def every_recorded_group(prefix: str = "") -> dict[tuple[str, str], str]:
+    """Every record on the cluster (any run, any search) whose key starts with ``prefix``:
+    (run name, controller id) -> group id."""
     groups = {}
-    for key in internal_kv._internal_kv_list(prefix, namespace=NAMESPACE):
+    for key in internal_kv._internal_kv_list(prefix.encode(), namespace=NAMESPACE):
         value = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
         if value is not None:
-            groups[key[len(prefix) :].decode()] = value.decode()
+            run_name, controller = key.decode().rsplit("/", 1)
+            groups[run_name, controller] = value.decode()
     return groups
 
 

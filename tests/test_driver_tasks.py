@@ -1,0 +1,95 @@
+"""Driver-side tasks never wait for ever to start: an orphaned worker group is removed while
+they wait, a group nobody can remove fails them with one line naming it, and a long task with
+others queued behind it is not mistaken for a stall."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+from clear_ray.config import Config
+from clear_ray.search.cleanup import actor_dead
+from clear_ray.search.driver_tasks import TaskStartTimeout, each_result, trial_task
+from clear_ray.train.groups import recorded_groups
+
+LIMIT_S = 8.0
+
+
+@pytest.fixture(scope="module")
+def one_cpu_ray():
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def search(limit_s: float = LIMIT_S):
+    return Config().replace({"search.worker_start_timeout_s": limit_s}).search
+
+
+@ray.remote(num_cpus=0)
+class Controller:
+    """Stands in for a Train controller: it records its workers' group as Train runs do."""
+
+    def start_group(self, run_name: str) -> str:
+        from types import SimpleNamespace
+
+        from clear_ray.train.groups import GroupRecorder
+
+        group = placement_group([{"CPU": 1}])
+        ray.get(group.ready())
+        state = SimpleNamespace(placement_group_handle=SimpleNamespace(placement_group=group))
+        GroupRecorder(run_name).after_worker_group_start(
+            SimpleNamespace(get_worker_group_state=lambda: state)
+        )
+        return group.id.hex()
+
+    def actor_id(self) -> str:
+        return ray.get_runtime_context().get_actor_id()
+
+
+def test_a_group_left_by_a_dead_controller_is_removed_and_the_task_runs(one_cpu_ray) -> None:
+    controller = Controller.remote()
+    group = ray.get(controller.start_group.remote("train-orphan"))
+    controller_id = ray.get(controller.actor_id.remote())
+    ray.kill(controller)
+    while not actor_dead(controller_id):
+        time.sleep(0.1)
+    assert placement_group_table()[group]["state"] == "CREATED"  # it holds the only CPU
+
+    launch = trial_task(pow, search()).remote(2, 5)  # a function Ray's workers can import
+    assert dict(each_result({"x": launch}, "a power", search())) == {"x": 32}
+    assert placement_group_table()[group]["state"] == "REMOVED"
+    assert recorded_groups("train-orphan") == {}
+
+
+def test_a_group_held_for_good_fails_the_wait_with_one_line_naming_it(one_cpu_ray) -> None:
+    held = placement_group([{"CPU": 1}])  # created by this driver, alive: nothing may remove it
+    ray.get(held.ready())
+    try:
+        launch = trial_task(pow, search()).remote(2, 1)
+        started = time.monotonic()
+        with pytest.raises(TaskStartTimeout) as raised:
+            dict(each_result({"x": launch}, "the final evaluation", search()))
+        waited = time.monotonic() - started
+    finally:
+        remove_placement_group(held)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("the final evaluation: 1 task(s) could not start within 8 s")
+    assert "free now {'CPU': 0.0}" in message
+    assert held.id.hex()[:12] in message
+    assert LIMIT_S <= waited < LIMIT_S + 10
+    # the queued task runs once the group is gone
+    assert ray.get(launch.ref) == 2
+
+
+def test_tasks_queued_behind_a_long_one_are_not_a_stall(one_cpu_ray) -> None:
+    limit = search(2.0)
+    launches = {
+        "long": trial_task(time.sleep, limit).remote(6.0),
+        "queued": trial_task(pow, limit).remote(2, 3),
+    }
+    assert list(each_result(launches, "two tasks", limit)) == [("long", None), ("queued", 8)]
