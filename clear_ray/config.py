@@ -332,6 +332,11 @@ class SearchConfig:
     # (bench/run_overhead.py), taken from the trials on a small machine; nothing here needs
     # it (trials are watched in MLflow).
     ray_dashboard: bool = False
+    # Pin the CPU kernels (ATen's instruction set, oneDNN's, MKL's reproducibility mode, thread
+    # counts) in the driver and every Ray process of a CPU search, so that a search gives the
+    # same numbers on any x86-64 CPU with AVX2 (clear_ray/kernels.py says what each pins).
+    # GPU searches are not pinned.
+    pin_cpu_kernels: bool = True
     # Multiplies the train.lr bounds of every search space: the shipped spaces are written at
     # the tiny preset's scale (1e-4..1e-2); a preset's recipe rescales them (7B: 0.01).
     lr_scale: float = 1.0

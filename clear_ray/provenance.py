@@ -103,11 +103,12 @@ def machine_summary() -> str:
     """One line for a benchmark's results: architecture, cores, CPU, kernels, OS."""
     return (
         f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}, "
-        f"torch CPU kernels {cpu_capability()}, {platform.platform()}"
+        f"torch CPU kernels {cpu_capability()}, MKL_CBWR={os.environ.get('MKL_CBWR', 'unset')}, "
+        f"{platform.platform()}"
     )
 
 
-def system_tags(world_size: int, zero_stage: int, seed: int) -> dict[str, str]:
+def system_tags(world_size: int, zero_stage: int, seed: int, kernels: str) -> dict[str, str]:
     """Tags for a run: git state, library versions, Python, platform, device and run setup."""
     return {
         **git_tags(),
@@ -120,4 +121,5 @@ def system_tags(world_size: int, zero_stage: int, seed: int) -> dict[str, str]:
         "device": device_name(),
         "cpu": cpu_name(),
         "cpu.capability": cpu_capability(),
+        "cpu.kernels": kernels,  # kernels.kernels_tag: the pin settings, or "unpinned"
     }

@@ -346,6 +346,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     # Heavy imports (torch, transformers, mlflow, ray) come after argument parsing, so that
     # --help and bad input answer at once.
     from clear_ray.eval.names import named_tasks, objective_tasks
+    from clear_ray.kernels import kernels_tag
     from clear_ray.provenance import system_tags
     from clear_ray.references import prepare_references
     from clear_ray.report.inputs import read_search
@@ -383,7 +384,12 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
         "data": refs.source,
         # The forget-quality task(s) the objective combines (eval/suite.py with_objective).
         "objective_task": ",".join(objective_tasks(cfg.data.modality, named_tasks(cfg.eval.tasks))),
-        **system_tags(cfg.search.workers_per_trial, cfg.train.zero_stage, cfg.search.seed),
+        **system_tags(
+            cfg.search.workers_per_trial,
+            cfg.train.zero_stage,
+            cfg.search.seed,
+            kernels_tag(cfg.search),
+        ),
         "folds": fold_tag(refs.folds),
     }
     if len(state.methods) > 1:

@@ -30,44 +30,44 @@ in_checkout = pytest.mark.skipif(
 @in_checkout
 def test_commit_is_the_checkout_head() -> None:
     head = git("rev-parse", "HEAD").stdout.strip()
-    assert system_tags(1, 0, 0)["git.commit"] in (head, f"{head}-dirty")
+    assert system_tags(1, 0, 0, "unpinned")["git.commit"] in (head, f"{head}-dirty")
 
 
 @in_checkout
 def test_dirty_suffix_follows_uncommitted_changes() -> None:
     dirty = bool(git("status", "--porcelain").stdout.strip())
-    assert system_tags(1, 0, 0)["git.commit"].endswith("-dirty") == dirty
+    assert system_tags(1, 0, 0, "unpinned")["git.commit"].endswith("-dirty") == dirty
 
 
 @in_checkout
 def test_branch_is_tagged_unless_detached() -> None:
     branch = git("rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
-    assert system_tags(1, 0, 0).get("git.branch", "HEAD") == branch
+    assert system_tags(1, 0, 0, "unpinned").get("git.branch", "HEAD") == branch
 
 
 @in_checkout
 def test_working_directory_does_not_matter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # not a git checkout
     head = git("rev-parse", "HEAD").stdout.strip()
-    assert system_tags(1, 0, 0)["git.commit"].removesuffix("-dirty") == head
+    assert system_tags(1, 0, 0, "unpinned")["git.commit"].removesuffix("-dirty") == head
 
 
 def test_commit_is_unknown_outside_a_checkout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(provenance, "PACKAGE_DIR", tmp_path)
-    tags = system_tags(1, 0, 0)
+    tags = system_tags(1, 0, 0, "unpinned")
     assert tags["git.commit"] == "unknown"
     assert "git.branch" not in tags
 
 
 def test_commit_is_unknown_without_git(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "")
-    assert system_tags(1, 0, 0)["git.commit"] == "unknown"
+    assert system_tags(1, 0, 0, "unpinned")["git.commit"] == "unknown"
 
 
 def test_versions_are_the_installed_ones() -> None:
-    tags = system_tags(1, 0, 0)
+    tags = system_tags(1, 0, 0, "unpinned")
     for name in LIBRARIES:
         assert tags[f"version.{name}"] == version(name)
 
@@ -77,7 +77,7 @@ def test_a_missing_library_is_tagged_missing() -> None:
 
 
 def test_run_setup_is_tagged_as_strings() -> None:
-    tags = system_tags(world_size=4, zero_stage=2, seed=1234)
+    tags = system_tags(world_size=4, zero_stage=2, seed=1234, kernels="unpinned")
     assert tags["seed"] == "1234"
     assert tags["world_size"] == "4"
     assert tags["deepspeed.zero_stage"] == "2"
@@ -88,7 +88,7 @@ def test_run_setup_is_tagged_as_strings() -> None:
 
 def test_cpu_and_its_kernels_are_tagged() -> None:
     """CPU numbers differ across instruction sets, so a run says which its kernels used."""
-    tags = system_tags(1, 0, 0)
+    tags = system_tags(1, 0, 0, "unpinned")
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
     models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]

@@ -59,12 +59,17 @@ def ray_env_vars() -> dict[str, str]:
 
 def init_ray(search: SearchConfig) -> None:
     """Connects to the running Ray, else starts a local one (``search.ray_dashboard`` says
-    whether with its dashboard). Worker output stays in Ray's session logs."""
+    whether with its dashboard). Worker output stays in Ray's session logs. A CPU search's
+    kernels are pinned here, in this process and in every Ray process of the job
+    (``search.pin_cpu_kernels``, clear_ray/kernels.py)."""
+    from clear_ray.kernels import kernel_env, pin_this_process
+
+    pin_this_process(search)
     ray.init(
         ignore_reinit_error=True,
         log_to_driver=False,
         include_dashboard=search.ray_dashboard,
-        runtime_env={"env_vars": ray_env_vars()},
+        runtime_env={"env_vars": {**ray_env_vars(), **kernel_env(search)}},
     )
 
 
