@@ -2,7 +2,7 @@
 are not run again, the finished confirm run is kept, only the missing seeds are trained, and
 confirm.json, MLflow and Tune name the same runs, one per seed.
 
-The kill is deterministic: ``CLEAR_RAY_KILL_CONFIRM_AT=tuned:2`` kills the driver at the first
+The kill is deterministic: ``tests/confirm_killer.py tuned:2`` kills the driver at the first
 result of the tuned configuration's seed-2 run, when seed 1 has trained (not yet evaluated)
 and seed 2's child run is open in MLflow.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,19 +20,19 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from clear_ray.search.confirm import KILL_ENV
-
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 EXPERIMENT = "resume_confirm"
 
 
-def tune(output: Path, log: Path, *args: str, env: dict | None = None) -> int:
-    command = [sys.executable, "-m", "clear_ray.tune", "--output-dir", str(output), *args]
+KILLER = Path(__file__).with_name("confirm_killer.py")
+
+
+def tune(output: Path, log: Path, *args: str, kill_at: str = "") -> int:
+    entry = [str(KILLER), kill_at] if kill_at else ["-m", "clear_ray.tune"]
+    command = [sys.executable, *entry, "--output-dir", str(output), *args]
     with log.open("w") as handle:  # a file, not a pipe: Ray's processes may outlive a kill
-        done = subprocess.run(
-            command, stdout=handle, stderr=subprocess.STDOUT, timeout=1200, env=env
-        )
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=1200)
     return done.returncode
 
 
@@ -47,7 +46,7 @@ def resumed(session_output: Path, synthetic_source: str, tmp_path_factory) -> di
         "--scheduler", "none", "--robustness", "none", "--experiment", EXPERIMENT,
         "--set", "eval.generate=false",
         "--max-concurrent", "1",  # seed 1 trains before seed 2 starts: a deterministic kill
-        env={**os.environ, KILL_ENV: "tuned:2"},
+        kill_at="tuned:2",
     )  # fmt: skip
     killed = killed_log.read_text()
     assert returncode == -signal.SIGKILL, killed[-3000:]

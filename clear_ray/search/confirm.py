@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -39,9 +38,6 @@ from ray.tune import Callback
 
 CONFIRM_FILE = "confirm.json"
 TUNED, DEFAULT = "tuned", "default"
-# Fault injection for the resume test: "<configuration>:<seed>" SIGKILLs the driver at that
-# confirm run's first result, as a lost driver would die (tests/test_resume_confirm_e2e.py).
-KILL_ENV = "CLEAR_RAY_KILL_CONFIRM_AT"
 
 
 def confirm_seeds(train_seed: int, count: int) -> list[int]:
@@ -260,11 +256,6 @@ class SeedRecorder(Callback):
         self.storage_filesystem = storage_filesystem
         self.log = log
         self.records: dict[int, SeedRecord] = {}
-        self.kill_at = os.environ.get(KILL_ENV, "")
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if self.kill_at == f"{self.label}:{trial.config['train.seed']}":
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         from ray.train import Checkpoint
