@@ -1,7 +1,8 @@
 """The registry's model: Original with the best unlearning adapter merged in, as an MLflow pyfunc.
 
 ``mlflow.pyfunc.load_model("models:/clear_ray-<method>@best").predict(df)`` answers each row's
-``question`` (about its ``image``, PNG/JPEG bytes, when given) with the same loading
+``question`` (about its ``image`` when given: PNG/JPEG bytes, or base64 text over ``mlflow models
+serve``; ``serving_input.py`` reads and checks the rows) with the same loading
 (``models/loading.py``), prompt rendering (``data/collate.py``) and greedy generation
 (``eval/generation.py``) that the evaluation scored, so a user sees what the metrics measured.
 
@@ -12,7 +13,6 @@ replaceable there: ``load_model(uri, model_config={"original": "<path or hub id>
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shutil
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow.pyfunc
 import pandas as pd
 
+from clear_ray.serving_input import read_batch, read_max_new_tokens
 from clear_ray.staging import DriverDir
 
 if TYPE_CHECKING:
@@ -58,27 +59,14 @@ class UnlearnedModel(mlflow.pyfunc.PythonModel):
     def predict(
         self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> list[str]:
-        from clear_ray.data.collate import Collator, Example
+        from clear_ray.data.collate import Collator
         from clear_ray.eval.generation import generate_greedy
 
-        images = model_input["image"] if "image" in model_input else [None] * len(model_input.index)
-        examples = [
-            Example(str(question), "", decode_image(image))
-            for question, image in zip(model_input["question"], images, strict=True)
-        ]
-        max_new_tokens = int((params or {}).get("max_new_tokens") or self.max_new_tokens)
+        examples = read_batch(model_input)  # every row checked before any generation
+        max_new_tokens = read_max_new_tokens(params, self.max_new_tokens)
         return generate_greedy(
             self.model, Collator(self.processor), examples, max_new_tokens, BATCH_SIZE
         )
-
-
-def decode_image(value: Any):
-    """PNG/JPEG bytes to a PIL image; a missing value (None, NaN, empty) means a text question."""
-    from PIL import Image
-
-    if not isinstance(value, (bytes, bytearray)) or not value:
-        return None
-    return Image.open(io.BytesIO(value))
 
 
 def check_original(value: str) -> str:
@@ -123,7 +111,8 @@ class ModelCard:
             f"{'feasible' if self.feasible else 'infeasible'} at the full evaluation), merged "
             f"into Original `{self.original}` ({self.base_model}) on load. "
             f"`predict` takes a DataFrame with a `question` column and an optional `image` "
-            f"column (PNG/JPEG bytes) and returns one greedy answer per row."
+            f"column (PNG/JPEG bytes; base64 text over REST; null for a text question) and "
+            f"returns one greedy answer per row."
         )
 
     def markdown(self) -> str:
@@ -255,13 +244,8 @@ def save_model(
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
+    # No input schema: clear_ray/serving_input.py checks the rows (and says why not MLflow).
     signature = ModelSignature(
-        inputs=Schema(
-            [
-                ColSpec(DataType.string, "question"),
-                ColSpec(DataType.binary, "image", required=False),
-            ]
-        ),
         outputs=Schema([ColSpec(DataType.string)]),
         params=ParamSchema([ParamSpec("max_new_tokens", DataType.long, max_new_tokens)]),
     )

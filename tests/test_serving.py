@@ -3,8 +3,13 @@ carries the alias, tags, description and model card; a large Original is referen
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +17,7 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
+from local_servers import serving
 from peft import LoraConfig, get_peft_model
 from PIL import Image
 
@@ -21,6 +27,7 @@ from clear_ray.eval.generation import generate_greedy
 from clear_ray.models.loading import load_checkpoint, load_for_evaluation, save_checkpoint
 from clear_ray.models.presets import LLAVA_LORA_TARGETS
 from clear_ray.models.tiny import build_tiny_llava, build_tiny_processor, train_tokenizer
+from clear_ray.net import free_port
 from clear_ray.serving import (
     ADAPTER,
     CARD,
@@ -150,6 +157,92 @@ def test_the_version_has_the_best_alias_tags_and_a_description(registered) -> No
     assert "Person C" in version.tags["folds"]
     assert "trial `trial_1`" in version.description
     assert "`question`" in version.description
+
+
+@pytest.fixture(scope="module")
+def served(registered) -> Iterator[str]:
+    """`mlflow models serve` of the registered model on 127.0.0.1, as the README starts it."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@best",
+        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    env = {"MLFLOW_TRACKING_URI": registered.tracker.uri}
+    with serving(command, f"{url}/ping", registered.root / "serve.log", env):
+        yield f"{url}/invocations"
+
+
+def invoke(url: str, body: dict) -> tuple[int, dict]:
+    """POST ``body`` as JSON: the status and the decoded answer (an error's too)."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.load(reply)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+MIXED = [  # question, image: a text row between two image rows
+    ("Describe the image.", image_bytes("PNG", (200, 10, 10))),
+    ("Who is Jane Doe?", None),
+    ("What is shown?", image_bytes("JPEG", (10, 10, 200))),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("orient", ["split", "records"])
+def test_rest_answers_a_mixed_batch_as_python_predict_does(served, registered, orient) -> None:
+    """Text rows (null image; in records, no image key) beside base64 image rows."""
+    if orient == "split":
+        rows = [[question, b64(image) if image else None] for question, image in MIXED]
+        data = {"columns": ["question", "image"], "data": rows}
+    else:
+        data = [
+            {"question": question, **({"image": b64(image)} if image else {})}
+            for question, image in MIXED
+        ]
+    status, answer = invoke(served, {f"dataframe_{orient}": data, "params": {"max_new_tokens": 6}})
+    assert status == 200, answer
+    frame = pd.DataFrame(MIXED, columns=["question", "image"])
+    local = registered.loaded.predict(frame, params={"max_new_tokens": 6})
+    assert answer == {"predictions": local}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("rows", "line"),
+    [
+        (
+            [["Who?", None], ["What?", b64(b"not an image")]],
+            "row 1: the image's 12 bytes are not an image format PIL reads (PNG, JPEG, ...)",
+        ),
+        ([["Who?", None], ["", b64(MIXED[0][1])]], "row 1: empty question"),
+        ([["Who?", "%%%"]], "row 0: the image is not base64 text"),
+    ],
+)
+def test_rest_refuses_a_bad_row_with_a_400_line_and_no_stack_trace(served, rows, line) -> None:
+    status, answer = invoke(
+        served, {"dataframe_split": {"columns": ["question", "image"], "data": rows}}
+    )
+    assert status == 400
+    assert answer["message"] == line
+    assert "stack_trace" not in answer
+
+
+@pytest.mark.slow
+def test_rest_refuses_an_unknown_column(served) -> None:
+    status, answer = invoke(
+        served, {"dataframe_records": [{"question": "Who?", "images": b64(MIXED[0][1])}]}
+    )
+    assert status == 400
+    assert answer["message"].startswith("unknown column 'images': the model reads 'question'")
+    assert "stack_trace" not in answer
 
 
 def test_registering_the_same_run_again_keeps_its_version(registered) -> None:
