@@ -134,7 +134,10 @@ def test_cli_refuses_a_bad_storage_before_writing(tmp_path: Path, capsys) -> Non
     assert not output.exists()
 
 
-def test_dashboard_command_opens_the_storage_without_its_password() -> None:
+def test_dashboard_command_opens_the_storage_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")  # installed
     assert dashboard_command("sqlite:////runs/searches/s/optuna.db") == (
         "optuna-dashboard sqlite:////runs/searches/s/optuna.db"
     )

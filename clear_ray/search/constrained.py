@@ -29,6 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 CONSTRAINT_PREFIX = "best_constraint/"
 TRIALS_COLUMNS = ("number", "tune_trial_id", "mlflow_run_id", "state")
 TUNE_ID_ATTR = "tune_trial_id"  # user attribute: which Tune trial an Optuna trial is
+FEASIBLE_ATTR = "feasible"  # user attribute: every constraint held
 # Not pickled: reopened from storage_url (a pickled copy would diverge from the storage).
 _LIVE_FIELDS = ("_ot_study", "_storage")
 
@@ -61,9 +62,18 @@ class ConstrainedOptunaSearch(OptunaSearch):
         if ot_trial is not None:
             ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
         if ot_trial is not None and result:
-            for key, value in result.items():
-                if key.startswith(CONSTRAINT_PREFIX):
-                    ot_trial.set_constraint(key.removeprefix(CONSTRAINT_PREFIX), float(value))
+            shortfalls = {
+                key.removeprefix(CONSTRAINT_PREFIX): float(value)
+                for key, value in result.items()
+                if key.startswith(CONSTRAINT_PREFIX)
+            }
+            for name, shortfall in shortfalls.items():
+                ot_trial.set_constraint(name, shortfall)
+            if shortfalls:
+                # optuna-dashboard (0.21) reads Optuna 4's constraints attribute, not these
+                # named ones, and would show no constraint at all: a user attribute it shows.
+                feasible = all(shortfall <= 0 for shortfall in shortfalls.values())
+                ot_trial.set_user_attr(FEASIBLE_ATTR, feasible)
         super().on_trial_complete(trial_id, result, error)
         if self.trials_csv:
             write_trials_csv(self._ot_study, Path(self.trials_csv), self.objectives)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -173,5 +174,8 @@ def hide_password(url: str) -> str:
 
 
 def dashboard_command(url: str) -> str:
-    """The command that opens the stored studies (pip install optuna-dashboard)."""
-    return f"optuna-dashboard {shlex.quote(hide_password(url))}"
+    """The command that opens the stored studies, with how to install it where it is not."""
+    command = f"optuna-dashboard {shlex.quote(hide_password(url))}"
+    if shutil.which("optuna-dashboard"):
+        return command
+    return f'{command}  (not installed here: pip install -e ".[ui]" in the clear_ray checkout)'
