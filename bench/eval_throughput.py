@@ -39,6 +39,7 @@ from transformers import (
 
 from clear_ray.data.collate import Collator, Example
 from clear_ray.eval.scoring import ScoringItem, score_items, score_items_naive
+from clear_ray.models.presets import LLAVA_7B_SHAPE
 from clear_ray.models.tiny import (
     build_tiny_llava,
     build_tiny_processor,
@@ -54,8 +55,8 @@ of and her his
 WORDS = CAPTION_VOCABULARY.split()
 TARGETS_PER_ITEM = 5  # CLEAR: true caption, paraphrase, 3 perturbed
 TARGET_WORDS = 18  # ~20 tokens with the leading space token and EOS
-LLAVA_IMAGE_SIZE = 336
-LLAVA_PATCH_SIZE = 14
+LLAVA_IMAGE_SIZE = LLAVA_7B_SHAPE.image_size
+LLAVA_PATCH_SIZE = LLAVA_7B_SHAPE.patch_size
 
 
 def sentence(rng: random.Random, n_words: int) -> str:
@@ -76,24 +77,25 @@ def synthetic_items(n_items: int, image_size: int, seed: int = 0) -> list[Scorin
 
 
 def llava15_7b_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
-    """LLaVA-1.5-7B's architecture (llava-hf/llava-1.5-7b-hf config.json), typed in."""
+    """LLaVA-1.5-7B's architecture (the llava-1.5-7b preset's shape, from its config.json)."""
+    shape = LLAVA_7B_SHAPE
     vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=LLAVA_IMAGE_SIZE,
-        patch_size=LLAVA_PATCH_SIZE,
+        hidden_size=shape.vision_hidden,
+        intermediate_size=shape.vision_intermediate,
+        num_hidden_layers=shape.vision_layers,
+        num_attention_heads=shape.vision_heads,
+        image_size=shape.image_size,
+        patch_size=shape.patch_size,
         projection_dim=768,
         hidden_act="quick_gelu",
     )
     text = LlamaConfig(
-        vocab_size=32064,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
+        vocab_size=shape.vocab,
+        hidden_size=shape.text_hidden,
+        intermediate_size=shape.text_intermediate,
+        num_hidden_layers=shape.text_layers,
+        num_attention_heads=shape.text_heads,
+        num_key_value_heads=shape.text_heads,
         max_position_embeddings=4096,
         rms_norm_eps=1e-5,
         bos_token_id=tokenizer.bos_token_id,
@@ -107,7 +109,7 @@ def llava15_7b_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
-        image_seq_length=(LLAVA_IMAGE_SIZE // LLAVA_PATCH_SIZE) ** 2,
+        image_seq_length=shape.image_tokens,
     )
 
 

@@ -297,7 +297,57 @@ def dry_run(args: argparse.Namespace, cfg: Config, state: SearchState, spaces: d
             f"train.lr bounds x search.lr_scale = {cfg.search.lr_scale:g}"
         )
         lines.extend(space_lines(space))
-    return "\n".join(lines)
+    return "\n".join([*lines, *memory_lines(cfg, state.methods)])
+
+
+def memory_lines(cfg: Config, methods: list[str]) -> list[str]:
+    """The GPU memory a trial worker needs (for the method that scores the most views at
+    once) and which node types of the checkout's cluster.yaml hold it."""
+    from clear_ray.memory import TEXT_TOKENS, estimate_lines, estimate_trial_memory
+    from clear_ray.methods import get_method
+    from clear_ray.nodes import CLUSTER_YAML, fit_lines, node_types, workers_per_gpu
+
+    def grad_views(name: str) -> int:
+        method = get_method(name)
+        return max(len(phase.views) for phase in (method, method.ascent) if phase is not None)
+
+    widest = max(methods, key=grad_views)
+    shape = get_preset(cfg.model.preset).shape
+    tokens = shape.image_tokens + TEXT_TOKENS
+    train, search = cfg.train, cfg.search
+    estimate = estimate_trial_memory(
+        shape,
+        train.precision,
+        cfg.lora.r,
+        train.zero_stage,
+        search.workers_per_trial,
+        train.batch_size,
+        grad_views(widest),
+        tokens,
+    )
+    heading = (
+        f"GPU memory per trial worker, estimated (clear_ray/memory.py): {cfg.model.preset}, "
+        f"{train.precision}, LoRA r{cfg.lora.r}, ZeRO-{train.zero_stage} over "
+        f"{search.workers_per_trial} worker(s), micro-batch {train.batch_size}"
+    )
+    lines = estimate_lines(
+        estimate,
+        heading,
+        f"{widest} ({grad_views(widest)} views)",
+        f"{tokens} tokens = {shape.image_tokens} image + {TEXT_TOKENS} text",
+    )
+    if search.gpus_per_trial == 0:
+        lines.append("# trials run on CPU (--gpus-per-trial 0); on GPUs each worker needs this")
+        sharing = 1
+    else:
+        sharing = workers_per_gpu(search.gpus_per_trial, search.workers_per_trial)
+    lines.append(
+        f"# node types of {CLUSTER_YAML.name} ({sharing} worker(s) per GPU), "
+        "GPU memory from AWS's instance specifications (clear_ray/nodes.py):"
+    )
+    if not CLUSTER_YAML.is_file():
+        return [*lines, f"#   no {CLUSTER_YAML} in this checkout"]
+    return [*lines, *fit_lines(node_types(CLUSTER_YAML), sharing * estimate.total)]
 
 
 def check_inputs(cfg: Config) -> None:

@@ -21,9 +21,11 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-IMAGE_SIZE = 32
-PATCH_SIZE = 8
-VOCAB_SIZE = 1024
+from clear_ray.models.presets import TINY_SHAPE
+
+IMAGE_SIZE = TINY_SHAPE.image_size
+PATCH_SIZE = TINY_SHAPE.patch_size
+VOCAB_SIZE = TINY_SHAPE.vocab
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<image>")
 
 # LLaVA-1.5's conversation format, written as a chat template so the tiny processor renders
@@ -84,26 +86,27 @@ def build_tiny_llava(tokenizer: PreTrainedTokenizerFast, seed: int) -> PreTraine
     import torch
 
     torch.manual_seed(seed)
+    shape = TINY_SHAPE
     vision = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
+        hidden_size=shape.vision_hidden,
+        intermediate_size=shape.vision_intermediate,
+        num_hidden_layers=shape.vision_layers,
+        num_attention_heads=shape.vision_heads,
+        image_size=shape.image_size,
+        patch_size=shape.patch_size,
     )
     text = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        hidden_size=shape.text_hidden,
+        intermediate_size=shape.text_intermediate,
+        num_hidden_layers=shape.text_layers,
+        num_attention_heads=shape.text_heads,
+        num_key_value_heads=shape.text_heads,
         max_position_embeddings=256,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=shape.tied_embeddings,
     )
     config = LlavaConfig(
         vision_config=vision,
