@@ -319,6 +319,8 @@ def render(analysis: Analysis, runs: list[StudyRun], raw: Path, plot: str, rules
         verdict_table(analysis),
         f"**Platform: {analysis.platform}.**",
         f"![tuned − default per draw]({plot})",
+        "*Per method: grey dots are seed pairs, black squares a draw's mean, blue the mean over "
+        f"draws with its 95 % CI; the dashed line is the {rules.min_gain:g}-nat minimum gain.*",
         "## Per-draw differences (primary endpoint)",
     ]
     for method in analysis.methods:
@@ -327,7 +329,7 @@ def render(analysis: Analysis, runs: list[StudyRun], raw: Path, plot: str, rules
     for title, endpoint, found in analysis.secondary:
         parts += [
             f"## {title} (no verdict)",
-            f"On the {endpoint.title}; differences in {endpoint.unit}.",
+            f"Endpoint: {endpoint.title}; differences in {endpoint.unit}.",
             _table(STATISTICS, statistics_rows(found)),
         ]
     if any(run.tasks for run in runs):
