@@ -402,8 +402,9 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.report.inputs import read_search
     from clear_ray.report.write import write_report
     from clear_ray.robust.constraint import check_relearn_persons
+    from clear_ray.search.confirm import CONFIRM_FILE
     from clear_ray.search.quiet import quiet_console
-    from clear_ray.search.results import LeaderboardRow, leaderboard
+    from clear_ray.search.results import LeaderboardRow, leaderboard, paired_section
     from clear_ray.search.session import dashboard_command
     from clear_ray.search.trainable import check_cluster, concurrent_trials, init_ray
     from clear_ray.tracking import SearchTracker, ui_command, where_to_look
@@ -481,7 +482,13 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
         ),
     ]
     heading = leaderboard_heading(refs.folds, cfg.search.confirm_seeds, thresholds)
-    table = leaderboard(rows, heading)
+    comparisons = {
+        method: comparison_of(search, json.loads(path.read_text()))
+        for method in state.methods
+        if (path := dirs.method(method) / CONFIRM_FILE).is_file()
+    }
+    section = paired_section(comparisons, cfg.search.objective)
+    table = leaderboard(rows, heading) + (f"\n\n{section}" if section else "")
     (dirs.root / "leaderboard.md").write_text(table + "\n")
     summary_run = state.top_parent_id or state.runs[state.methods[0]].parent_id
     tracker.log_artifacts(summary_run, [dirs.root / "leaderboard.md"])
@@ -781,6 +788,7 @@ def confirm_method(search: Search, method: str, space: dict, best, thresholds):
     if record is not None:
         log(f"{method}: confirm runs done before the resume, kept ({path})")
         tracker.log_artifacts(tracker.parent_id, [path])
+        log_comparison(search, method, record)
         return confirm_rows(method, record)
     configurations = {
         TUNED: Configuration(
@@ -791,7 +799,31 @@ def confirm_method(search: Search, method: str, space: dict, best, thresholds):
     confirm_configurations(search, method, configurations, seeds, thresholds)
     written = write_confirm(path, method, seeds, configurations)
     tracker.log_artifacts(tracker.parent_id, [path])
+    log_comparison(search, method, written)
     return confirm_rows(method, written)
+
+
+def comparison_of(search: Search, record: dict):
+    """Tuned − default of a confirm.json record on the objective, paired by seed, infeasible
+    runs at Original's value on the report fold (search/confirm.py ``seed_comparison``)."""
+    from clear_ray.search.confirm import seed_comparison
+
+    objective = search.cfg.search.objective
+    original = search.refs.original_full.metrics.get(objective, math.nan)
+    return seed_comparison(record, objective, original)
+
+
+def log_comparison(search: Search, method: str, record: dict) -> None:
+    """The paired difference on the method's run (``confirm/*``, tag ``confirm.verdict``) and
+    the console."""
+    from clear_ray.tracking import comparison_metrics
+
+    comparison, tracker = comparison_of(search, record), search.tracker
+    tracker.log_metrics(tracker.parent_id, comparison_metrics(comparison))
+    for seed, difference in zip(comparison.seeds, comparison.differences, strict=True):
+        tracker.log_metrics(tracker.parent_id, {"confirm/difference": difference}, step=seed)
+    tracker.set_tags(tracker.parent_id, {"confirm.verdict": comparison.verdict()})
+    log(f"{method}: tuned − default on {search.cfg.search.objective}: {comparison.verdict()}")
 
 
 def confirm_configurations(

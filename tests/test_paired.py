@@ -221,7 +221,8 @@ def test_seed_verdict_without_spread_or_pairs_says_why() -> None:
     tied = compare_seeds({1: -2.0, 2: -2.0}, {1: -2.0, 2: -2.0})
     assert tied.verdict() == "inconclusive at 2 seeds (tuned and default tied on every seed)"
     # Pairs only where both ran the seed.
-    assert compare_seeds({1: 1.0, 2: 2.0}, {2: 0.0, 3: 0.0}).differences == (2.0,)
+    shared = compare_seeds({1: 1.0, 2: 2.0}, {2: 0.0, 3: 0.0})
+    assert (shared.seeds, shared.differences) == ((2,), (2.0,))
     assert compare_seeds({1: 1.0}, {2: 0.0}).verdict() == (
         "not compared: no seed has both a tuned and a default run"
     )

@@ -318,3 +318,60 @@ def test_logs_to_the_search_run_and_resolves_a_run_id(search: Path, capsys) -> N
     assert main([run_id, "--tracking-uri", uri]) == 0
     assert (search / "report.html").is_file()
     assert f"Logged to MLflow run {run_id}" in capsys.readouterr().out
+
+
+def objective_runs(values: dict[int, float], infeasible: tuple[int, ...] = ()) -> list[dict]:
+    return [
+        {"seed": seed, "run_id": "", "adapter": "", "metrics": {"log_forget_quality": value},
+         "feasible": seed not in infeasible}
+        for seed, value in values.items()
+    ]  # fmt: skip
+
+
+def test_tuned_against_default_paired_by_seed_with_an_honest_verdict(search: Path) -> None:
+    # ga: tuned −4, −3, −2.5 with seed 3 infeasible, so −20 (Original's); default −6, −5.5, −5.
+    # Differences +2, +2.5, −15: mean −3.5, sd 9.962, t(0.975, 2) · sd/√3 = 24.75. Sign flips
+    # of ±2 ±2.5 ±15: 5 of 8 sums reach −10.5.
+    ga = {
+        "tuned": {"runs": objective_runs({1: -4.0, 2: -3.0, 3: -2.5}, infeasible=(3,))},
+        "default": {"runs": objective_runs({1: -6.0, 2: -5.5, 3: -5.0})},
+    }
+    # dpo: differences 3, 2.7, 2.7: mean 2.8, sd 0.1732: 2.8 ± 0.4303.
+    dpo = {
+        "tuned": {"runs": objective_runs({1: -1.0, 2: -1.5, 3: -1.2})},
+        "default": {"runs": objective_runs({1: -4.0, 2: -4.2, 3: -3.9})},
+    }
+    for method, configurations in (("ga", ga), ("dpo", dpo)):
+        record = {"method": method, "seeds": [1, 2, 3], "configurations": configurations}
+        (search / method / "confirm.json").write_text(json.dumps(record))
+    page = report_page(search)
+    rows = table_with(page, "method", "tuned − default per seed")
+    assert rows["ga"][1:] == [
+        "+2, +2.5, -15",
+        "-3.5",
+        "[-28.25, +21.25]",
+        "0.625",
+        "inconclusive at 3 seeds (95% t-interval [-28.25, +21.25] contains 0)",
+    ]
+    assert rows["dpo"][-1] == (
+        "tuned beat default at 3 seeds (95% t-interval [+2.37, +3.23] above 0)"
+    )
+    text = (search / "report.md").read_text()
+    assert "an infeasible run counted as Original's value" in text
+    assert "the draw-to-draw variance, which can be as large as the seed-to-seed one" in text
+    assert "one sd" not in text
+
+
+def test_the_leaderboards_tuned_against_default_table_is_not_read_as_models(
+    search: Path,
+) -> None:
+    from clear_ray.report.paired import compare_seeds
+    from clear_ray.search.results import paired_section
+
+    section = paired_section({"ga": compare_seeds({1: 1.0}, {1: 0.0})}, "log_forget_quality")
+    leaderboard_md = search / "leaderboard.md"
+    leaderboard_md.write_text(leaderboard_md.read_text() + "\n" + section + "\n")
+    assert read_search(search).references["Original"]["log_forget_quality"] == -20.0
+    assert "| ga | +1 | +1 | — | 0.5 | inconclusive at 1 seed (one pair gives no interval) |" in (
+        section
+    )

@@ -90,3 +90,42 @@ def test_run_url_on_a_server(uri: str) -> None:
     assert tracker.run_url("r1") == (
         "http://host:5000/#/experiments/7/runs/r1?workflowType=machine_learning"
     )
+
+
+def test_the_method_run_gets_the_paired_difference_and_verdict(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from clear_ray.tune import log_comparison
+
+    cfg = Config().replace({"output_dir": str(tmp_path)})
+    tracker = SearchTracker(cfg)
+    parent = tracker.start_parent("s", {"train.epochs": 4}, {})
+
+    def runs(values: dict[int, float]) -> list[dict]:
+        return [
+            {"seed": s, "metrics": {"log_forget_quality": v}, "feasible": True}
+            for s, v in values.items()
+        ]
+
+    # Differences 3, 2.7, 2.7: mean 2.8, sd 0.1732, t(0.975, 2) x 0.1 = 0.4303.
+    record = {
+        "seeds": [1, 2, 3],
+        "configurations": {
+            "tuned": {"runs": runs({1: -1.0, 2: -1.5, 3: -1.2})},
+            "default": {"runs": runs({1: -4.0, 2: -4.2, 3: -3.9})},
+        },
+    }
+    original = SimpleNamespace(metrics={"log_forget_quality": -20.0})
+    search = SimpleNamespace(cfg=cfg, tracker=tracker, refs=SimpleNamespace(original_full=original))
+    log_comparison(search, "dpo", record)
+    data = tracker.client.get_run(parent).data
+    assert data.metrics["confirm/pairs"] == 3
+    assert data.metrics["confirm/difference_mean"] == pytest.approx(2.8)
+    assert data.metrics["confirm/difference_low"] == pytest.approx(2.8 - 0.43027, abs=1e-4)
+    assert data.metrics["confirm/difference_high"] == pytest.approx(2.8 + 0.43027, abs=1e-4)
+    assert data.metrics["confirm/sign_flip_p"] == 1 / 8
+    assert data.tags["confirm.verdict"] == (
+        "tuned beat default at 3 seeds (95% t-interval [+2.37, +3.23] above 0)"
+    )
+    history = tracker.client.get_metric_history(parent, "confirm/difference")
+    assert sorted((m.step, round(m.value, 6)) for m in history) == [(1, 3.0), (2, 2.7), (3, 2.7)]

@@ -21,8 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Write report.md and report.html (one self-contained file, plots embedded, no "
             "server) for a finished search: CLEAR's Table 1 (Original, Gold, each method's "
             "default and tuned configuration; mean ± sd over the confirm seeds when the search "
-            "has them), the feasibility threshold and person folds used, best feasible trial "
-            "with L1 = 0 vs L1 > 0, robustness checks when run, and each method's plots. "
+            "has them), tuned − default paired by confirm seed with its t-interval and a "
+            "verdict (which may be 'inconclusive at N seeds'), the feasibility threshold "
+            "and person folds used, best feasible trial with L1 = 0 vs L1 > 0, robustness "
+            "checks when run, and each method's plots. "
             "The files are logged to the search's MLflow run."
         ),
         epilog=(

@@ -12,6 +12,7 @@ from clear_ray.report.tables import (
     folds_line,
     l1_table,
     missing_notes,
+    paired_table,
     robustness_table,
     table1,
     threshold_line,
@@ -64,6 +65,9 @@ def build_report(record: SearchRecord) -> Report:
             [table1(record), configurations_table(record)],
         )
     )
+    paired = paired_table(record)
+    if paired is not None:
+        sections.append(Section("Did tuning beat the default?", tables=[paired]))
     sections.append(
         Section(
             "Does the L1 regulariser help?", ["CLEAR's question, per method."], [l1_table(record)]

@@ -70,10 +70,17 @@ def _number(cell: str) -> float:
 
 
 def leaderboard_metrics(path: Path) -> dict[str, dict[str, float]]:
-    """Model -> {metric: value} from a leaderboard.md (columns named as results.LEADERBOARD)."""
+    """Model -> {metric: value} from a leaderboard.md's first table (columns named as
+    results.LEADERBOARD; the tuned − default table follows it)."""
     if not path.is_file():
         return {}
-    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    text = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(text) if line.startswith("|")), len(text))
+    lines = []
+    for line in text[start:]:
+        if not line.startswith("|"):
+            break
+        lines.append(line)
     if len(lines) < 2:
         return {}
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]

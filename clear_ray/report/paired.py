@@ -284,6 +284,7 @@ class SeedComparison:
     """tuned − default over one search's seed pairs (one draw of the references)."""
 
     differences: tuple[float, ...]  # per shared seed, in seed order
+    seeds: tuple[int, ...]  # those seeds
     level: float = 0.95
 
     @property
@@ -338,8 +339,8 @@ def compare_seeds(
     tuned: Mapping[int, float], default: Mapping[int, float], level: float = 0.95
 ) -> SeedComparison:
     """Pairs by seed: the seeds both configurations ran."""
-    shared = sorted(set(tuned) & set(default))
-    return SeedComparison(tuple(float(tuned[s] - default[s]) for s in shared), level)
+    shared = tuple(sorted(set(tuned) & set(default)))
+    return SeedComparison(tuple(float(tuned[s] - default[s]) for s in shared), shared, level)
 
 
 ONE_DRAW_NOTE = (

@@ -3,7 +3,9 @@
 Table 1 follows CLEAR's (arXiv 2410.18057, Table 1; columns of CLEAR ``mm/build_vllm_table.py``
 as in CLEAR_SPEC §5): Original, Gold, then each method with its default and its tuned
 configuration, as mean ± sd over the confirm seeds (re-trainings of the configuration with fresh
-seeds, evaluated on the report fold) when there are any, else the search's single final run.
+seeds, evaluated on the report fold) when there are any, else the search's single final run; and
+the paired difference tuned − default over those seeds with a verdict that may be
+"inconclusive" (``paired_table``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 from clear_ray.config import ConfigError
 from clear_ray.report.inputs import REFERENCES, MethodRecord, SearchRecord
 from clear_ray.search.confirm import mean_sd as seed_mean_sd
+from clear_ray.search.confirm import seed_comparison
+from clear_ray.search.results import PAIRED_HEADER, paired_caption, paired_rows
 from clear_ray.train.selection import Thresholds
 
 TABLE1 = (
@@ -111,6 +115,21 @@ def table1(record: SearchRecord) -> Table:
         "CLEAR's Table 1 columns (clear/* metrics). Real, Retain: higher is better; Forget: "
         "lower is more forgotten (Gold sets the floor); log FQ, 1 − JS: higher is closer to Gold.",
     )
+
+
+def paired_table(record: SearchRecord) -> Table | None:
+    """Per method with confirm seeds, tuned − default on the objective paired by seed, its
+    t-interval and verdict (the leaderboard's table, search/results.py); None without any."""
+    objective = record.config.search.objective
+    original = record.references.get("Original", {}).get(objective, math.nan)
+    comparisons = {
+        method.name: seed_comparison(method.confirm, objective, original)
+        for method in record.methods
+        if method.confirm
+    }
+    if not comparisons:
+        return None
+    return Table(PAIRED_HEADER, paired_rows(comparisons), paired_caption(objective))
 
 
 def threshold_line(record: SearchRecord) -> str:

@@ -5,7 +5,8 @@ search the selected configuration (its params, at its selected epoch count) is t
 with ``search.confirm_seeds`` fresh training seeds (``train.seed + 1..N``; Optuna's sampler seed
 ``search.seed`` is another field), and so is the method's default configuration (the config
 defaults of the searched dimensions, at ``train.epochs``: what papers run). Each run is fully
-evaluated on the report fold; the leaderboard shows mean ± sd over the seeds.
+evaluated on the report fold; the leaderboard shows mean ± sd over the seeds, and the paired
+difference tuned − default over the seeds with its interval and verdict (``seed_comparison``).
 
 No new training path: the configurations' runs are one Ray Tune run of the search's own
 trainable (search/trainable.py), one trial per configuration and seed (``confirm_points``), so
@@ -36,6 +37,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from clear_ray.report.paired import SeedComparison, compare_seeds, endpoint_value
+
 CONFIRM_FILE = "confirm.json"
 TUNED, DEFAULT = "tuned", "default"
 
@@ -53,6 +56,26 @@ def mean_sd(values: list[float]) -> tuple[float, float | None]:
     if not values:
         return math.nan, None
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def seed_comparison(record: dict[str, Any], objective: str, original: float) -> SeedComparison:
+    """Tuned − default of a confirm.json record on ``objective``, paired by seed, an infeasible
+    run counted as Original's value (``original``; bench/PREREGISTRATION.md's primary
+    endpoint): a collapsed run must not score on forgetting bought with its retain set. A seed
+    whose value is unknown (no such metric; infeasible and Original unknown) forms no pair."""
+    values = {}
+    for label in (TUNED, DEFAULT):
+        runs = record.get("configurations", {}).get(label, {}).get("runs") or []
+        found = {
+            int(run["seed"]): endpoint_value(
+                float(run.get("metrics", {}).get(objective, math.nan)),
+                bool(run.get("feasible")),
+                original,
+            )
+            for run in runs
+        }
+        values[label] = {seed: value for seed, value in found.items() if math.isfinite(value)}
+    return compare_seeds(values[TUNED], values[DEFAULT])
 
 
 def default_params(config: dict[str, Any], space: dict) -> dict[str, Any]:

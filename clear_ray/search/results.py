@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from clear_ray.config import SearchConfig
+from clear_ray.report.paired import ONE_DRAW_NOTE, SeedComparison
 from clear_ray.train.selection import RELEARN_RECOVERY
 
 
@@ -228,3 +229,48 @@ def leaderboard(rows: list[LeaderboardRow], heading: str = "") -> str:
     header = [LEADERBOARD_COLUMNS[0], *(c for c, _ in (*LEADERBOARD, *extra)), "feasible", "trial"]
     table = markdown(header, [row.cells(extra) for row in rows])
     return f"{heading}\n\n{table}" if heading else table
+
+
+PAIRED_HEADER = [
+    "method",
+    "tuned − default per seed",
+    "mean",
+    "95 % t-interval",
+    "sign-flip p",
+    "verdict",
+]
+
+
+def paired_rows(comparisons: dict[str, SeedComparison]) -> list[list[str]]:
+    """Per method, its seed pairs' differences, their mean, interval, p and verdict."""
+    rows = []
+    for method, comparison in comparisons.items():
+        interval = comparison.interval
+        rows.append(
+            [
+                method,
+                ", ".join(f"{d:+.4g}" for d in comparison.differences) or "—",
+                f"{comparison.mean:+.4g}" if comparison.differences else "—",
+                f"[{interval[0]:+.4g}, {interval[1]:+.4g}]" if interval else "—",
+                f"{comparison.p_sign_flip:.3g}" if comparison.differences else "—",
+                comparison.verdict(),
+            ]
+        )
+    return rows
+
+
+def paired_caption(objective: str) -> str:
+    return (
+        f"Tuned − default on {objective}, paired by confirm seed (both trained with the same "
+        "train.seed), an infeasible run counted as Original's value. Interval: two-sided "
+        "95 % t-interval of the mean over the seed differences (S − 1 degrees of freedom); "
+        "sign-flip p: exact, one-sided, never below 2^−S. " + ONE_DRAW_NOTE
+    )
+
+
+def paired_section(comparisons: dict[str, SeedComparison], objective: str) -> str:
+    """The leaderboard's comparison of each method's tuned and default rows, or ""."""
+    if not comparisons:
+        return ""
+    table = markdown(PAIRED_HEADER, paired_rows(comparisons))
+    return f"Did tuning beat the default?\n\n{table}\n\n{paired_caption(objective)}"
