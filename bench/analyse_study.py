@@ -287,6 +287,7 @@ def ks_table(runs: list[StudyRun]) -> str:
 
 
 def provenance_lines(runs: list[StudyRun], raw: Path) -> list[str]:
+    commits = Counter(run.commit for run in runs)
     cpus = Counter(f"{run.cpu} ({run.cpu_capability})" for run in runs)
     pins = Counter(
         ", ".join(f"{k}={v}" for k, v in sorted(run.pins.items())) or "unpinned" for run in runs
@@ -295,6 +296,7 @@ def provenance_lines(runs: list[StudyRun], raw: Path) -> list[str]:
     return [
         f"Written by `bench/analyse_study.py` from `{raw.name}` ({len(runs)} runs, sha256 "
         f"{digest}…): every number below is computed from that file.",
+        "Commits (runs): " + "; ".join(f"{name}: {n}" for name, n in commits.items()) + ".",
         "CPUs (runs): " + "; ".join(f"{name}: {count}" for name, count in cpus.items()) + ".",
         "Kernel pins (runs): " + "; ".join(f"{name}: {n}" for name, n in pins.items()) + ".",
     ]

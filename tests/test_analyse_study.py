@@ -33,6 +33,7 @@ def run(
 ) -> StudyRun:
     return StudyRun(
         draw=Draw(draw, 100 + draw, 200 + draw, 300 + draw, 400 + draw),
+        commit="a754100",
         cpu="AMD EPYC 9B14",
         cpu_capability="AVX2",
         pins={"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"},

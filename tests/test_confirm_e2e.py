@@ -80,3 +80,18 @@ def test_the_parent_run_has_folds_and_diagnostics(search, session_output: Path) 
     assert {"folds.json", "confirm.json"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)
     }
+
+
+def test_tuned_against_default_is_paired_and_says_what_one_seed_cannot(
+    search, session_output: Path
+) -> None:
+    done, root = search
+    verdict = "inconclusive at 1 seed (one pair gives no interval)"
+    assert "Did tuning beat the default?" in done.stdout and verdict in done.stdout
+    assert "the draw-to-draw variance" in (root / "leaderboard.md").read_text()
+    client = MlflowClient(f"sqlite:///{session_output / 'mlflow.db'}")
+    state = json.loads((root / "state.json").read_text())
+    parent = client.get_run(state["runs"]["ga"]["parent_id"])
+    assert parent.data.tags["confirm.verdict"] == verdict
+    assert parent.data.metrics["confirm/pairs"] == 1
+    assert "confirm/difference_mean" in parent.data.metrics

@@ -7,7 +7,7 @@ its line (STUDY_DESIGN §2, "keep every run"). A line, with ``null`` for a value
 
     {"draw": {"index": 0, "data_seed": 0, "reference_seed": 0, "fold_seed": 0,
               "sampler_seed": 0},
-     "cpu": "AMD EPYC 9B14", "cpu_capability": "AVX2",
+     "commit": "a754100…", "cpu": "AMD EPYC 9B14", "cpu_capability": "AVX2",
      "pins": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", ...},
      "method": "npo", "arm": "tuned", "seed": 1,
      "params": {"train.lr": 0.0021, "method.beta": 0.3}, "epoch": 3, "feasible": true,
@@ -70,6 +70,7 @@ class TaskScore:
 @dataclass(frozen=True)
 class StudyRun:
     draw: Draw
+    commit: str  # git commit of the frozen checkout the run came from
     cpu: str  # CPU model name (provenance.cpu_name)
     cpu_capability: str  # torch's CPU kernel capability (provenance.cpu_capability)
     pins: dict[str, str]  # the kernel pin settings in force (env var -> value); {} unpinned
@@ -123,10 +124,10 @@ class StudyRun:
             "tasks": tasks,
         }
         kinds = {
-            "cpu": str, "cpu_capability": str, "pins": dict, "method": str, "arm": str,
-            "seed": int, "params": dict, "epoch": int, "feasible": bool, "clear_real": float,
-            "clear_retain": float, "clear_forget": float, "objective_name": str,
-            "objective": float, "original_objective": float,
+            "commit": str, "cpu": str, "cpu_capability": str, "pins": dict, "method": str,
+            "arm": str, "seed": int, "params": dict, "epoch": int, "feasible": bool,
+            "clear_real": float, "clear_retain": float, "clear_forget": float,
+            "objective_name": str, "objective": float, "original_objective": float,
         }  # fmt: skip
         for name, kind in kinds.items():
             value = _field(record, name, kind)
