@@ -36,7 +36,7 @@ def run(
         commit="a754100",
         cpu="AMD EPYC 9B14",
         cpu_capability="AVX2",
-        pins={"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"},
+        pins={"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"},
         method=method,
         arm=arm,
         seed=seed,

@@ -8,7 +8,7 @@ its line (STUDY_DESIGN §2, "keep every run"). A line, with ``null`` for a value
     {"draw": {"index": 0, "data_seed": 0, "reference_seed": 0, "fold_seed": 0,
               "sampler_seed": 0},
      "commit": "a754100…", "cpu": "AMD EPYC 9B14", "cpu_capability": "AVX2",
-     "pins": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", ...},
+     "pins": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", ...},
      "method": "npo", "arm": "tuned", "seed": 1,
      "params": {"train.lr": 0.0021, "method.beta": 0.3}, "epoch": 3, "feasible": true,
      "clear_real": 0.41, "clear_retain": 0.63, "clear_forget": 0.22,
@@ -73,7 +73,7 @@ class StudyRun:
     commit: str  # git commit of the frozen checkout the run came from
     cpu: str  # CPU model name (provenance.cpu_name)
     cpu_capability: str  # torch's CPU kernel capability (provenance.cpu_capability)
-    pins: dict[str, str]  # the kernel pin settings in force (env var -> value); {} unpinned
+    pins: dict[str, str]  # the kernel pins in force (kernels.kernel_env); {} unpinned
     method: str
     arm: str  # ARMS
     seed: int  # train.seed: the same seeds for every arm of a (draw, method)
