@@ -3,10 +3,10 @@
 Runs a few unlearning configurations (method + overrides) from the same Original with the bare
 loop (:func:`clear_ray.train.loop.unlearn`, one process, no Tune), each epoch fully evaluated
 against Gold, and reports per epoch CLEAR's table columns next to Original's and Gold's:
-feasible = CLEAR Retain and Real both >= 0.9 × Original's (issue 15, deliverable 3); "closer
-to Gold" = the fraction of Original's log forget quality gap to Gold (0) that was closed, and
-the fraction of the Forget column's gap (Original − Gold) that was closed. A collapsed
-configuration (GA at a high learning rate) shows the Real column dropping.
+feasible = CLEAR Retain and Real both >= 0.9 × Original's; "closer to Gold" = the fraction of
+Original's log forget quality gap to Gold (0) that was closed, and the fraction of the Forget
+column's gap (Original − Gold) that was closed. A collapsed configuration (GA at a high
+learning rate) shows the Real column dropping.
 
     python bench/headroom.py --out bench/results/headroom.json
 

@@ -17,8 +17,7 @@ ASHA's own settings are examined by replaying Ray's ASHA (one bracket, trials on
 as ``search.max_concurrent = 1`` runs them) on the grid's full curves: the grid's order does
 not depend on results, so the replay is what a grid + ASHA search with those settings would
 have stopped, with no extra training. It shows what each grace period and reduction factor
-saves and whether it stops the trials worth keeping (issue 15: good idk trials peak at epochs
-3-4).
+saves and whether it stops the trials worth keeping (good idk trials peak at epochs 3-4).
 
     python bench/search_efficiency.py                 # 3 methods x (grid + 5 seeds)
     python bench/search_efficiency.py --smoke         # a reduced run that proves the pipeline

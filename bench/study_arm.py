@@ -1,6 +1,6 @@
 """The study's extra runs on one finished search: the L1 arm and the default runs' robustness.
 
-L1 arm (issue 18): does CLEAR's L1 on the LoRA weights (arXiv 2410.18057, §4; CLEAR
+L1 arm: does CLEAR's L1 on the LoRA weights (arXiv 2410.18057, §4; CLEAR
 ``mm/trainer.py``) make forgetting easier to undo, a small update staying close to Original?
 The tuned configuration of ``confirm.json`` is trained again with ``regularizer.l1`` toggled (0
 when the tuned value is > 0, else the geometric middle of the space's positive L1 values), at

@@ -11,7 +11,7 @@ goes (start-up before the first epoch vs per-epoch reporting and checkpointing).
 
     python bench/trial_overhead.py --epochs 75 --out bench/results/trial_overhead.json
 
-Target (issue 6): ratio ≤ 1.10 for a trial whose training takes about 2 minutes on CPU (75
+Target: ratio ≤ 1.10 for a trial whose training takes about 2 minutes on CPU (75
 epochs of the tiny preset took 1.9–2.1 minutes on the 2-core machine of bench/RESULTS.md).
 """
 
