@@ -8,7 +8,7 @@ Original's log forget quality gap to Gold (0) that was closed, and the fraction 
 column's gap (Original − Gold) that was closed. A collapsed configuration (GA at a high
 learning rate) shows the Real column dropping.
 
-    python bench/headroom.py --out bench/results/headroom.json
+    python bench/headroom.py --out bench/results/headroom-<date>.json
 
 Evaluations skip generation (``eval.generate=false``): CLEAR's Real/Retain/Forget columns and
 forget quality are scored, not generated; only CLEAR's model utility would add ROUGE.

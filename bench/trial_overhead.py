@@ -9,10 +9,10 @@ already run a short warm-up trial. Both get the same compute: Ray gives a worker
 many. Wall time is measured around each; the per-epoch report times show where the overhead
 goes (start-up before the first epoch vs per-epoch reporting and checkpointing).
 
-    python bench/trial_overhead.py --epochs 75 --out bench/results/trial_overhead.json
+    python bench/trial_overhead.py --out bench/results/trial_overhead-<date>-75epochs-a.json
 
-Target: ratio ≤ 1.10 for a trial whose training takes about 2 minutes on CPU (75
-epochs of the tiny preset took 1.9–2.1 minutes on the 2-core machine of bench/RESULTS.md).
+Target: ratio ≤ 1.10 for a trial whose training takes about 2 minutes on CPU (75 epochs of the
+tiny preset took 1.9–2.1 minutes on the 2-core machine of bench/RESULTS.md).
 """
 
 from __future__ import annotations
