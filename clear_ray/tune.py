@@ -72,7 +72,9 @@ FLAGS = {
     "--gpus-per-trial": ("search.gpus_per_trial", "GPUs per trial (0 = CPU with gloo)"),
     "--objective": (
         "search.objective",
-        "log_forget_quality (KS test vs Gold) | forget_quality_js (smoother on few items)",
+        "log_forget_quality (log p of the KS test vs Gold; both modalities: Fisher's "
+        "combination) | neg_forget_distance (-W1 between log truth ratios of model and Gold) | "
+        "forget_quality_js (CLEAR's 1 - JS; blind to a TR level shift)",
     ),
     "--multi-objective": (
         "search.multi_objective",
