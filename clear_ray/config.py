@@ -208,7 +208,8 @@ class TrainConfig:
     batch_size: int = 4  # per worker, forget items per step (each paired with a retain item)
     grad_accum: int = 1
     # LR: linear warm-up over this many epochs, then linear decay to 0 at the end of the run
-    # (CLEAR mm/forget.py and open-unlearning: one epoch of warm-up)
+    # (CLEAR mm/forget.py and open-unlearning: one epoch of warm-up). SCRUB with max passes
+    # gets none, as its own code (train/schedule.py trial_warmup_epochs).
     warmup_epochs: float = 1.0
     weight_decay: float = 0.01
     zero_stage: int = 2

@@ -58,6 +58,11 @@ CLEAR_METRICS = (
 SUMMARY_METRICS = (*CLEAR_METRICS, *EXTENDED_AGGREGATES, *OBJECTIVE_METRICS)
 
 
+def is_item_count(key: str) -> bool:
+    """Whether metric ``key`` counts a fold's items (the same for every seed: no spread)."""
+    return key.endswith(f"/{ITEM_COUNT}")
+
+
 def named_tasks(spec: str) -> tuple[str, ...]:
     """``eval.tasks`` ("all" or comma-separated names) as known task names, in registry order.
 
