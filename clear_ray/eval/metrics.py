@@ -78,9 +78,7 @@ def probability_with_options(nll_true: ArrayLike, nll_options: ArrayLike) -> flo
     return float(np.mean(np.exp(log_prob)))
 
 
-def log_truth_ratios(
-    nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike
-) -> NDArray[np.float64]:
+def log_truth_ratios(nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike) -> NDArray[np.float64]:
     """Per-item log truth ratio log TR_i = ℓ_para,i − mean_k ℓ_pert,i,k (TOFU orientation).
 
     A model that prefers the paraphrase (lower NLL) over the distractors has log TR < 0. The
