@@ -33,7 +33,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "finetune.precision": ("fp32", "bf16"),
     "finetune.decay": ("cosine", "linear"),
     "finetune.lora_targets": ("language_model", "all_linear"),
-    "search.objective": ("log_forget_quality", "forget_quality_js"),
+    # Maximised: log KS p-value vs Gold, 1 − JS (level-blind), or −W1 of log TRs vs Gold.
+    "search.objective": ("log_forget_quality", "forget_quality_js", "neg_forget_distance"),
     "search.threshold_mode": ("relative", "absolute"),
     # The constraints' metrics: CLEAR's table columns (default) or the extended aggregates.
     "search.retain_metric": ("clear/retain_metric", "retain_metric"),
@@ -207,7 +208,8 @@ class TrainConfig:
     batch_size: int = 4  # per worker, forget items per step (each paired with a retain item)
     grad_accum: int = 1
     # LR: linear warm-up over this many epochs, then linear decay to 0 at the end of the run
-    # (CLEAR mm/forget.py and open-unlearning: one epoch of warm-up)
+    # (CLEAR mm/forget.py and open-unlearning: one epoch of warm-up). SCRUB with max passes
+    # gets none, as its own code (train/schedule.py trial_warmup_epochs).
     warmup_epochs: float = 1.0
     weight_decay: float = 0.01
     zero_stage: int = 2
@@ -287,7 +289,10 @@ class SearchConfig:
     # Trials at once; 0 = as many as the cluster's nodes hold (search/trainable.py
     # concurrent_trials: one per core on a CPU machine, one per GPU with --gpus-per-trial 1).
     max_concurrent: int = 0
-    objective: str = "log_forget_quality"  # or forget_quality_js (smoother on few items)
+    # Maximised: log_forget_quality (log KS p-value vs Gold), neg_forget_distance (−W1 between
+    # log truth ratios of model and Gold: continuous, not on the KS lattice) or
+    # forget_quality_js (CLEAR's 1 − JS: level-blind, a TR profile Gold's times c scores 1).
+    objective: str = "log_forget_quality"
     multi_objective: bool = False  # Pareto search: objective vs model_utility
     # Constraints (feasible iff all hold) on retain_metric and utility_metric. "relative": a
     # fraction of Original's value of that metric; "absolute": the value itself.

@@ -72,7 +72,9 @@ FLAGS = {
     "--gpus-per-trial": ("search.gpus_per_trial", "GPUs per trial (0 = CPU with gloo)"),
     "--objective": (
         "search.objective",
-        "log_forget_quality (KS test vs Gold) | forget_quality_js (smoother on few items)",
+        "log_forget_quality (log p of the KS test vs Gold; both modalities: Fisher's "
+        "combination) | neg_forget_distance (-W1 between log truth ratios of model and Gold) | "
+        "forget_quality_js (CLEAR's 1 - JS; blind to a TR level shift)",
     ),
     "--multi-objective": (
         "search.multi_objective",
@@ -665,7 +667,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
             tracker.log_artifacts(parent_id, [method_dir / FINAL_DIR], "final_evaluation")
             state.runs[method].stage = CONFIRM
             dirs.save(state)
-        report_diagnostics(cfg, rows, space, best, final, tracker, parent_id)
+        report_diagnostics(cfg, rows, space, best, final, refs, tracker, parent_id)
         # Feasible at full evaluation: thresholds from Original's full evaluation.
         full_thresholds = Thresholds.from_search(cfg.search, refs.original_full.metrics)
         feasible = full_thresholds.constraint(final) <= 0
@@ -738,22 +740,47 @@ def leaderboard_heading(
     return f"Full evaluations on the {where}; {seeds}.{selected}"
 
 
-def report_diagnostics(cfg: Config, rows, space: dict, best, final: dict, tracker, run_id) -> None:
-    """Top-k mean, the winner's optimism and bests at a range's edge: console and parent run."""
-    from clear_ray.search.diagnostics import diagnostics_metrics, edge_dimensions
+def report_diagnostics(
+    cfg: Config, rows, space: dict, best, final: dict, refs: References, tracker, run_id
+) -> None:
+    """Top-k mean, the winner's optimism and bests at a range's edge: console and parent run.
+
+    Optimism compares the winner's share of the Original-to-Gold gap closed on each fold, with
+    Original's and Gold's values on that fold: the per-epoch references (``refs.original``,
+    ``refs.gold``) on the selection fold, the full ones on the report fold.
+    """
+    from clear_ray.search.diagnostics import FoldObjectives, diagnostics_metrics, edge_dimensions
 
     objective, k = cfg.search.objective, cfg.search.top_k
     feasible = [row.best_objective for row in rows if row.feasible]
-    values = diagnostics_metrics(feasible, k, best.best_objective, final.get(objective, math.nan))
+    selection = FoldObjectives(
+        best.best_objective,
+        refs.original.metrics.get(objective, math.nan),
+        refs.gold.metrics.get(objective, math.nan),
+    )
+    report = FoldObjectives(
+        final.get(objective, math.nan),
+        refs.original_full.metrics.get(objective, math.nan),
+        refs.gold_full.metrics.get(objective, math.nan),
+    )
+    proxy = cfg.eval.proxy_items > 0
+    values = diagnostics_metrics(feasible, k, selection, report, proxy)
     tracker.log_metrics(run_id, values)
     edges = edge_dimensions(best.params, space)
     tracker.set_tags(run_id, {"diagnostics.edge_params": ",".join(edges) or "none"})
+    optimism = (
+        f"optimism {values['diagnostics/optimism']:+.3g}"
+        if not proxy
+        else f"no optimism: the per-epoch evaluation is a proxy of {cfg.eval.proxy_items} items "
+        "per task, not comparable with the report's full evaluation"
+    )
     print(
         f"{cfg.method.name}: mean {objective} of the top {min(k, len(feasible))} feasible "
-        f"trial(s) {values[f'diagnostics/top{k}_mean_objective']:.4g}; winner "
-        f"{values['diagnostics/winner_selection_objective']:.4g} on selection, "
-        f"{values['diagnostics/winner_report_objective']:.4g} on report "
-        f"(optimism {values['diagnostics/optimism']:+.4g})",
+        f"trial(s) {values[f'diagnostics/top{k}_mean_objective']:.4g} (each its best epoch on "
+        f"the selection fold); winner {selection.winner:.4g} on selection, {report.winner:.4g} "
+        f"on report, closing {values['diagnostics/winner_selection_gap_closed']:.0%} and "
+        f"{values['diagnostics/winner_report_gap_closed']:.0%} of each fold's Original-to-Gold "
+        f"gap ({optimism})",
         flush=True,
     )
     for path, side in edges.items():
@@ -1124,6 +1151,8 @@ def robustness(
 
 
 def reference_table(original: dict, gold: dict, thresholds) -> str:
+    from clear_ray.search.results import task_summary
+
     keys = (
         "clear/forget_metric",
         thresholds.retain_metric,
@@ -1133,6 +1162,7 @@ def reference_table(original: dict, gold: dict, thresholds) -> str:
     lines = [f"{'':10}" + "".join(f"{k:>26}" for k in keys)]
     for name, values in (("Original", original), ("Gold", gold)):
         lines.append(f"{name:10}" + "".join(f"{values.get(k, float('nan')):>26.4g}" for k in keys))
+    lines.append(f"Original per task: {task_summary(original) or 'none compared'}")
     lines.append(f"feasible iff {thresholds.describe()}")
     return "\n".join(lines)
 

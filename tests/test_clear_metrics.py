@@ -24,7 +24,7 @@ from clear_ray.eval.names import (
     objective_tasks,
 )
 from clear_ray.eval.reference import GoldReference, TaskReference
-from clear_ray.eval.suite import TaskResult, aggregate
+from clear_ray.eval.suite import TaskResult, aggregate, with_objective
 from clear_ray.eval.tasks import OPTIONS, TASKS
 
 LN2, LN3, LN4, LN5 = (math.log(x) for x in (2, 3, 4, 5))
@@ -187,7 +187,9 @@ def test_clear_forget_quality_of_gold_against_itself_is_one_zero_one() -> None:
 def test_clear_forget_quality_compares_the_forget_captions_with_golds() -> None:
     results = hand_made()
     results["forget_captions"] = captions([1.0] * 3, [0.0, 1.0, 2.0], np.full((3, 2), 3.0))
-    gold = GoldReference({FORGET_CAPTIONS: TaskReference([3.0, 4.0, 5.0], [[3.0, 3.0]] * 3)})
+    gold = GoldReference(
+        {FORGET_CAPTIONS: TaskReference([3.0, 4.0, 5.0], [[3.0, 3.0]] * 3, [0, 1, 2])}
+    )
     flat = aggregate(results, gold)
     assert flat["clear/forget_quality"] == pytest.approx(0.1)
     assert flat["clear/log_forget_quality"] == pytest.approx(math.log(0.1))
@@ -226,14 +228,54 @@ def test_objective_task_follows_the_modality(text_task) -> None:
         assert flat["clear/forget_quality"] == pytest.approx(1.0)  # CLEAR's: the captions
 
 
-def test_both_modalities_take_the_weakest_task_for_each_objective_metric(text_task) -> None:
-    results, gold = forgetting(text_forgotten=False)
-    flat = aggregate(results, gold, modality="both")
-    for key in ("forget_quality", "log_forget_quality", "forget_quality_js"):
-        weakest = min(flat[f"forget_captions/{key}"], flat[f"forget_text_perturbed/{key}"])
-        assert flat[key] == weakest
-    assert flat["forget_quality"] == pytest.approx(0.1)
-    assert flat["forget_quality_js"] < 1.0
+def test_each_forget_quality_task_reports_d_n_and_w1_beside_its_p_value(text_task) -> None:
+    # Text not forgotten: model log TRs [-3, -2, -1], Gold's [0, 1, 2]: fully separated
+    # (D = 1, p = 0.1 at n = 3) and 3 nats apart everywhere (W1 = 3). Captions equal Gold's.
+    flat = aggregate(*forgetting(text_forgotten=False), modality="both")
+    assert flat["forget_text_perturbed/ks_d"] == 1.0
+    assert flat["forget_text_perturbed/n_items"] == 3.0
+    assert flat["forget_text_perturbed/forget_distance"] == pytest.approx(3.0)
+    assert flat["forget_captions/ks_d"] == 0.0
+    assert flat["forget_captions/forget_distance"] == 0.0
+    assert flat["clear/ks_d"] == 0.0  # CLEAR's forget quality: the captions, equal to Gold's
+    # 1 − JS is level-blind: TRs all e^3 times Gold's read as forgotten.
+    assert flat["forget_text_perturbed/forget_quality_js"] == pytest.approx(1.0)
+
+
+def test_both_modalities_combine_every_column_from_both_tasks(text_task) -> None:
+    flat = aggregate(*forgetting(text_forgotten=False), modality="both")
+    # Fisher: p = 1 and 0.1 combine to 0.1 (1 − ln 0.1) = 0.33026, not min p = 0.1.
+    assert flat["forget_quality"] == pytest.approx(0.1 * (1 + math.log(10)))
+    assert flat["log_forget_quality"] == pytest.approx(math.log(0.1 * (1 + math.log(10))))
+    # 3 items each: W1 (0 + 3) / 2; the objective form is its negative.
+    assert flat["forget_distance"] == pytest.approx(1.5)
+    assert flat["neg_forget_distance"] == pytest.approx(-1.5)
+
+
+def test_the_combination_weighs_distances_by_items_and_p_values_by_fisher() -> None:
+    per_task = {
+        "forget_captions/forget_quality": 1.0,
+        "forget_captions/log_forget_quality": 0.0,
+        "forget_captions/forget_quality_js": 1.0,
+        "forget_captions/n_items": 30.0,
+        "forget_captions/forget_distance": 0.2,
+        "forget_text_perturbed/forget_quality": math.exp(-2.0),
+        "forget_text_perturbed/log_forget_quality": -2.0,
+        "forget_text_perturbed/forget_quality_js": 0.5,
+        "forget_text_perturbed/n_items": 10.0,
+        "forget_text_perturbed/forget_distance": 1.0,
+    }
+    both = with_objective(per_task, "both")
+    # chi2_4 survival at X = 4: e^-2 (1 + 2).
+    assert both["log_forget_quality"] == pytest.approx(-2.0 + math.log(3.0))
+    assert both["forget_quality_js"] == pytest.approx((30 * 1.0 + 10 * 0.5) / 40)
+    assert both["forget_distance"] == pytest.approx((30 * 0.2 + 10 * 1.0) / 40)
+    # One task: its own values, whichever modality names it.
+    text = with_objective(per_task, "text")
+    assert text["log_forget_quality"] == -2.0
+    assert text["forget_quality"] == pytest.approx(math.exp(-2.0))
+    assert (text["forget_quality_js"], text["neg_forget_distance"]) == (0.5, -1.0)
+    assert with_objective(per_task, "visual")["forget_distance"] == 0.2
 
 
 def test_the_text_objective_moves_when_text_forgetting_happens(text_task) -> None:
@@ -241,7 +283,18 @@ def test_the_text_objective_moves_when_text_forgetting_happens(text_task) -> Non
     after = aggregate(*forgetting(text_forgotten=True), modality="text")
     assert after["log_forget_quality"] > before["log_forget_quality"]
     assert after["forget_quality"] == pytest.approx(1.0)
-    assert after["forget_quality_js"] > before["forget_quality_js"]
+    assert after["neg_forget_distance"] == 0.0 > before["neg_forget_distance"]
+
+
+def test_a_reference_of_other_items_is_an_error_not_a_silent_pairing() -> None:
+    results = hand_made()
+    results["forget_captions"] = captions(
+        [1.0, 1.2, 0.8], [0.3, 0.9, 1.4], np.array([[1.0, 2.0], [0.5, 3.0], [1.5, 1.6]])
+    )
+    own = GoldReference.of(results, FORGET_QUALITY_TASKS).tasks[FORGET_CAPTIONS]
+    other_rows = replace(own, item_index=[0, 1, 5])  # same length, another fold's last row
+    with pytest.raises(ValueError, match=r"forget_captions: .*item 2 is row 2, Gold's row 5"):
+        aggregate(results, GoldReference({FORGET_CAPTIONS: other_rows}))
 
 
 def test_without_the_text_task_visual_and_both_use_the_captions_and_text_has_none(

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from clear_ray.config import Config
+from clear_ray.methods import METHODS
 from clear_ray.search.confirm import (
     Configuration,
     ConfirmRun,
@@ -16,8 +18,16 @@ from clear_ray.search.confirm import (
     default_params,
     write_confirm,
 )
-from clear_ray.search.diagnostics import edge_dimensions, optimism, top_k_mean
+from clear_ray.search.diagnostics import (
+    FoldObjectives,
+    diagnostics_metrics,
+    edge_dimensions,
+    gap_closed,
+    optimism,
+    top_k_mean,
+)
 from clear_ray.search.results import LeaderboardRow
+from clear_ray.search.space import load_space
 
 
 def test_confirm_seeds_are_fresh_training_seeds() -> None:
@@ -68,8 +78,47 @@ def test_top_k_mean_averages_the_k_best_finite_values() -> None:
     assert math.isnan(top_k_mean([], 3))
 
 
-def test_optimism_is_selection_minus_report() -> None:
-    assert optimism(-1.0, -3.5) == 2.5
+def test_gap_closed_is_the_share_of_originals_distance_to_gold() -> None:
+    # log FQ (Gold 0): 1 − x/x_Original; 1 − JS (Gold 1): (x − x_O)/(1 − x_O).
+    assert gap_closed(FoldObjectives(-1.0, -5.0, 0.0)) == pytest.approx(0.8)
+    assert gap_closed(FoldObjectives(0.9, 0.6, 1.0)) == pytest.approx(0.75)
+    assert math.isnan(gap_closed(FoldObjectives(-1.0, 0.0, 0.0)))  # no gap on this fold
+
+
+def test_optimism_normalises_each_fold_by_its_own_original() -> None:
+    # The selection fold is harder for Original (−5) than the report fold (−2.5). A winner
+    # that closes 80 % of the gap on both has no optimism, though its raw values differ by
+    # −0.5 (a raw subtraction would call selection pessimistic).
+    selection = FoldObjectives(winner=-1.0, original=-5.0, gold=0.0)
+    assert optimism(selection, FoldObjectives(-0.5, -2.5, 0.0)) == pytest.approx(0.0)
+    # Closing 80 % on selection and 40 % on report: selection flattered it by 0.4.
+    assert optimism(selection, FoldObjectives(-1.5, -2.5, 0.0)) == pytest.approx(0.4)
+
+
+def test_optimism_is_refused_when_the_per_epoch_evaluation_is_a_proxy() -> None:
+    selection, report = FoldObjectives(-1.0, -5.0, 0.0), FoldObjectives(-0.5, -2.5, 0.0)
+    full = diagnostics_metrics([-1.0, -2.0], 3, selection, report, proxy=False)
+    assert full["diagnostics/optimism"] == pytest.approx(0.0)
+    assert full["diagnostics/winner_report_gap_closed"] == pytest.approx(0.8)
+    proxied = diagnostics_metrics([-1.0, -2.0], 3, selection, report, proxy=True)
+    assert "diagnostics/optimism" not in proxied
+    assert proxied["diagnostics/top3_mean_objective"] == pytest.approx(-1.5)
+
+
+def inside(value: object, distribution: object) -> bool:
+    if isinstance(distribution, CategoricalDistribution):
+        return value in distribution.choices
+    return distribution.low <= value <= distribution.high
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_each_methods_default_configuration_lies_inside_its_own_space(method: str) -> None:
+    # The confirm runs' default row is what the method's paper runs; a value its own space
+    # excludes (SimNPO at NPO's β = 0.1 against [0.5, 10]) is no such setting.
+    space = load_space(method)
+    defaults = default_params(Config().to_flat(), space)
+    outside = {path: v for path, v in defaults.items() if not inside(v, space[path])}
+    assert not outside, f"{method}: defaults outside its search space: {outside}"
 
 
 def test_bests_in_the_outer_tenth_of_a_range_are_flagged_on_its_own_scale() -> None:
@@ -84,3 +133,24 @@ def test_bests_in_the_outer_tenth_of_a_range_are_flagged_on_its_own_scale() -> N
     params = {"train.lr": 1.5e-4, "method.beta": 0.95, "train.epochs": 6, "regularizer.l1": 0.0}
     assert edge_dimensions(params, space) == {"train.lr": "low", "method.beta": "high"}
     assert edge_dimensions({**params, "train.lr": 9e-4}, space) == {"method.beta": "high"}
+
+
+def test_numeric_choices_are_ordered_and_flagged_at_the_top_of_the_grid() -> None:
+    space = {"regularizer.l1": CategoricalDistribution([0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2])}
+    assert edge_dimensions({"regularizer.l1": 1e-2}, space) == {"regularizer.l1": "high"}
+    assert edge_dimensions({"regularizer.l1": 1e-4}, space) == {}  # rank 1 of 0..5
+    assert edge_dimensions({"regularizer.l1": 0.0}, space) == {}  # off, nothing below to try
+    names = {"method.loss": CategoricalDistribution(["a", "b", "c", "d", "e"])}
+    assert edge_dimensions({"method.loss": "e"}, names) == {}  # no order
+
+
+def test_integer_and_choice_dimensions_need_five_values_to_be_flagged() -> None:
+    few = {
+        "method.scrub_max_epochs": IntDistribution(1, 3),
+        "regularizer.l1": CategoricalDistribution([0.0, 1e-3, 1e-2]),
+    }
+    assert edge_dimensions({"method.scrub_max_epochs": 3, "regularizer.l1": 1e-2}, few) == {}
+    five = {"method.scrub_max_epochs": IntDistribution(1, 5)}
+    assert edge_dimensions({"method.scrub_max_epochs": 5}, five) == {
+        "method.scrub_max_epochs": "high"
+    }

@@ -31,6 +31,7 @@ GOLD = GoldReference(
         "forget_captions": TaskReference(
             list(np.linspace(1.0, 3.0, FORGET_CAPTIONS)),
             [[1.5, 2.0, 2.5 + i / FORGET_CAPTIONS] for i in range(FORGET_CAPTIONS)],
+            list(range(FORGET_CAPTIONS)),
         )
     }
 )

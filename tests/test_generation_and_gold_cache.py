@@ -79,7 +79,7 @@ def test_gold_cache_is_reused_and_invalidated_when_the_data_changes(
     other = GoldReference(
         {
             "forget_captions": TaskReference(
-                [value + 1.0 for value in own.nll_paraphrased], own.nll_perturbed
+                [value + 1.0 for value in own.nll_paraphrased], own.nll_perturbed, own.item_index
             )
         }
     )

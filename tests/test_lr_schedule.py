@@ -8,7 +8,12 @@ import torch
 from clear_ray.config import ConfigError, MethodConfig, TrainConfig
 from clear_ray.methods import get_method
 from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, trial_lr_scheduler
-from clear_ray.train.schedule import micro_steps_per_pass, updates_per_epoch, warmup_updates
+from clear_ray.train.schedule import (
+    micro_steps_per_pass,
+    trial_warmup_epochs,
+    updates_per_epoch,
+    warmup_updates,
+)
 
 
 def lrs_of_updates(train: TrainConfig, per_epoch: list[int], updates_done: int = 0) -> list[float]:
@@ -59,6 +64,21 @@ def test_updates_count_whole_accumulation_windows_and_scrubs_max_passes() -> Non
     assert warmup_updates([6, 6, 3, 3], 1.0) == 6
     assert warmup_updates([4, 4, 4], 1.5) == 6
     assert warmup_updates([4], 3.0) == 4
+
+
+def test_scrubs_max_passes_run_at_the_peak_rate_not_inside_a_warm_up() -> None:
+    # Default warm-up of one epoch; SCRUB's epoch 0 opens with a max pass (3 updates), then a
+    # min pass (3). SCRUB's code has no warm-up: its first max step runs at the peak rate.
+    config = MethodConfig(scrub_max_epochs=1)
+    scrub = get_method("scrub")
+    warmup = trial_warmup_epochs(scrub, config, TrainConfig().warmup_epochs)
+    assert warmup == 0.0
+    per_epoch = updates_per_epoch(scrub, config, 2, 3)  # [6, 3]
+    lrs = lrs_of_updates(TrainConfig(lr=1.0, warmup_epochs=warmup), per_epoch)
+    assert lrs[:3] == pytest.approx([1.0, 8 / 9, 7 / 9])  # the max pass: decay from the peak
+    # Without a max pass, or for any other method, the configured warm-up stays.
+    assert trial_warmup_epochs(scrub, MethodConfig(scrub_max_epochs=0), 1.0) == 1.0
+    assert trial_warmup_epochs(get_method("npo"), config, 1.0) == 1.0
 
 
 def test_fewer_batches_than_one_accumulation_window_is_a_config_error() -> None:

@@ -6,11 +6,18 @@ import math
 
 import numpy as np
 import pytest
+from scipy.spatial.distance import jensenshannon
 
 from clear_ray.eval.metrics import (
+    clear_forget_quality_js,
+    clear_truth_ratios,
+    combined_log_p,
+    forget_distance,
     forget_quality,
     forget_quality_js,
     harmonic_mean,
+    js_distance,
+    ks_statistic,
     log_forget_quality,
     probability,
     probability_with_options,
@@ -80,6 +87,65 @@ def test_forget_quality_js_matches_hand_computation():
     assert forget_quality_js(tr_model, tr_gold) == pytest.approx(1 - math.sqrt(divergence))
 
 
+def test_ks_statistic_is_the_largest_gap_between_the_two_ecdfs():
+    # On [1, 2): the model's ECDF is 1/3, Gold's 0; elsewhere the gap is 1/3 or 0.
+    assert ks_statistic(np.array([1.0, 2.0, 3.0]), np.array([2.0, 3.0, 4.0])) == pytest.approx(
+        1 / 3
+    )
+    # Fully separated: D = 1 whatever n is, while the p-value falls with n (0.1 at n = 3).
+    assert ks_statistic(np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0])) == 1.0
+
+
+def test_forget_distance_is_w1_between_the_log_truth_ratios():
+    # Sorted pairing: (0, 0) and (1, 3) -> (0 + 2) / 2 = 1 nat.
+    assert forget_distance(np.array([1.0, 0.0]), np.array([0.0, 3.0])) == pytest.approx(1.0)
+    # A shift of every log TR by 0.5 nat is a distance of 0.5; Gold against itself is 0.
+    gold = np.array([-2.0, 0.3, 1.0])
+    assert forget_distance(gold + 0.5, gold) == pytest.approx(0.5)
+    assert forget_distance(gold, gold) == 0.0
+
+
+def test_fisher_combination_of_two_p_values_by_hand():
+    # p = e^-1 and e^-2: X = -2(-1 - 2) = 6, P(chi2_4 >= 6) = e^-3 (1 + 3) = 0.19915.
+    assert combined_log_p([-1.0, -2.0]) == pytest.approx(-3.0 + math.log(4.0))
+    assert math.exp(combined_log_p([-1.0, -2.0])) == pytest.approx(0.1991483, rel=1e-6)
+    # One test keeps its own p; two tests at p = 1 give 1.
+    assert combined_log_p([-2.5]) == pytest.approx(-2.5)
+    assert combined_log_p([0.0, 0.0]) == 0.0
+
+
+def test_fisher_combination_stays_finite_where_scipys_logsf_underflows():
+    # Two p-values at the clipped floor (log ~ -708.4): e^-t (1 + t), t = 1416.8.
+    floor = log_forget_quality(0.0)
+    t = -2 * floor
+    assert combined_log_p([floor, floor]) == pytest.approx(-t + math.log1p(t))
+
+
+def test_js_distance_equals_scipys_and_is_zero_where_scipy_returns_nan():
+    p, q = np.array([0.2, 0.5, 1.3]), np.array([0.9, 0.1, 0.4])
+    assert js_distance(p, q) == pytest.approx(jensenshannon(p, q))
+    proportional = np.array([0.1, 0.3])
+    with np.errstate(invalid="ignore"):
+        assert math.isnan(jensenshannon(proportional, 100 * proportional))
+    assert js_distance(proportional, 100 * proportional) == 0.0
+
+
+def test_one_minus_js_is_level_blind_and_never_nan():
+    # Every TR 100 times Gold's (far less forgotten in TR terms) still scores 1 - JS = 1: the
+    # metric compares the items' profile only.
+    gold = np.array([0.1, 0.3])
+    assert forget_quality_js(100 * gold, gold) == 1.0
+    nll_paraphrased = np.array([1.0, 2.0])
+    nll_perturbed = np.array([[1.0, 3.0], [0.5, 1.5]])
+    shifted = nll_paraphrased - math.log(100.0)  # CLEAR's TRs all 100 times Gold's
+    model_tr = clear_truth_ratios(shifted, nll_perturbed)
+    gold_tr = clear_truth_ratios(nll_paraphrased, nll_perturbed)
+    with np.errstate(invalid="ignore"):
+        assert math.isnan(jensenshannon(model_tr, gold_tr))  # CLEAR's own call gives nan here
+    score = clear_forget_quality_js(shifted, nll_perturbed, nll_paraphrased, nll_perturbed)
+    assert score == 1.0
+
+
 def test_rouge_l_recall_on_a_known_pair():
     # LCS "the cat on the mat" = 5 of the reference's 6 tokens; stemming maps "sitting" to "sit".
     scores = rouge_l_recall(
@@ -117,6 +183,10 @@ def test_log_forget_quality_of_zero_is_finite():
         (lambda: truth_ratio_score(np.array([-1.0]), forget=True), "non-negative"),
         (lambda: forget_quality(np.ones(3), np.ones(4)), "expected 3 items"),
         (lambda: forget_quality_js(np.ones(3), np.array([1.0, np.nan, 1.0])), "NaN"),
+        (lambda: ks_statistic(np.ones(3), np.ones(2)), "expected 3 items"),
+        (lambda: forget_distance(np.ones(3), np.ones(2)), "expected 3 items"),
+        (lambda: combined_log_p([-1.0, 0.5]), "cannot exceed 0"),
+        (lambda: combined_log_p([]), "empty"),
         (lambda: rouge_l_recall(["a"], ["a", "b"]), "same non-zero number"),
         (lambda: rouge_l_recall([], []), "same non-zero number"),
         (lambda: harmonic_mean([]), "empty"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,9 @@ import pytest
 from clear_ray.config import Config
 from clear_ray.report.__main__ import main
 from clear_ray.report.inputs import read_search
-from clear_ray.report.tables import feasible_seeds, l1_cells, mean_sd, seed_cells
+from clear_ray.report.tables import L1, feasible_seeds, l1_cells, mean_sd, seed_cells
 from clear_ray.report.write import write_report
+from clear_ray.search.diagnostics import expected_best
 from clear_ray.search.plots import TrialPoint, search_plots
 from clear_ray.search.results import LeaderboardRow, TrialRow, leaderboard, write_csv
 from clear_ray.search.session import MethodRun, SearchDirs, SearchState
@@ -28,6 +30,8 @@ ORIGINAL = {
     "clear/retain_metric": 0.8,
     "clear/forget_metric": 0.8,
     "clear/log_forget_quality": -20.0,
+    "clear/ks_d": 0.9,
+    "forget_captions/n_items": 30.0,
     "clear/forget_quality_js": 0.3,
     "log_forget_quality": -20.0,
 }
@@ -144,9 +148,9 @@ def test_html_has_table1_with_references_and_both_configurations(search: Path) -
     assert list(rows) == [
         "Original", "Gold", "ga (default)", "ga (tuned)", "dpo (default)", "dpo (tuned)"
     ]  # fmt: skip
-    assert rows["Original"][1:6] == ["0.6", "0.8", "0.8", "-20", "0.3"]
-    assert rows["ga (tuned)"][1:7] == ["0.6", "0.8", "0.5", "-4", "0.3", "yes"]
-    assert "final evaluation of trial ga0000" in rows["ga (tuned)"][7]
+    assert rows["Original"][1:8] == ["0.6", "0.8", "0.8", "-20", "0.9", "30", "0.3"]
+    assert rows["ga (tuned)"][1:9] == ["0.6", "0.8", "0.5", "-4", "0.9", "30", "0.3", "yes"]
+    assert "final evaluation of trial ga0000" in rows["ga (tuned)"][9]
     assert rows["ga (default)"][-1] == "not evaluated"
 
 
@@ -173,7 +177,8 @@ def test_confirm_seeds_give_mean_and_sample_sd(search: Path) -> None:
     rows = table_with(page, "model", "Real")
     assert rows["ga (tuned)"][1] == "0.7 ± 0.2"  # mean of 0.5, 0.7, 0.9; sd with n − 1
     assert rows["ga (tuned)"][3] == "0.5 ± 0"
-    assert rows["ga (tuned)"][6:] == ["2/3", "3 seeds, report fold"]
+    assert rows["ga (tuned)"][5:7] == ["0.9 ± 0", "30"]  # D's spread; n is the fold's
+    assert rows["ga (tuned)"][8:] == ["2/3", "3 seeds, report fold"]
     assert rows["ga (default)"][1] == "0.1"
     (configurations,) = [t for t in page.tables if t[0][:2] == ["method", "configuration"]]
     assert ["ga", "default", "train.lr=1e-05"] in configurations
@@ -206,12 +211,52 @@ def test_folds_and_threshold_are_stated(search: Path) -> None:
     )
 
 
-def test_l1_question_compares_best_feasible_trials(search: Path) -> None:
-    rows = table_with(report_page(search), "method", "best feasible, L1 = 0")
-    # ga: the infeasible L1 = 0 trial (objective 5) does not count
-    assert rows["ga"][1:] == ["-3 (trial ga0000, L1 0)", "-2 (trial ga0001, L1 0.001)", "L1 > 0"]
+def test_l1_question_compares_the_arms_at_equal_size_with_counts(search: Path) -> None:
+    rows = table_with(report_page(search), "method", "L1 = 0")
+    # ga: the infeasible L1 = 0 trial (objective 5) does not count; one trial an arm cannot
+    # tell the arms apart.
+    assert rows["ga"][1:] == [
+        "-3 (best of 1; 1 of 2 trials feasible)",
+        "-2 (best of 1; 1 of 1 trials feasible)",
+        "cannot tell (p 1, 1 vs 1 trials)",
+    ]
     assert rows["dpo"][1] == "no trial with L1 = 0 in this search"
-    assert rows["dpo"][3] == "—"
+    assert rows["dpo"][3] == "cannot tell (an arm has no feasible trial)"
+
+
+def trials_with(l1_objectives: list[tuple[float, float]]) -> list[dict[str, str]]:
+    return [
+        {"trial": f"t{i}", "feasible": "yes", "best_objective": str(value), L1: str(l1)}
+        for i, (l1, value) in enumerate(l1_objectives)
+    ]
+
+
+def test_one_zero_trial_against_seven_is_matched_and_gives_no_verdict() -> None:
+    # The grid's shape: 1 trial with L1 = 0 and 7 with L1 > 0. The L1 > 0 arm's best of 1 is
+    # the mean of its values, (-8 - 7 - ... - 2) / 7 = -5, not its maximum -2, which beats
+    # the lone -4 only because it is the best of seven draws.
+    positive = [(1e-4 * (i + 1), -8.0 + i) for i in range(7)]
+    zero, more, verdict = l1_cells(trials_with([(0.0, -4.0), *positive]))
+    assert zero == "-4 (best of 1; 1 of 1 trials feasible)"
+    assert more == "-5 (best of 1; 7 of 7 trials feasible)"
+    assert verdict.startswith("cannot tell (p ")  # the smallest possible p is 2/8
+
+
+def test_separated_arms_of_four_name_the_higher_one() -> None:
+    # Every L1 > 0 trial above every L1 = 0 one: exact two-sided p = 2 / C(8, 4) = 0.029.
+    arms = [(0.0, -8.0), (0.0, -7.0), (0.0, -6.0), (0.0, -5.0)]
+    arms += [(1e-3, -4.0), (1e-3, -3.0), (1e-2, -2.0), (1e-2, -1.0)]
+    assert l1_cells(trials_with(arms))[2] == "L1 > 0 (p 0.029)"
+    flipped = [(l1, value) for (l1, _), (_, value) in zip(arms, reversed(arms), strict=True)]
+    assert l1_cells(trials_with(flipped))[2] == "L1 = 0 (p 0.029)"
+
+
+def test_expected_best_is_the_mean_maximum_over_equal_sized_subsets() -> None:
+    # The 6 pairs of [1, 2, 3, 4] have maxima 2, 3, 4, 3, 4, 4: mean 20 / 6.
+    assert expected_best([4.0, 1.0, 3.0, 2.0], 2) == pytest.approx(20 / 6)
+    assert expected_best([4.0, 1.0, 3.0, 2.0], 4) == 4.0
+    assert expected_best([4.0, 1.0, 3.0, 2.0], 1) == pytest.approx(2.5)
+    assert math.isnan(expected_best([1.0], 2))
 
 
 def test_l1_cells_say_when_l1_was_not_searched_or_no_zero_was_feasible() -> None:

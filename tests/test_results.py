@@ -36,17 +36,49 @@ def test_leaderboard_puts_clears_table_1_columns_first_and_ours_under_their_own_
     ]
     lines = leaderboard(rows).splitlines()
     assert lines[0] == (
-        "| model | Real | Retain | Forget | log FQ | FQ 1-JS | real_metric | retain_metric "
-        "| forget_metric | model_utility | log_forget_quality | forget_quality_js "
-        "| feasible | trial |"
+        "| model | Real | Retain | Forget | log FQ | D | n | FQ 1-JS | real_metric | "
+        "retain_metric | forget_metric | model_utility | log_forget_quality | forget_quality_js "
+        "| forget_distance | feasible | trial |"
     )
     assert lines[2] == (
-        "| Original | 0.5 | 0.7 | nan | nan | nan | nan | 0.6 | nan | nan | nan | nan |  |  |"
+        "| Original | 0.5 | 0.7 | nan | nan | nan | nan | nan | nan | 0.6 | nan | nan | nan | nan "
+        "| nan |  |  |"
     )
     assert lines[3] == (
-        "| dpo | nan | nan | 0.25 | -4.4 | 0.875 | nan | nan | nan | nan | -3.5 | nan | yes | t1 |"
+        "| dpo | nan | nan | 0.25 | -4.4 | nan | nan | 0.875 | nan | nan | nan | nan | -3.5 | nan "
+        "| nan | yes | t1 |"
     )
     assert math.isnan(float(lines[3].split(" | ")[1]))
+
+
+def test_leaderboard_shows_each_tasks_log_fq_d_and_n_beside_the_objective() -> None:
+    seeds = LeaderboardRow(
+        "dpo (tuned, 2 seeds)",
+        {
+            "log_forget_quality": -1.1,
+            "clear/ks_d": 0.2,
+            "forget_captions/n_items": 30.0,
+            "forget_captions/log_forget_quality": -0.9,
+            "forget_captions/ks_d": 0.2,
+            "forget_text_perturbed/log_forget_quality": -1.4,
+            "forget_text_perturbed/ks_d": 0.5,
+            "forget_text_perturbed/n_items": 12.0,
+        },
+        "2/2",
+        "t1",
+        {"clear/ks_d": 0.05, "forget_captions/n_items": 0.0, "forget_text_perturbed/n_items": 0.0},
+    )
+    header, _, line = leaderboard([seeds]).splitlines()
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    cells = dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
+    assert (cells["D"], cells["n"]) == ("0.2 ± 0.05", "30")  # a count has no spread
+    assert (cells["captions log FQ"], cells["captions D"], cells["captions n"]) == (
+        "-0.9",
+        "0.2",
+        "30",
+    )
+    assert (cells["text log FQ"], cells["text D"], cells["text n"]) == ("-1.4", "0.5", "12")
+    assert columns.index("text n") < columns.index("feasible")
 
 
 def test_trial_table_names_the_constraints_metrics() -> None:

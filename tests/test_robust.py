@@ -336,7 +336,7 @@ def test_the_leaderboard_shows_robustness_columns_only_when_a_row_has_them() -> 
     assert "relearn recovery" not in leaderboard([plain])
     checked = LeaderboardRow("dpo", {"robust/relearn/recovery": 0.25}, "yes", "t1")
     lines = leaderboard([plain, checked]).splitlines()
-    assert lines[0].endswith("| forget_quality_js | relearn recovery | feasible | trial |")
+    assert lines[0].endswith("| forget_distance | relearn recovery | feasible | trial |")
     assert lines[3].endswith("| 0.25 | yes | t1 |") and lines[2].endswith("| nan |  |  |")
 
 

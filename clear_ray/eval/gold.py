@@ -32,7 +32,8 @@ REFERENCE_FILE = "reference.json"
 # What reference.json holds; part of the key, so a change of its content is a new entry.
 # 2: metrics with clear/* and per-task forget quality, plus the model's own GoldReference.
 # 3: per-item parquet files with the row's person (``name``).
-CACHE_FORMAT = 3
+# 4: the reference's item indices; per-task KS statistic, item count and W1 distance.
+CACHE_FORMAT = 4
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.spatial.distance import jensenshannon
-from scipy.special import logsumexp
-from scipy.stats import ks_2samp
+from scipy.special import gammaln, logsumexp, rel_entr
+from scipy.stats import ks_2samp, wasserstein_distance
 
 
 def _checked(name: str, values: ArrayLike, ndim: int, n: int | None = None) -> NDArray[np.float64]:
@@ -79,11 +78,11 @@ def probability_with_options(nll_true: ArrayLike, nll_options: ArrayLike) -> flo
     return float(np.mean(np.exp(log_prob)))
 
 
-def truth_ratios(nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike) -> NDArray[np.float64]:
-    """Per-item truth ratio TR_i = exp(ℓ_para,i − mean_k ℓ_pert,i,k) (TOFU orientation).
+def log_truth_ratios(nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike) -> NDArray[np.float64]:
+    """Per-item log truth ratio log TR_i = ℓ_para,i − mean_k ℓ_pert,i,k (TOFU orientation).
 
-    A model that prefers the paraphrase (lower NLL) over the distractors has TR < 1. The mean
-    is per item; CLEAR's code averages the perturbed losses over the whole split instead
+    A model that prefers the paraphrase (lower NLL) over the distractors has log TR < 0. The
+    mean is per item; CLEAR's code averages the perturbed losses over the whole split instead
     (:func:`clear_truth_ratios`).
 
     Args:
@@ -92,11 +91,16 @@ def truth_ratios(nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike) -> NDArra
             k_i values (option tasks may have different distractor counts per item).
 
     Returns:
-        Truth ratios, shape [n].
+        Log truth ratios, shape [n].
     """
     paraphrased = _checked("nll_paraphrased", nll_paraphrased, ndim=1)
     rows = _perturbed_rows("nll_perturbed", nll_perturbed, len(paraphrased))
-    return np.exp(paraphrased - np.array([row.mean() for row in rows]))
+    return paraphrased - np.array([row.mean() for row in rows])
+
+
+def truth_ratios(nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike) -> NDArray[np.float64]:
+    """Per-item truth ratio TR_i = exp(:func:`log_truth_ratios`), shape [n]."""
+    return np.exp(log_truth_ratios(nll_paraphrased, nll_perturbed))
 
 
 def clear_truth_ratios(nll_paraphrased: ArrayLike, nll_perturbed: ArrayLike) -> NDArray[np.float64]:
@@ -153,11 +157,88 @@ def forget_quality(tr_model: ArrayLike, tr_gold: ArrayLike) -> float:
     return float(ks_2samp(model, gold).pvalue)
 
 
+def ks_statistic(tr_model: ArrayLike, tr_gold: ArrayLike) -> float:
+    """The KS statistic D = sup_x |F_model(x) − F_gold(x)| behind :func:`forget_quality`.
+
+    The effect size beside the p-value: with n items a side log p ≈ log 2 − n·D² (the
+    asymptotic KS distribution) grows with n at a fixed D, so log FQs of folds or splits of
+    different sizes cannot be compared, their D can. D is a multiple of 1/n (the lattice log
+    FQ moves on).
+
+    Args:
+        tr_model, tr_gold: per-item TRs as for :func:`forget_quality`, shape [n].
+    """
+    model = _checked_ratios("tr_model", tr_model)
+    gold = _checked_ratios("tr_gold", tr_gold, n=len(model))
+    return float(ks_2samp(model, gold).statistic)
+
+
+def forget_distance(log_tr_model: ArrayLike, log_tr_gold: ArrayLike) -> float:
+    """W1 (earth mover's) distance between the model's and Gold's per-item log truth ratios.
+
+    A continuous measure of how far the model's TR distribution on the forget set is from a
+    model never trained on it, in nats: 0 at Gold, and unlike the KS p-value it is not on a
+    lattice of 1/n steps and does not grow with n. Log TRs, because TRs are ratios of
+    likelihoods (a model twice and half as confident are equally far from Gold). Lower is
+    closer to Gold. ``scipy.stats.wasserstein_distance`` on the two samples.
+
+    Args:
+        log_tr_model: per-item log TR of the evaluated model (:func:`log_truth_ratios`), [n].
+        log_tr_gold: Gold's per-item log TR on the same items, shape [n].
+    """
+    model = _checked("log_tr_model", log_tr_model, ndim=1)
+    gold = _checked("log_tr_gold", log_tr_gold, ndim=1, n=len(model))
+    return float(wasserstein_distance(model, gold))
+
+
+def combined_log_p(log_p_values: Sequence[float]) -> float:
+    """Fisher's combination of independent tests: log of P(χ²_2k ≥ −2·Σ log p_i).
+
+    Fisher (1925) rather than Tippett's min p or Stouffer: every test's evidence counts (a
+    modality the model still knows cannot hide behind one whose test is coarse), no weights
+    need choosing, and one test gives its own p back, so a one-task objective keeps its value.
+    It assumes the tests independent: the tasks' item sets are disjoint, though they ask about
+    the same persons. Computed in log space with the closed form of the χ² survival function
+    for even degrees of freedom, P = e^{−t}·Σ_{j<k} t^j/j! with t = −Σ log p_i, because
+    ``scipy.stats.chi2.logsf`` underflows to −inf past p ≈ 1e-308 (any well-separated KS test).
+
+    Args:
+        log_p_values: the natural log of each test's p-value (≤ 0), at least one.
+    """
+    logs = _checked("log_p_values", log_p_values, ndim=1)
+    if (logs > 0).any():
+        raise ValueError("log_p_values: a log p-value cannot exceed 0")
+    t = -float(logs.sum())
+    if t == 0.0:
+        return 0.0
+    terms = [j * np.log(t) - gammaln(j + 1) for j in range(len(logs))]
+    return float(min(0.0, -t + logsumexp(terms)))
+
+
+def js_distance(p: ArrayLike, q: ArrayLike) -> float:
+    """``scipy.spatial.distance.jensenshannon(p, q)`` (natural log) with the divergence
+    clipped at 0 before the square root.
+
+    scipy normalises both vectors to sum 1 and returns sqrt(JS/2); when they are proportional
+    (e.g. every TR of one model 100 times the other's) rounding can leave JS a tiny negative
+    and scipy returns nan ([0.1, 0.3] against [10, 30] does). Same formula as scipy 1.17's
+    ``jensenshannon``.
+    """
+    left = np.asarray(p, dtype=np.float64)
+    right = np.asarray(q, dtype=np.float64)
+    left, right = left / left.sum(), right / right.sum()
+    middle = (left + right) / 2.0
+    divergence = rel_entr(left, middle).sum() + rel_entr(right, middle).sum()
+    return float(np.sqrt(max(divergence, 0.0) / 2.0))
+
+
 def forget_quality_js(tr_model: ArrayLike, tr_gold: ArrayLike) -> float:
     """1 − Jensen–Shannon distance between 1/TR of the model and of Gold (CLEAR camera-ready).
 
-    scipy normalises each vector to sum to 1 and uses the natural log. Inverting TR gives
-    CLEAR's paraphrase-over-perturbed orientation. Gold against itself gives 1.
+    scipy normalises each vector to sum to 1 and uses the natural log (:func:`js_distance`).
+    Inverting TR gives CLEAR's paraphrase-over-perturbed orientation. Gold against itself
+    gives 1. Level-blind: the normalisation makes a model whose every TR is c times Gold's
+    score 1 as well, so it compares the items' profile, not how far forgetting went.
 
     Args:
         tr_model: per-item TR of the evaluated model on a forget-quality task, shape [n].
@@ -165,7 +246,7 @@ def forget_quality_js(tr_model: ArrayLike, tr_gold: ArrayLike) -> float:
     """
     model = _checked_ratios("tr_model", tr_model)
     gold = _checked_ratios("tr_gold", tr_gold, n=len(model))
-    return float(1.0 - jensenshannon(1.0 / model, 1.0 / gold))
+    return 1.0 - js_distance(1.0 / model, 1.0 / gold)
 
 
 def clear_truth_ratio_score(
@@ -216,12 +297,14 @@ def clear_forget_quality_js(
     """CLEAR camera-ready forget quality: 1 − jensenshannon(TR_model, TR_gold), CLEAR-form TRs.
 
     CLEAR ``mm/build_vllm_table.py`` reports ``1 - JS metric``; scipy normalises each vector
-    to sum 1 and uses the natural log. Gold against itself gives 1. Arguments as
+    to sum 1 and uses the natural log. Gold against itself gives 1, and so does any model
+    whose TRs are all c times Gold's (level-blind; :func:`forget_quality_js`); where scipy
+    returns nan for such vectors this gives 1 (:func:`js_distance`). Arguments as
     :func:`clear_forget_quality`.
     """
     model = clear_truth_ratios(nll_paraphrased, nll_perturbed)
     gold = clear_truth_ratios(gold_nll_paraphrased, gold_nll_perturbed)
-    return float(1.0 - jensenshannon(model, _checked_ratios("gold TRs", gold, n=len(model))))
+    return 1.0 - js_distance(model, _checked_ratios("gold TRs", gold, n=len(model)))
 
 
 def rouge_l_recall(predictions: list[str], references: list[str]) -> NDArray[np.float64]:

@@ -29,7 +29,7 @@ TASK_NAMES = (
 )
 FORGET_QUALITY_TASKS = (FORGET_CAPTIONS, FORGET_TEXT)  # what Gold's reference covers
 # The forget-quality task(s) of each ``data.modality``: forgetting is compared with Gold on what
-# was forgotten. ``both`` takes, per metric, the minimum over its tasks (eval/suite.py
+# was forgotten. ``both`` combines its two tasks' tests into one (eval/suite.py
 # ``with_objective``).
 OBJECTIVE_TASKS = {
     "visual": (FORGET_CAPTIONS,),
@@ -39,10 +39,28 @@ OBJECTIVE_TASKS = {
 
 # Same names, two definitions: clear/<name> is CLEAR's, the bare name the project's extended one.
 EXTENDED_AGGREGATES = ("real_metric", "retain_metric", "forget_metric", "model_utility")
-OBJECTIVE_METRICS = ("forget_quality", "log_forget_quality", "forget_quality_js")
-# CLEAR's Table 1 columns (mm/build_vllm_table.py) and its forget quality, computed as CLEAR does.
-CLEAR_METRICS = tuple(f"clear/{name}" for name in (*EXTENDED_AGGREGATES, *OBJECTIVE_METRICS))
+# The KS p-value against Gold (TOFU's forget quality), its log, and 1 − Jensen–Shannon.
+FORGET_QUALITY_METRICS = ("forget_quality", "log_forget_quality", "forget_quality_js")
+KS_STATISTIC = "ks_d"  # the KS statistic D behind the p-value: its effect size
+ITEM_COUNT = "n_items"  # items a side of the comparison with Gold
+FORGET_DISTANCE = "forget_distance"  # W1 between log truth ratios of model and Gold (nats)
+NEG_FORGET_DISTANCE = "neg_forget_distance"  # −forget_distance: the objective that maximises
+# What each forget-quality task reports as ``<task>/<name>`` (eval/suite.py).
+TASK_COMPARISON_METRICS = (*FORGET_QUALITY_METRICS, KS_STATISTIC, ITEM_COUNT, FORGET_DISTANCE)
+# The objective's columns, each combining the modality's tasks (eval/suite.py with_objective).
+OBJECTIVE_METRICS = (*FORGET_QUALITY_METRICS, FORGET_DISTANCE, NEG_FORGET_DISTANCE)
+# CLEAR's Table 1 columns (mm/build_vllm_table.py) and its forget quality, computed as CLEAR does,
+# with the KS statistic of its forget quality.
+CLEAR_METRICS = (
+    *(f"clear/{name}" for name in (*EXTENDED_AGGREGATES, *FORGET_QUALITY_METRICS)),
+    f"clear/{KS_STATISTIC}",
+)
 SUMMARY_METRICS = (*CLEAR_METRICS, *EXTENDED_AGGREGATES, *OBJECTIVE_METRICS)
+
+
+def is_item_count(key: str) -> bool:
+    """Whether metric ``key`` counts a fold's items (the same for every seed: no spread)."""
+    return key.endswith(f"/{ITEM_COUNT}")
 
 
 def named_tasks(spec: str) -> tuple[str, ...]:

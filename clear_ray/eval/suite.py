@@ -14,8 +14,10 @@ Two families of aggregates come from the same per-item values (CLEAR_SPEC §5):
 
 - the project's extended ones, ``forget_metric``/``retain_metric``/``real_metric``/
   ``model_utility`` (every score of the group's tasks, ROUGE and TOFU text QA included) and the
-  objective ``forget_quality``/``log_forget_quality``/``forget_quality_js`` (per-item TRs on
-  the forget-quality task(s) of ``data.modality``, :data:`OBJECTIVE_TASKS`);
+  objective ``forget_quality``/``log_forget_quality``/``forget_quality_js``/``forget_distance``
+  (per-item TRs on the forget-quality task(s) of ``data.modality``, :data:`OBJECTIVE_TASKS`,
+  combined by :func:`with_objective`; each task's own values, with the KS statistic D and the
+  item count, under ``<task>/``);
 - CLEAR's table columns under ``clear/`` (:data:`CLEAR_AGGREGATES`), with CLEAR's scalar-mean
   truth ratio ``<task>/clear_truth_ratio`` and its forget quality on the forget captions.
 
@@ -43,7 +45,11 @@ from clear_ray.eval import metrics
 from clear_ray.eval.generation import generate_greedy
 from clear_ray.eval.names import (
     FORGET_CAPTIONS,
+    FORGET_DISTANCE,
     FORGET_QUALITY_TASKS,
+    ITEM_COUNT,
+    KS_STATISTIC,
+    NEG_FORGET_DISTANCE,
     OBJECTIVE_METRICS,
     objective_tasks,
 )
@@ -362,22 +368,34 @@ def clear_aggregates(flat: dict[str, float], evaluated: Iterable[str]) -> dict[s
 
 
 def _forget_quality(model: TaskResult, gold: TaskReference, prefix: str) -> dict[str, float]:
-    model_tr = metrics.truth_ratios(model.nll_paraphrased, model.nll_perturbed)
-    gold_tr = metrics.truth_ratios(gold.nll_paraphrased, gold.nll_perturbed)
+    """The model's TRs against Gold's on one task: KS p-value (and log), its D and n, 1 − JS
+    and W1 of the log TRs; Gold's items must be the model's (:meth:`TaskReference.check_items`).
+    """
+    gold.check_items(prefix.rstrip("/"), model.item_index)
+    model_log_tr = metrics.log_truth_ratios(model.nll_paraphrased, model.nll_perturbed)
+    gold_log_tr = metrics.log_truth_ratios(gold.nll_paraphrased, gold.nll_perturbed)
+    model_tr, gold_tr = np.exp(model_log_tr), np.exp(gold_log_tr)
     p_value = metrics.forget_quality(model_tr, gold_tr)
     return {
         f"{prefix}forget_quality": p_value,
         f"{prefix}log_forget_quality": metrics.log_forget_quality(p_value),
+        f"{prefix}{KS_STATISTIC}": metrics.ks_statistic(model_tr, gold_tr),
+        f"{prefix}{ITEM_COUNT}": float(len(model_tr)),
         f"{prefix}forget_quality_js": metrics.forget_quality_js(model_tr, gold_tr),
+        f"{prefix}{FORGET_DISTANCE}": metrics.forget_distance(model_log_tr, gold_log_tr),
     }
 
 
 def _clear_forget_quality(model: TaskResult, gold: TaskReference) -> dict[str, float]:
+    gold.check_items(CLEAR_FORGET_QUALITY_TASK, model.item_index)
     nlls = (model.nll_paraphrased, model.nll_perturbed, gold.nll_paraphrased, gold.nll_perturbed)
     p_value = metrics.clear_forget_quality(*nlls)
+    model_tr = metrics.clear_truth_ratios(*nlls[:2])
+    gold_tr = metrics.clear_truth_ratios(*nlls[2:])
     return {
         "clear/forget_quality": p_value,
         "clear/log_forget_quality": metrics.log_forget_quality(p_value),
+        f"clear/{KS_STATISTIC}": metrics.ks_statistic(model_tr, gold_tr),
         "clear/forget_quality_js": metrics.clear_forget_quality_js(*nlls),
     }
 
@@ -385,22 +403,41 @@ def _clear_forget_quality(model: TaskResult, gold: TaskReference) -> dict[str, f
 def with_objective(flat: dict[str, float], modality: str) -> dict[str, float]:
     """``flat`` with the objective metrics set for ``modality`` from the per-task values.
 
-    Each of ``forget_quality``, ``log_forget_quality`` and ``forget_quality_js`` is the
-    minimum over the modality's tasks: forgetting is as good as its weakest modality, so a
-    method cannot buy a high objective by over-forgetting one modality while leaving the other
-    distinguishable from Gold. For p-values this is Tippett's statistic, whose combined
-    p-value 1 − (1 − min p)² is monotone in min p, so trials rank as under that test; and a
-    single modality's value is unchanged, so ``visual``, ``text`` and ``both`` share one
-    scale (Gold against itself: 1, 0, 1). Absent when none of the tasks was compared.
-    Pure in the per-task values, so one cached Gold/Original evaluation serves every modality.
+    Each column combines all of the modality's tasks, never one task per column:
+
+    - ``log_forget_quality``/``forget_quality``: Fisher's combination of the tasks' KS tests
+      (:func:`metrics.combined_log_p`), a p-value again, so a well-forgotten modality cannot
+      hide one the model still knows and a coarse test (few items) does not decide alone;
+    - ``forget_quality_js`` and ``forget_distance`` (W1 of log TRs): the mean over the tasks
+      weighted by their items (``<task>/n_items``), so every item weighs the same;
+    - ``neg_forget_distance``: −``forget_distance``, the form a search maximises.
+
+    With one task each column is that task's own value, so ``visual``, ``text`` and ``both``
+    share their meaning (Gold against itself: FQ 1, log FQ 0, 1 − JS 1, W1 0); the per-task
+    values stay in ``flat``. Absent when none of the tasks was compared. Pure in the per-task
+    values, so one cached Gold/Original evaluation serves every modality.
     """
     values = {key: value for key, value in flat.items() if key not in OBJECTIVE_METRICS}
     compared = [name for name in FORGET_QUALITY_TASKS if f"{name}/forget_quality" in flat]
     tasks = objective_tasks(modality, compared)
-    if tasks:
-        values.update(
-            {key: min(flat[f"{name}/{key}"] for name in tasks) for key in OBJECTIVE_METRICS}
-        )
+    if not tasks:
+        return values
+    log_p = metrics.combined_log_p([flat[f"{name}/log_forget_quality"] for name in tasks])
+    items = [flat[f"{name}/{ITEM_COUNT}"] for name in tasks]
+
+    def item_mean(key: str) -> float:
+        return float(np.average([flat[f"{name}/{key}"] for name in tasks], weights=items))
+
+    distance = item_mean(FORGET_DISTANCE)
+    values.update(
+        {
+            "forget_quality": float(np.exp(log_p)),
+            "log_forget_quality": log_p,
+            "forget_quality_js": item_mean("forget_quality_js"),
+            FORGET_DISTANCE: distance,
+            NEG_FORGET_DISTANCE: -distance,
+        }
+    )
     return values
 
 

@@ -8,7 +8,10 @@ every epoch then takes a min pass over retain data with γ·CE(R) + α·KL(π_θ
 ``gamma``·CE + ``alpha``·KL, 1 and 0.5 in its notebooks). The later min-only epochs are what
 repair retain performance. Both KL terms are at temperature T (``method.kl_temperature``, 4
 as SCRUB) with SCRUB's T² scaling. Here the min pass takes the retain items paired with the
-epoch's forget batches (CLEAR's epoch), not SCRUB's full retain loader.
+epoch's forget batches (CLEAR's epoch), not SCRUB's full retain loader. ``msteps`` counts max
+epochs as SCRUB's notebooks do (from 1); ``scrub.py`` runs ``if epoch <= msteps`` with a 0-based
+epoch, one max epoch more. The LR has no warm-up, as SCRUB's (train/schedule.py
+``trial_warmup_epochs``): a warm-up would run the max passes at a fraction of the rate.
 """
 
 from __future__ import annotations

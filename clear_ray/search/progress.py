@@ -14,7 +14,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from clear_ray.console import format_duration
-from clear_ray.search.results import TrialMetrics
+from clear_ray.search.results import TrialMetrics, task_summary
 from clear_ray.search.strategy import ASHA, COMPLETED, RETAIN_COLLAPSE, stop_reason
 from clear_ray.train.selection import RELEARN_RECOVERY, Thresholds
 
@@ -106,6 +106,7 @@ class ProgressPrinter(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         feasible = "feasible" if result.get("epoch_feasible") else "infeasible"
+        tasks = task_summary(result)
         self._print(
             trial.trial_id,
             f"epoch {int(result.get('epoch', 0))}: {self.objective}="
@@ -113,7 +114,7 @@ class ProgressPrinter(Callback):
             f"{self.forget_metric}={result.get(self.forget_metric, float('nan')):.3f} "
             f"{self.thresholds.retain_metric}="
             f"{result.get(self.thresholds.retain_metric, float('nan')):.3f} "
-            f"({feasible})",
+            f"({feasible}){f' [{tasks}]' if tasks else ''}",
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:

@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from clear_ray.config import SearchConfig
+from clear_ray.eval.names import (
+    FORGET_CAPTIONS,
+    FORGET_DISTANCE,
+    FORGET_TEXT,
+    ITEM_COUNT,
+    KS_STATISTIC,
+    is_item_count,
+)
 from clear_ray.report.paired import ONE_DRAW_NOTE, SeedComparison
 from clear_ray.train.selection import RELEARN_RECOVERY
 
@@ -171,12 +179,16 @@ def write_csv(
 
 
 # (column, metric). CLEAR's Table 1: Real/Retain/Forget and its forget quality on CLEAR's
-# truth ratios, as the KS log p-value (v1 tables) and 1 − JS (camera-ready). Then ours.
+# truth ratios, as the KS log p-value (v1 tables) with its KS statistic D and items a side n
+# (log p grows with n at a fixed D, so only D compares across fold sizes), and 1 − JS
+# (camera-ready). Then ours: the objective's columns (eval/suite.py with_objective).
 LEADERBOARD = (
     ("Real", "clear/real_metric"),
     ("Retain", "clear/retain_metric"),
     ("Forget", "clear/forget_metric"),
     ("log FQ", "clear/log_forget_quality"),
+    ("D", f"clear/{KS_STATISTIC}"),
+    ("n", f"{FORGET_CAPTIONS}/{ITEM_COUNT}"),
     ("FQ 1-JS", "clear/forget_quality_js"),
     ("real_metric", "real_metric"),
     ("retain_metric", "retain_metric"),
@@ -184,8 +196,21 @@ LEADERBOARD = (
     ("model_utility", "model_utility"),
     ("log_forget_quality", "log_forget_quality"),
     ("forget_quality_js", "forget_quality_js"),
+    ("forget_distance", FORGET_DISTANCE),
 )
 LEADERBOARD_COLUMNS = ("model", *(column for column, _ in LEADERBOARD), "feasible", "trial")
+# Each forget-quality task's own log FQ, D and n, beside the objective that combines them;
+# shown for the tasks some row has.
+TASK_LABELS = {FORGET_CAPTIONS: "captions", FORGET_TEXT: "text"}
+TASK_COLUMNS = tuple(
+    (f"{label} {column}", f"{task}/{metric}")
+    for task, label in TASK_LABELS.items()
+    for column, metric in (
+        ("log FQ", "log_forget_quality"),
+        ("D", KS_STATISTIC),
+        ("n", ITEM_COUNT),
+    )
+)
 # Robustness of each best trial (clear_ray/robust/), shown when a search ran the check.
 ROBUSTNESS_COLUMNS = (
     ("relearn recovery", "robust/relearn/recovery"),
@@ -196,6 +221,18 @@ ROBUSTNESS_COLUMNS = (
     ("worst-prompt log_forget_quality", "robust/prompts/worst_log_forget_quality"),
     ("cross-modal log_forget_quality", "robust/cross_modal/log_forget_quality"),
 )
+
+
+def task_summary(metrics: dict[str, float]) -> str:
+    """Each forget-quality task's log FQ with its D and n, for a console line ("" if none)."""
+    parts = [
+        f"{label} log FQ {metrics[f'{task}/log_forget_quality']:.4g} "
+        f"(D {metrics.get(f'{task}/{KS_STATISTIC}', math.nan):.3g}, "
+        f"n {metrics.get(f'{task}/{ITEM_COUNT}', math.nan):.0f})"
+        for task, label in TASK_LABELS.items()
+        if f"{task}/log_forget_quality" in metrics
+    ]
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -219,13 +256,15 @@ class LeaderboardRow:
     def cell(self, key: str) -> str:
         mean = f"{self.metrics.get(key, math.nan):.4g}"
         spread = self.sd.get(key)
-        return mean if spread is None else f"{mean} ± {spread:.2g}"
+        return mean if spread is None or is_item_count(key) else f"{mean} ± {spread:.2g}"
 
 
 def leaderboard(rows: list[LeaderboardRow], heading: str = "") -> str:
     """The markdown table, under ``heading`` (which folds and seeds the numbers are on); of the
-    robustness columns, those some row has a value of (before feasible)."""
-    extra = tuple(c for c in ROBUSTNESS_COLUMNS if any(c[1] in row.metrics for row in rows))
+    per-task and robustness columns, those some row has a value of (before feasible)."""
+    extra = tuple(
+        c for c in (*TASK_COLUMNS, *ROBUSTNESS_COLUMNS) if any(c[1] in row.metrics for row in rows)
+    )
     header = [LEADERBOARD_COLUMNS[0], *(c for c, _ in (*LEADERBOARD, *extra)), "feasible", "trial"]
     table = markdown(header, [row.cells(extra) for row in rows])
     return f"{heading}\n\n{table}" if heading else table

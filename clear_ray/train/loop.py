@@ -11,7 +11,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -32,7 +32,11 @@ from clear_ray.models.loading import load_checkpoint
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
 from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, trial_lr_scheduler
-from clear_ray.train.schedule import micro_steps_per_pass, updates_per_epoch
+from clear_ray.train.schedule import (
+    micro_steps_per_pass,
+    trial_warmup_epochs,
+    updates_per_epoch,
+)
 from clear_ray.train.selection import BestEpoch
 from clear_ray.train.step import train_epoch
 from clear_ray.train.worker import DIVERGED_KEY, TrialInputs
@@ -96,11 +100,16 @@ def unlearn(
     per_epoch = updates_per_epoch(
         method, cfg.method, cfg.train.epochs, micro_steps // cfg.train.grad_accum
     )
+    warmup_epochs = trial_warmup_epochs(method, cfg.method, cfg.train.warmup_epochs)
     engine, *_ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
         config=deepspeed_config(cfg.train),
-        lr_scheduler=trial_lr_scheduler(cfg.train, per_epoch, sum(per_epoch[: start.epoch])),
+        lr_scheduler=trial_lr_scheduler(
+            replace(cfg.train, warmup_epochs=warmup_epochs),
+            per_epoch,
+            sum(per_epoch[: start.epoch]),
+        ),
     )
     task_data = TaskData(inputs.source)  # loaded on the first evaluation, kept for the others
     layer = steering_layer(model, cfg.method.layer_fraction) if _reads_hidden(method) else None

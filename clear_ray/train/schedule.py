@@ -5,6 +5,7 @@ then a decay to 0 at the last update (HF Trainer's, which CLEAR used for both: `
 and ``mm/forget.py``). For trials, every pass over an epoch's batches (SCRUB: a max pass, then a
 min pass) is cut to a whole number of gradient-accumulation windows, so no optimiser update
 mixes two phases' gradients and every epoch's gradients are applied before it is evaluated.
+A method that opens with an ascent pass (SCRUB) gets no warm-up (:func:`trial_warmup_epochs`).
 """
 
 from __future__ import annotations
@@ -86,3 +87,14 @@ def warmup_updates(per_epoch: list[int], warmup_epochs: float) -> int:
     if whole < len(per_epoch):
         updates += round((warmup_epochs - whole) * per_epoch[whole])
     return updates
+
+
+def trial_warmup_epochs(method: Method, config: MethodConfig, warmup_epochs: float) -> float:
+    """``train.warmup_epochs``, or 0 for a method whose first epoch opens with an ascent pass.
+
+    SCRUB's max passes come first, so any warm-up would run them at a fraction of the peak
+    rate (with the defaults, every max step below half of it). SCRUB's own code has no
+    warm-up: ``meghdadk/SCRUB`` ``scrub.py`` sets the rate per epoch with
+    ``adjust_learning_rate`` (step decay) only.
+    """
+    return 0.0 if len(method.epoch_passes(0, config)) > 1 else warmup_epochs

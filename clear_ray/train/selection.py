@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from clear_ray.config import ConfigError, SearchConfig
 from clear_ray.eval.names import SUMMARY_METRICS
 
-# Below any objective (log p-values are ≥ −745) yet small enough that float64 still resolves
+# Below any objective (a task's log p-value is ≥ −745, Fisher's combination of two ≥ −1410,
+# −W1 a few nats) yet small enough that float64 still resolves
 # retain violations of 1e-10, so the least infeasible epoch wins among infeasible ones.
 INFEASIBLE_SCORE = -1e6
 # Metrics of the best epoch that every report carries as best_<name> (when evaluated).
