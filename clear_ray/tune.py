@@ -43,7 +43,14 @@ from clear_ray.search.session import (
     check_storage_path,
     find_search,
 )
-from clear_ray.search.space import SEARCH_SPACE_DIR, describe, load_space, scale_lr, space_lines
+from clear_ray.search.space import (
+    SEARCH_SPACE_DIR,
+    describe,
+    load_defaults,
+    load_space,
+    scale_lr,
+    space_lines,
+)
 
 if TYPE_CHECKING:  # heavy (torch, mlflow); imported where used, after argument parsing
     from clear_ray.references import References
@@ -280,6 +287,7 @@ def load_spaces(cfg: Config, state: SearchState) -> dict[str, dict]:
     for method, origin in state.space_origins.items():
         path = Path(origin)
         spaces[method] = scale_lr(load_space(path.stem, path.parent), cfg.search.lr_scale)
+        load_defaults(path.stem, path.parent)  # a published setting outside its range fails now
         trial_count(cfg.search, spaces[method])  # a grid needs categorical dimensions
     return spaces
 
@@ -809,6 +817,8 @@ def confirm_method(search: Search, method: str, space: dict, best, thresholds):
 
     cfg = search.cfg.replace({"method.name": method})
     tracker = search.tracker
+    origin = Path(search.state.space_origins[method])
+    published = load_defaults(origin.stem, origin.parent)
     seeds = confirm_seeds(cfg.train.seed, cfg.search.confirm_seeds)
     path = search.dirs.method(method) / CONFIRM_FILE
     record = read_confirm(path, seeds)
@@ -821,8 +831,19 @@ def confirm_method(search: Search, method: str, space: dict, best, thresholds):
         TUNED: Configuration(
             {p: best.params[p] for p in sorted(space)}, best.best_epoch, best.trial
         ),
-        DEFAULT: Configuration(default_params(cfg.to_flat(), space), cfg.train.epochs, None),
+        DEFAULT: Configuration(
+            default_params(cfg.to_flat(), space, published), cfg.train.epochs, None
+        ),
     }
+    log(
+        f"{method}: default configuration = the published setting: "
+        + "; ".join(
+            f"{path}={value:g} ({published[path].source})"
+            if isinstance(value, float)
+            else f"{path}={value} ({published[path].source})"
+            for path, value in configurations[DEFAULT].params.items()
+        )
+    )
     confirm_configurations(search, method, configurations, seeds, thresholds)
     written = write_confirm(path, method, seeds, configurations)
     tracker.log_artifacts(tracker.parent_id, [path])

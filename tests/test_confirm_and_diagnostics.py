@@ -27,7 +27,7 @@ from clear_ray.search.diagnostics import (
     top_k_mean,
 )
 from clear_ray.search.results import LeaderboardRow
-from clear_ray.search.space import load_space
+from clear_ray.search.space import PublishedDefault, load_defaults, load_space
 
 
 def test_confirm_seeds_are_fresh_training_seeds() -> None:
@@ -36,10 +36,27 @@ def test_confirm_seeds_are_fresh_training_seeds() -> None:
     assert confirm_seeds(0, 0) == []
 
 
-def test_the_default_configuration_is_the_config_default_of_each_searched_path() -> None:
+def test_the_default_configuration_is_the_published_setting_else_the_config_value() -> None:
     config = {"train.lr": 1e-3, "method.beta": 0.1, "train.epochs": 3}
     space = {"method.beta": None, "train.lr": None}
-    assert default_params(config, space) == {"method.beta": 0.1, "train.lr": 1e-3}
+    published = {
+        "method.beta": PublishedDefault(2.5, "SimNPO"),
+        "train.lr": PublishedDefault(None, "config default"),
+    }
+    assert default_params(config, space, published) == {"method.beta": 2.5, "train.lr": 1e-3}
+    assert default_params(config, space, {}) == {"method.beta": 0.1, "train.lr": 1e-3}
+
+
+def test_simnpo_rmu_and_llmu_defaults_are_their_papers_not_npos() -> None:
+    flat = Config().to_flat()
+
+    def defaults(method: str) -> dict:
+        return default_params(flat, load_space(method), load_defaults(method))
+
+    assert defaults("simnpo")["method.beta"] == 2.5  # SimNPO on TOFU, not NPO's 0.1
+    assert defaults("rmu")["method.alpha"] == 1200.0  # WMDP, not the config's 1
+    assert defaults("llmu")["method.gamma"] == 0.5  # LLMU's epsilon_1
+    assert defaults("npo")["train.lr"] == flat["train.lr"]  # no paper lr: the recipe's
 
 
 def run(seed: int, forget: float, feasible: bool) -> ConfirmRun:
@@ -116,7 +133,7 @@ def test_each_methods_default_configuration_lies_inside_its_own_space(method: st
     # The confirm runs' default row is what the method's paper runs; a value its own space
     # excludes (SimNPO at NPO's β = 0.1 against [0.5, 10]) is no such setting.
     space = load_space(method)
-    defaults = default_params(Config().to_flat(), space)
+    defaults = default_params(Config().to_flat(), space, load_defaults(method))
     outside = {path: v for path, v in defaults.items() if not inside(v, space[path])}
     assert not outside, f"{method}: defaults outside its search space: {outside}"
 

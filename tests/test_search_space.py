@@ -9,7 +9,12 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from clear_ray.config import Config, ConfigError, field_paths
-from clear_ray.search.space import SEARCH_SPACE_DIR, load_space, parse_space
+from clear_ray.search.space import (
+    SEARCH_SPACE_DIR,
+    load_space,
+    parse_defaults,
+    parse_space,
+)
 
 SHIPPED = sorted(path.stem for path in SEARCH_SPACE_DIR.glob("*.yaml"))
 
@@ -203,3 +208,34 @@ def test_missing_shipped_space_lists_the_shipped_ones() -> None:
     message = str(caught.value)
     assert "\n" not in message
     assert all(name in message for name in SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_dimension_names_its_published_setting_and_source(name: str) -> None:
+    import yaml
+
+    raw = yaml.safe_load((SEARCH_SPACE_DIR / f"{name}.yaml").read_text())
+    for path, spec in raw.items():
+        assert "default" in spec and spec.get("source"), f"{name}: {path}"
+    parse_defaults(raw, name)  # each value lies in its own range and suits its field
+
+
+def test_a_published_setting_outside_its_own_range_is_refused_in_one_line() -> None:
+    raw = {"method.beta": {"distribution": "loguniform", "low": 0.5, "high": 10.0, "default": 0.1}}
+    with pytest.raises(ConfigError) as caught:
+        parse_defaults(raw, "space.yaml")
+    assert str(caught.value) == (
+        "space.yaml: method.beta: default 0.1 lies outside the dimension's own range"
+    )
+
+
+def test_an_unknown_key_in_a_dimension_is_refused() -> None:
+    message = parse_error({"train.lr": {"distribution": "uniform", "low": 0, "high": 1, "dflt": 0}})
+    assert "unknown key 'dflt'" in message
+
+
+def test_default_config_means_the_configs_value_with_its_source() -> None:
+    raw = {"train.lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2,
+                        "default": "config", "source": "the recipe"}}  # fmt: skip
+    (published,) = parse_defaults(raw, "space.yaml").values()
+    assert published.value is None and published.source == "the recipe"

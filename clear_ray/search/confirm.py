@@ -3,8 +3,9 @@
 One seed's winner is one draw; the winner of a search is the luckiest of many. So after a
 search the selected configuration (its params, at its selected epoch count) is trained again
 with ``search.confirm_seeds`` fresh training seeds (``train.seed + 1..N``; Optuna's sampler seed
-``search.seed`` is another field), and so is the method's default configuration (the config
-defaults of the searched dimensions, at ``train.epochs``: what papers run). Each run is fully
+``search.seed`` is another field), and so is the method's default configuration (its published
+setting: each dimension's ``default:`` in ``search_spaces/<method>.yaml`` with its source, the
+config's value where no paper gives one, at ``train.epochs``). Each run is fully
 evaluated on the report fold; the leaderboard shows mean ± sd over the seeds, and the paired
 difference tuned − default over the seeds with its interval and verdict (``seed_comparison``).
 
@@ -33,11 +34,14 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
 from clear_ray.report.paired import SeedComparison, compare_seeds, endpoint_value
+
+if TYPE_CHECKING:
+    from clear_ray.search.space import PublishedDefault
 
 CONFIRM_FILE = "confirm.json"
 TUNED, DEFAULT = "tuned", "default"
@@ -78,9 +82,16 @@ def seed_comparison(record: dict[str, Any], objective: str, original: float) -> 
     return compare_seeds(values[TUNED], values[DEFAULT])
 
 
-def default_params(config: dict[str, Any], space: dict) -> dict[str, Any]:
-    """The config defaults (``Config.to_flat()``, preset recipe applied) of the searched paths."""
-    return {path: config[path] for path in sorted(space)}
+def default_params(
+    config: dict[str, Any], space: dict, published: dict[str, PublishedDefault]
+) -> dict[str, Any]:
+    """The method's published setting of each searched path (``search_spaces/<method>.yaml``
+    ``default:``), else the config's value (``Config.to_flat()``, preset recipe applied)."""
+    chosen = {}
+    for path in sorted(space):
+        value = published[path].value if path in published else None
+        chosen[path] = config[path] if value is None else value
+    return chosen
 
 
 @dataclass

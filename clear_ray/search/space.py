@@ -2,9 +2,15 @@
 
 Example::
 
-    train.lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}
-    method.beta: {distribution: loguniform, low: 0.01, high: 1.0}
-    regularizer.l1_targets: {distribution: categorical, choices: [ab, b]}
+    train.lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2, default: config,
+               source: "config default (the preset's recipe)"}
+    method.beta: {distribution: loguniform, low: 0.01, high: 1.0, default: 0.1,
+                  source: "NPO paper, arXiv 2404.05868"}
+
+``default`` is the method's published setting, the one a paper runs it at, and ``source`` says
+where it is from; ``default: config`` (or no ``default``) means the config's value, which
+follows the preset's recipe (the tiny preset's lr is not a paper's). The confirm runs train the
+published setting as the "default" configuration (search/confirm.py ``default_params``).
 
 Every path must exist in :class:`clear_ray.config.Config`; a malformed file fails here, with
 one line, before Ray or any model starts.
@@ -12,6 +18,7 @@ one line, before Ray or any model starts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,15 @@ from optuna.distributions import (
 from clear_ray.config import Config, ConfigError, field_paths
 
 SEARCH_SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+CONFIG_DEFAULT = "config"  # ``default: config``: the config's (recipe-aware) value
+
+
+@dataclass(frozen=True)
+class PublishedDefault:
+    """A dimension's published setting: ``value`` None = the config's value."""
+
+    value: Any
+    source: str
 
 
 def _float(spec: dict, key: str, where: str) -> float:
@@ -46,9 +62,15 @@ def _range(spec: dict, where: str, log: bool) -> tuple[float, float]:
     return low, high
 
 
+SPEC_KEYS = {"distribution", "low", "high", "choices", "default", "source"}
+
+
 def _distribution(spec: Any, where: str) -> BaseDistribution:
     if not isinstance(spec, dict) or "distribution" not in spec:
         raise ConfigError(f"{where}: expected a mapping with a 'distribution' key")
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(SPEC_KEYS)}")
     kind = spec["distribution"]
     if kind in ("uniform", "loguniform"):
         low, high = _range(spec, where, log=kind == "loguniform")
@@ -98,18 +120,59 @@ def _check_types(path: str, distribution: BaseDistribution, origin: str) -> None
             raise ConfigError(f"{origin}: {error}") from None
 
 
-def load_space(method: str, directory: Path = SEARCH_SPACE_DIR) -> dict[str, BaseDistribution]:
+def parse_defaults(raw: dict, origin: str) -> dict[str, PublishedDefault]:
+    """Each dimension's published setting (checked to lie in its own range) and its source."""
+    space = parse_space(raw, origin)
+    defaults = {}
+    for path, spec in raw.items():
+        value = spec.get("default", CONFIG_DEFAULT)
+        source = str(spec.get("source", "config default"))
+        where = f"{origin}: {path}: default {value!r}"
+        if value == CONFIG_DEFAULT:
+            defaults[path] = PublishedDefault(None, source)
+            continue
+        if not contains(space[path], value):
+            raise ConfigError(f"{where} lies outside the dimension's own range")
+        try:
+            Config().replace({path: value})
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        defaults[path] = PublishedDefault(value, source)
+    return defaults
+
+
+def contains(distribution: BaseDistribution, value: Any) -> bool:
+    if isinstance(distribution, CategoricalDistribution):
+        return value in distribution.choices
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(distribution, IntDistribution) and value != int(value):
+        return False
+    return distribution.low <= value <= distribution.high
+
+
+def _read(method: str, directory: Path) -> tuple[Any, Path]:
     path = directory / f"{method}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in directory.glob("*.yaml"))
         raise ConfigError(f"no search space {path}; available: {', '.join(available)}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text()), path
     except yaml.YAMLError as error:
         line = getattr(getattr(error, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+
+
+def load_space(method: str, directory: Path = SEARCH_SPACE_DIR) -> dict[str, BaseDistribution]:
+    raw, path = _read(method, directory)
     return parse_space(raw, str(path))
+
+
+def load_defaults(method: str, directory: Path = SEARCH_SPACE_DIR) -> dict[str, PublishedDefault]:
+    """The published settings of ``<directory>/<method>.yaml``'s dimensions."""
+    raw, path = _read(method, directory)
+    return parse_defaults(raw, str(path))
 
 
 def scale_lr(space: dict[str, BaseDistribution], scale: float) -> dict[str, BaseDistribution]:
