@@ -30,8 +30,9 @@ from typing import Any
 from clear_ray.report.paired import endpoint_value
 
 DEFAULT, SWEEP, TUNED = "default", "sweep", "tuned"
-# default: the method's published setting (search_spaces/<method>.yaml default:); sweep: the best of a practitioner's lr
-# sweep at the other defaults, picked on the selection fold; tuned: the search's selection.
+# default: the method's published setting (search_spaces/<method>.yaml default:); sweep: the
+# best of a practitioner's lr sweep at the other defaults, picked on the selection fold; tuned:
+# the search's selection.
 ARMS = (DEFAULT, SWEEP, TUNED)
 
 
