@@ -127,6 +127,7 @@ RANGES: dict[str, Range] = {
     "search.gpus_per_trial": NON_NEGATIVE,
     "search.startup_trials": NON_NEGATIVE,
     "search.worker_start_timeout_s": POSITIVE,
+    "search.reference_wait_s": POSITIVE,
     "search.lr_scale": POSITIVE,
     "robust.relearn_steps": AT_LEAST_1,
     "robust.relearn_lr": POSITIVE,
@@ -158,6 +159,10 @@ class DataConfig:
     forget_split: str = "forget10"  # forget01 | forget05 | forget10
     modality: str = "both"  # one of MODALITIES
     synthetic_persons: int = 40
+    # A local copy of locuslab/TOFU (hub layout) for a local copy of therem/CLEAR, which has
+    # no forgetNN_tofu_perturbed: TOFU's forgetNN_perturbed fills it (data/source.py). "" =
+    # such a copy is searched without the text forget-quality task.
+    tofu_source: str = ""
     synthetic_seed: int = 0
 
 
@@ -331,6 +336,9 @@ class SearchConfig:
     # search when its own tasks (reference builds, final and confirm evaluations, robustness
     # checks) wait this long to start with none of them running, naming what holds the CPUs.
     worker_start_timeout_s: float = 300.0
+    # A search that finds another one in its output directory building a reference (pretrained
+    # base, Original, Gold, an evaluation) waits this long for it, then reuses it.
+    reference_wait_s: float = 7200.0
     # Start Ray's dashboard with the local Ray a search starts when it finds no running Ray (a
     # cluster from `ray up` keeps its own). Its ~12 processes cost ~2 s of CPU to start and
     # ~1/30 of a core while idle, and with Train's metrics ~3.8 s of CPU per trial

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clear_ray.cache import cache_key
+from clear_ray.cache import cache_key, usable
 from clear_ray.cli import (
     HelpFormatter,
     add_config_flags,
@@ -176,7 +176,7 @@ def reference_models(cfg: Config, source: str, cache_root: Path) -> ReferenceMod
 
     models = cache_root / "models"
     paths = {role: models / model_name(cfg, source, role) for role in ROLES}
-    missing = [role for role, path in paths.items() if not path.is_dir()]
+    missing = [role for role, path in paths.items() if not usable(path, f"cached {role}")]
     for role in ROLES:
         if role not in missing:
             print(f"[clear_ray] {role}: cached at {paths[role]}", file=sys.stderr)
@@ -185,7 +185,7 @@ def reference_models(cfg: Config, source: str, cache_root: Path) -> ReferenceMod
             start = None
             if pretrain.applies(cfg):
                 base = models / model_name(cfg, source, BASE)
-                if not base.is_dir():
+                if not usable(base, "cached pretrained base"):
                     finetune_job(cfg, BASE, source, base.name, str(models))
                 start = str(base)
             names = {role: paths[role].name for role in missing}

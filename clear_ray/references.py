@@ -15,6 +15,11 @@ Users may bring their own Original/Gold (``--original``/``--gold``, CLEAR protoc
 elsewhere): a checkpoint directory or a hub id of the preset's architecture. Its finetune is
 skipped; its evaluations are cached under a key of the checkpoint's fingerprint
 (:func:`checkpoint_fingerprint`).
+
+Every model and evaluation here is a cache entry with a manifest (clear_ray/cache.py), checked
+before use: a cached or published one that fails the check is built again, a brought one with a
+manifest that fails it is refused. Each entry is built under its lock, so two searches in one
+output directory build it once.
 """
 
 from __future__ import annotations
@@ -28,15 +33,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_ray import pretrain
-from clear_ray.cache import cache_key, cached_dir
+from clear_ray.cache import (
+    MANIFEST,
+    CacheError,
+    build_lock,
+    cache_key,
+    cached_dir,
+    manifest_problem,
+    usable,
+)
 from clear_ray.config import Config, ConfigError, SearchConfig
+from clear_ray.console import log as console_log
 from clear_ray.data.folds import REPORT, SELECTION, PersonFolds, person_folds
 from clear_ray.models.presets import ModelPreset, get_preset
 from clear_ray.staging import DriverDir, on_this_node, stage
@@ -66,9 +80,10 @@ def check_architecture(config: dict, preset: ModelPreset, what: str) -> None:
 def check_checkpoint(value: str, preset: ModelPreset, path: str) -> None:
     """A brought checkpoint that cannot be the preset's model fails here, in one line.
 
-    A local directory needs a config.json of the preset's architecture and weight files. A
-    hub id can only be checked for its shape offline; its architecture is checked on the
-    worker that downloads it.
+    A local directory needs a config.json of the preset's architecture and weight files, and
+    must match its manifest if it has one (a cached or published reference copied from
+    another output directory). A hub id can only be checked for its shape offline; its
+    architecture is checked on the worker that downloads it.
     """
     directory = Path(value).expanduser()
     if directory.is_dir():
@@ -81,6 +96,10 @@ def check_checkpoint(value: str, preset: ModelPreset, path: str) -> None:
             raise ConfigError(f"{path}: {value}/config.json is not JSON ({error})") from None
         if not weight_files(directory):
             raise ConfigError(f"{path}: {value} has no weight files (*.safetensors, *.bin)")
+        if (directory / MANIFEST).is_file() and (problem := manifest_problem(directory)):
+            raise ConfigError(
+                f"{path}: {value} does not match its {MANIFEST} ({problem}); copy it again"
+            )
     elif directory.exists() or value.startswith((".", "/", "~")) or not HUB_ID.match(value):
         raise ConfigError(
             f"{path}: {value} is neither a checkpoint directory nor a hub id (owner/name[@rev])"
@@ -150,19 +169,27 @@ class Store:
         return [Path(i.path).name[: -len(COMPLETE)] for i in found if i.path.endswith(COMPLETE)]
 
     def pull(self, kind: str, local: Path, names: list[str] | None = None) -> None:
-        """Copy the store's complete folders of ``kind`` that ``local`` lacks into it."""
+        """Copy the store's complete folders of ``kind`` that ``local`` lacks (or holds
+        corrupt) into it. A published folder that fails its manifest is removed from the store
+        with a warning: the caller builds it again, and publishes it again."""
         from pyarrow import fs
 
         filesystem, base = self._fs() if self.storage else (None, "")
         for name in self.names(kind):
-            if (names is None or name in names) and not (local / name).is_dir():
+            if (names is None or name in names) and not usable(local / name, f"cached {kind}"):
                 source = f"{base}/{kind}/{name}"
-                cached_dir(
-                    local / name,
-                    lambda out, s=source: fs.copy_files(
-                        s, str(out), filesystem, fs.LocalFileSystem()
-                    ),
-                )
+                try:
+                    cached_dir(
+                        local / name,
+                        lambda out, s=source: fs.copy_files(
+                            s, str(out), filesystem, fs.LocalFileSystem()
+                        ),
+                        f"published {kind}/{name}",
+                    )
+                except CacheError as error:
+                    console_log(f"warning: {error}; removing it from {self.storage}")
+                    filesystem.delete_file(source + COMPLETE)
+                    filesystem.delete_dir(source)
 
     def push(self, kind: str, local: Path, names: list[str] | None = None) -> None:
         """Publish ``local``'s folders (or ``names`` of them) the store lacks."""
@@ -354,7 +381,7 @@ def model_on_rank(
     from clear_ray.models.loading import save_checkpoint
 
     store = Store(cfg.search.storage_path)
-    if rank == 0:
+    if rank == 0 and not usable(target, f"cached {role}"):
         store.pull("models", target.parent, [target.name])
     found = [target.is_dir()]
     dist.broadcast_object_list(found, src=0)  # every rank trains, or none
@@ -370,7 +397,7 @@ def model_on_rank(
             start,
         )
         if rank == 0:
-            cached_dir(target, lambda out: save_checkpoint(model, processor, out))
+            cached_dir(target, lambda out: save_checkpoint(model, processor, out), role)
     if rank != 0:
         return None
     store.push("models", target.parent, [target.name])
@@ -478,21 +505,26 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
         models[role], ran_at[f"{role}_model"] = (model, model_id), ran
     models_dir = Path(cfg.output_dir) / "cache" / "models"  # on the node that made them
     names = {role: model_name(cfg, source, role) for role in finetuned}
-    for role in finetuned:
-        found = on_driver_node(models_dir / names[role], role, log)
-        if found:
-            models[role] = (found, names[role])
-    start = None
-    missing = [role for role in finetuned if role not in models]
-    if missing and pretrain.applies(cfg):
-        name = model_name(cfg, source, BASE)
-        start = on_driver_node(models_dir / name, "pretrained base", log)
-        if start is None:
-            log("pretrained base: trained by a Ray Train job unless cached")
-            start, ran_at["pretrained_base"] = finetune_job(
-                cfg, BASE, staged, name, str(models_dir)
-            )
-    made = finetune_jobs(cfg, missing, staged, names, str(models_dir), start, log)
+    wait_s = cfg.search.reference_wait_s
+    with ExitStack() as locks:  # another search in this output dir builds them: wait, reuse
+        for role in sorted(finetuned, key=names.get):  # one order for every search: no deadlock
+            locks.enter_context(build_lock(models_dir / names[role], role, wait_s))
+        for role in finetuned:
+            found = on_driver_node(models_dir / names[role], role, log)
+            if found:
+                models[role] = (found, names[role])
+        start = None
+        missing = [role for role in finetuned if role not in models]
+        if missing and pretrain.applies(cfg):
+            name = model_name(cfg, source, BASE)
+            with build_lock(models_dir / name, "pretrained base", wait_s):
+                start = on_driver_node(models_dir / name, "pretrained base", log)
+                if start is None:
+                    log("pretrained base: trained by a Ray Train job unless cached")
+                    start, ran_at["pretrained_base"] = finetune_job(
+                        cfg, BASE, staged, name, str(models_dir)
+                    )
+        made = finetune_jobs(cfg, missing, staged, names, str(models_dir), start, log)
     for role, (model, ran) in made.items():
         models[role], ran_at[f"{role}_model"] = (model, names[role]), ran
 
@@ -509,23 +541,31 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
 
     def run(role: str, golds=(None, None)) -> list[ReferenceEvaluation]:
         """``role``'s proxy and full evaluations, each against Gold's of the same config:
-        read from the driver node's cache, else computed (or found) by a task."""
+        read from the driver node's cache, else computed (or found) by a task, under their
+        build locks."""
         model, model_id = models[role]
         results, refs = {}, {}
+        entries = {}
         for full in kinds:
-            entry = evaluation_entry(
+            entries[full] = evaluation_entry(
                 cache / model_id, source, cfg.data.forget_split, eval_config[full],
                 golds[full], cfg.train.precision, fold_of[full],
             )  # fmt: skip
-            if entry.is_dir():
-                results[full] = read_evaluation(entry, cfg.data.modality)
-            else:
-                refs[full] = evaluate.remote(
-                    model, model_id, staged, cfg, full, golds[full], fold_of[full]
-                )
-        for full, (evaluation, files, ran) in each_result(refs, f"{role} evaluation", cfg.search):
-            ran_at[f"{role}{'_full' if full else ''}_evaluation"] = ran
-            results[full] = on_driver(evaluation, files, cache / model_id)
+        what = f"{role}'s evaluation"
+        with ExitStack() as locks:
+            for entry in sorted(entries.values()):
+                locks.enter_context(build_lock(entry, what, wait_s))
+            for full, entry in entries.items():
+                if usable(entry, what):
+                    results[full] = read_evaluation(entry, cfg.data.modality)
+                else:
+                    refs[full] = evaluate.remote(
+                        model, model_id, staged, cfg, full, golds[full], fold_of[full]
+                    )
+            done = each_result(refs, f"{role} evaluation", cfg.search)
+            for full, (evaluation, files, ran) in done:
+                ran_at[f"{role}{'_full' if full else ''}_evaluation"] = ran
+                results[full] = on_driver(evaluation, files, cache / model_id)
         ordered = [results[full] for full in kinds]
         return ordered * 2 if len(ordered) == 1 else ordered  # [proxy, full]
 
@@ -557,7 +597,7 @@ def on_driver_node(model: Path, role: str, log: Callable[[str], None]) -> Driver
     store), where the finetune job finds them; a single node or a shared filesystem finds them
     here and spares the job's start-up (~10-20 s per model on 2 CPU cores).
     """
-    if not model.is_dir():
+    if not usable(model, f"cached {role}"):
         return None
     log(f"{role}: cached at {model}")
     return DriverDir.of(model)
@@ -566,6 +606,9 @@ def on_driver_node(model: Path, role: str, log: Callable[[str], None]) -> Driver
 def on_driver(evaluation: ReferenceEvaluation, files: dict[str, bytes], cache: Path):
     """The evaluation with its files in the driver's cache (MLflow logs them from there)."""
     directory = cache / Path(evaluation.directory).name
-    if not directory.is_dir():
-        cached_dir(directory, lambda out: [(out / n).write_bytes(b) for n, b in files.items()])
+    cached_dir(
+        directory,
+        lambda out: [(out / n).write_bytes(b) for n, b in files.items()],
+        "reference evaluation",
+    )
     return replace(evaluation, directory=str(directory))

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from clear_ray.cache import MANIFEST
 from clear_ray.config import ConfigError
 from clear_ray.data import synthetic
 from clear_ray.data.clear import (
@@ -132,7 +133,8 @@ def test_readme_lists_every_config_with_full_as_default(clear_dir: Path) -> None
     assert entries["forget10+tofu"]["data_files"] == [
         {"split": "train", "path": f"forget10+tofu/{synthetic.PARQUET_FILE}"}
     ]
-    assert sorted(p.name for p in clear_dir.iterdir()) == sorted([*CONFIG_FEATURES, "README.md"])
+    written = sorted(p.name for p in clear_dir.iterdir())
+    assert written == sorted([*CONFIG_FEATURES, "README.md", MANIFEST])
 
 
 def test_full_has_every_person_and_forget10_persons_have_more_images(clear_dir: Path) -> None:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageDraw
 
+from clear_ray.cache import write_manifest
 from clear_ray.config import ConfigError
 from clear_ray.data.schema import (
     CONFIG_FEATURES,
@@ -738,6 +739,7 @@ def generate(
     try:
         report(f"writing {len(rows)} configs")
         write_hub_dir(rows, staging, persons, seed)
+        write_manifest(staging)  # last: a search checks its copy against it before each use
         staging.chmod(0o755)  # mkdtemp creates 0700; the dataset should read like any other dir
         _swap_into_place(staging, out_dir, overwrite)
     except BaseException:

@@ -121,4 +121,4 @@ def reference_evaluation(
 
     cache_dir = Path(model_dir) / "evaluations" if cache_dir is None else cache_dir
     entry = evaluation_entry(cache_dir, data, forget_split, config, gold, precision, fold)
-    return read_evaluation(cached_dir(entry, build), modality)
+    return read_evaluation(cached_dir(entry, build, "reference evaluation"), modality)
