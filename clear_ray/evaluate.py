@@ -24,6 +24,11 @@ from clear_ray.eval.names import SUMMARY_METRICS
 # flag -> dotted config path; defaults and types come from Config, never from here.
 FLAGS = {
     "--data": ("data.source", "hub id (therem/CLEAR) or local CLEAR dir; default: synthetic"),
+    "--tofu": (
+        "data.tofu_source",
+        "local copy of locuslab/TOFU: the text forget-quality task of a local --data copy of "
+        "therem/CLEAR (without it that task is left out)",
+    ),
     "--forget-split": ("data.forget_split", "forget01 | forget05 | forget10"),
     "--modality": (
         "data.modality",

@@ -66,6 +66,11 @@ METHOD_ORDER = TABLE_METHODS  # the paper's Table 1 order; variants are searched
 # flag -> dotted config path; defaults and types come from Config, never from here.
 FLAGS = {
     "--data": ("data.source", "hub id (therem/CLEAR) or local CLEAR dir; default: synthetic"),
+    "--tofu": (
+        "data.tofu_source",
+        "local copy of locuslab/TOFU: the text forget-quality task of a local --data copy of "
+        "therem/CLEAR (without it that task is left out)",
+    ),
     "--model": ("model.preset", "model preset (tiny-llava, llava-1.5-7b)"),
     "--forget-split": ("data.forget_split", "forget01 | forget05 | forget10"),
     "--modality": ("data.modality", "forget text QA rows, visual image rows, or both"),
@@ -362,7 +367,7 @@ def memory_lines(cfg: Config, methods: list[str]) -> list[str]:
 
 def check_inputs(cfg: Config) -> None:
     """Bad input fails here with one line, before any data, model or run is written."""
-    from clear_ray.data.source import resolve_source
+    from clear_ray.data.source import check_source
     from clear_ray.eval.names import OBJECTIVE_TASKS, named_tasks, objective_tasks
     from clear_ray.references import check_brought
 
@@ -371,8 +376,8 @@ def check_inputs(cfg: Config) -> None:
         raise ConfigError(
             f"eval.tasks must include {needed} (the objective of --modality {cfg.data.modality})"
         )
-    if cfg.data.source:
-        resolve_source(cfg)  # a local directory is checked without writing anything
+    for note in check_source(cfg):  # what the data lacks, before anything is trained
+        log(note)
     if cfg.tracking.tracking_uri:
         from clear_ray.tracking import check_tracking_uri  # imports MLflow (~2.5 s)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import warnings
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ from PIL import Image
 from clear_ray.config import FORGET_SPLITS, ConfigError
 from clear_ray.data.schema import (
     CONFIG_ALIASES,
+    CONFIG_FEATURES,
     LOADABLE_CONFIGS,
     TEXT_PERTURBED_SPLITS,
     retain_split_for,
@@ -142,8 +144,10 @@ def _hub_name_set(source: str, config: str, *, revision: str | None) -> frozense
 def data_fingerprint(source: str, configs: Iterable[str], *, revision: str | None = None) -> str:
     """A sha256 cache key for the data behind ``configs``.
 
-    Local: the bytes of their parquet files. Hub: the id and the commit ``revision`` resolves to
-    (the literal revision if the hub cannot be asked, with a warning).
+    Local: the bytes of the parquet files of those of ``configs`` the directory lists (a copy of
+    therem/CLEAR has no ``forgetNN_tofu_perturbed``: the key is of the data that is there).
+    Hub: the id and the commit ``revision`` resolves to (the literal revision if the hub cannot
+    be asked, with a warning).
     """
     names = sorted(set(configs))
     for name in names:
@@ -158,7 +162,7 @@ def data_fingerprint(source: str, configs: Iterable[str], *, revision: str | Non
                 pinned = _resolve_revision(redirect.repo, None)
                 digest.update(f"\nhub:{redirect.repo}@{pinned}:{redirect.config}".encode())
         return digest.hexdigest()
-    for name in names:
+    for name in (n for n in names if config_available(str(root), n)):
         for path in _data_files(root, name):
             digest.update(f"{name}:{path.relative_to(root).as_posix()}\n".encode())
             with path.open("rb") as handle:
@@ -351,4 +355,81 @@ def _load_local(root: Path, config: str, features: datasets.Features) -> dataset
         split=datasets.Split.TRAIN,
         # Our own content hash: otherwise datasets pickles the whole table to fingerprint it.
         fingerprint=data_fingerprint(str(root), [config]),
+    )
+
+
+# --------------------------------------------------------------------------- TOFU
+
+
+def tofu_perturbed_table(tofu_root: Path, forget_split: str) -> pa.Table:
+    """TOFU's ``forgetNN_perturbed`` from a local copy of locuslab/TOFU, as CLEAR's
+    ``forgetNN_tofu_perturbed`` (:data:`HUB_REDIRECTS`: the same rows, ``name`` empty).
+
+    The hub repo keeps each config as one JSON-lines file named in its README's ``configs:``;
+    parquet (a converted copy) and a JSON array are read too.
+    """
+    config = f"{forget_split}_tofu_perturbed"
+    redirect = HUB_REDIRECTS[config]
+    tables = []
+    for path in _data_files(tofu_root, redirect.config):
+        try:
+            if path.suffix == ".parquet":
+                table = pq.read_table(path)
+            else:
+                text = path.read_text(encoding="utf-8").strip()
+                rows = (
+                    json.loads(text)
+                    if text.startswith("[")
+                    else [json.loads(line) for line in text.splitlines() if line.strip()]
+                )
+                table = pa.Table.from_pylist(rows)
+        except (ValueError, pa.ArrowException, OSError) as error:
+            raise ConfigError(
+                f"{tofu_root}: cannot read {path.name}: {_one_line(error)}"
+            ) from error
+        for name, value in redirect.fill.items():
+            if name not in table.column_names:
+                table = table.append_column(name, pa.array([value] * len(table), pa.string()))
+        features = CONFIG_FEATURES[config]
+        missing = [name for name in features if name not in table.column_names]
+        if missing:
+            raise ConfigError(
+                f"{tofu_root}: {path.name} has no column {missing[0]!r} "
+                f"(not TOFU's {redirect.config})"
+            )
+        tables.append(_cast_columns(table, features, config, path.name))
+    return pa.concat_tables(tables)
+
+
+def write_tofu_view(clear_root: Path, tofu_root: Path, out: Path) -> None:
+    """A hub-layout directory that reads as ``clear_root`` plus TOFU's perturbed QA.
+
+    Links to every data file of the CLEAR copy at its own relative path (so the data
+    fingerprint of each CLEAR config, hence every cache key, is the copy's own), one parquet
+    ``forgetNN_tofu_perturbed`` per forget split that ``tofu_root`` holds, and a README listing
+    both. One source path then carries both datasets to every reader and node.
+    """
+    entries = list(_readme_configs(clear_root).values())
+    for name in {e["config_name"] for e in entries}:
+        for path in _data_files(clear_root, name):
+            link = out / path.relative_to(clear_root)
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(path)
+    for split in FORGET_SPLITS:
+        if HUB_REDIRECTS[f"{split}_tofu_perturbed"].config not in _readme_configs(tofu_root):
+            continue
+        config = f"{split}_tofu_perturbed"
+        target = out / config / "train-00000-of-00001.parquet"
+        target.parent.mkdir(parents=True)
+        pq.write_table(tofu_perturbed_table(tofu_root, split), target)
+        entries.append(
+            {"config_name": config, "data_files": [{"split": "train", "path": f"{config}/train-*"}]}
+        )
+    front = yaml.safe_dump({"configs": entries}, sort_keys=False)
+    (out / "README.md").write_text(
+        f"---\n{front}---\n\n# {clear_root.name} with TOFU's perturbed QA\n\n"
+        f"The configs of {clear_root} (linked) and `forgetNN_tofu_perturbed` read from "
+        f"{tofu_root}'s `forgetNN_perturbed`, written by clear_ray.\n",
+        encoding="utf-8",
     )
