@@ -255,7 +255,7 @@ def plan_search(args: argparse.Namespace) -> tuple[Config, SearchState, SearchDi
 
 
 # Config fields that name a local directory or a hub id.
-LOCAL_OR_HUB = ("data.source", "model.original", "model.gold")
+LOCAL_OR_HUB = ("data.source", "data.tofu_source", "model.original", "model.gold")
 
 
 def absolute_local_paths(cfg: Config) -> dict[str, str]:

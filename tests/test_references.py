@@ -68,6 +68,73 @@ def test_tune_refuses_a_bad_original_with_one_line_and_writes_nothing(
     assert not output.exists()
 
 
+def test_a_brought_checkpoint_that_fails_its_manifest_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from clear_ray.cache import write_manifest
+    from clear_ray.tune import main
+
+    directory = checkpoint(tmp_path / "original")
+    check_checkpoint(str(directory), TINY, "model.original")  # no manifest: accepted
+    write_manifest(directory)
+    check_checkpoint(str(directory), TINY, "model.original")
+    (directory / "model.safetensors").write_bytes(b"wei")  # cut short by a copy
+    output = tmp_path / "out"
+    code = main(["--original", str(directory), "--output-dir", str(output)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [
+        f"error: --original, model.original: {directory} does not match its "
+        "clear_ray-manifest.json (model.safetensors is 3 bytes, its manifest says 7); "
+        "copy it again"
+    ]
+    assert not output.exists()
+
+
+def test_a_corrupt_published_folder_is_removed_from_the_store_and_not_pulled(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from clear_ray.cache import write_manifest
+
+    made, store = tmp_path / "node1" / "models", Store(str(tmp_path / "storage"))
+    write_manifest(checkpoint(made / "m1"))
+    store.push("models", made)
+    published = tmp_path / "storage" / "references" / "models" / "m1"
+    (published / "model.safetensors").write_bytes(b"")  # the upload was cut
+    elsewhere = tmp_path / "node2" / "models"
+    store.pull("models", elsewhere)
+    assert not (elsewhere / "m1").exists()
+    assert store.names("models") == []  # the next build publishes it again
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.safetensors is 0 bytes" in err[0]
+    store.push("models", made)
+    store.pull("models", elsewhere)
+    assert (elsewhere / "m1" / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_the_synthetic_data_is_generated_again_when_a_file_was_cut(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from clear_ray.data import synthetic
+    from clear_ray.data.source import resolve_source
+
+    cfg = Config().replace(
+        {"output_dir": str(tmp_path), "data.synthetic_persons": synthetic.MIN_PERSONS}
+    )
+    source = Path(resolve_source(cfg))
+    parquet = source / "forget10" / synthetic.PARQUET_FILE
+    whole = parquet.read_bytes()
+    assert resolve_source(cfg) == str(source)  # intact: reused
+    capsys.readouterr()
+    parquet.write_bytes(whole[:100])
+    assert resolve_source(cfg) == str(source)
+    assert parquet.read_bytes() == whole
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"[clear_ray] warning: synthetic data at {source} failed its check")
+    assert f"forget10/{synthetic.PARQUET_FILE} is 100 bytes" in err[0]
+    assert err[1] == f"[clear_ray] generating synthetic CLEAR data in {source}"
+
+
 def test_the_fingerprint_follows_the_weights_and_the_hub_revision(tmp_path: Path) -> None:
     directory = checkpoint(tmp_path / "model")
     first = brought_id(str(directory))

@@ -44,9 +44,13 @@ def text_config(cfg: Config) -> str:
     return f"{cfg.data.forget_split}_tofu_perturbed"
 
 
-def tofu_root(cfg: Config) -> Path:
-    """``data.tofu_source``: a directory listing TOFU's ``forgetNN_perturbed`` of the split."""
+def tofu_root(cfg: Config, source: str) -> Path:
+    """``data.tofu_source``: a directory listing TOFU's ``forgetNN_perturbed`` of the split,
+    for the local directory ``source``."""
     from clear_ray.data.clear import HUB_REDIRECTS, config_available
+
+    if not Path(source).is_dir():
+        raise ConfigError(f"data.tofu_source is for a local --data directory, not {source}")
 
     root = Path(cfg.data.tofu_source).expanduser()
     if not (root / "README.md").is_file():
@@ -89,7 +93,9 @@ def check_source(cfg: Config) -> list[str]:
                 f"data.tofu_source: {source} holds {text} itself; --tofu is for a local copy "
                 "of therem/CLEAR, which does not"
             )
-        tofu_root(cfg)
+        from clear_ray.data.clear import tofu_perturbed_table
+
+        tofu_perturbed_table(tofu_root(cfg, source), split)  # small: its rows are checked here
         has_text = True
     tasks = [n for n in named_tasks(cfg.eval.tasks) if has_text or n != FORGET_TEXT]
     needed = {
@@ -100,7 +106,7 @@ def check_source(cfg: Config) -> list[str]:
         f"{retain_split_for(split)}+tofu",
         *(TASKS[name].config_for(split) for name in tasks),
     }
-    missing = sorted(c for c in needed if not config_available(source, c))
+    missing = sorted(c for c in needed - {text} if not config_available(source, c))
     if missing:
         raise ConfigError(
             f"{source} lacks {', '.join(missing)}, which a search reads (not in its README.md)"
@@ -135,7 +141,7 @@ def resolve_source(cfg: Config) -> str:
             return source
         from clear_ray.data.clear import write_tofu_view
 
-        clear, tofu = Path(source), tofu_root(cfg)
+        clear, tofu = Path(source), tofu_root(cfg, source)
         readmes = (clear / "README.md").read_bytes() + (tofu / "README.md").read_bytes()
         key = hashlib.sha256(f"{clear}\n{tofu}\n".encode() + readmes).hexdigest()[:16]
         view = Path(cfg.output_dir).resolve() / "data" / f"{clear.name}+tofu-{key}"
