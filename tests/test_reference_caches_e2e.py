@@ -32,7 +32,10 @@ def search(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def final_metrics(out: Path) -> dict[str, float]:
-    (path,) = out.glob("searches/*/*/final_evaluation/metrics.json")
+    """The best trial's final evaluation in the latest search of ``out``."""
+    path = max(
+        out.glob("searches/*/*/final_evaluation/metrics.json"), key=lambda p: p.stat().st_mtime
+    )
     return json.loads(path.read_text())["metrics"]
 
 
