@@ -410,6 +410,7 @@ class Search:
 def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dict]) -> int:
     # Heavy imports (torch, transformers, mlflow, ray) come after argument parsing, so that
     # --help and bad input answer at once.
+    from clear_ray.cache import build_lock
     from clear_ray.eval.names import named_tasks, objective_tasks
     from clear_ray.kernels import kernels_tag
     from clear_ray.provenance import system_tags
@@ -434,7 +435,10 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     check_cluster(cfg.search)
     cfg = cfg.replace({"search.max_concurrent": concurrent_trials(cfg.search)})
     log(f"search {state.name}: files in {dirs.root}")
-    tracker = SearchTracker(cfg)
+    # Another search starting in this output directory creates the same MLflow store and
+    # experiment: one at a time, or the second fails on tables or a name the first just made.
+    with build_lock(Path(cfg.output_dir) / "mlflow.db", "MLflow store", 60.0):
+        tracker = SearchTracker(cfg)
     log(f"MLflow: {where_to_look(tracker.uri, tracker.experiment_id)}")
     optuna_storage = dirs.optuna_storage(cfg.search.optuna_storage)
     log(f"Optuna studies {state.name}/<method>, live: {dashboard_command(optuna_storage)}")

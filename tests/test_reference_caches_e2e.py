@@ -105,7 +105,10 @@ def test_two_searches_at_once_in_one_folder_build_each_reference_once(
             processes.append(
                 subprocess.Popen(search(clear_copy, out), stdout=handle, stderr=subprocess.STDOUT)
             )
-        time.sleep(1)
+        # The second starts once the first has named its search folder (names are by the
+        # second), long before the first has built anything.
+        while "files in" not in log.read_text() and processes[-1].poll() is None:
+            time.sleep(0.5)
     for process in processes:
         assert process.wait(timeout=2300) == 0
     texts = [log.read_text() for log in logs]
