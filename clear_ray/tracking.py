@@ -257,13 +257,14 @@ class SearchTracker:
         bound_client_retries()
         self.client = MlflowClient(tracking_uri=self.uri)
         self.max_outage_s = cfg.tracking.max_outage_s
-        self.outbox = Outbox(outbox) if outbox and is_server(self.uri) else None
         self.away_since: float | None = None
         self.last_probe = 0.0
         self.outage: TrackingOutage | None = None  # set once away past the limit
         self.run_ids: dict[str, str] = {}  # pending child placeholder -> its run id
-        self.experiment_id = self._needs_server(self._experiment, cfg)
         self.parent_id: str | None = None
+        self.outbox = None  # kept calls name this experiment: it comes first
+        self.experiment_id = self._experiment(cfg)
+        self.outbox = Outbox(outbox) if outbox and is_server(self.uri) else None
 
     def tracks(self, state) -> bool:
         """Whether the search of ``state`` (a SearchState) logs to this tracker's store."""
@@ -305,16 +306,16 @@ class SearchTracker:
             if server_health(self.uri) is not None:
                 return False
         pending = self.outbox.pending()
-        delivered = 0
-        try:
-            for op in pending:
+        for done, op in enumerate(pending):
+            try:
                 self._apply(op)
-                delivered += 1
-        except Exception as error:
-            if not self._away(error):
-                raise
-            self.outbox.replace(substitute(pending[delivered:], self.run_ids))
-            return False
+            except Exception as error:
+                if self._away(error):
+                    self.outbox.replace(substitute(pending[done:], self.run_ids))
+                    return False
+                # Refused by a server that is up: it never will be taken; the rest goes on.
+                log(f"MLflow refused a kept {op['op']} call for run {op.get('run_id')}: "
+                    f"{first_line(error)}; dropped")  # fmt: skip
         if pending:
             self.outbox.replace([])
             log(f"MLflow server {self.uri} is back: {len(pending)} kept tracking call(s) "
