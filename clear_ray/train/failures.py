@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 
-from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
+from ray.exceptions import RayError
+from ray.train.v2._internal.exceptions import RayTrainError
 from ray.train.v2._internal.execution.failure_handling import (
     DefaultFailurePolicy,
     FailureDecision,
@@ -25,17 +26,20 @@ _NUMBER = re.compile(r"\d+")
 
 
 def error_signature(error: TrainingFailedError) -> frozenset[str] | None:
-    """The errors the workers raised, each as its last traceback line with numbers blanked;
-    None unless every failed worker raised (a dead worker has no error of its own)."""
+    """The errors the workers' training function raised, each as ``Type: message`` with numbers
+    blanked; None if any worker failed otherwise (died, missed its health checks: Ray's errors,
+    ``RayError`` or Train's ``RayTrainError``), or for a failure that is not the workers'.
+
+    Train hands the controller the exception the function raised (``worker_group/poll.py``
+    ``WorkerGroupPollStatus.errors``)."""
     if not isinstance(error, WorkerGroupError) or not error.worker_failures:
         return None
-    lines = set()
+    signature = set()
     for failure in error.worker_failures.values():
-        if not isinstance(failure, UserExceptionWithTraceback):
+        if isinstance(failure, (RayError, RayTrainError)):
             return None
-        text = str(failure).strip().splitlines()
-        lines.add(_NUMBER.sub("N", text[-1] if text else type(failure).__name__))
-    return frozenset(lines)
+        signature.add(_NUMBER.sub("N", f"{type(failure).__name__}: {failure}"))
+    return frozenset(signature)
 
 
 class RepeatedErrorPolicy(DefaultFailurePolicy):
