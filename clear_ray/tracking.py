@@ -349,6 +349,11 @@ class SearchTracker:
                 raise self.outage
             time.sleep(PROBE_INTERVAL_S)
 
+    def wait_delivered(self) -> None:
+        """Return once every kept call reached the server (a search's last step: it must not
+        end with calls still in its outbox); raises :class:`TrackingOutage` past the limit."""
+        self._needs_server(lambda: None)
+
     def heartbeat(self) -> bool:
         """Deliver what waits if the server is back; True once it has been away past the
         limit (``self.outage`` then says for how long)."""

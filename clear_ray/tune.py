@@ -499,6 +499,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     if len(failures) == len(state.methods):  # no leaderboard of Original and Gold alone
         if state.top_parent_id:
             tracker.finish(state.top_parent_id, "FAILED", {"error": "; ".join(failures)})
+        tracker.wait_delivered()
         for failure in failures:
             log(failure)
         return 1
@@ -528,6 +529,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     tracker.log_artifacts(summary_run, report)
     if state.top_parent_id:
         tracker.finish(state.top_parent_id)
+    tracker.wait_delivered()
     print(f"\nLeaderboard:\n{table}\n")
     print(f"Report (Table 1, L1 question, plots): {report[1]}")
     print(f"Search {state.name} took {time.time() - started:.0f} s; files in {dirs.root}")
