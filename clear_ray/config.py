@@ -136,6 +136,7 @@ RANGES: dict[str, Range] = {
     "search.confirm_seeds": NON_NEGATIVE,  # 0 = no confirm runs
     "search.top_k": AT_LEAST_1,
     "search.constrain_relearn": FRACTION,  # a recovery: 0 = nothing came back, 1 = all
+    "tracking.max_outage_s": POSITIVE,
 }
 # Relative thresholds are fractions of Original's value; above 1.5 nothing can be feasible.
 RELATIVE_THRESHOLD = Range(0, 1.5, low_inclusive=False)
@@ -402,6 +403,9 @@ class RobustConfig:
 class TrackingConfig:
     tracking_uri: str = ""  # "" = sqlite database under the output dir
     experiment: str = "clear_ray"
+    # How long a search trains on while its MLflow server is away (its tracking calls kept in
+    # the search folder, clear_ray/search/outbox.py) before it stops, resumable with --resume.
+    max_outage_s: float = 600.0
 
 
 @dataclass

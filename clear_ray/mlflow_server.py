@@ -1,5 +1,6 @@
-"""A local ``mlflow server`` for as long as a ``with`` block: the browser check's and the
-screenshot tool's server (tests/test_mlflow_server_e2e.py, tools/screenshots.py).
+"""A local ``mlflow server`` for as long as a ``with`` block: the browser check's, the outage
+tests' and the screenshot tool's server (tests/test_mlflow_server_e2e.py,
+tests/test_tracking_outage_e2e.py, tools/screenshots.py).
 
 127.0.0.1 only, a free port, one worker (the default four did not answer on 2 cores), no job
 runner (MLflow 3.17 otherwise starts seven huey consumers for GenAI jobs this project never
@@ -24,9 +25,10 @@ START_TIMEOUT_S = 120.0
 
 
 @contextmanager
-def mlflow_server(backend_store_uri: str, artifacts: Path) -> Iterator[str]:
-    """Serve ``backend_store_uri`` (proxying artifacts to ``artifacts``); yields its URL."""
-    port = free_port()
+def mlflow_server(backend_store_uri: str, artifacts: Path, port: int = 0) -> Iterator[str]:
+    """Serve ``backend_store_uri`` (proxying artifacts to ``artifacts``) on ``port`` (0: a free
+    one; the same port again: a restarted server, as a search sees it); yields its URL."""
+    port = port or free_port()
     command = [
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
         "--workers", "1", "--backend-store-uri", backend_store_uri,

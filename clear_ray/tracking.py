@@ -8,8 +8,12 @@ always as absolute URIs (Tune changes the working directory of trials).
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import shutil
+import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -23,7 +27,9 @@ from ray.train import Checkpoint
 from ray.tune import Callback
 
 from clear_ray.config import Config, ConfigError
+from clear_ray.console import log
 from clear_ray.report.paired import SeedComparison
+from clear_ray.search.outbox import Outbox, pending_child, substitute
 from clear_ray.search.strategy import ERROR, stop_reason
 from clear_ray.train.selection import Thresholds
 
@@ -34,6 +40,15 @@ FEASIBLE_OBJECTIVE = "feasible_objective"  # a child's best objective, only once
 ADAPTER_ARTIFACT = "best_adapter"
 MODEL_ARTIFACT = "model"  # the registered pyfunc model (clear_ray/serving.py)
 HEALTH_TIMEOUT_S = 5.0
+PROBE_INTERVAL_S = 5.0  # how often an away server is asked for /health
+# The MLflow client's own retries of a failed request. Its defaults (7 retries, backoff factor
+# 2, a 120 s timeout) try a stopped server for about four minutes before a call fails, and the
+# Tune loop waits all that time; with these, about 7 s. A user's own setting wins.
+CLIENT_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
 UI_PORT = 5000  # of the local UI that ``ui_command`` starts
 # MLflow 3's UI opens in its GenAI view (traces, evaluations) unless a page asks for the
 # "Model training" one (runs, metrics, models), which is what a search is.
@@ -54,9 +69,12 @@ _SCHEDULER_ONLY = {"best_score", "epoch_score"}
 
 
 def tracking_uri(cfg: Config) -> str:
-    if cfg.tracking.tracking_uri:
-        return cfg.tracking.tracking_uri
-    return f"sqlite:///{Path(cfg.output_dir).resolve() / 'mlflow.db'}"
+    return store_uri(cfg.tracking.tracking_uri, cfg.output_dir)
+
+
+def store_uri(uri: str, output_dir: str) -> str:
+    """``tracking.tracking_uri``, or the SQLite store of ``output_dir`` when it is empty."""
+    return uri or f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
 def artifact_location(cfg: Config, uri: str) -> str | None:
@@ -74,17 +92,36 @@ def check_tracking_uri(uri: str) -> None:
     retries for minutes); any other store is opened once.
     """
     if is_server(uri):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
-                return
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise ConfigError(f"tracking URI {uri} is unreachable: {reason}") from None
+        reason = server_health(uri)
+        if reason is not None:
+            raise ConfigError(f"tracking URI {uri} is unreachable: {reason}")
+        return
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as error:  # any store error means: not usable
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise ConfigError(f"tracking URI {uri} is not usable: {first_line}") from None
+        raise ConfigError(f"tracking URI {uri} is not usable: {first_line(error)}") from None
+
+
+def server_health(uri: str) -> str | None:
+    """None if the server at ``uri`` answers ``/health`` within ``HEALTH_TIMEOUT_S``, else why
+    not; a store that is not a server is not asked."""
+    if not is_server(uri):
+        return None
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
+            return None
+    except (urllib.error.URLError, OSError) as error:
+        return str(getattr(error, "reason", error))
+
+
+def bound_client_retries() -> None:
+    for name, value in CLIENT_RETRIES.items():
+        os.environ.setdefault(name, value)
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
 
 
 def is_server(uri: str) -> bool:
@@ -193,21 +230,183 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-class SearchTracker:
-    """The parent run of one search and the client every child run shares."""
+class TrackingOutage(Exception):
+    """The tracking server stayed away longer than ``tracking.max_outage_s``."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, uri: str, away_s: float, pending: int) -> None:
+        super().__init__(f"MLflow server {uri} unreachable for {away_s:.0f} s")
+        self.uri = uri
+        self.away_s = away_s
+        self.pending = pending
+
+
+class SearchTracker:
+    """The parent run of one search and the client every child run shares.
+
+    With an ``outbox`` (the search's folder) and an HTTP server, the search does not depend on
+    the server being up: a write that fails because the server does not answer its health
+    check is kept in the outbox and delivered, in order, once the server is back (probed at
+    most every ``PROBE_INTERVAL_S``); a read waits for it. Away longer than
+    ``tracking.max_outage_s``, a read raises :class:`TrackingOutage`, and ``heartbeat`` says
+    so to the Tune callback, which stops the search. An error of a server that answers its
+    health check is a real error and is raised.
+    """
+
+    def __init__(self, cfg: Config, outbox: Path | None = None) -> None:
         self.uri = tracking_uri(cfg)
+        bound_client_retries()
         self.client = MlflowClient(tracking_uri=self.uri)
-        experiment = self.client.get_experiment_by_name(cfg.tracking.experiment)
-        self.experiment_id = (
-            experiment.experiment_id
-            if experiment
-            else self.client.create_experiment(
-                cfg.tracking.experiment, artifact_location=artifact_location(cfg, self.uri)
-            )
-        )
+        self.max_outage_s = cfg.tracking.max_outage_s
+        self.away_since: float | None = None
+        self.last_probe = 0.0
+        self.outage: TrackingOutage | None = None  # set once away past the limit
+        self.run_ids: dict[str, str] = {}  # pending child placeholder -> its run id
         self.parent_id: str | None = None
+        self.outbox = None  # kept calls name this experiment: it comes first
+        self.experiment_id = self._experiment(cfg)
+        self.outbox = Outbox(outbox) if outbox and is_server(self.uri) else None
+
+    def tracks(self, state) -> bool:
+        """Whether the search of ``state`` (a SearchState) logs to this tracker's store."""
+        flat = state.config
+        return store_uri(flat.get("tracking.tracking_uri", ""), flat["output_dir"]) == self.uri
+
+    def _experiment(self, cfg: Config) -> str:
+        experiment = self.client.get_experiment_by_name(cfg.tracking.experiment)
+        if experiment:
+            return experiment.experiment_id
+        return self.client.create_experiment(
+            cfg.tracking.experiment, artifact_location=artifact_location(cfg, self.uri)
+        )
+
+    # -- the server's outages -------------------------------------------------------------
+
+    def _away(self, error: Exception) -> bool:
+        """Whether ``error`` came from a server that is not there (it then counts as away)."""
+        if self.outbox is None or server_health(self.uri) is None:
+            return False
+        if self.away_since is None:
+            self.away_since = time.monotonic()
+            log(f"MLflow server {self.uri} unreachable; the search goes on, its tracking calls "
+                f"kept in {self.outbox.path} until the server is back (at most "
+                f"tracking.max_outage_s={self.max_outage_s:g} s)")  # fmt: skip
+        self.last_probe = time.monotonic()
+        return True
+
+    def _deliver(self) -> bool:
+        """Deliver what the outbox holds; True when it is empty and the server reachable.
+
+        While away, the server is probed at most every ``PROBE_INTERVAL_S``."""
+        if self.outbox is None:
+            return True
+        if self.away_since is not None:
+            if time.monotonic() - self.last_probe < PROBE_INTERVAL_S:
+                return False
+            self.last_probe = time.monotonic()
+            if server_health(self.uri) is not None:
+                return False
+        pending = self.outbox.pending()
+        for done, op in enumerate(pending):
+            try:
+                self._apply(op)
+            except Exception as error:
+                if self._away(error):
+                    self.outbox.replace(substitute(pending[done:], self.run_ids))
+                    return False
+                # Refused by a server that is up: it never will be taken; the rest goes on.
+                log(f"MLflow refused a kept {op['op']} call for run {op.get('run_id')}: "
+                    f"{first_line(error)}; dropped")  # fmt: skip
+        if pending:
+            self.outbox.replace([])
+            log(f"MLflow server {self.uri} is back: {len(pending)} kept tracking call(s) "
+                f"delivered")  # fmt: skip
+        elif self.away_since is not None:
+            log(f"MLflow server {self.uri} is back")
+        self.away_since = None
+        return True
+
+    def _write(self, op: dict[str, Any]) -> None:
+        """Apply ``op`` now, or keep it in the outbox behind what is already there."""
+        if self._deliver():
+            try:
+                self._apply(op)
+                return
+            except Exception as error:
+                if not self._away(error):
+                    raise
+        self.outbox.append(op)
+
+    def _needs_server(self, call, *args, **kwargs):
+        """``call``'s answer, waiting for an away server up to ``tracking.max_outage_s``."""
+        while True:
+            if self._deliver():
+                try:
+                    return call(*args, **kwargs)
+                except Exception as error:
+                    if not self._away(error):
+                        raise
+            if self.heartbeat():
+                raise self.outage
+            time.sleep(PROBE_INTERVAL_S)
+
+    def wait_delivered(self) -> None:
+        """Return once every kept call reached the server (a search's last step: it must not
+        end with calls still in its outbox); raises :class:`TrackingOutage` past the limit."""
+        self._needs_server(lambda: None)
+
+    def heartbeat(self) -> bool:
+        """Deliver what waits if the server is back; True once it has been away past the
+        limit (``self.outage`` then says for how long)."""
+        if self.outage is None and not self._deliver() and self.away_since is not None:
+            away = time.monotonic() - self.away_since
+            if away > self.max_outage_s:
+                self.outage = TrackingOutage(self.uri, away, len(self.outbox.pending()))
+        return self.outage is not None
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        kind, run_id = op["op"], self.run_ids.get(op.get("run_id", ""), op.get("run_id"))
+        if kind == "start_child":
+            self.run_ids[op["placeholder"]] = self._start_child(
+                op["parent_id"], op["trial"], op["params"], op["tags"]
+            )
+        elif kind == "params":
+            items = [Param(key, value) for key, value in op["params"].items()]
+            for start in range(0, len(items), 100):  # MLflow's batch limit
+                self.client.log_batch(run_id, params=items[start : start + 100])
+        elif kind == "metrics":
+            metrics = [
+                Metric(key, value, timestamp=0, step=op["step"])
+                for key, value in op["metrics"].items()
+            ]
+            for start in range(0, len(metrics), 1000):
+                self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        elif kind == "tags":
+            for key, value in op["tags"].items():
+                self.client.set_tag(run_id, key, value)
+        elif kind == "status":
+            for key, value in op["tags"].items():
+                self.client.set_tag(run_id, key, value)
+            if op["status"] == "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                self.client.set_terminated(run_id, status=op["status"])
+        elif kind == "artifacts":
+            self._log_artifacts(run_id, op["paths"], op["artifact_path"])
+        elif kind == "delete":
+            self.client.delete_run(run_id)
+        else:
+            raise ValueError(f"unknown tracking operation {kind!r}")
+
+    def _log_artifacts(self, run_id: str, paths: list[str], artifact_path: str | None) -> None:
+        for path in map(Path, paths):
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path=artifact_path)
+            elif path.is_file():
+                self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+            else:  # kept while the server was away, and gone since
+                log(f"MLflow: {path} no longer exists; not logged to run {run_id}")
+
+    # -- runs -----------------------------------------------------------------------------
 
     def start_parent(
         self,
@@ -218,25 +417,26 @@ class SearchTracker:
     ) -> str:
         """A search's run (nested under ``parent_id`` when one search of ``--method all``)."""
         tags = {**tags, PARENT_TAG: parent_id} if parent_id else tags
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run = self._needs_server(
+            self.client.create_run, self.experiment_id, run_name=name, tags=tags
+        )
         self.parent_id = run.info.run_id
         self.log_params(self.parent_id, params)
         return self.parent_id
 
     def reopen(self, run_id: str) -> str:
         """Continue a run of an interrupted search (``--resume``)."""
-        self.client.update_run(run_id, status="RUNNING")
+        self._write({"op": "status", "run_id": run_id, "status": "RUNNING", "tags": {}})
         self.parent_id = run_id
         return run_id
 
     def find_child(self, trial_id: str) -> str | None:
         """The child run already opened for ``trial_id`` (a resumed trial must not get two)."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.`{PARENT_TAG}` = '{self.parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
-            ),
-        )
+        return self._needs_server(self._find_child, self.parent_id, trial_id)
+
+    def _find_child(self, parent_id: str, trial_id: str) -> str | None:
+        query = f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
+        runs = self.client.search_runs([self.experiment_id], filter_string=query)
         return runs[0].info.run_id if runs else None
 
     def child_ids(self) -> dict[str, str]:
@@ -247,15 +447,17 @@ class SearchTracker:
         }
 
     def children(self) -> list:
-        return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'"
+        return self._needs_server(
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'",
         )
 
     def delete_runs(self, run_ids: list[str]) -> None:
         """Delete runs that count for nothing (MLflow keeps them as deleted until ``mlflow gc``);
         search_runs no longer returns them."""
         for run_id in run_ids:
-            self.client.delete_run(run_id)
+            self._write({"op": "delete", "run_id": run_id})
 
     def register_model(
         self,
@@ -268,7 +470,13 @@ class SearchTracker:
     ) -> int:
         """Log an MLflow model directory to ``run_id`` as ``model/`` and register it as a new
         version of ``model_name`` with tags, a description and ``alias`` (moved to it). A run
-        registered before (a search resumed after its registration) keeps its version."""
+        registered before (a search resumed after its registration) keeps its version.
+        Needs the server (``model_dir`` may be temporary): waits for an away one."""
+        return self._needs_server(
+            self._register_model, model_name, run_id, model_dir, tags, description, alias
+        )
+
+    def _register_model(self, model_name, run_id, model_dir, tags, description, alias) -> int:
         try:
             self.client.create_registered_model(model_name)
         except MlflowException as error:
@@ -280,7 +488,7 @@ class SearchTracker:
             version = max(int(v.version) for v in earlier)
             self.client.set_registered_model_alias(model_name, alias, str(version))
             return version
-        self.log_artifacts(run_id, [model_dir], artifact_path=MODEL_ARTIFACT)
+        self._log_artifacts(run_id, [str(model_dir)], MODEL_ARTIFACT)
         source = f"{self.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
         version = self.client.create_model_version(
             model_name, source=source, run_id=run_id, tags=tags, description=description
@@ -289,46 +497,56 @@ class SearchTracker:
         return int(version.version)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        items = [Param(key, str(value)) for key, value in params.items()]
-        for start in range(0, len(items), 100):  # MLflow's batch limit
-            self.client.log_batch(run_id, params=items[start : start + 100])
+        values = {key: str(value) for key, value in params.items()}
+        self._write({"op": "params", "run_id": run_id, "params": values})
 
     def log_metrics(
         self, run_id: str, values: dict[str, Any], step: int = 0, prefix: str = ""
     ) -> None:
-        metrics = [
-            Metric(f"{prefix}{key}", value, timestamp=0, step=step)
-            for key, value in _float_metrics(values).items()
-        ]
-        for start in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        metrics = {f"{prefix}{key}": value for key, value in _float_metrics(values).items()}
+        self._write({"op": "metrics", "run_id": run_id, "metrics": metrics, "step": step})
 
     def start_child(
         self, trial_id: str, params: dict[str, Any], tags: dict[str, str] | None = None
     ) -> str:
-        existing = self.find_child(trial_id)
+        """The trial's child run (its earlier one on a resume); while the server is away, a
+        placeholder that the outbox's operations name until the run is made."""
+        op = {
+            "op": "start_child",
+            "placeholder": pending_child(trial_id),
+            "parent_id": self.parent_id,
+            "trial": trial_id,
+            "params": {key: str(value) for key, value in params.items()},
+            "tags": {key: str(value) for key, value in (tags or {}).items()},
+        }
+        self._write(op)
+        return self.run_ids.get(op["placeholder"], op["placeholder"])
+
+    def _start_child(
+        self, parent_id: str, trial_id: str, params: dict[str, str], tags: dict[str, str]
+    ) -> str:
+        existing = self._find_child(parent_id, trial_id)
         if existing:
             self.client.update_run(existing, status="RUNNING")
             return existing
-        tags = {**(tags or {}), PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id}
+        tags = {**tags, PARENT_TAG: parent_id, TRIAL_TAG: trial_id}
         run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
-        self.log_params(run.info.run_id, params)
+        self._apply({"op": "params", "run_id": run.info.run_id, "params": params})
         return run.info.run_id
 
     def finish(
         self, run_id: str, status: str = "FINISHED", tags: dict[str, Any] | None = None
     ) -> None:
-        for key, value in (tags or {}).items():
-            self.client.set_tag(run_id, key, str(value))
-        self.client.set_terminated(run_id, status=status)
+        values = {key: str(value) for key, value in (tags or {}).items()}
+        self._write({"op": "status", "run_id": run_id, "status": status, "tags": values})
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, str(value))
+        values = {key: str(value) for key, value in tags.items()}
+        self._write({"op": "tags", "run_id": run_id, "tags": values})
 
     def describe(self, run_id: str, text: str) -> None:
         """The run page's Description (markdown)."""
-        self.client.set_tag(run_id, DESCRIPTION_TAG, text)
+        self.set_tags(run_id, {DESCRIPTION_TAG: text})
 
     def run_url(self, run_id: str) -> str | None:
         """The run's page on an MLflow server; None for a local store (no server to link)."""
@@ -341,11 +559,13 @@ class SearchTracker:
     def log_artifacts(
         self, run_id: str, paths: Iterable[Path], artifact_path: str | None = None
     ) -> None:
-        for path in paths:
-            if path.is_dir():
-                self.client.log_artifacts(run_id, str(path), artifact_path=artifact_path)
-            else:
-                self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+        op = {
+            "op": "artifacts",
+            "run_id": run_id,
+            "paths": [str(Path(path).resolve()) for path in paths],
+            "artifact_path": artifact_path,
+        }
+        self._write(op)
 
 
 class TrialLogger(Callback):
@@ -375,6 +595,7 @@ class TrialLogger(Callback):
         self.epochs = epochs
         self.tags = tags
         self.run_ids: dict[str, str] = {}
+        self.stopping = False  # a stop for a tracking outage was asked of Tune
 
     def adapter_dir(self, trial_id: str) -> Path:
         return self.adapters_dir / trial_id
@@ -418,7 +639,30 @@ class TrialLogger(Callback):
                 "stopped_at_epoch": int(last.get("epoch", 0)),
                 "error": error_reason(trial),
             }
+            traceback = error_file(trial)
+            if traceback:  # the whole traceback; the console and the tag have its last line
+                self.tracker.log_artifacts(run_id, [traceback])
             self.tracker.finish(run_id, "FAILED", tags)
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        """Tune's loop turns about every second: deliver kept tracking calls once the server is
+        back, and stop the search once it has been away past ``tracking.max_outage_s``.
+
+        The stop is Tune's own graceful one (SIGUSR1, as Ctrl-C): it saves the experiment's
+        state, with every finished trial, before ``fit`` returns, so ``--resume`` trains no
+        finished trial again and goes on with the others from their last epoch checkpoints."""
+        if self.tracker.heartbeat() and not self.stopping:
+            self.stopping = True
+            # Tune's warnings on the way out ("Stop signal received", "Trials did not
+            # complete", its own restore command) would bury the one line the driver prints.
+            logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def error_file(trial) -> Path | None:
+    """The driver's local copy of a failed trial's error (Tune syncs it to storage later)."""
+    path = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+    return path if path and path.is_file() else None
 
 
 def error_reason(trial) -> str:
@@ -426,7 +670,7 @@ def error_reason(trial) -> str:
 
     Read from the driver's local error file: Tune syncs it to storage only later.
     """
-    error_file = Path(trial.error_file) if getattr(trial, "error_file", None) else None
-    text = error_file.read_text() if error_file and error_file.is_file() else ""
+    path = error_file(trial)
+    text = path.read_text() if path else ""
     lines = text.strip().splitlines()
     return lines[-1][:500] if lines else f"see {trial.local_path}/error.txt"

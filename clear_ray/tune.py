@@ -34,8 +34,11 @@ from clear_ray.data.folds import FOLDS_FILE, REPORT, SELECTION, PersonFolds
 from clear_ray.errors import SearchStopped
 from clear_ray.methods import METHODS, TABLE_METHODS
 from clear_ray.models.presets import get_preset
+from clear_ray.search.driver import FINISHED, STOPPED, Driver, list_lines, resume_command
+from clear_ray.search.outbox import OUTBOX_FILE
 from clear_ray.search.session import (
     CONFIRM,
+    FAILED,
     SEARCH,
     SearchDirs,
     SearchState,
@@ -59,6 +62,7 @@ if TYPE_CHECKING:  # heavy (torch, mlflow); imported where used, after argument 
     from clear_ray.train.worker import TrialInputs
 
 ALL = "all"
+STOPPED_EXIT = 3  # stopped, resumable (a tracking outage past tracking.max_outage_s)
 FINAL_DIR = "final_evaluation"  # <method>/final_evaluation: the best trial's full evaluation
 REAP_WAIT_S = 60  # for stopped trials' Train controllers to die, so their groups can go
 METHOD_ORDER = TABLE_METHODS  # the paper's Table 1 order; variants are searched by name
@@ -187,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Any config field can be set with --set PATH=VALUE, e.g. --set train.lr=1e-4. "
             "--dry-run prints the resolved configuration and search spaces and exits. "
             "Everything a search writes is under OUTPUT_DIR/searches/<name>/; --resume continues "
-            "an interrupted search from there with its saved configuration."
+            "an interrupted search from there with its saved configuration; --list shows the "
+            "searches there. Exit status: 0 done, 1 every trial of a method failed, 2 bad input, "
+            "3 stopped because the MLflow server stayed away (resumable)."
         ),
         formatter_class=HelpFormatter,
     )
@@ -215,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flags(parser, FLAGS, defaults)
     add_set_flag(parser)
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list the searches in --output-dir: running, finished, failed, stopped or died, "
+        "and the command that resumes each one that did not finish",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -419,6 +431,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.report.write import write_report
     from clear_ray.robust.constraint import check_relearn_persons
     from clear_ray.search.confirm import CONFIRM_FILE
+    from clear_ray.search.driver import close_orphans
     from clear_ray.search.quiet import quiet_console
     from clear_ray.search.results import LeaderboardRow, leaderboard, paired_section
     from clear_ray.search.session import dashboard_command
@@ -438,8 +451,10 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     # Another search starting in this output directory creates the same MLflow store and
     # experiment: one at a time, or the second fails on tables or a name the first just made.
     with build_lock(Path(cfg.output_dir) / "mlflow.db", "MLflow store", 60.0):
-        tracker = SearchTracker(cfg)
+        tracker = SearchTracker(cfg, dirs.root / OUTBOX_FILE)  # delivers what a stop left there
     log(f"MLflow: {where_to_look(tracker.uri, tracker.experiment_id)}")
+    for line in close_orphans(dirs.output, tracker.client, tracker.tracks, state.name):
+        log(line)
     optuna_storage = dirs.optuna_storage(cfg.search.optuna_storage)
     log(f"Optuna studies {state.name}/<method>, live: {dashboard_command(optuna_storage)}")
     refs = prepare_references(cfg, log)
@@ -489,6 +504,14 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
             log(f"{method}: done before the resume, kept")
             continue
         search_method(search, method, spaces[method])
+    failures = [state.runs[m].failure for m in state.methods if state.runs[m].status == FAILED]
+    if len(failures) == len(state.methods):  # no leaderboard of Original and Gold alone
+        if state.top_parent_id:
+            tracker.finish(state.top_parent_id, "FAILED", {"error": "; ".join(failures)})
+        tracker.wait_delivered()
+        for failure in failures:
+            log(failure)
+        return 1
 
     rows = [
         LeaderboardRow("Original", refs.original_full.metrics, ""),
@@ -515,6 +538,7 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     tracker.log_artifacts(summary_run, report)
     if state.top_parent_id:
         tracker.finish(state.top_parent_id)
+    tracker.wait_delivered()
     print(f"\nLeaderboard:\n{table}\n")
     print(f"Report (Table 1, L1 question, plots): {report[1]}")
     print(f"Search {state.name} took {time.time() - started:.0f} s; files in {dirs.root}")
@@ -522,7 +546,9 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     serve = "" if tracker.run_url(summary_run) else f"{ui_command(tracker.uri)}\n  then open "
     print(f"Open MLflow with:\n  {serve}{page}")
     print(f"Open the Optuna studies with:\n  {dashboard_command(optuna_storage)}")
-    return 0
+    for failure in failures:
+        log(failure)
+    return 1 if failures else 0
 
 
 def log_references(tracker, run_id: str, refs: References) -> None:
@@ -549,7 +575,13 @@ def search_method(search: Search, method: str, space: dict) -> None:
     from clear_ray.data.clear import data_fingerprint
     from clear_ray.search.cleanup import TrainGroupReaper
     from clear_ray.search.progress import ProgressPrinter
-    from clear_ray.search.results import LeaderboardRow, TrialMetrics, trial_ids, trial_rows
+    from clear_ray.search.results import (
+        LeaderboardRow,
+        TrialMetrics,
+        all_failed,
+        trial_ids,
+        trial_rows,
+    )
     from clear_ray.search.session import MethodRun, storage_filesystem
     from clear_ray.search.strategy import (
         RetainCollapseStopper,
@@ -601,6 +633,25 @@ def search_method(search: Search, method: str, space: dict) -> None:
     trainable = trial_trainable(cfg, search.inputs, dirs.ray_train)
     experiment = dirs.tune_experiment(method)
     reaper = TrainGroupReaper()  # frees what a stopped trial's Train run held (cleanup.py)
+    callbacks = [
+        TrialLogger(
+            tracker,
+            cfg.to_flat(),
+            dirs.adapters(method),
+            thresholds,
+            cfg.train.epochs,
+            search.tags,
+            storage_filesystem(dirs.storage)[0],
+        ),
+        ProgressPrinter(
+            cfg.search.objective,
+            num_samples,
+            thresholds,
+            cfg.train.epochs,
+            cfg.search.max_concurrent,
+        ),
+        reaper,
+    ]
     restorable = resuming and tune.Tuner.can_restore(experiment)
     searched = restorable and state.runs[method].stage != SEARCH
     if restorable:
@@ -611,6 +662,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
             else f"{method}: resuming the Tune experiment in {experiment}"
         )
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=False)
+        use_callbacks(tuner, callbacks)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -632,25 +684,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
                 # checkpoint); errors the driver raises are not retried (trainable.FinalError).
                 failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
                 stop=RetainCollapseStopper(thresholds),
-                callbacks=[
-                    TrialLogger(
-                        tracker,
-                        cfg.to_flat(),
-                        dirs.adapters(method),
-                        thresholds,
-                        cfg.train.epochs,
-                        search.tags,
-                        storage_filesystem(dirs.storage)[0],
-                    ),
-                    ProgressPrinter(
-                        cfg.search.objective,
-                        num_samples,
-                        thresholds,
-                        cfg.train.epochs,
-                        cfg.search.max_concurrent,
-                    ),
-                    reaper,
-                ],
+                callbacks=callbacks,
                 verbose=0,
             ),
         )
@@ -659,9 +693,18 @@ def search_method(search: Search, method: str, space: dict) -> None:
     # trials are named here; the final evaluation and the next method need those CPUs.
     reaper.track(trial_ids(results))
     reaper.reap(wait_s=REAP_WAIT_S)
+    if tracker.outage:  # Tune stopped (its state saved) because MLflow stayed away
+        raise tracker.outage
     rows = trial_rows(results, dirs.adapters(method), TrialMetrics.of(cfg.search))
     run_ids = tracker.child_ids()
     rewrite_optuna_csv(cfg, dirs, method, run_ids)
+    failure = all_failed(method, rows)
+    if failure:  # nothing to report, evaluate or rank: the search ends saying why (run)
+        failure += f"; tracebacks: error.txt in each trial's folder under {experiment}"
+        tracker.finish(parent_id, "FAILED", {"error": failure})
+        state.runs[method].status, state.runs[method].failure = FAILED, failure
+        dirs.save(state)
+        return
     references = {
         name: (
             evaluation.metrics.get(thresholds.retain_metric, math.nan),
@@ -715,6 +758,15 @@ def search_method(search: Search, method: str, space: dict) -> None:
     state.runs[method].status = "done"
     state.runs[method].outcome = asdict(outcome)
     dirs.save(state)
+
+
+def use_callbacks(tuner, callbacks: list) -> None:
+    """A restored Tuner calls these callbacks, not the copies Tune pickled when the search
+    first started: those hold that process's tracker (its outage state, which this driver
+    reads after ``fit``), reaper and clock. ``Tuner.restore`` takes no callbacks, so they are
+    set on its run config (``Tuner._local_tuner``, private Ray API; the slow resume tests
+    exercise it)."""
+    tuner._local_tuner.get_run_config().callbacks = callbacks
 
 
 def announce_folds(folds: PersonFolds, dirs: SearchDirs) -> None:
@@ -1199,6 +1251,10 @@ def reference_table(original: dict, gold: dict, thresholds) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.list:
+        output = Path(getattr(args, "output_dir", None) or Config().output_dir).resolve()
+        print("\n".join(list_lines(output)))
+        return 0
     try:
         cfg, state, dirs = plan_search(args)
         spaces = load_spaces(cfg, state)
@@ -1208,13 +1264,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_inputs(cfg)
         if args.resume:
             log(f"resuming search {state.name} with its saved configuration")
-        return run(cfg, state, dirs, spaces)
+        with Driver(dirs.root) as driver:
+            return drive(driver, cfg, state, dirs, spaces)
     except ConfigError as error:
         print(error_line(error, FLAGS), file=sys.stderr)
         return 2
     except SearchStopped as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+def drive(driver: Driver, cfg: Config, state: SearchState, dirs: SearchDirs, spaces) -> int:
+    """``run``, with how it ended written for ``--list`` and the next search in the folder;
+    a tracking outage past its limit ends in one line that says how to go on (exit 3)."""
+    from clear_ray.tracking import TrackingOutage
+
+    try:
+        code = run(cfg, state, dirs, spaces)
+    except TrackingOutage as outage:
+        line = (
+            f"{outage} (tracking.max_outage_s={cfg.tracking.max_outage_s:g}): search "
+            f"{state.name} stopped; trial results and checkpoints are kept, and "
+            f"{outage.pending} tracking call(s) wait in {dirs.root / OUTBOX_FILE}. Once the "
+            f"server is back: {resume_command(dirs.output, state.name)}"
+        )
+        driver.end(STOPPED, line)
+        print(line, file=sys.stderr, flush=True)
+        return STOPPED_EXIT
+    failures = [state.runs[m].failure for m in state.methods if state.runs[m].status == FAILED]
+    driver.end(FAILED if code else FINISHED, "; ".join(failures))
+    return code
 
 
 if __name__ == "__main__":

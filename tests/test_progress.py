@@ -155,3 +155,73 @@ def test_child_runs_are_tagged_with_why_the_trial_ended(tmp_path: Path) -> None:
     assert runs["t1"].data.tags["stopped_at_epoch"] == "1"
     assert runs["t2"].data.tags["stopped"] == "error"
     assert runs["t2"].info.status == "FAILED"
+
+
+def pickled_error(path: Path, error: Exception) -> str:
+    from ray import cloudpickle
+
+    path.write_bytes(cloudpickle.dumps(error))
+    return str(path)
+
+
+def test_a_failed_trial_is_one_line_and_only_a_lost_node_says_it_restarts(
+    tmp_path: Path, capsys
+) -> None:
+    """Tune restarts every failed trial; a driver's own error comes back at once from the
+    restart (FinalError), so only the final FAILED line is printed for it."""
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    printer = ProgressPrinter("log_forget_quality", 2, THRESHOLDS, 3, 1)
+    error = tmp_path / "error.txt"
+    error.write_text(
+        "Failure # 1\nTraceback ...\nValueError: 84 forget items cannot fill one batch\n"
+    )
+    raised = RayTaskError("train", "Traceback ...", ValueError("84 forget items"))
+    failing = SimpleNamespace(
+        trial_id="t1",
+        config={},
+        status="RUNNING",
+        path="/search/ray/ga/run_trial_t1",
+        error_file=str(error),
+        pickled_error_file=pickled_error(tmp_path / "t1.pkl", raised),
+    )
+    lost = SimpleNamespace(
+        trial_id="t2",
+        config={},
+        status="RUNNING",
+        pickled_error_file=pickled_error(tmp_path / "t2.pkl", ActorDiedError()),
+    )
+    trials = [failing, lost]
+    for attempt in range(3):  # the first start and Tune's two restarts
+        printer.on_trial_start(0, trials, failing)
+        printer.on_trial_start(0, trials, lost)
+        if attempt < 2:
+            printer.on_trial_recover(0, trials, failing)
+            printer.on_trial_recover(0, trials, lost)
+    printer.on_trial_error(0, trials, failing)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line for line in lines if line.startswith("[trial t1]")] == [
+        "[trial t1] started (1/2): ",
+        "[trial t1] FAILED: ValueError: 84 forget items cannot fill one batch (traceback in "
+        "/search/ray/ga/run_trial_t1/error.txt) in 0s",
+    ]
+    assert [line for line in lines if line.startswith("[trial t2]")] == [
+        "[trial t2] started (2/2): ",
+        *["[trial t2] lost (ActorDiedError); restarting from its last checkpoint"] * 2,
+    ]
+
+
+def test_a_failed_trials_run_keeps_its_traceback(tmp_path: Path) -> None:
+    tracker = SearchTracker(Config().replace({"output_dir": str(tmp_path)}))
+    tracker.start_parent("s", {}, {})
+    logger = TrialLogger(tracker, {}, tmp_path / "adapters", THRESHOLDS, 3, {})
+    error = tmp_path / "error.txt"
+    error.write_text("Failure # 1\nTraceback (most recent call last):\n  ...\nValueError: bad\n")
+    failed = SimpleNamespace(trial_id="t1", config={}, last_result={}, error_file=str(error))
+    logger.on_trial_start(0, [], failed)
+    logger.on_trial_error(0, [], failed)
+    (run,) = tracker.children()
+    assert run.data.tags["error"] == "ValueError: bad"
+    (artifact,) = tracker.client.list_artifacts(run.info.run_id)
+    local = tracker.client.download_artifacts(run.info.run_id, artifact.path, str(tmp_path / "d"))
+    assert Path(local).read_text() == error.read_text()

@@ -13,11 +13,13 @@ from clear_ray.search.quiet import RAY_TOKEN_LOGGER, quiet_console
 
 def test_quiet_console_drops_only_the_notes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    monkeypatch.delenv("TUNE_PRINT_ALL_TRIAL_ERRORS", raising=False)
     before = optuna.logging.get_verbosity()
     try:
         quiet_console()
         quiet_console()  # twice: still one filter
         assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+        assert os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] == "0"  # one line per failed trial
         assert optuna.logging.get_verbosity() == optuna.logging.WARNING
         logger = logging.getLogger(RAY_TOKEN_LOGGER)
         assert len(logger.filters) == 1
@@ -31,6 +33,14 @@ def test_quiet_console_drops_only_the_notes(monkeypatch: pytest.MonkeyPatch) -> 
         finally:
             logger.removeHandler(handler)
         assert len(seen) == 1 and "is disabled" in seen[0]
-        assert logging.getLogger("ray.tune.tune").getEffectiveLevel() == logging.WARNING
+        tune_logger = logging.getLogger("ray.tune.tune")
+        assert tune_logger.getEffectiveLevel() == logging.WARNING
+        tune_logger.addHandler(handler)
+        try:
+            tune_logger.error("Trials did not complete: [run_trial_d3c243d3]")
+            tune_logger.error("Experiment state snapshotting failed")
+        finally:
+            tune_logger.removeHandler(handler)
+        assert seen[1:] == ["Experiment state snapshotting failed"]
     finally:
         optuna.logging.set_verbosity(before)

@@ -112,3 +112,36 @@ def test_tied_trials_rank_by_creation_order_whatever_order_tune_returns_them(tmp
     grid = [result("bbbbb", 2, -2.4), result("aaaaa", 1, -2.4), result("ccccc", 3, -9.0)]
     for order in (grid, grid[::-1]):
         assert [row.trial for row in trial_rows(order, tmp_path)] == ["aaaaa", "bbbbb", "ccccc"]
+
+
+def test_a_search_whose_trials_all_failed_says_how_many_and_the_most_common_reason(
+    tmp_path,
+) -> None:
+    from types import SimpleNamespace
+
+    from clear_ray.search.results import all_failed, trial_rows
+
+    # As Tune hands a trial's error over: Ray's wrapper, then the worker's own last line.
+    corrupt = RuntimeError(
+        'ray::_Inner.train() (pid=7, ip=10.0.0.2)\n  File "loading.py", line 40\n'
+        "safetensors_rust.SafetensorsError: Error while deserializing header: "
+        "MetadataIncompleteBuffer\n"
+    )
+    nan = FloatingPointError("ga loss became nan at step 2")
+
+    def result(trial: str, number: int, error: Exception | None):
+        metrics = {} if error else {"feasible": 1.0, "best_objective": -3.0}
+        path = f"/x/trainable_{trial}_{number}_p"
+        return SimpleNamespace(metrics=metrics, path=path, error=error, config={})
+
+    failed = [result("aaaaa", 1, nan), result("bbbbb", 2, corrupt), result("ccccc", 3, corrupt)]
+    rows = trial_rows(failed, tmp_path)
+    assert all_failed("ga", rows) == (
+        "ga: all 3 trials failed; most common reason (2/3): safetensors_rust.SafetensorsError: "
+        "Error while deserializing header: MetadataIncompleteBuffer"
+    )
+    tie = trial_rows([failed[1], failed[0]], tmp_path)  # equally common: the first trial's
+    assert all_failed("ga", tie).endswith("(1/2): ga loss became nan at step 2")
+    one_ran = trial_rows([*failed, result("ddddd", 4, None)], tmp_path)
+    assert all_failed("ga", one_ran) is None
+    assert all_failed("ga", []) is None

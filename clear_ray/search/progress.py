@@ -9,6 +9,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -72,6 +73,24 @@ def eta_line(
     )
 
 
+def lost_cause(trial: Trial) -> str | None:
+    """The name of a failed trial's error when it says its driver or node was lost, else None.
+
+    Read from the driver's local copy of the pickled error (synced to storage only later).
+    """
+    from ray import cloudpickle
+    from ray.exceptions import RayTaskError
+
+    from clear_ray.search.trainable import LOST
+
+    path = Path(trial.pickled_error_file) if trial.pickled_error_file else None
+    if path is None or not path.is_file():
+        return None
+    error = cloudpickle.loads(path.read_bytes())
+    cause = error.cause if isinstance(error, RayTaskError) else error
+    return type(cause).__name__ if isinstance(cause, LOST) else None
+
+
 class ProgressPrinter(Callback):
     def __init__(
         self,
@@ -97,6 +116,8 @@ class ProgressPrinter(Callback):
         print(f"[trial {trial_id}] {message}", file=sys.stderr, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if trial.trial_id in self.trial_started:  # restarted: said by on_trial_recover
+            return
         self.trial_started[trial.trial_id] = time.monotonic()
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items()
@@ -134,13 +155,21 @@ class ProgressPrinter(Callback):
             f"{'feasible' if last.get('feasible') else 'infeasible'}",
         )
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """Tune restarts every failed trial (``search.max_failures``), but only a lost driver
+        or node is worth a line: an error the trial driver raised is re-raised at once by the
+        restart (``trainable.FinalError``), and its one line comes with ``on_trial_error``."""
+        lost = lost_cause(trial)
+        if lost:
+            self._print(trial.trial_id, f"lost ({lost}); restarting from its last checkpoint")
+
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         from clear_ray.tracking import error_reason
 
         self._finished(
             trials,
             trial,
-            f"FAILED: {error_reason(trial)} (traceback in {trial.local_path}/error.txt)",
+            f"FAILED: {error_reason(trial)} (traceback in {trial.path}/error.txt)",
         )
 
     def _finished(self, trials: list[Trial], trial: Trial, message: str) -> None:

@@ -18,6 +18,8 @@ RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 # INFO lines at a level of detail no user acts on: Tune's "Wrote the latest version of all result
 # files", MLflow's "Creating initial MLflow database tables".
 INFO_LOGGERS = ("ray.tune.tune", "mlflow.store.db.utils")
+# Tune's closing list of trials that ended in error: each had its own FAILED line.
+TUNE_INCOMPLETE_NOTE = "Trials did not complete"
 
 
 class _DropMessage(logging.Filter):
@@ -39,6 +41,9 @@ def quiet_console() -> None:
     while the best model is saved.
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune logs each failed attempt of a trial with its whole traceback (~45 lines); the
+    # ProgressPrinter says it in one line that points to the trial's error.txt, which has it.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     token_logger = logging.getLogger(RAY_TOKEN_LOGGER)
@@ -46,3 +51,6 @@ def quiet_console() -> None:
         token_logger.addFilter(_DropMessage(RAY_TOKEN_NOTE))
     for name in INFO_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    tune_logger = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _DropMessage) for f in tune_logger.filters):
+        tune_logger.addFilter(_DropMessage(TUNE_INCOMPLETE_NOTE))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class TrialRow:
     adapter: str  # local copy of the best epoch's adapter ("" if none)
     best: dict[str, float] = field(default_factory=dict)  # the last report's best_* values
     relearn_recovery: float = math.nan  # at the trial's end (search.constrain_relearn)
+    error: str = ""  # a failed trial's reason: the last line of its error
 
     def cells(self, param_names: list[str], shown: TrialMetrics = TrialMetrics()) -> list[str]:
         values = [
@@ -146,9 +148,28 @@ def trial_rows(results, adapters_dir: Path, shown: TrialMetrics = TrialMetrics()
                 adapter=str(adapter) if adapter.is_dir() else "",
                 best={k: v for k, v in metrics.items() if k.startswith("best_")},
                 relearn_recovery=value(RELEARN_RECOVERY),
+                error=error_line(result.error) if result.error else "",
             )
         )
     return sorted(rows, key=lambda r: (not r.feasible, -_finite(r.best_objective), r.number))
+
+
+def error_line(error: BaseException) -> str:
+    """The last line of an error's text: for a trial, the exception its worker or driver raised
+    (``safetensors_rust.SafetensorsError: ...``), under Ray's and Tune's wrappers."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
+def all_failed(method: str, rows: list[TrialRow]) -> str | None:
+    """One line when every trial of ``rows`` failed: how many, and the most common reason
+    (the first trial's among equally common ones); None when any trial ran to its end."""
+    if not rows or any(row.status != "error" for row in rows):
+        return None
+    reasons = Counter(row.error for row in sorted(rows, key=lambda row: row.number))
+    reason, count = reasons.most_common(1)[0]
+    total = len(rows)
+    return f"{method}: all {total} trials failed; most common reason ({count}/{total}): {reason}"
 
 
 def _finite(value: float) -> float:

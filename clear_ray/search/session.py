@@ -34,16 +34,18 @@ OPTUNA_DB = "optuna.db"
 # the best trial's final evaluation from disk; the confirm runs resume per seed (confirm.py);
 # robustness checks that finished are read from their cache (robust/run.py).
 SEARCH, CONFIRM = "search", "confirm"  # CONFIRM: confirm runs, robustness, registration
+FAILED = "failed"  # a method whose trials all failed (MethodRun.status)
 
 
 @dataclass
 class MethodRun:
     parent_id: str
-    status: str = "running"  # running | done
+    status: str = "running"  # running | done | FAILED
     outcome: dict = field(default_factory=dict)  # what the leaderboard shows once done
     # The default configuration's leaderboard row (confirm seeds; empty when off).
     default_outcome: dict = field(default_factory=dict)
     stage: str = SEARCH  # while running: SEARCH, then CONFIRM once the final evaluation is done
+    failure: str = ""  # why it FAILED: the count and the most common reason
 
 
 @dataclass
@@ -69,6 +71,7 @@ class SearchDirs:
     """
 
     def __init__(self, output: Path, name: str, storage: str = "") -> None:
+        self.output = output
         self.root = output / "searches" / name
         self.name = name
         self.storage = f"{storage.rstrip('/')}/{name}" if storage else str(self.root)

@@ -7,10 +7,12 @@ through ``TuneReportCallback`` in the *Train* run config. The trainer is a
 whose config imports torch in this actor and in Train's controller (~1.3 s each, per trial).
 
 Faults: a worker crash is retried by Train from the last epoch checkpoint
-(``search.max_failures``). A diverged loss is not a crash worth retrying (it would diverge
-again), so workers report it, with a checkpoint, instead of raising; the report is kept from
-Tune (it has no metrics), and the trial driver finds it as Train's last checkpointed result and
-raises ``FloatingPointError`` with the reason, which Tune records as the trial's error.
+(``search.max_failures``); an error the workers raise again, the same, on the retry (a corrupt
+file, an impossible config) is final there (``train/failures.py``). A diverged loss is not a
+crash worth retrying (it would diverge again), so workers report it, with a checkpoint, instead
+of raising; the report is kept from Tune (it has no metrics), and the trial driver finds it as
+Train's last checkpointed result and raises ``FloatingPointError`` with the reason, which Tune
+records as the trial's error.
 
 A trial whose driver dies (its node lost) is retried by Tune and goes on from its last epoch
 checkpoint; what the driver raises is final (:class:`FinalError`).

@@ -9,8 +9,12 @@ jobs pass their data through ``train_loop_config``, so the first has nothing to 
 run has no datasets; the second is replaced by ``train/groups.py``'s ``GroupRecorder``, whose
 records the search driver's reaper uses to free what a killed controller left behind.
 
-``_create_default_callbacks`` is private Train API: tests/test_backend.py checks that neither
-actor starts and that the recorder is in place.
+It also replaces Train's failure policy with ``train/failures.py``'s, which does not retry an
+error that the retry raised again.
+
+``_create_default_callbacks`` and ``_initialize_and_run_controller`` are private Train API:
+tests/test_backend.py checks that neither actor starts and that the recorder is in place,
+tests/test_failures.py that a repeated error is not retried.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ray.train.v2._internal.callbacks.placement_group_callback import (
 )
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+from clear_ray.train.failures import RepeatedErrorPolicy
 from clear_ray.train.groups import GroupRecorder
 
 
@@ -33,3 +38,9 @@ class LeanTrainer(DataParallelTrainer):
             elif not isinstance(callback, DatasetsCallback) or self.datasets:
                 callbacks.append(callback)
         return callbacks
+
+    def _initialize_and_run_controller(self, **controller_init_kwargs):
+        controller_init_kwargs["failure_policy"] = RepeatedErrorPolicy(
+            self.run_config.failure_config
+        )
+        return super()._initialize_and_run_controller(**controller_init_kwargs)
