@@ -156,7 +156,7 @@ class DataConfig:
     source: str = ""  # hub id (therem/CLEAR) or a local hub-layout dir; "" = synthetic
     forget_split: str = "forget10"  # forget01 | forget05 | forget10
     modality: str = "both"  # one of MODALITIES
-    synthetic_persons: int = 40
+    synthetic_persons: int = 80  # forget10: 8 persons, two folds of 4 (data/synthetic.py)
     synthetic_seed: int = 0
 
 
