@@ -32,7 +32,8 @@ REFERENCE_FILE = "reference.json"
 # What reference.json holds; part of the key, so a change of its content is a new entry.
 # 2: metrics with clear/* and per-task forget quality, plus the model's own GoldReference.
 # 3: per-item parquet files with the row's person (``name``).
-CACHE_FORMAT = 3
+# 4: folds place a row without a name by the person its text names, and split retain persons.
+CACHE_FORMAT = 4
 
 
 @dataclass(frozen=True)
