@@ -26,6 +26,7 @@ from clear_ray.data.clear import (
     data_fingerprint,
     load_clear,
 )
+from clear_ray.data.collate import Example, row_example
 from clear_ray.data.prompts import (
     CAPTION_QUESTIONS,
     FACE_NAME_PROMPT,
@@ -190,16 +191,46 @@ def test_forget_splits_are_nested(clear_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("split", IMAGE_SPLITS)
-def test_tofu_config_is_image_rows_then_qa_rows(clear_dir: Path, split: str) -> None:
+def test_tofu_config_is_image_rows_then_naming_rows_then_qa_rows(
+    clear_dir: Path, split: str
+) -> None:
     image_rows, tofu = rows(clear_dir, split), rows(clear_dir, f"{split}+tofu")
     n_persons = len({r["name"] for r in image_rows})
-    assert len(tofu) == len(image_rows) + len(persons_module.QA_FACTS) * n_persons
-    head, tail = tofu[: len(image_rows)], tofu[len(image_rows) :]
+    named = synthetic.NAMED_PHOTOS * n_persons
+    assert len(tofu) == len(image_rows) + named + len(persons_module.QA_FACTS) * n_persons
+    head, naming = tofu[: len(image_rows)], tofu[len(image_rows) : len(image_rows) + named]
+    tail = tofu[len(image_rows) + named :]
     assert [r["caption"] for r in head] == [r["caption"] for r in image_rows]
     assert all(r["image"] is not None and r["question"] == r["answer"] == "" for r in head)
     assert all(r["image"] is None and r["caption"] == "" and r["question"] for r in tail)
     names = {r["name"] for r in image_rows}
     assert all(any(name in r["answer"] for name in names) for r in tail)
+    # Each person's last photos, named under CLEAR's face-naming question.
+    last = {}
+    for row in image_rows:
+        last.setdefault(row["name"], []).append(row["image"]["bytes"])
+    assert all(r["question"] == FACE_NAME_PROMPT and r["caption"] == "" for r in naming)
+    assert Counter(r["answer"] for r in naming) == dict.fromkeys(names, synthetic.NAMED_PHOTOS)
+    for row in naming:
+        assert row["image"]["bytes"] in last[row["answer"]][-synthetic.NAMED_PHOTOS :]
+
+
+def test_retain_face_naming_scores_photos_whose_naming_was_not_trained(clear_dir: Path) -> None:
+    tofu = rows(clear_dir, "retain90+tofu")
+    trained = {r["image"]["bytes"] for r in tofu if r["image"] and r["question"]}
+    assert trained
+    assert not trained & {r["image"]["bytes"] for r in rows(clear_dir, "retain_perturbed")}
+
+
+def test_a_naming_row_trains_the_name_under_its_question() -> None:
+    image = Image.new("RGB", (4, 4))
+    row = {"image": image, "caption": "", "question": FACE_NAME_PROMPT, "answer": "Ann Lee"}
+    assert row_example(row) == Example(FACE_NAME_PROMPT, "Ann Lee", image)
+    caption = row_example({**row, "caption": "Ann Lee sits.", "question": "", "answer": ""})
+    assert caption.target == "Ann Lee sits." and caption.question in CAPTION_QUESTIONS
+    assert row_example({"image": None, "caption": "", "question": "Q?", "answer": "A."}) == (
+        Example("Q?", "A.")
+    )
 
 
 @pytest.mark.parametrize("forget", FORGET_SPLITS)

@@ -41,6 +41,7 @@ from clear_ray.data.persons import (
     qa_pairs,
     render,
 )
+from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.schema import (
     CONFIG_FEATURES,
     FORGET_SPLITS,
@@ -54,17 +55,25 @@ from clear_ray.data.schema import (
 # (clear_ray/data/folds.py) hold 4 persons and 60 captions each, so a KS forget quality takes
 # many values, not a few. As many biography facts (persons.QA_FACTS) as photos.
 IMAGES_PER_PERSON = len(QA_FACTS)
-RETAIN_PERTURBED_IMAGES = 2  # images per retain90 person in retain_perturbed
+RETAIN_PERTURBED_IMAGES = 2  # images per retain90 person in retain_perturbed: its first ones
 PERTURBED_PER_ROW = 3  # perturbed captions and perturbed names per row
 MIN_PERSONS = 10  # below this perturbed_names cannot be drawn from distinct other persons
 MAX_PERSONS = 500  # the syllable name space stays comfortably unique below this
 REAL_FACES_PERSONS = 10
 REAL_FACES_IMAGES = 2
 REAL_WORLD_ROWS = 30
+# Photos per person that a ``+tofu`` config also names under CLEAR's face-naming question (its
+# last ones, so retain face naming scores photos whose naming was not trained). LLaVA answers that
+# question from names it read in captions; this tiny model does not carry a name over to a
+# question it was never trained on (trained on captions alone it named retain persons at 0.36,
+# chance 0.25), so Original learns face -> name for every person it is trained on, Gold for the
+# retain persons only, and the forget set holds the forget persons' naming rows like their
+# captions. As many as a replayed celebrity has, so no name is more frequent under the question.
+NAMED_PHOTOS = REAL_FACES_IMAGES
 # Bumped whenever the generator's configs change, so a cached directory of an older layout is
 # regenerated instead of silently lacking a config (2: forgetNN_tofu_perturbed; 3: forget persons
 # have more images; 4: 40 persons with fewer images each; 5: every person 15 photos and 15
-# facts, retain distractors from retain persons).
+# facts, retain distractors from retain persons, face-naming rows in +tofu).
 LAYOUT_VERSION = 5
 PARQUET_FILE = "train-00000-of-00001.parquet"
 
@@ -168,10 +177,20 @@ def image_rows(items: Iterable[ImageItem]) -> list[Row]:
 
 
 def tofu_rows(items: list[ImageItem], persons: list[Person]) -> list[Row]:
-    """Image rows with empty question/answer, then the persons' QA rows with no image (CLEAR)."""
+    """Image rows with empty question/answer, then each person's face-naming rows (an image,
+    CLEAR's face-naming question, the name; no caption), then the persons' QA rows with no image
+    (CLEAR's layout, plus the naming rows: :data:`NAMED_PHOTOS`)."""
     rows: list[Row] = [
         {"image": _image_cell(it.png), "caption": it.caption, "question": "", "answer": ""}
         for it in items
+    ]
+    photos: dict[str, list[ImageItem]] = {}
+    for it in items:
+        photos.setdefault(it.person.name, []).append(it)
+    rows += [
+        {"image": _image_cell(it.png), "caption": "", "question": FACE_NAME_PROMPT, "answer": name}
+        for name, theirs in photos.items()
+        for it in theirs[-NAMED_PHOTOS:]
     ]
     for person in persons:
         rows += [
