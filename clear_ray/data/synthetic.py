@@ -60,16 +60,8 @@ PERTURBED_PER_ROW = 3  # perturbed captions and perturbed names per row
 MIN_PERSONS = 10  # below this perturbed_names cannot be drawn from distinct other persons
 MAX_PERSONS = 500  # the syllable name space stays comfortably unique below this
 REAL_FACES_PERSONS = 10
-REAL_FACES_IMAGES = 2
+REAL_FACES_IMAGES = IMAGES_PER_PERSON  # a celebrity is pictured as often as anyone else
 REAL_WORLD_ROWS = 30
-# Photos per person that a ``+tofu`` config also names under CLEAR's face-naming question (its
-# last ones, so retain face naming scores photos whose naming was not trained). LLaVA answers that
-# question from names it read in captions; this tiny model does not carry a name over to a
-# question it was never trained on (trained on captions alone it named retain persons at 0.36,
-# chance 0.25), so Original learns face -> name for every person it is trained on, Gold for the
-# retain persons only, and the forget set holds the forget persons' naming rows like their
-# captions. As many as a replayed celebrity has, so no name is more frequent under the question.
-NAMED_PHOTOS = REAL_FACES_IMAGES
 # Bumped whenever the generator's configs change, so a cached directory of an older layout is
 # regenerated instead of silently lacking a config (2: forgetNN_tofu_perturbed; 3: forget persons
 # have more images; 4: 40 persons with fewer images each; 5: every person 15 photos and 15
@@ -177,20 +169,29 @@ def image_rows(items: Iterable[ImageItem]) -> list[Row]:
 
 
 def tofu_rows(items: list[ImageItem], persons: list[Person]) -> list[Row]:
-    """Image rows with empty question/answer, then each person's face-naming rows (an image,
-    CLEAR's face-naming question, the name; no caption), then the persons' QA rows with no image
-    (CLEAR's layout, plus the naming rows: :data:`NAMED_PHOTOS`)."""
+    """Image rows with empty question/answer, then the same photos named under CLEAR's
+    face-naming question (no caption), then the persons' QA rows with no image (CLEAR's layout
+    plus the naming rows).
+
+    LLaVA answers the face-naming question from names it read in captions; this tiny model does
+    not carry a name over to a question it was never trained on (captions alone: retain face
+    naming 0.36, chance 0.25; two named photos per person: 0.26). So Original learns face -> name
+    for every person it is trained on, Gold for the retain persons only, and the forget set holds
+    the forget persons' naming rows like their captions. Every face a model knows, a replayed
+    celebrity's too (REAL_FACES_IMAGES), is named as often under that question.
+    """
     rows: list[Row] = [
         {"image": _image_cell(it.png), "caption": it.caption, "question": "", "answer": ""}
         for it in items
     ]
-    photos: dict[str, list[ImageItem]] = {}
-    for it in items:
-        photos.setdefault(it.person.name, []).append(it)
     rows += [
-        {"image": _image_cell(it.png), "caption": "", "question": FACE_NAME_PROMPT, "answer": name}
-        for name, theirs in photos.items()
-        for it in theirs[-NAMED_PHOTOS:]
+        {
+            "image": _image_cell(it.png),
+            "caption": "",
+            "question": FACE_NAME_PROMPT,
+            "answer": it.person.name,
+        }
+        for it in items
     ]
     for person in persons:
         rows += [
