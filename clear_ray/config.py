@@ -226,7 +226,7 @@ class FinetuneConfig:
     """
 
     lr: float = 3e-3
-    epochs: int = 20
+    epochs: int = 10  # 15 photos and 15 facts per person: 150 caption passes per person
     batch_size: int = 16  # rows per forward pass; an optimiser step sees batch_size × grad_accum
     grad_accum: int = 1
     weight_decay: float = 0.01
