@@ -159,7 +159,7 @@ class DataConfig:
     source: str = ""  # hub id (therem/CLEAR) or a local hub-layout dir; "" = synthetic
     forget_split: str = "forget10"  # forget01 | forget05 | forget10
     modality: str = "both"  # one of MODALITIES
-    synthetic_persons: int = 40
+    synthetic_persons: int = 80  # forget10: 8 persons, two folds of 4 (data/synthetic.py)
     # A local copy of locuslab/TOFU (hub layout) for a local copy of therem/CLEAR, which has
     # no forgetNN_tofu_perturbed: TOFU's forgetNN_perturbed fills it (data/source.py). "" =
     # such a copy is searched without the text forget-quality task.
@@ -234,7 +234,7 @@ class FinetuneConfig:
     """
 
     lr: float = 3e-3
-    epochs: int = 20
+    epochs: int = 10  # 15 photos and 15 facts per person: 150 caption passes per person
     batch_size: int = 16  # rows per forward pass; an optimiser step sees batch_size × grad_accum
     grad_accum: int = 1
     weight_decay: float = 0.01

@@ -5,7 +5,7 @@ and the real_world answers; its Real column measures how much of that older know
 unlearning method destroys. The tiny preset's base is random, so without this stage its Real
 column is chance for Original, Gold and every trial, and no collapse can show in it. Here the
 base first learns the real_faces and real_world sets and captions of scenes without persons
-(``clear_ray.data.synthetic.scene_captions``); Original and Gold are then finetuned from this
+(``clear_ray.data.drawing.scene_captions``); Original and Gold are then finetuned from this
 checkpoint (``finetune.finetune``'s ``start``), by the same Ray Train job (role ``base``). It is
 cached by content like them.
 """
@@ -80,7 +80,7 @@ def knowledge_corpus(cfg: Config, source: str) -> tuple[list[Example], Iterator[
     """The examples the base learns (real sets, scene captions) and its tokenizer's corpus
     (everything a model may meet, scene captions included)."""
     from clear_ray.data.collate import caption_example
-    from clear_ray.data.synthetic import scene_captions
+    from clear_ray.data.drawing import scene_captions
     from clear_ray.finetune import tokenizer_corpus
 
     scenes = scene_captions(cfg.pretrain.scene_images, cfg.finetune.seed)

@@ -775,6 +775,7 @@ def announce_folds(folds: PersonFolds, dirs: SearchDirs) -> None:
     if folds.active:
         log(f"selects on the {folds.describe(SELECTION)}")
         log(f"reports on the {folds.describe(REPORT)}")
+        log(folds.describe_unassigned())
     else:
         log(f"{folds.describe(SELECTION)}: reported numbers are optimistic (winner's curse)")
 
@@ -791,7 +792,8 @@ def leaderboard_heading(
 ) -> str:
     where = (
         f"report fold ({', '.join(folds.report)}), selected on the selection fold "
-        f"({', '.join(folds.selection)})"
+        f"({', '.join(folds.selection)}); feasibility out of sample, on the report fold's "
+        f"{len(folds.retain_report)} retain persons"
         if folds.active
         else "NO FOLDS (--report-fraction 0): selected and reported on the same forget persons"
     )

@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from clear_ray.data.clear import load_clear
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
@@ -39,13 +41,31 @@ def test_the_console_says_which_fold_it_selects_and_reports_on(search) -> None:
     assert "optimism" in done.stdout
 
 
-def test_the_final_evaluation_scores_the_report_fold_only(search) -> None:
+def test_the_final_evaluation_scores_the_report_fold_only(search, synthetic_source: str) -> None:
     _, root = search
     folds = json.loads((root / "folds.json").read_text())
-    assert set(folds) == {"selection", "report", "seed", "report_fraction", "forget_split"}
+    assert set(folds) == {
+        "selection", "report", "seed", "report_fraction", "forget_split", "retain_selection",
+        "retain_report", "unassigned_rows",
+    }  # fmt: skip
     assert not set(folds["selection"]) & set(folds["report"])
-    table = pq.read_table(root / "ga" / "final_evaluation" / "forget_captions.parquet")
+    final = root / "ga" / "final_evaluation"
+    table = pq.read_table(final / "forget_captions.parquet")
     assert set(table.column("name").to_pylist()) == set(folds["report"])
+    # Text rows follow the person their question names, whether or not the config has a name
+    # column (forget_text_qa's +tofu rows have none): no selection person's text is reported.
+    for task in ("forget_text_qa", "forget_text_perturbed"):
+        names = pq.read_table(final / f"{task}.parquet").column("name").to_pylist()
+        assert set(names) == set(folds["report"]), task
+    rows = load_clear(synthetic_source, "forget10+tofu")
+    index = pq.read_table(final / "forget_text_qa.parquet").column("item_index").to_pylist()
+    for question in rows.select(index)["question"]:
+        assert any(person in question for person in folds["report"])
+        assert not any(person in question for person in folds["selection"])
+    # Retain persons are in folds too: the report's feasibility is out of sample.
+    retain = pq.read_table(final / "retain_captions.parquet").column("name").to_pylist()
+    assert set(retain) == set(folds["retain_report"])
+    assert not set(retain) & set(folds["retain_selection"])
 
 
 def test_confirm_json_and_child_runs_tagged_confirm(search, session_output: Path) -> None:

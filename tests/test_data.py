@@ -17,8 +17,9 @@ import yaml
 from PIL import Image
 
 from clear_ray.cache import MANIFEST
-from clear_ray.config import ConfigError
-from clear_ray.data import synthetic
+from clear_ray.config import ConfigError, DataConfig
+from clear_ray.data import drawing, synthetic
+from clear_ray.data import persons as persons_module
 from clear_ray.data.clear import (
     HUB_REDIRECTS,
     check_disjoint_persons,
@@ -26,6 +27,7 @@ from clear_ray.data.clear import (
     data_fingerprint,
     load_clear,
 )
+from clear_ray.data.collate import Example, row_example
 from clear_ray.data.prompts import (
     CAPTION_QUESTIONS,
     FACE_NAME_PROMPT,
@@ -59,7 +61,7 @@ def rows(root: Path, config: str) -> list[dict]:
     return pq.read_table(parquet_path(root, config)).to_pylist()
 
 
-def persons() -> list[synthetic.Person]:
+def persons() -> list[persons_module.Person]:
     return synthetic.make_persons(PERSONS + synthetic.REAL_FACES_PERSONS, SEED)[:PERSONS]
 
 
@@ -137,30 +139,36 @@ def test_readme_lists_every_config_with_full_as_default(clear_dir: Path) -> None
     assert written == sorted([*CONFIG_FEATURES, "README.md", MANIFEST])
 
 
-def test_full_has_every_person_and_forget10_persons_have_more_images(clear_dir: Path) -> None:
+def test_every_person_has_as_many_images_and_biography_questions(clear_dir: Path) -> None:
+    """A forget person's name is no more frequent than a retain person's (in captions or QA),
+    so face naming cannot be won by preferring frequent names."""
     counts = Counter(row["name"] for row in rows(clear_dir, "full"))
     assert len(counts) == PERSONS
-    forget = {row["name"] for row in rows(clear_dir, "forget10")}
-    assert {counts[name] for name in forget} == {synthetic.FORGET_IMAGES_PER_PERSON}
-    assert {n for name, n in counts.items() if name not in forget} == {synthetic.IMAGES_PER_PERSON}
+    assert set(counts.values()) == {synthetic.IMAGES_PER_PERSON}
+    names = list(counts)
+    qa = [row for row in rows(clear_dir, "full+tofu") if row["image"] is None]
+    by_person = Counter(next(n for n in names if n in row["question"]) for row in qa)
+    assert set(by_person) == set(names)
+    assert set(by_person.values()) == {len(persons_module.QA_FACTS)}
+    assert len(persons_module.QA_FACTS) == synthetic.IMAGES_PER_PERSON
 
 
-def test_default_forget10_has_at_least_40_forget_captions() -> None:
-    """The KS forget quality needs many items to take many values (issue 15)."""
-    persons = synthetic.make_persons(40, SEED)  # the default data.synthetic_persons
-    splits = synthetic.person_splits(persons)
-    counts = synthetic.images_per_person(persons, splits)
-    assert sum(counts[p.name] for p in splits["forget10"]) >= 40
+def test_default_forget10_folds_hold_four_persons_and_60_captions_and_questions() -> None:
+    """The KS forget quality needs many items per fold to take many values."""
+    persons = synthetic.make_persons(DataConfig.synthetic_persons, SEED)
+    forget = synthetic.person_splits(persons)["forget10"]
+    assert len(forget) == 8  # two folds of 4 persons
+    assert 4 * synthetic.IMAGES_PER_PERSON >= 60 and 4 * len(persons_module.QA_FACTS) >= 60
 
 
 def test_scene_captions_describe_scene_and_shape_without_persons() -> None:
-    scenes = synthetic.scene_captions(12, SEED)
+    scenes = drawing.scene_captions(12, SEED)
     assert len(scenes) == 12
-    assert {image.size for image, _ in scenes} == {(synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE)}
+    assert {image.size for image, _ in scenes} == {(drawing.IMAGE_SIZE, drawing.IMAGE_SIZE)}
     for _, caption in scenes:
-        assert any(d in caption for d in synthetic.SCENE_DESCRIPTIONS.values())
-        assert any(f"The {shape} in front" in caption for shape in synthetic.SHAPES)
-    assert synthetic.scene_captions(12, SEED)[3][1] == scenes[3][1]  # deterministic
+        assert any(d in caption for d in drawing.SCENE_DESCRIPTIONS.values())
+        assert any(f"The {shape} in front" in caption for shape in drawing.SHAPES)
+    assert drawing.scene_captions(12, SEED)[3][1] == scenes[3][1]  # deterministic
 
 
 @pytest.mark.parametrize("forget", FORGET_SPLITS)
@@ -185,16 +193,41 @@ def test_forget_splits_are_nested(clear_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("split", IMAGE_SPLITS)
-def test_tofu_config_is_image_rows_then_qa_rows(clear_dir: Path, split: str) -> None:
+def test_tofu_config_is_image_rows_then_naming_rows_then_qa_rows(
+    clear_dir: Path, split: str
+) -> None:
     image_rows, tofu = rows(clear_dir, split), rows(clear_dir, f"{split}+tofu")
     n_persons = len({r["name"] for r in image_rows})
-    assert len(tofu) == len(image_rows) + 6 * n_persons
-    head, tail = tofu[: len(image_rows)], tofu[len(image_rows) :]
+    named = len(image_rows)
+    assert len(tofu) == len(image_rows) + named + len(persons_module.QA_FACTS) * n_persons
+    head, naming = tofu[: len(image_rows)], tofu[len(image_rows) : len(image_rows) + named]
+    tail = tofu[len(image_rows) + named :]
     assert [r["caption"] for r in head] == [r["caption"] for r in image_rows]
     assert all(r["image"] is not None and r["question"] == r["answer"] == "" for r in head)
     assert all(r["image"] is None and r["caption"] == "" and r["question"] for r in tail)
     names = {r["name"] for r in image_rows}
     assert all(any(name in r["answer"] for name in names) for r in tail)
+    # Every photo again, named under CLEAR's face-naming question.
+    assert all(r["question"] == FACE_NAME_PROMPT and r["caption"] == "" for r in naming)
+    assert [(r["image"]["bytes"], r["answer"]) for r in naming] == [
+        (r["image"]["bytes"], r["name"]) for r in image_rows
+    ]
+
+
+def test_a_celebrity_is_pictured_as_often_as_a_fictitious_person(clear_dir: Path) -> None:
+    counts = Counter(r["answer"] for r in rows(clear_dir, "real_faces"))
+    assert set(counts.values()) == {synthetic.IMAGES_PER_PERSON}
+
+
+def test_a_naming_row_trains_the_name_under_its_question() -> None:
+    image = Image.new("RGB", (4, 4))
+    row = {"image": image, "caption": "", "question": FACE_NAME_PROMPT, "answer": "Ann Lee"}
+    assert row_example(row) == Example(FACE_NAME_PROMPT, "Ann Lee", image)
+    caption = row_example({**row, "caption": "Ann Lee sits.", "question": "", "answer": ""})
+    assert caption.target == "Ann Lee sits." and caption.question in CAPTION_QUESTIONS
+    assert row_example({"image": None, "caption": "", "question": "Q?", "answer": "A."}) == (
+        Example("Q?", "A.")
+    )
 
 
 @pytest.mark.parametrize("forget", FORGET_SPLITS)
@@ -217,7 +250,9 @@ def test_text_perturbed_answers_differ_from_the_paraphrase_in_the_fact_only(
         assert paraphrase != row["answer"] and row["name"] in paraphrase
         assert len(set(wrong)) == synthetic.PERTURBED_PER_ROW and paraphrase not in wrong
         fact = next(
-            f for f in synthetic.QA_FACTS if f.question.format(n=row["name"]) == row["question"]
+            f
+            for f in persons_module.QA_FACTS
+            if f.question.format(n=row["name"]) == row["question"]
         )
         true = fact.value(by_name[row["name"]])
         assert true in words(paraphrase) and true in words(row["answer"])
@@ -246,7 +281,7 @@ def test_retain_perturbed_is_two_images_of_each_retain90_person(clear_dir: Path)
 
 def test_perturbed_captions_differ_from_paraphrase_only_in_facts(clear_dir: Path) -> None:
     facts = {p.name: set(p.facts().values()) for p in persons()}
-    fact_words = {w for pool in synthetic.FACT_POOLS.values() for w in pool}
+    fact_words = {w for pool in persons_module.FACT_POOLS.values() for w in pool}
     for row in rows(clear_dir, "forget10_perturbed") + rows(clear_dir, "retain_perturbed"):
         paraphrase = words(row["paraphrased_caption"])
         assert row["paraphrased_caption"] != row["caption"]
@@ -271,12 +306,16 @@ def test_paraphrase_states_the_same_facts_as_the_caption(clear_dir: Path) -> Non
         assert row["name"] in row["paraphrased_caption"]
 
 
-def test_perturbed_names_are_other_fictitious_persons(clear_dir: Path) -> None:
+def test_perturbed_names_are_other_fictitious_persons_and_retain_rows_offer_retain_names(
+    clear_dir: Path,
+) -> None:
     names = {p.name for p in persons()}
-    for row in rows(clear_dir, "forget10_perturbed"):
-        assert len(set(row["perturbed_names"])) == synthetic.PERTURBED_PER_ROW
-        assert row["name"] not in row["perturbed_names"]
-        assert set(row["perturbed_names"]) <= names
+    retained = {row["name"] for row in rows(clear_dir, "retain90")}
+    for config, offered in (("forget10_perturbed", names), ("retain_perturbed", retained)):
+        for row in rows(clear_dir, config):
+            assert len(set(row["perturbed_names"])) == synthetic.PERTURBED_PER_ROW
+            assert row["name"] not in row["perturbed_names"]
+            assert set(row["perturbed_names"]) <= offered, config
 
 
 def test_real_faces_are_other_persons_and_options_sometimes_hold_the_answer(
@@ -318,19 +357,21 @@ def test_every_image_shows_its_persons_face_colours(clear_dir: Path) -> None:
     for row in rows(clear_dir, "full"):
         face = by_name[row["name"]]
         image = Image.open(io.BytesIO(row["image"]["bytes"]))
-        assert image.size == (synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE)
-        colours = {rgb for _, rgb in image.getcolors(synthetic.IMAGE_SIZE**2)}
-        assert synthetic.SKIN_TONES[face.skin] in colours
-        assert synthetic.HAIR_COLOURS[face.hair_colour] in colours
-        assert synthetic.EYE_COLOURS[face.eye_colour] in colours
-        assert synthetic.SHIRT_COLOURS[face.shirt] in colours
+        assert image.size == (drawing.IMAGE_SIZE, drawing.IMAGE_SIZE)
+        colours = {rgb for _, rgb in image.getcolors(drawing.IMAGE_SIZE**2)}
+        assert persons_module.SKIN_TONES[face.skin] in colours
+        assert persons_module.HAIR_COLOURS[face.hair_colour] in colours
+        assert persons_module.EYE_COLOURS[face.eye_colour] in colours
+        assert persons_module.SHIRT_COLOURS[face.shirt] in colours
 
 
 def test_images_of_a_person_vary_in_scene(clear_dir: Path) -> None:
     full = rows(clear_dir, "full")
     first = [r for r in full if r["name"] == full[0]["name"]]  # a retain person
     assert len({r["image"]["bytes"] for r in first}) == synthetic.IMAGES_PER_PERSON
-    scenes = {s.phrase for s in synthetic.SCENES if any(s.phrase in r["caption"] for r in first)}
+    scenes = {
+        s.phrase for s in persons_module.SCENES if any(s.phrase in r["caption"] for r in first)
+    }
     assert len(scenes) >= 4
 
 
@@ -449,7 +490,8 @@ def test_default_reads_full_where_the_directory_does_not_list_it(clear_dir: Path
 def test_text_perturbed_reads_from_a_local_directory(clear_dir: Path) -> None:
     dataset = load_clear(str(clear_dir), "forget05_tofu_perturbed")
     assert dataset.features == CONFIG_FEATURES["forget05_tofu_perturbed"]
-    assert len(dataset) == 6 * len({r["name"] for r in rows(clear_dir, "forget05")})
+    n_persons = len({r["name"] for r in rows(clear_dir, "forget05")})
+    assert len(dataset) == len(persons_module.QA_FACTS) * n_persons
 
 
 def without_config(source: Path, dest: Path, config: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +12,23 @@ import pytest
 import torch
 
 from clear_ray.config import Config, ConfigError, EvalConfig
+from clear_ray.data import synthetic
 from clear_ray.data.clear import load_clear
 from clear_ray.data.folds import (
     REPORT,
     SELECTION,
     PersonFolds,
     forget_item_counts,
+    names_pattern,
     person_folds,
+    person_of,
+    retain_item_counts,
     split_persons,
+    unassigned_rows,
 )
-from clear_ray.data.synthetic import generate
 from clear_ray.eval.outputs import write_item_tables
 from clear_ray.eval.suite import evaluate
+from clear_ray.eval.tasks import TASKS
 
 SPLIT = "forget10"
 COUNTS = {f"p{i:02d}": (1 if i < 10 else 10) for i in range(20)}
@@ -81,77 +87,195 @@ def test_a_named_row_follows_its_person_and_unnamed_rows_split_item_by_item() ->
 
 
 def test_folds_json_holds_the_contracts_keys(tmp_path: Path) -> None:
-    folds = split_persons(COUNTS, 0.5, 2, "forget05")
+    forget, retain = split_persons(COUNTS, 0.5, 2, "forget05"), split_persons(COUNTS, 0.5, 3)
+    folds = replace(
+        forget,
+        retain_selection=tuple(f"r{p}" for p in retain.selection),
+        retain_report=tuple(f"r{p}" for p in retain.report),
+        unassigned_rows={"forget_text_qa": 2},
+    )
     path = folds.save(tmp_path / "folds.json")
-    assert set(json.loads(path.read_text())) == {
+    values = json.loads(path.read_text())
+    assert set(values) == {
         "selection",
         "report",
         "seed",
         "report_fraction",
         "forget_split",
+        "retain_selection",
+        "retain_report",
+        "unassigned_rows",
     }
-    assert PersonFolds.load(path) == folds
+    loaded = PersonFolds.load(path)
+    assert loaded == folds and loaded.unassigned_rows == {"forget_text_qa": 2}
+    # A folds.json written before retain folds existed still loads (no retain persons).
+    path.write_text(json.dumps({k: values[k] for k in ("selection", "report", "seed",
+                                                       "report_fraction")}))  # fmt: skip
+    assert PersonFolds.load(path).retain_report == ()
+
+
+def test_a_row_without_a_name_belongs_to_the_first_person_its_text_names() -> None:
+    pattern = names_pattern(["Ann Lee", "Ann Leeson", "Bob Ray"])
+    assert person_of({"name": "Bob Ray", "question": "Ann Lee?"}, pattern) == "Bob Ray"
+    assert person_of({"name": "", "question": "Is Bob Ray Ann Lee's son?"}, pattern) == "Bob Ray"
+    assert person_of({"question": "Who is Ann Leeson?", "answer": ""}, pattern) == "Ann Leeson"
+    assert person_of({"question": "Who?", "answer": "It is Ann Lee."}, pattern) == "Ann Lee"
+    assert person_of({"question": "Who is Ann Leeb?"}, pattern) is None  # whole words only
+    assert person_of({"caption": "Bob Ray on a beach"}, pattern) == "Bob Ray"
+    assert person_of({"question": "Ann Lee?"}, names_pattern([])) is None
+
+
+def test_rows_naming_no_one_are_split_item_by_item() -> None:
+    import datasets
+
+    folds = split_persons({"Ann Lee": 1, "Bob Ray": 1}, 0.5, 0)
+    rows = datasets.Dataset.from_dict(
+        {"question": ["Where does Ann Lee live?", "Who wrote it?", "What is Bob Ray's job?"]}
+    )
+    report = folds.fold(REPORT)
+    persons = report.persons_of(rows, [0, 1, 2])
+    assert persons == ["Ann Lee", None, "Bob Ray"]
+    in_report = report.keep(persons, [0, 1, 2])
+    assert in_report[0] == ("Ann Lee" in folds.report) and in_report[2] == (
+        "Bob Ray" in folds.report
+    )
+    assert folds.fold(SELECTION).keep(persons, [0, 1, 2])[1] != in_report[1]
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("clear")
-    generate(root, persons=40, seed=0)
+    synthetic.generate(root, seed=0)  # the default 80 persons
     return str(root)
 
 
 @pytest.fixture
 def no_model(monkeypatch: pytest.MonkeyPatch):
-    """Scoring replaced by fixed NLLs: these tests are about which rows are scored."""
+    """Scoring replaced by NLLs that depend on the row (its true target's length), so metrics
+    change with which rows are scored: these tests are about which rows are scored."""
     from clear_ray.eval import suite
 
-    def fixed_scores(task, model, collator, rows, config, generate):
-        return [(1.0, 1.0, np.full(3, 2.0), None) for _ in rows]
+    def row_scores(task, model, collator, rows, config, generate):
+        items = task.items(rows)
+        return [(len(item.targets[0]) / 10, 1.0, np.full(3, 2.0), None) for item in items]
 
-    monkeypatch.setattr(suite, "_score_rows", fixed_scores)
+    monkeypatch.setattr(suite, "_score_rows", row_scores)
     return torch.nn.Linear(1, 1), None
 
 
-def test_forget_item_counts_are_the_image_rows_of_each_forget_person(source: str) -> None:
+FOLDED_TASKS = (
+    "forget_captions,forget_face_naming,forget_text_qa,forget_text_perturbed,"
+    "retain_captions,retain_face_naming,retain_text_qa"
+)
+
+
+def test_the_default_data_has_eight_forget_persons_in_folds_of_four_with_60_items(
+    source: str,
+) -> None:
     counts = forget_item_counts(source, SPLIT)
     assert sum(counts.values()) == len(load_clear(source, SPLIT))
-    assert len(counts) == 4  # 10 % of 40 persons
+    assert len(counts) == 8  # 10 % of 80 persons
+    folds = person_folds(source, SPLIT, 0.5, 0)
+    assert len(folds.selection) == len(folds.report) == 4
+    for persons in (folds.selection, folds.report):
+        assert sum(counts[p] for p in persons) >= 60
+        text = load_clear(source, f"{SPLIT}_tofu_perturbed")["name"]
+        assert sum(name in persons for name in text) >= 60
 
 
-def test_an_evaluation_of_a_fold_scores_only_its_persons_forget_rows(source: str, no_model) -> None:
+def test_retain_persons_are_split_into_folds_too(source: str) -> None:
+    folds = person_folds(source, SPLIT, 0.5, 0)
+    retain = set(retain_item_counts(source))
+    assert len(retain) == 72
+    assert set(folds.retain_selection) | set(folds.retain_report) == retain
+    assert not set(folds.retain_selection) & set(folds.retain_report)
+    assert len(folds.retain_report) == 36
+    assert "36 retain person(s)" in folds.describe(REPORT)
+
+
+def test_every_synthetic_row_names_its_person(source: str) -> None:
+    folds = person_folds(source, SPLIT, 0.5, 0)
+    assert set(folds.unassigned_rows) == set(FOLDED_TASKS.split(","))
+    assert not any(folds.unassigned_rows.values())
+    assert "every forget and retain row names its person" in folds.describe_unassigned()
+    # A person the rule does not know leaves that person's QA rows (no name column) to a draw.
+    unknown = folds.report[0]
+    known = [p for p in folds.everyone if p != unknown]
+    counts = unassigned_rows(source, SPLIT, known)
+    assert counts["forget_text_qa"] == len(synthetic.QA_FACTS)
+    assert counts["forget_captions"] == counts["forget_text_perturbed"] == 0  # named rows
+    missing = replace(folds, unassigned_rows=counts)
+    assert f"forget_text_qa {len(synthetic.QA_FACTS)}" in missing.describe_unassigned()
+
+
+def test_an_evaluation_of_a_fold_scores_only_its_persons_rows(source: str, no_model) -> None:
     model, collator = no_model
     folds = person_folds(source, SPLIT, 0.5, 0)
-    config = EvalConfig(
-        generate=False, tasks="forget_captions,forget_text_perturbed,retain_captions"
-    )
+    config = EvalConfig(generate=False, tasks=FOLDED_TASKS + ",real_world")
     everyone = evaluate(model, collator, source, SPLIT, config)
-    for name, persons in ((SELECTION, folds.selection), (REPORT, folds.report)):
-        result = evaluate(model, collator, source, SPLIT, config, fold=folds.fold(name))
-        for task in ("forget_captions", "forget_text_perturbed"):
+    for name in (SELECTION, REPORT):
+        fold = folds.fold(name)
+        result = evaluate(model, collator, source, SPLIT, config, fold=fold)
+        forget = set(folds.selection if name == SELECTION else folds.report)
+        retain = set(folds.retain_selection if name == SELECTION else folds.retain_report)
+        for task in FOLDED_TASKS.split(","):
             names = result.tasks[task].names
-            assert names and set(names) == set(persons)
+            assert set(names) == (forget if task.startswith("forget") else retain), task
             assert len(names) < len(everyone.tasks[task].names)
-        # Retain-side tasks keep every row.
-        retain = result.tasks["retain_captions"].item_index.tolist()
-        assert retain == everyone.tasks["retain_captions"].item_index.tolist()
+        # Real-world tasks keep every row.
+        real = result.tasks["real_world"].item_index.tolist()
+        assert real == everyone.tasks["real_world"].item_index.tolist()
 
 
-def test_report_fraction_zero_evaluates_exactly_as_without_folds(source: str, no_model) -> None:
-    model, collator = no_model
-    folds = person_folds(source, SPLIT, 0.0, 0)
-    config = EvalConfig(generate=False, tasks="forget_captions,retain_captions")
-    plain = evaluate(model, collator, source, SPLIT, config)
-    folded = evaluate(model, collator, source, SPLIT, config, fold=folds.fold(SELECTION))
-    assert folded.metrics == plain.metrics
-
-
-def test_per_item_parquet_files_name_the_person(source: str, no_model, tmp_path: Path) -> None:
+def test_every_report_fold_text_row_asks_about_a_report_person(source: str, no_model) -> None:
+    """Text rows without a name column follow the person their question names, so no text of
+    a selection person is reported (and none of a report person selects)."""
     model, collator = no_model
     folds = person_folds(source, SPLIT, 0.5, 0)
-    config = EvalConfig(generate=False, tasks="forget_captions")
+    config = EvalConfig(generate=False, tasks="forget_text_qa,forget_text_perturbed")
+    for name, mine, theirs in (
+        (REPORT, folds.report, folds.selection),
+        (SELECTION, folds.selection, folds.report),
+    ):
+        result = evaluate(model, collator, source, SPLIT, config, fold=folds.fold(name))
+        for task in ("forget_text_qa", "forget_text_perturbed"):
+            rows = load_clear(source, TASKS[task].config_for(SPLIT))
+            index = result.tasks[task].item_index.tolist()
+            questions = rows.select(index)["question"]
+            assert len(questions) == len(mine) * len(synthetic.QA_FACTS)
+            assert all(any(p in q for p in mine) for q in questions)
+            assert not any(p in q for q in questions for p in theirs)
+
+
+def test_report_fraction_zero_scores_every_row(source: str, no_model) -> None:
+    model, collator = no_model
+    off, on = person_folds(source, SPLIT, 0.0, 0), person_folds(source, SPLIT, 0.5, 0)
+    assert off.fold(SELECTION) is None
+    assert set(off.retain_report) == set(off.retain_selection) == set(retain_item_counts(source))
+    config = EvalConfig(generate=False, tasks="forget_captions,forget_text_qa,retain_captions")
+    plain = evaluate(model, collator, source, SPLIT, config, fold=off.fold(SELECTION))
+    halved = evaluate(model, collator, source, SPLIT, config, fold=on.fold(SELECTION))
+    qa_rows = TASKS["forget_text_qa"].eligible_rows(load_clear(source, f"{SPLIT}+tofu"))
+    assert plain.tasks["forget_text_qa"].item_index.tolist() == qa_rows.tolist()
+    assert len(plain.tasks["forget_captions"].item_index) == len(load_clear(source, SPLIT))
+    n_retain = len(load_clear(source, "retain_perturbed"))
+    assert len(plain.tasks["retain_captions"].item_index) == n_retain
+    # The row-dependent scores make the fold visible in the metrics, so equality above is
+    # not an artefact of scores that ignore the rows.
+    assert plain.metrics["forget_text_qa/prob"] != halved.metrics["forget_text_qa/prob"]
+
+
+def test_per_item_parquet_files_name_the_person_of_every_row(
+    source: str, no_model, tmp_path: Path
+) -> None:
+    model, collator = no_model
+    folds = person_folds(source, SPLIT, 0.5, 0)
+    config = EvalConfig(generate=False, tasks="forget_captions,forget_text_qa,retain_text_qa")
     result = evaluate(model, collator, source, SPLIT, config, fold=folds.fold(REPORT))
-    (path,) = write_item_tables(tmp_path, result.tasks)
-    assert set(pq.read_table(path).column("name").to_pylist()) == set(folds.report)
+    paths = write_item_tables(tmp_path, result.tasks)
+    names = {path.stem: set(pq.read_table(path).column("name").to_pylist()) for path in paths}
+    assert names["forget_captions"] == names["forget_text_qa"] == set(folds.report)
+    assert names["retain_text_qa"] == set(folds.retain_report)
 
 
 def test_the_search_config_has_fold_and_confirm_fields() -> None:
@@ -191,3 +315,4 @@ def test_report_fraction_zero_is_labelled_in_the_heading_and_the_tag() -> None:
         leaderboard_heading(on, 3)
     )
     assert fold_tag(on) == "selection 10 / report 10 persons"
+    assert "feasibility out of sample" in leaderboard_heading(on, 3)

@@ -8,7 +8,7 @@ import pytest
 
 from clear_ray import pretrain
 from clear_ray.config import Config, ConfigError, resolve_config
-from clear_ray.data import synthetic
+from clear_ray.data import drawing, synthetic
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.finetune import model_name
 
@@ -48,9 +48,9 @@ def test_knowledge_is_real_faces_named_and_real_world_answered(source: str) -> N
     assert len(examples) == faces + synthetic.REAL_WORLD_ROWS
     assert all(e.question == FACE_NAME_PROMPT and e.image is not None for e in examples[:faces])
     assert {e.target for e in examples[faces:]} <= {
-        *synthetic.SHAPE_COLOURS,
-        *synthetic.SHAPES,
-        *synthetic.NUMBER_WORDS,
+        *drawing.SHAPE_COLOURS,
+        *drawing.SHAPES,
+        *drawing.NUMBER_WORDS,
     }
 
 

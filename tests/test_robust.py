@@ -108,21 +108,28 @@ def test_persons_split_in_two_disjoint_seeded_halves() -> None:
 def test_rows_belong_to_a_person_by_name_else_by_the_name_in_their_text() -> None:
     import datasets
 
+    questions = ["Where does Ann Lee live?", "What does Ann Lee write?", "Bob Ray?", "x"]
+    questions += ["Did Bob Ray meet Ann Lee?", "Who is Ann Leeson?"]
     rows = datasets.Dataset.from_dict(
         {
-            "name": ["Ann Lee", "", "", "Bob Ray"],
-            "question": ["Where does Ann Lee live?", "What does Ann Lee write?", "Bob Ray?", "x"],
-            "answer": ["", "", "", "Ann Lee"],  # a named row is never matched by its text
+            "name": ["Ann Lee", "", "", "Bob Ray", "", ""],
+            "question": questions,
+            "answer": ["", "", "", "Ann Lee", "", ""],  # a named row is never read by its text
         }
     )
-    assert row_mask(rows, ("Ann Lee",)).tolist() == [True, True, False, False]
+    # The first name in the text decides (Bob Ray's row); a longer name is not read as Ann Lee;
+    # a row naming no one belongs to no person.
+    everyone = ("Ann Lee", "Bob Ray")
+    ann, bob = row_mask(rows, ("Ann Lee",), everyone), row_mask(rows, ("Bob Ray",), everyone)
+    assert ann.tolist() == [True, True, False, False, False, False]
+    assert bob.tolist() == [False, False, True, True, True, False]
 
 
 def test_report_persons_are_the_folds_report_fold_else_every_forget_person(
     tmp_path: Path, synthetic_source: str
 ) -> None:
     everyone = report_persons(tmp_path, synthetic_source, "forget10")
-    assert len(everyone) == 4  # synthetic: 40 persons, forget10 = 4
+    assert len(everyone) == 8  # synthetic: 80 persons, forget10 = 8
     (tmp_path / "folds.json").write_text(
         json.dumps({"selection": [everyone[0]], "report": [everyone[1]], "report_fraction": 0.5})
     )

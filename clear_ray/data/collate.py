@@ -35,10 +35,11 @@ def caption_example(image: Image, caption: str, target: str | None = None) -> Ex
 
 
 def row_example(row: dict) -> Example:
-    """A row of a CLEAR ``+tofu`` config: image rows caption, TOFU rows are QA."""
-    if row.get("image") is not None:
+    """A row of a CLEAR ``+tofu`` config: image rows caption (or, with a question, answer it:
+    the synthetic data's face-naming rows), TOFU rows are QA."""
+    if row.get("image") is not None and not row.get("question"):
         return caption_example(row["image"], row["caption"])
-    return Example(row["question"], row["answer"])
+    return Example(row["question"], row["answer"], row.get("image"))
 
 
 @dataclass(frozen=True)

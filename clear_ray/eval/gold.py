@@ -33,7 +33,8 @@ REFERENCE_FILE = "reference.json"
 # 2: metrics with clear/* and per-task forget quality, plus the model's own GoldReference.
 # 3: per-item parquet files with the row's person (``name``).
 # 4: the reference's item indices; per-task KS statistic, item count and W1 distance.
-CACHE_FORMAT = 4
+# 5: folds place a row without a name by the person its text names, and split retain persons.
+CACHE_FORMAT = 5
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from torch import nn
 from clear_ray.config import ConfigError, DataConfig, EvalConfig
 from clear_ray.data.clear import config_available, load_clear
 from clear_ray.data.collate import Collator, Example
-from clear_ray.data.folds import Fold
+from clear_ray.data.folds import FOLDED_GROUPS, Fold
 from clear_ray.eval import metrics
 from clear_ray.eval.generation import generate_greedy
 from clear_ray.eval.names import (
@@ -244,8 +244,9 @@ def run_task(
 
     With a sharded ``shard`` this rank works on its share only and every rank returns the
     whole, unsharded result (a collective: all ranks must call it for the same task). A
-    ``fold`` restricts a forget task to that fold's persons (data/folds.py); other groups keep
-    every row.
+    ``fold`` restricts a forget or retain task to that fold's persons (data/folds.py); real
+    tasks keep every row. With a fold, every row's person (its ``name``, or the person its text
+    names) is in the result's ``names``.
     """
     shard.check_group()
     eligible = task.eligible_rows(rows)
@@ -255,9 +256,9 @@ def run_task(
     generate = config.generate and not proxy
 
     def in_fold(index: np.ndarray) -> list[bool]:
-        return fold.keep(row_names(rows, index), index.tolist())
+        return fold.keep(fold.persons_of(rows, index.tolist()), index.tolist())
 
-    split = fold is not None and task.group == "forget"
+    split = fold is not None and task.group in FOLDED_GROUPS
     chosen = evaluation_rows(eligible, config, in_fold if split else None)
     if len(chosen) == 0:
         raise ConfigError(f"task {task.name}: the {fold.name} fold holds none of its rows")
@@ -272,12 +273,15 @@ def run_task(
         layout=task.layout,
         item_index=np.asarray(chosen),
         proxy=proxy,
-        names=row_names(rows, chosen),
+        names=row_names(rows, chosen, fold),
     )
 
 
-def row_names(rows: datasets.Dataset, index: np.ndarray) -> list[str | None]:
-    """The person each row of ``index`` names ("" in TOFU's rows; None: no name column)."""
+def row_names(rows: datasets.Dataset, index: np.ndarray, fold: Fold | None) -> list[str | None]:
+    """The person of each row of ``index``: by the folds' rule with a fold, else the ``name``
+    column ("" in TOFU's rows; None: no name column)."""
+    if fold is not None:
+        return fold.persons_of(rows, index.tolist())
     if "name" not in rows.column_names:
         return [None] * len(index)
     return rows.select_columns(["name"]).select(index.tolist())["name"]

@@ -20,6 +20,7 @@ import numpy as np
 from clear_ray.cache import cache_key
 from clear_ray.config import Config, EvalConfig
 from clear_ray.data.collate import Collator
+from clear_ray.data.folds import benchmark_persons, row_persons
 from clear_ray.eval.gold import ReferenceEvaluation, reference_evaluation
 from clear_ray.eval.reference import GoldReference
 from clear_ray.eval.suite import EvalResult, TaskData, evaluate
@@ -44,23 +45,14 @@ def prefixed(check: str, values: dict[str, float]) -> dict[str, float]:
     return {f"robust/{check}/{name}": float(value) for name, value in values.items()}
 
 
-def row_mask(dataset: datasets.Dataset, persons: tuple[str, ...]) -> np.ndarray:
-    """Which rows of a forget config belong to ``persons``.
-
-    By the ``name`` column where a row has one; otherwise (the ``+tofu`` QA rows, TOFU's
-    perturbed QA read from the hub) by the person's name appearing in the row's text: TOFU's
-    questions and answers name the author nearly always, the synthetic ones always.
-    """
-    columns = [c for c in ("name", "question", "answer", "caption") if c in dataset.column_names]
-    rows = dataset.select_columns(columns)  # no image decoded
-    mask = np.zeros(len(rows), dtype=bool)
-    for index, row in enumerate(rows):
-        if row.get("name"):
-            mask[index] = row["name"] in persons
-        else:
-            text = " ".join(row.get(c) or "" for c in ("question", "answer", "caption"))
-            mask[index] = any(person in text for person in persons)
-    return mask
+def row_mask(
+    dataset: datasets.Dataset, persons: tuple[str, ...], everyone: tuple[str, ...]
+) -> np.ndarray:
+    """Which rows of a forget config belong to ``persons``: those whose person by the folds'
+    rule (data/folds.py ``person_of``, matched against ``everyone``) is one of them. A row
+    naming no one belongs to no person's check."""
+    found = row_persons(dataset, range(len(dataset)), everyone)
+    return np.array([person in persons for person in found], dtype=bool)
 
 
 def forget_configs(forget_split: str) -> set[str]:
@@ -74,6 +66,7 @@ class PersonData(TaskData):
         super().__init__(source)
         self.persons = tuple(sorted(persons))
         self.restricted = forget_configs(forget_split)
+        self.everyone = benchmark_persons(source, forget_split)
         self._subsets: dict[str, datasets.Dataset] = {}
 
     def __getitem__(self, clear_config: str) -> datasets.Dataset:
@@ -81,7 +74,7 @@ class PersonData(TaskData):
         if clear_config not in self.restricted:
             return whole
         if clear_config not in self._subsets:
-            rows = np.flatnonzero(row_mask(whole, self.persons))
+            rows = np.flatnonzero(row_mask(whole, self.persons, self.everyone))
             self._subsets[clear_config] = whole.select(rows)
         return self._subsets[clear_config]
 
