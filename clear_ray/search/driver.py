@@ -61,6 +61,9 @@ class Driver:
         self.record: DriverRecord | None = None
 
     def __enter__(self) -> Driver:
+        # The folders this driver creates (the search's, and the output directory's on a first
+        # search), deepest first: bad input found late leaves none of them behind.
+        self.created = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+")
         try:
@@ -93,7 +96,10 @@ class Driver:
         root = self.path.parent
         if [path.name for path in root.iterdir()] == [DRIVER_FILE]:  # it wrote nothing else:
             self.path.unlink()  # bad input found late (the cluster) leaves no folder behind
-            root.rmdir()
+            for folder in self.created:
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
 
