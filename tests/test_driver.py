@@ -89,10 +89,14 @@ def test_a_driver_killed_with_sigkill_is_seen_dead(tmp_path: Path) -> None:
 
 
 def test_a_driver_that_wrote_nothing_leaves_no_folder(tmp_path: Path) -> None:
-    root = tmp_path / "searches" / "ga-1"
-    with pytest.raises(ConfigError), Driver(root):
-        raise ConfigError("search.max_concurrent: the cluster has 2 CPU")
-    assert not root.exists()
+    output = tmp_path / "out"
+    with pytest.raises(ConfigError), Driver(output / "searches" / "ga-1"):
+        raise ConfigError("search.gpus_per_trial: 1 needs 1 GPU per trial")
+    assert list(tmp_path.iterdir()) == []
+    beside = saved_search(output, "ga-0")  # a folder that was there stays
+    with pytest.raises(ConfigError), Driver(output / "searches" / "ga-1"):
+        raise ConfigError("search.gpus_per_trial: 1 needs 1 GPU per trial")
+    assert [path.name for path in (output / "searches").iterdir()] == [beside.name]
 
 
 def test_list_shows_each_search_and_how_to_resume_it(tmp_path: Path, capsys) -> None:

@@ -14,12 +14,14 @@ from clear_ray.search.quiet import RAY_TOKEN_LOGGER, quiet_console
 def test_quiet_console_drops_only_the_notes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
     monkeypatch.delenv("TUNE_PRINT_ALL_TRIAL_ERRORS", raising=False)
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
     before = optuna.logging.get_verbosity()
     try:
         quiet_console()
         quiet_console()  # twice: still one filter
         assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
         assert os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] == "0"  # one line per failed trial
+        assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
         assert optuna.logging.get_verbosity() == optuna.logging.WARNING
         logger = logging.getLogger(RAY_TOKEN_LOGGER)
         assert len(logger.filters) == 1

@@ -59,12 +59,12 @@ class Driver:
         self.path = root / DRIVER_FILE
         self.handle = None
         self.record: DriverRecord | None = None
+        self.created: list[Path] = []  # the folders entering made, deepest first
 
     def __enter__(self) -> Driver:
-        # The folders this driver creates (the search's, and the output directory's on a first
-        # search), deepest first: bad input found late leaves none of them behind.
-        self.created = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        root = self.path.parent
+        self.created = [path for path in (root, *root.parents) if not path.exists()]
+        root.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -93,13 +93,12 @@ class Driver:
                 self.end(STOPPED, "interrupted (Ctrl-C)")
             else:
                 self.end(FAILED, f"{kind.__name__}: {error}" if kind else "")
-        root = self.path.parent
-        if [path.name for path in root.iterdir()] == [DRIVER_FILE]:  # it wrote nothing else:
-            self.path.unlink()  # bad input found late (the cluster) leaves no folder behind
-            for folder in self.created:
-                if any(folder.iterdir()):
-                    break
-                folder.rmdir()
+        if [path.name for path in self.path.parent.iterdir()] == [DRIVER_FILE]:
+            # It wrote nothing else (bad input found late, by the cluster): nothing is left.
+            self.path.unlink()
+            for folder in self.created:  # deepest first; others may have written beside it
+                if not any(folder.iterdir()):
+                    folder.rmdir()
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
 

@@ -45,6 +45,10 @@ def quiet_console() -> None:
     # ProgressPrinter says it in one line that points to the trial's error.txt, which has it.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints "View run <trial> at: <url>" and "View experiment at: <url>" to stdout for
+    # every run it ends on a server: two lines per trial among ours (the search says once
+    # where its runs are).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     token_logger = logging.getLogger(RAY_TOKEN_LOGGER)
     if not any(isinstance(f, _DropMessage) for f in token_logger.filters):
