@@ -28,7 +28,7 @@ from clear_ray.console import log
 
 MANIFEST = "clear_ray-manifest.json"
 # Files up to this size are hashed whole on every check (the tiny model, evaluations, the
-# synthetic data: well under a second at the ~700 MB/s sha256 of a 2-core VM). Larger ones (a
+# synthetic data: well under a second at the ~700 MB/s sha256 of a 2-core machine). Larger ones (a
 # 7B checkpoint's ~5 GB shards, where a whole hash costs ~7 s each) are checked by size and a
 # hash of their first and last ENDS_BYTES: a truncated or rewritten shard changes those.
 WHOLE_FILE_BYTES = 256 * 2**20

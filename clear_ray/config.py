@@ -276,7 +276,7 @@ class PretrainConfig:
 class EvalConfig:
     batch_size: int = 32
     # Greedy generation for ROUGE in a full evaluation: TOFU/open-unlearning's 200 new tokens
-    # (CLEAR used 300), so long captions and answers can reach full ROUGE-L recall (audit M3).
+    # (CLEAR used 300), so long captions and answers can reach full ROUGE-L recall.
     max_new_tokens: int = 200
     generate: bool = True  # greedy generation for ROUGE; off = ROUGE excluded from aggregates
     tasks: str = "all"  # comma-separated task names (clear_ray.eval.tasks.TASKS) or "all"
@@ -370,7 +370,7 @@ class SearchConfig:
 
 @dataclass
 class RobustConfig:
-    """Checks that the forgetting holds (issue 18), run on each method's best trial after its
+    """Checks that the forgetting holds, run on each method's best trial after its
     final evaluation. Defaults suit the tiny CPU preset; the relearning attack is a short LoRA
     finetune, so a 7B recipe wants a smaller lr (as its unlearning lr)."""
 

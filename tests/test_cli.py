@@ -46,7 +46,7 @@ def run_tune(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
             ["--set", "train.zero_stage=3", "--workers-per-trial", "2"],
             "train.zero_stage=3 needs --workers-per-trial 1",
         ),
-        # Impossible values (issue 14): the flag and the valid range, before anything runs.
+        # Impossible values: the flag and the valid range, before anything runs.
         (["--num-samples", "0"], "--num-samples, search.num_samples: 0 is outside [1, inf)"),
         (["--epochs", "0"], "--epochs, train.epochs: 0 is outside [1, inf)"),
         (["--max-concurrent", "-1"], "--max-concurrent, search.max_concurrent: -1 is outside"),

@@ -1,4 +1,4 @@
-"""--constrain-relearn X: relearn recovery <= X as a trial constraint (issue 18, deliverable 5).
+"""--constrain-relearn X: relearn recovery <= X as a trial constraint.
 
 Validated in the typed config; measured once at a trial's end on the selection fold; told to
 Optuna as ``max_relearn`` beside the retain constraint; an unmeasured trial is never feasible.

@@ -49,6 +49,6 @@ def test_deepspeed_is_imported_without_mlflow_which_stays_importable() -> None:
 
 
 def test_a_first_engine_on_a_fresh_machine_compiles_nothing(tmp_path: Path) -> None:
-    extensions = tmp_path / "torch_extensions"  # torch's JIT build cache, empty as on a new VM
+    extensions = tmp_path / "torch_extensions"  # torch's JIT build cache, empty as on a new machine
     run_fresh(FIRST_ENGINE, {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions)})
     assert not extensions.exists() or not any(extensions.iterdir())

@@ -9,6 +9,7 @@ import time
 import pytest
 import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+from train_controller import Controller
 
 from clear_ray.config import Config
 from clear_ray.search.cleanup import actor_dead
@@ -16,6 +17,9 @@ from clear_ray.search.driver_tasks import TaskStartTimeout, each_result, trial_t
 from clear_ray.train.groups import recorded_groups
 
 LIMIT_S = 8.0
+# Long enough for a new worker process to boot on a loaded machine: a task holding its CPU
+# while its worker starts has not announced its start yet.
+BOOT_S = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -29,27 +33,6 @@ def search(limit_s: float = LIMIT_S):
     return Config().replace({"search.worker_start_timeout_s": limit_s}).search
 
 
-@ray.remote(num_cpus=0)
-class Controller:
-    """Stands in for a Train controller: it records its workers' group as Train runs do."""
-
-    def start_group(self, run_name: str) -> str:
-        from types import SimpleNamespace
-
-        from clear_ray.train.groups import GroupRecorder
-
-        group = placement_group([{"CPU": 1}])
-        ray.get(group.ready())
-        state = SimpleNamespace(placement_group_handle=SimpleNamespace(placement_group=group))
-        GroupRecorder(run_name).after_worker_group_start(
-            SimpleNamespace(get_worker_group_state=lambda: state)
-        )
-        return group.id.hex()
-
-    def actor_id(self) -> str:
-        return ray.get_runtime_context().get_actor_id()
-
-
 def test_a_group_left_by_a_dead_controller_is_removed_and_the_task_runs(one_cpu_ray) -> None:
     controller = Controller.remote()
     group = ray.get(controller.start_group.remote("train-orphan"))
@@ -59,8 +42,8 @@ def test_a_group_left_by_a_dead_controller_is_removed_and_the_task_runs(one_cpu_
         time.sleep(0.1)
     assert placement_group_table()[group]["state"] == "CREATED"  # it holds the only CPU
 
-    launch = trial_task(pow, search()).remote(2, 5)  # a function Ray's workers can import
-    assert dict(each_result({"x": launch}, "a power", search())) == {"x": 32}
+    launch = trial_task(pow, search(BOOT_S)).remote(2, 5)  # a function Ray's workers import
+    assert dict(each_result({"x": launch}, "a power", search(BOOT_S))) == {"x": 32}
     assert placement_group_table()[group]["state"] == "REMOVED"
     assert recorded_groups("train-orphan") == {}
 
@@ -87,9 +70,9 @@ def test_a_group_held_for_good_fails_the_wait_with_one_line_naming_it(one_cpu_ra
 
 
 def test_tasks_queued_behind_a_long_one_are_not_a_stall(one_cpu_ray) -> None:
-    limit = search(2.0)
+    limit = search(BOOT_S / 2)
     launches = {
-        "long": trial_task(time.sleep, limit).remote(6.0),
+        "long": trial_task(time.sleep, limit).remote(BOOT_S),  # runs past the limit
         "queued": trial_task(pow, limit).remote(2, 3),
     }
     assert list(each_result(launches, "two tasks", limit)) == [("long", None), ("queued", 8)]

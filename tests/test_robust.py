@@ -1,4 +1,4 @@
-"""Specification of the robustness checks (issue 18): relearning, quantization, prompts,
+"""Specification of the robustness checks: relearning, quantization, prompts,
 cross-modal leakage, and what a search writes from them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 14: a search never waits silently on resources.
+"""A search never waits silently on resources.
 
 Two causes of the hang, each provoked on a small local Ray: a placement group left behind by a
 killed Train controller (reaped by ``TrainGroupReaper``), and workers that can never start (the
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import ray
 from ray import tune
-from ray.util.placement_group import placement_group, placement_group_table
+from ray.util.placement_group import placement_group_table
+from train_controller import Controller
 
 from clear_ray.config import Config
 from clear_ray.search.cleanup import RecordedGroup, TrainGroupReaper
@@ -29,28 +30,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@ray.remote(num_cpus=0)
-class Controller:
-    """Stands in for a Train controller: it creates its workers' placement group and records it
-    with the recorder ``train/trainer.py`` gives every Train run."""
-
-    def start_group(self, run_name: str) -> str:
-        from types import SimpleNamespace
-
-        from clear_ray.train.groups import GroupRecorder
-
-        group = placement_group([{"CPU": 1}])
-        ray.get(group.ready())
-        state = SimpleNamespace(placement_group_handle=SimpleNamespace(placement_group=group))
-        GroupRecorder(run_name).after_worker_group_start(
-            SimpleNamespace(get_worker_group_state=lambda: state)
-        )
-        return group.id.hex()
-
-    def actor_id(self) -> str:
-        return ray.get_runtime_context().get_actor_id()
 
 
 def group_state(group_id: str) -> str:

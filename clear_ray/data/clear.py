@@ -93,7 +93,7 @@ def check_disjoint_persons(source: str, forget_split: str, *, revision: str | No
 
     Compares the ``name`` columns (no image is decoded) of ``forgetNN``, ``forgetNN_perturbed``
     (and ``forgetNN_tofu_perturbed``) with the complement ``retainNN`` and ``retain_perturbed``
-    (audit L7: a mirror mistake would otherwise let Gold learn forget persons). A local directory
+    (a mirror mistake would otherwise let Gold learn forget persons). A local directory
     is checked on the configs its README lists. On the hub only ``forgetNN``,
     ``forgetNN_perturbed`` and ``retain_perturbed`` are compared: evaluation downloads them
     anyway, while ``retainNN`` is ~0.6 GB of images that nothing else here reads.

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 # CLEAR's own pool, verbatim (`mm/dataset.py` IMAGE_CAPTION_QUESTIONS, punctuation included): none
-# asks who is shown, so captioning is not trained as a disguised face-naming task (audit M4).
+# asks who is shown, so captioning is not trained as a disguised face-naming task.
 CAPTION_QUESTIONS = (
     "What can you see in this picture?",
     "Tell me about the content of this image",
@@ -24,8 +24,8 @@ CAPTION_QUESTIONS = (
     "What is happening in this image?",
 )
 
-# CLEAR's face-naming question (`mm/dataset.py`, strategy "random_faces"), trailing space kept
-# (audit L4): it is the user turn, so the chat template's assistant marker follows it and the
+# CLEAR's face-naming question (`mm/dataset.py`, strategy "random_faces"), trailing space kept:
+# it is the user turn, so the chat template's assistant marker follows it and the
 # space changes only the prompt's tokens, which is what comparability with CLEAR asks for.
 FACE_NAME_PROMPT = "The name of the person on the image is "
 

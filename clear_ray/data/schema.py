@@ -15,7 +15,7 @@ RETAIN_SPLITS = ("retain99", "retain95", "retain90")
 IMAGE_SPLITS = ("full", *FORGET_SPLITS, *RETAIN_SPLITS)
 PERTURBED_SPLITS = (*(f"{split}_perturbed" for split in FORGET_SPLITS), "retain_perturbed")
 # Not a therem/CLEAR config: TOFU's `forgetNN_perturbed` text QA (locuslab/TOFU) in CLEAR's layout,
-# so the forget persons' text has a paraphrase and wrong answers, hence a truth ratio (audit M7).
+# so the forget persons' text has a paraphrase and wrong answers, hence a truth ratio.
 TEXT_PERTURBED_SPLITS = tuple(f"{split}_tofu_perturbed" for split in FORGET_SPLITS)
 # The hub README's `default` config holds the same rows as `full`.
 CONFIG_ALIASES = {"default": "full"}

@@ -212,7 +212,7 @@ TASKS: dict[str, Task] = {
             ANSWER,
             eligible_rows=_text_rows,
         ),
-        # TOFU's forget-set truth ratio on the persons' text (audit M7); like TOFU, no image.
+        # TOFU's forget-set truth ratio on the persons' text; like TOFU, no image.
         Task(
             "forget_text_perturbed",
             "forget",

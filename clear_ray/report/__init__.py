@@ -1,4 +1,4 @@
-"""The report of a finished search: CLEAR's Table 1, the L1 question, plots (issue 16).
+"""The report of a finished search: CLEAR's Table 1, the L1 question, plots.
 
 ``python -m clear_ray.report SEARCH_DIR_OR_RUN_ID`` (``__main__.py``); ``write.write_report``
 is what ``clear_ray.tune`` calls at the end of every search. The package root imports nothing

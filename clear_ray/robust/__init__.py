@@ -1,4 +1,4 @@
-"""Does the forgetting hold? Relearning, quantization, prompt and cross-modal checks (issue 18).
+"""Does the forgetting hold? Relearning, quantization, prompt and cross-modal checks.
 
 One module per check, each a function of a :class:`~clear_ray.robust.context.CheckContext`
 returning named metrics ``robust/<check>/<name>`` and per-item values; the registry, the Ray

@@ -1,4 +1,4 @@
-"""``--constrain-relearn X``: the relearning attack as a constraint of the search (issue 18 §5).
+"""``--constrain-relearn X``: the relearning attack as a constraint of the search.
 
 For users who want robustness selected, not only measured: at a trial's end the adapter of
 its best epoch is attacked as robust/relearn.py attacks the selected models (same function,

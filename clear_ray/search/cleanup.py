@@ -1,6 +1,6 @@
 """Removes the placement group of a Train run whose controller Tune killed.
 
-Why (Ray 2.60, found reproducing issue 14): when Tune stops a trial (ASHA's STOP, which it also
+Why (Ray 2.60): when Tune stops a trial (ASHA's STOP, which it also
 gives every trial reaching ``max_t`` with its last report, or the collapse stopper), it ends the
 trial actor while ``trainer.fit()`` still runs there. The Train controller is fate-shared with
 that actor and dies mid-run, often mid-shutdown, before it removed its workers' placement group.

@@ -8,7 +8,7 @@ workers' group, and the search (the job) lives on: the group holds its CPUs for 
 Train's own remedy is a detached ``PlacementGroupCleaner`` actor per run
 (``ray/train/v2/_internal/callbacks/placement_group_callback.py``) that polls the dashboard's
 State API every second: one more Ray process per run, ~2.6 s of CPU taken from the trials
-beside it on a CPU machine (sampled per process in the demo, session 12; bench/run_overhead.py
+beside it on a CPU machine (sampled per process in the demo; bench/run_overhead.py
 measures it with Train's Ray Data actor).
 
 Instead, the controller records each worker group it starts in GCS's key-value store, under
