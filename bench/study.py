@@ -9,10 +9,12 @@ through the real CLI (``python -m clear_ray.tune``), one trial at a time:
 
 - the **search**: 24 TPE trials (4 random start-up ones), 3 epochs, ASHA grace 2 and factor 2,
   selected on the selection fold; its confirm runs (``train.seed`` 1 and 2, the search's own
-  is 0) give the **tuned** and the **default** arm (the config defaults, the published setting);
-- the **sweep**: a grid search over ``train.lr`` ∈ {3e-4, 1e-3, 3e-3} at the other defaults, no
-  early stopping, the same selection rule and confirm seeds: its selected configuration is the
-  **sweep** arm (its default runs repeat the search's; the console says whether they agree);
+  is 0) give the **tuned** and the **default** arm (the method's published setting,
+  ``search_spaces/<method>.yaml`` ``default:``);
+- the **sweep**: a grid search over ``train.lr`` ∈ {3e-4, 1e-3, 3e-3} with the other
+  parameters at the default arm's values, no early stopping, the same selection rule and
+  confirm seeds: its selected configuration is the **sweep** arm (its default runs repeat the
+  search's; the console says whether they agree);
 - ``bench/study_measures.py``: Original's and Gold_B's values on the draw's report fold (Gold_B:
   Gold's recipe with finetuning seed k + 1000, the draw's ceiling), and each run's
   retain-matched α* and objective there.
@@ -47,10 +49,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from searches import find_search, run_logged
-from study_measures import DRAW_FILE, FOLDER
+from study_measures import DRAW_FILE, FOLDER, MACHINE_FILE
 
 import clear_ray
-from clear_ray.eval.names import FORGET_QUALITY_TASKS
+from clear_ray.eval.names import FORGET_DISTANCE, FORGET_QUALITY_TASKS, ITEM_COUNT, KS_STATISTIC
 from clear_ray.report.study_runs import (
     DEFAULT,
     SWEEP,
@@ -62,15 +64,16 @@ from clear_ray.report.study_runs import (
     append_run,
     read_runs,
 )
+from clear_ray.search.space import load_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "bench" / "results" / "study_runs.jsonl"
 METHODS = ("gd", "npo", "dpo", "idk")
 SWEEP_LRS = (3e-4, 1e-3, 3e-3)
 GOLD_B_SEED_OFFSET = 1000  # draw k's Gold_B finetunes with seed k + 1000: no draw's own seed
-# Per-task keys of an evaluation (eval/suite.py): ``<task>/<key>`` for each forget-quality task.
-TASK_LOG_P, TASK_D, TASK_N = "log_forget_quality", "ks_d", "n_items"
-FORGET_DISTANCE = "forget_distance"  # W1 of log truth ratios, model vs Gold (eval/suite.py)
+# An evaluation's per-task comparison with Gold (eval/suite.py): ``<task>/<key>`` per
+# forget-quality task; FORGET_DISTANCE alone is W1 over the modality's tasks.
+TASK_KEYS = ("log_forget_quality", KS_STATISTIC, ITEM_COUNT)
 CLEAR_COLUMNS = {
     "clear_real": "clear/real_metric",
     "clear_retain": "clear/retain_metric",
@@ -186,14 +189,14 @@ class DrawContext:
     gold_b_objective: float | None
 
     @classmethod
-    def of(cls, draw: Draw, commit: str, measured: dict) -> DrawContext:
-        """From ``bench/study_measures.py``'s draw.json."""
+    def of(cls, draw: Draw, commit: str, measured: dict, machine: dict) -> DrawContext:
+        """From ``bench/study_measures.py``'s draw.json and machine.json."""
         return cls(
             draw,
             commit,
-            measured["cpu"],
-            measured["cpu_capability"],
-            dict(measured["pins"]),
+            machine["cpu"],
+            machine["cpu_capability"],
+            dict(machine["pins"]),
             float(measured["original_objective"]),
             measured.get("gold_b_objective"),
         )
@@ -204,7 +207,7 @@ def task_scores(metrics: dict[str, float]) -> dict[str, TaskScore]:
     compared with Gold and reported all three of (an evaluation without D and n gives none)."""
     scores = {}
     for task in FORGET_QUALITY_TASKS:
-        keys = [f"{task}/{key}" for key in (TASK_LOG_P, TASK_D, TASK_N)]
+        keys = [f"{task}/{key}" for key in TASK_KEYS]
         if all(key in metrics for key in keys):
             log_p, d, n = (metrics[key] for key in keys)
             scores[task] = TaskScore(float(log_p), float(d), round(n))
@@ -359,11 +362,25 @@ def sweep_space() -> str:
     return f"train.lr: {{distribution: categorical, choices: {list(SWEEP_LRS)}}}\n"
 
 
-def sweep_search_flags(space: Path) -> list[str]:
-    return [
+def sweep_fixed(published: dict) -> dict:
+    """The sweep's other parameters: the method's published setting of each dimension of its
+    space but the learning rate (``search_spaces/<method>.yaml`` ``default:``; those at the
+    config's value need no flag), the values its default configuration trains at."""
+    return {
+        path: default.value
+        for path, default in published.items()
+        if path != "train.lr" and default.value is not None
+    }
+
+
+def sweep_search_flags(space: Path, fixed: dict) -> list[str]:
+    flags = [
         "--search-space", str(space), "--num-samples", str(len(SWEEP_LRS)),
         "--sampler", "grid", "--scheduler", "none",
     ]  # fmt: skip
+    for path, value in sorted(fixed.items()):
+        flags += ["--set", f"{path}={value}"]
+    return flags
 
 
 def saved_config(settings: Settings, draw: Draw, sampler: str) -> dict:
@@ -468,15 +485,18 @@ def run_unit(
     )  # fmt: skip
     space = output / "sweep_lr.yaml"
     space.write_text(sweep_space())
+    fixed = sweep_fixed(load_defaults(method, ROOT / "search_spaces"))
     print(f"[study] {name}: lr sweep ({len(SWEEP_LRS)} trials + confirm runs)", flush=True)
     sweep = run_search(
-        output, logs, f"{name}-sweep", method, shared + sweep_search_flags(space),
+        output, logs, f"{name}-sweep", method, shared + sweep_search_flags(space, fixed),
         saved_config(settings, draw, "grid"), on_line,
     )  # fmt: skip
     print(f"[study] {name}: Original, Gold_B and the retain-matched α", flush=True)
     run_measures(logs, name, draw, main, sweep)
-    measured = json.loads((output / FOLDER / DRAW_FILE).read_text())
-    context = DrawContext.of(draw, commit, measured)
+    measured, machine = (
+        json.loads((output / FOLDER / file).read_text()) for file in (DRAW_FILE, MACHINE_FILE)
+    )
+    context = DrawContext.of(draw, commit, measured, machine)
     records = {
         which: json.loads((search / method / "confirm.json").read_text())
         for which, search in (("main", main), ("sweep", sweep))
@@ -497,29 +517,46 @@ def run_unit(
 # ---------------------------------------------------------------- frozen checkout
 
 
-def setup_frozen(directory: Path, commit: str, draws: str) -> str:
-    """``git worktree add`` of ``commit`` at ``directory`` with its own venv (the system's
-    packages visible, this checkout installed in it editable, ``pip freeze`` kept beside it);
-    returns the command that runs the study there in the background."""
+def setup_frozen(directory: Path, commit: str, draws: str) -> tuple[str, str]:
+    """``git worktree add`` of ``commit`` at ``directory`` with its own venv; the commit's
+    hash and the command that runs the study there in the background.
+
+    The venv sees the system's packages (torch and the rest are not installed twice) and puts
+    the frozen checkout first on its path (a .pth file), so its ``clear_ray`` is the frozen
+    one; ``pip freeze`` is kept beside it (``.venv/requirements-frozen.txt``). A step that
+    fails removes what the earlier ones made.
+    """
     if directory.exists():
         raise ValueError(f"{directory} exists: pick a new folder for the frozen checkout")
-    steps = [
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(directory), commit],
-        [sys.executable, "-m", "venv", "--system-site-packages", str(directory / ".venv")],
-        [str(directory / ".venv/bin/python"), "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "-e", str(directory)],
-    ]  # fmt: skip
-    for step in steps:
-        result = subprocess.run(step, capture_output=True, text=True)
+    python = directory / ".venv" / "bin" / "python"
+
+    # The venv's own path decides, not this process's PYTHONPATH.
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+    def step(*command: str) -> str:
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode != 0:
-            raise ValueError(f"{' '.join(step)} failed: {result.stderr.strip()[-500:]}")
-    freeze = subprocess.run(
-        [str(directory / ".venv/bin/python"), "-m", "pip", "freeze"], capture_output=True, text=True
-    )
-    (directory / ".venv" / "requirements-frozen.txt").write_text(freeze.stdout)
+            raise ValueError(f"{' '.join(command)} failed: {result.stderr.strip()[-500:]}")
+        return result.stdout
+
+    commit = step("git", "-C", str(ROOT), "rev-parse", "--verify", f"{commit}^{{commit}}").strip()
+    step("git", "-C", str(ROOT), "worktree", "add", "--detach", str(directory), commit)
+    try:
+        step(sys.executable, "-m", "venv", "--system-site-packages", str(directory / ".venv"))
+        purelib = step(
+            str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+        )
+        Path(purelib.strip(), "clear_ray_frozen.pth").write_text(f"{directory}\n")
+        found = step(str(python), "-c", "import clear_ray; print(clear_ray.__file__)").strip()
+        if Path(found).resolve().parents[1] != directory.resolve():
+            raise ValueError(f"the venv imports clear_ray from {found}, not {directory}")
+        freeze = step(str(python), "-m", "pip", "freeze")
+        (directory / ".venv" / "requirements-frozen.txt").write_text(freeze)
+    except ValueError:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(directory)])
+        raise
     output = directory.parent / f"{directory.name}-output"
-    python = directory / ".venv/bin/python"
-    return (
+    return commit, (
         f"mkdir -p {output} && cd {directory} && PYTHONPATH={directory} nohup {python} -u "
         f"bench/study.py --draws {draws} --output-dir {output} >> {output}/study.log 2>&1 &"
     )
@@ -584,11 +621,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.setup is not None:
         try:
-            command = setup_frozen(args.setup.resolve(), args.commit, args.draws)
+            commit, command = setup_frozen(args.setup.resolve(), args.commit, args.draws)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        print(f"[study] frozen checkout of {args.commit} at {args.setup}; run the study with:")
+        print(f"[study] frozen checkout of {commit} at {args.setup}; run the study with:")
         print(command)
         return 0
     settings = SMOKE if args.smoke else Settings()

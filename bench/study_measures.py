@@ -7,8 +7,9 @@ dir, whose cache holds the draw's Original and Gold):
   Retain on the report fold, and **Gold_B**: Gold's recipe finetuned again from the same start
   (the draw's pretrained base) with another finetuning seed, scored against Gold on the report
   fold as every run is. A perfect unlearner's model is another draw of Gold, so Gold_B's value
-  is what one reaches on this draw: the ceiling (STUDY_DESIGN §2, PREREGISTRATION §2). Also the
-  CPU, torch's kernel capability and the kernel pins this process ran under, after pinning.
+  is what one reaches on this draw: the ceiling (STUDY_DESIGN §2, PREREGISTRATION §2).
+- **the machine** (``<draw dir>/study/machine.json``, every call): the CPU, torch's kernel
+  capability and the kernel pins this process ran under, pinned as the searches were.
 - **retain-matched scores** (``<draw dir>/study/matched-<search>.json``, PREREGISTRATION §5):
   per confirm run of a search, α* = the largest α ∈ [0, 1] at which the run's LoRA delta scaled
   by α keeps CLEAR Retain ≥ ``search.min_retain`` × Original's, and the objective there. A run
@@ -33,6 +34,7 @@ from pathlib import Path
 
 FOLDER = "study"  # <draw dir>/study/
 DRAW_FILE = "draw.json"
+MACHINE_FILE = "machine.json"  # rewritten by every call: where it ran
 ALPHA_STEPS = 5  # bisection steps: α* within 1/32
 
 
@@ -114,10 +116,7 @@ def gold_b(cfg, refs, seed: int, log: Callable[[str], None]) -> dict[str, float]
 
 
 def measure_draw(cfg, refs, gold_b_seed: int, log: Callable[[str], None]) -> dict:
-    """draw.json's content: Original's and Gold_B's report-fold values and where they ran."""
-    from clear_ray.kernels import kernel_env
-    from clear_ray.provenance import cpu_capability, cpu_name
-
+    """draw.json's content: Original's and Gold_B's report-fold values."""
     objective, retain = cfg.search.objective, cfg.search.retain_metric
     gold_b_metrics = gold_b(cfg, refs, gold_b_seed, log)
     return {
@@ -127,10 +126,16 @@ def measure_draw(cfg, refs, gold_b_seed: int, log: Callable[[str], None]) -> dic
         "gold_b_seed": gold_b_seed,
         "gold_b_objective": gold_b_metrics[objective],
         "gold_b_retain": gold_b_metrics.get(retain),
-        "cpu": cpu_name(),
-        "cpu_capability": cpu_capability(),
-        "pins": kernel_env(cfg.search),
     }
+
+
+def this_machine(cfg) -> dict:
+    """machine.json's content: the CPU, torch's kernel capability and the pins in force here,
+    where the (draw, method)'s searches have just run (after pinning, as theirs)."""
+    from clear_ray.kernels import kernel_env
+    from clear_ray.provenance import cpu_capability, cpu_name
+
+    return {"cpu": cpu_name(), "cpu_capability": cpu_capability(), "pins": kernel_env(cfg.search)}
 
 
 def match_search(
@@ -205,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         draw_file = output / FOLDER / DRAW_FILE
         if not draw_file.is_file():
             _write_json(draw_file, measure_draw(cfg, refs, args.gold_b_seed, log))
+        _write_json(output / FOLDER / MACHINE_FILE, this_machine(cfg))
         for search, labels in searches.items():
             match_search(search_config(search), refs, search, labels, args.steps, log)
     print(f"[study] wrote {output / FOLDER}", flush=True)

@@ -237,13 +237,35 @@ def test_the_sweep_is_a_three_point_grid_over_the_learning_rate(tmp_path: Path) 
     space = load_space("sweep_lr", tmp_path)
     assert list(space) == ["train.lr"] and grid_size(space) == 3
     assert sorted(space["train.lr"].choices) == [3e-4, 1e-3, 3e-3]
-    flags = study.sweep_search_flags(tmp_path / "sweep_lr.yaml")
+    flags = study.sweep_search_flags(tmp_path / "sweep_lr.yaml", {})
     pairs = dict(itertools.pairwise(flags))
     assert (pairs["--sampler"], pairs["--scheduler"], pairs["--num-samples"]) == (
         "grid",
         "none",
         "3",
     )
+
+
+def test_the_sweep_holds_the_other_parameters_at_the_methods_published_setting() -> None:
+    from clear_ray.search.space import PublishedDefault, load_defaults
+
+    published = {
+        "train.lr": PublishedDefault(None, "config"),
+        "method.beta": PublishedDefault(2.5, "SimNPO paper"),
+        "method.alpha": PublishedDefault(None, "config"),
+        "regularizer.l1": PublishedDefault(0.0, "no L1"),
+    }
+    fixed = study.sweep_fixed(published)
+    assert fixed == {"method.beta": 2.5, "regularizer.l1": 0.0}
+    flags = study.sweep_search_flags(Path("s.yaml"), fixed)
+    sets = [value for flag, value in itertools.pairwise(flags) if flag == "--set"]
+    assert sets == ["method.beta=2.5", "regularizer.l1=0.0"]
+    # The shipped npo space: beta 0.1 (the NPO paper), alpha 1, no L1; lr the config's.
+    assert study.sweep_fixed(load_defaults("npo")) == {
+        "method.beta": 0.1,
+        "method.alpha": 1.0,
+        "regularizer.l1": 0.0,
+    }
 
 
 def test_the_sweeps_default_runs_say_whether_they_reproduce_the_searchs() -> None:
