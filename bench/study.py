@@ -85,6 +85,10 @@ PLANNED_DRAW_S = 150.0
 PLANNED_UNIT_S = 15 * 60.0
 
 
+class StudyFailed(RuntimeError):
+    """A step of the study failed; the message says which and where to look."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the study runs: the pre-registered values, or the smoke test's."""
@@ -170,6 +174,21 @@ def check_draws(runs: list[StudyRun], draws: list[Draw]) -> None:
             raise ValueError(
                 f"the raw file's draw {draw.index} has other seeds ({on_file[draw.index]}) "
                 f"than this runner's ({draw})"
+            )
+
+
+def check_original(runs: list[StudyRun], lines: list[StudyRun]) -> None:
+    """New lines must give their draw's Original the value its lines on file have: another
+    value means another Original (a cache rebuilt, another CPU type), and the draw's pairs
+    would compare runs against two references (StudyFailed)."""
+    on_file = {run.draw.index: run.original_objective for run in runs}
+    for line in lines:
+        before = on_file.get(line.draw.index, line.original_objective)
+        if before != line.original_objective:
+            raise StudyFailed(
+                f"draw {line.draw.index}: Original's {line.objective_name} is "
+                f"{line.original_objective} now, {before} in the raw file's lines: its "
+                "references changed; finish the draw where it started"
             )
 
 
@@ -397,10 +416,6 @@ def saved_config(settings: Settings, draw: Draw, sampler: str) -> dict:
     }
 
 
-class StudyFailed(RuntimeError):
-    """A step of the study failed; the message names its log."""
-
-
 def run_search(
     output: Path, logs: Path, name: str, method: str, flags: list[str], config: dict, on_line
 ) -> Path:
@@ -466,8 +481,8 @@ def run_unit(
     wanted: list[tuple[str, int]],
     commit: str,
     on_trial,
-) -> int:
-    """A (draw, method): both searches, the measures, the missing lines; lines written."""
+) -> list[StudyRun]:
+    """A (draw, method): both searches and the measures; the ``wanted`` lines."""
     output = args.output_dir / f"draw-{draw.index}"
     logs = args.output_dir / "logs"
     output.mkdir(parents=True, exist_ok=True)
@@ -506,12 +521,9 @@ def run_unit(
         for arm, search in ((DEFAULT, main), (TUNED, main), (SWEEP, sweep))
     }
     print(f"[study] {name}: {reproduced(records['main'], records['sweep'], settings.objective)}")
-    lines = lines_for(
+    return lines_for(
         context, method, wanted, records["main"], records["sweep"], settings.objective, matched
     )
-    for line in lines:
-        append_run(args.raw, line)
-    return len(lines)
 
 
 # ---------------------------------------------------------------- frozen checkout
@@ -672,16 +684,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[study] {draw.describe()}, {method} ({position + 1}/{len(units)})", flush=True)
         wanted = missing_runs(runs, draw, method, seeds)
         try:
-            written = run_unit(args, settings, draw, method, wanted, commit, on_trial)
+            lines = run_unit(args, settings, draw, method, wanted, commit, on_trial)
+            check_original(runs, lines)
         except StudyFailed as error:
             print(f"[study] {error}", file=sys.stderr, flush=True)
             return 1
+        for line in lines:
+            append_run(args.raw, line)
+        runs += lines
         walls[key] = walls.get(key, 0.0) + time.time() - started
         walls_file.write_text(json.dumps(walls, indent=2) + "\n")
         left = units[position + 1 :]
         eta = eta_seconds(list(walls.values()), len(left), 0, 0.0)
         print(
-            f"[study] {key}: {written} lines appended in {minutes(time.time() - started)}; "
+            f"[study] {key}: {len(lines)} lines appended in {minutes(time.time() - started)}; "
             f"{len(left)} pairs left, ETA ~{minutes(eta)}",
             flush=True,
         )

@@ -139,6 +139,19 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], tmp_path: Path) -> No
     assert not (tmp_path / "r.jsonl").exists()
 
 
+def test_smoke_is_one_draw_one_method_and_leaves_the_studys_raw_file_alone() -> None:
+    args = study.parse_args(["--smoke", "--draws", "0-9", "--methods", "npo,dpo"])
+    assert (args.draw_indices, args.methods) == ([0], ["gd"])
+    assert args.raw != study.RAW and args.output_dir != Path("/tmp/clear_ray_study")
+    assert (study.SMOKE.trials, study.SMOKE.epochs, study.SMOKE.confirm_seeds) == (2, 1, 2)
+    full = study.parse_args([])
+    assert (full.draw_indices, full.methods, full.raw) == (
+        [0, 1, 2, 3],
+        list(study.METHODS),
+        study.RAW,
+    )
+
+
 # ---------------------------------------------------------------- what is left
 
 
@@ -176,6 +189,21 @@ def test_a_raw_file_of_other_seeds_for_a_draw_is_refused(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="draw 2 has other seeds"):
         study.check_draws(read_runs(raw), [study.draw_of(2)])
     study.check_draws(read_runs(raw), [study.draw_of(3)])  # another draw: fine
+
+
+def test_new_lines_must_keep_their_draws_original() -> None:
+    on_file = study.lines_for(
+        CONTEXT, "gd", [("default", 1)], MAIN, SWEEP, "log_forget_quality", {}
+    )
+    same = study.lines_for(CONTEXT, "npo", [("tuned", 2)], MAIN, SWEEP, "log_forget_quality", {})
+    study.check_original(on_file, same)
+    rebuilt = study.DrawContext(**{**CONTEXT.__dict__, "original_objective": -7.0})
+    moved = study.lines_for(rebuilt, "npo", [("tuned", 2)], MAIN, SWEEP, "log_forget_quality", {})
+    with pytest.raises(study.StudyFailed, match=r"-7\.0 now, -20\.5 in the raw file"):
+        study.check_original(on_file, moved)
+    other_draw = study.DrawContext(**{**rebuilt.__dict__, "draw": study.draw_of(3)})
+    study.check_original(on_file, study.lines_for(other_draw, "gd", [("tuned", 1)], MAIN, SWEEP,
+                                                  "log_forget_quality", {}))  # fmt: skip
 
 
 # ---------------------------------------------------------------- a line
