@@ -450,9 +450,10 @@ def run_measures(logs: Path, name: str, draw: Draw, main: Path, sweep: Path) -> 
         )
 
 
-def checkout_commit(smoke: bool) -> str:
+def checkout_commit(smoke: bool, raw: Path) -> str:
     """HEAD of the checkout this runs from; refused (ValueError) with uncommitted changes to
-    tracked files unless a smoke run, which records ``<commit>-dirty``."""
+    tracked files but the raw file (the study appends to it, tracked once its pilot is
+    committed) unless a smoke run, which records ``<commit>-dirty``."""
 
     def git(*args: str) -> str:
         result = subprocess.run(
@@ -463,7 +464,8 @@ def checkout_commit(smoke: bool) -> str:
         return result.stdout.strip()
 
     commit = git("rev-parse", "HEAD")
-    if not git("status", "--porcelain", "--untracked-files=no"):
+    spec = [f":(exclude){raw.relative_to(ROOT)}"] if raw.is_relative_to(ROOT) else []
+    if not git("status", "--porcelain", "--untracked-files=no", "--", ".", *spec):
         return commit
     if smoke:
         return f"{commit}-dirty"
@@ -648,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"clear_ray is imported from {imported}, not this checkout: run with "
                 f"PYTHONPATH={ROOT}"
             )
-        commit = checkout_commit(args.smoke)
+        commit = checkout_commit(args.smoke, args.raw)
         runs = existing_runs(args.raw)
         draws = [draw_of(index) for index in args.draw_indices]
         check_draws(runs, draws)

@@ -152,6 +152,32 @@ def test_smoke_is_one_draw_one_method_and_leaves_the_studys_raw_file_alone() -> 
     )
 
 
+def test_the_commit_is_refused_with_changed_tracked_files_but_the_raw_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    git("init", "-q")
+    raw = tmp_path / "bench" / "results" / "study_runs.jsonl"
+    raw.parent.mkdir(parents=True)
+    raw.write_text("")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "frozen")
+    head = git("rev-parse", "HEAD")
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    raw.write_text("{}\n")  # the study appended a line to the committed raw file
+    (tmp_path / "notes.txt").write_text("untracked")
+    assert study.checkout_commit(False, raw) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    with pytest.raises(ValueError, match="uncommitted changes"):
+        study.checkout_commit(False, raw)
+    assert study.checkout_commit(True, raw) == f"{head}-dirty"
+
+
 # ---------------------------------------------------------------- what is left
 
 
