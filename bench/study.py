@@ -341,6 +341,12 @@ def eta_seconds(walls: list[float], units_left: int, draws_left: int, running_fo
     return max(units_left * each - running_for, 0.0) + draws_left * PLANNED_DRAW_S * (not walls)
 
 
+def trial_ended(line: str) -> bool:
+    """Whether a line of the CLI's console ends a trial (search/progress.py ``_finished``:
+    "[trial <id>] <why it ended>; best epoch ... in <wall>", or "[trial <id>] FAILED: ...")."""
+    return line.startswith("[trial ") and ("; best epoch " in line or "] FAILED: " in line)
+
+
 def minutes(seconds: float) -> str:
     if seconds >= 5400:
         return f"{seconds / 3600:.1f} h"
@@ -492,7 +498,7 @@ def run_unit(
     shared = search_flags(settings, draw, method, output)
 
     def on_line(line: str) -> None:
-        if "] done (" in line or "] FAILED" in line:  # the progress printer's trial ends
+        if trial_ended(line):
             on_trial()
 
     print(f"[study] {name}: search ({settings.trials} TPE trials + confirm runs)", flush=True)

@@ -332,6 +332,22 @@ def test_the_sweeps_default_runs_say_whether_they_reproduce_the_searchs() -> Non
     )
 
 
+def test_trial_ends_are_recognised_in_the_clis_console() -> None:
+    ended = (
+        "[trial 48b7b31b] completed 1/1 epochs; best epoch 1, log_forget_quality=-13, "
+        "feasible in 1m19s",
+        "[trial 9f1c2a3b] stopped by ASHA at epoch 2/3 (below its rung's cut); best epoch 2, "
+        "log_forget_quality=-9.1, feasible in 58s",
+        "[trial 9f1c2a3b] FAILED: worker died (traceback in /x/error.txt) in 12s",
+    )
+    assert all(study.trial_ended(line) for line in ended)
+    assert not study.trial_ended("[trial 48b7b31b] started (1/2): train.lr=0.00125")
+    assert not study.trial_ended(
+        "[trial 48b7b31b] epoch 1: log_forget_quality=-13 clear/forget_metric=0.237"
+    )
+    assert not study.trial_ended("[clear_ray] gd: tuned configuration: seed 1 trained")
+
+
 def test_eta_uses_measured_pairs_then_the_plan() -> None:
     # two pairs measured at 600 and 800 s, three left, the running one 100 s in.
     assert study.eta_seconds([600.0, 800.0], 3, 2, 100.0) == pytest.approx(2000.0)
