@@ -257,6 +257,7 @@ def finetune_job(
     name: str,
     models: str,
     start: str | DriverDir | None = None,
+    seed: int | None = None,
 ) -> tuple[DriverDir, dict[str, Any]]:
     """``role``'s model, cached as ``<models>/<name>`` on a worker's node: a Ray Train job.
 
@@ -264,7 +265,10 @@ def finetune_job(
     DeepSpeed engine and failure handling. Its rank 0 finds the model in its node's cache or
     the store, else all ranks finetune it (from ``start`` when given) and rank 0 saves and
     publishes it; it reports where the model is (and where it ran) in a small checkpoint.
-    ``name`` must key ``start`` too (``finetune.model_name(..., start_id=...)``).
+    ``name`` must key ``start`` too (``finetune.model_name(..., start_id=...)``). ``seed``:
+    the finetune's own seed instead of ``finetune.seed``, everything else of the recipe kept
+    (the pretraining corpus replayed included), and ``name`` must key it too: a second Gold
+    from the same start differs from the first only in its finetuning randomness.
     """
     from clear_ray.search.trainable import data_parallel_trainer, fit
     from clear_ray.train.worker import ray_finetune_loop
@@ -276,6 +280,7 @@ def finetune_job(
         "name": name,
         "models": models,
         "start": start,
+        "seed": seed,
     }
     run = f"finetune-{name}-{uuid.uuid4().hex[:8]}"  # a fresh run: the cache decides reuse
     trainer = data_parallel_trainer(
@@ -373,8 +378,10 @@ def model_on_rank(
     start: str | None,
     rank: int,
     world_size: int,
+    seed: int | None = None,
 ) -> dict[str, Any] | None:
-    """One finetune job worker's part; rank 0 returns where the model is and where it ran."""
+    """One finetune job worker's part; rank 0 returns where the model is and where it ran.
+    ``seed``: the finetune's seed in place of ``finetune.seed`` (``finetune_job``)."""
     import torch.distributed as dist
 
     from clear_ray.finetune import finetune, training_set
@@ -388,9 +395,12 @@ def model_on_rank(
     if found[0] and rank == 0:
         print(f"[clear_ray] {role}: cached at {target}", file=sys.stderr)
     if not found[0]:
+        data = training_set(cfg, source, role)
+        if seed is not None:
+            data = replace(data, recipe=replace(data.recipe, seed=seed))
         model, processor = finetune(
             get_preset(cfg.model.preset),
-            training_set(cfg, source, role),
+            data,
             cfg.train.zero_stage,
             rank,
             world_size,

@@ -943,7 +943,7 @@ def confirm_configurations(
     """Fixed configurations (label -> Configuration) trained once per seed, together (child
     runs tagged ``configuration: label``), and fully evaluated on the report fold; sets each
     ``configuration.runs``. Resumed, it keeps the seeds whose records are complete and trains
-    or evaluates only the rest. bench/study.py's L1 arm runs its own configuration here."""
+    or evaluates only the rest."""
     from clear_ray.search.confirm import (
         confirm_children,
         confirm_dir,

@@ -54,8 +54,8 @@ def confirm_seeds(train_seed: int, count: int) -> list[int]:
 
 def mean_sd(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample sd (n − 1) of a configuration's values over its seeds; sd None with
-    fewer than two values, mean nan with none. The one definition: confirm.json, the report
-    (report/tables.py) and bench/study.py all spread seeds with it."""
+    fewer than two values, mean nan with none. The one definition: confirm.json and the report
+    (report/tables.py) both spread seeds with it."""
     values = [float(value) for value in values]
     if not values:
         return math.nan, None

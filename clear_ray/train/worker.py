@@ -99,6 +99,7 @@ def ray_finetune_loop(loop_config: dict) -> None:
         on_this_node(start) if start else None,
         context.get_world_rank(),
         context.get_world_size(),
+        loop_config.get("seed"),
     )
     with tempfile.TemporaryDirectory() as directory:
         if made is not None:
