@@ -32,8 +32,8 @@ FLAGS = {
     "--forget-split": ("data.forget_split", "forget01 | forget05 | forget10"),
     "--modality": (
         "data.modality",
-        "what was forgotten: the forget-quality task(s) of the objective metrics "
-        "(visual: forget_captions, text: forget_text_perturbed, both: the minimum of the two)",
+        "what was forgotten: the forget-quality task(s) of the objective metrics (visual: "
+        "forget_captions, text: forget_text_perturbed, both: Fisher's combination of the two)",
     ),
     "--tasks": ("eval.tasks", "comma-separated task names, or all"),
     "--proxy-items": (

@@ -220,8 +220,7 @@ def l1_cells(trials: list[dict[str, str]] | None) -> list[str]:
     best of more noisy draws is higher by construction: comparing the arms' maxima (or their
     top-k means) answers "does L1 help?" in favour of L1. The verdict comes from a two-sided
     Mann–Whitney test of the arms' feasible objectives, named only when p < 0.05; the trials
-    are TPE's draws, not a random sample, so it is indicative; ``bench/study_arm.py`` retrains
-    both arms on matched seeds.
+    are TPE's draws, not a random sample, so it is indicative, not a matched comparison.
     """
     if trials is None:
         return ["no trials.csv", DASH, DASH]
