@@ -375,7 +375,7 @@ class RobustConfig:
     finetune, so a 7B recipe wants a smaller lr (as its unlearning lr)."""
 
     # Comma-separated names of ROBUST_CHECKS, "all" or "none". All by default: on the tiny
-    # preset together < 1 min per best trial (README, Robustness, gives each one's cost).
+    # preset together < 1 min per best trial (docs/robustness.md gives each one's cost).
     checks: str = "all"
     relearn_steps: int = 20  # optimiser steps of the relearning attack (Unlearning or Not, §4)
     relearn_lr: float = 1e-3

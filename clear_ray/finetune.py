@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train (or find in the cache) the Original and Gold models for a forget split.",
         epilog=(
             "Defaults shown are the tiny-llava preset's; another --model brings its own recipe "
-            "(README, Recipes). Any config field can be set with --set PATH=VALUE, e.g. "
+            "(docs/models.md, Recipes). Any config field can be set with --set PATH=VALUE, e.g. "
             "--set finetune.lora_targets=all_linear; --dry-run prints the resolved values."
         ),
         formatter_class=HelpFormatter,

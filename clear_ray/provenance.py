@@ -94,7 +94,7 @@ def cpu_capability() -> str:
     CPU results are reproducible bit for bit on one machine, not across these: the tiny
     preset's pretraining and finetunes amplify rounding differences, so the same code and
     libraries gave Original a report-fold log forget quality of -7.0 with AVX512 kernels and
-    -20.9 with ``ATEN_CPU_CAPABILITY=avx2`` on one machine (README, Reproducibility).
+    -20.9 with ``ATEN_CPU_CAPABILITY=avx2`` on one machine (docs/reproducibility.md).
     """
     return torch.backends.cpu.get_cpu_capability()
 

@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Defaults shown are the tiny-llava preset's; another --model brings its own recipe "
-            "(README, Recipes), under your flags. "
+            "(docs/models.md, Recipes), under your flags. "
             "Any config field can be set with --set PATH=VALUE, e.g. --set train.lr=1e-4. "
             "--dry-run prints the resolved configuration and search spaces and exits. "
             "Everything a search writes is under OUTPUT_DIR/searches/<name>/; --resume continues "
