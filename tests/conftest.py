@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from e2e_scale import SESSION_OVERRIDES
 
 from clear_ray.config import Config
 from clear_ray.data.source import resolve_source
@@ -18,7 +19,7 @@ def session_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def session_config(session_output: Path) -> Config:
-    return Config().replace({"output_dir": str(session_output)})
+    return Config().replace({"output_dir": str(session_output), **SESSION_OVERRIDES})
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from e2e_scale import QUICK_REFERENCES, SESSION_SET
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -27,9 +28,10 @@ TINY = (  # one short trial, a short pretraining and finetune, a proxy evaluatio
     # stop (references this short are weak: the node-loss trial must run all its epochs)
     "--method", "gd", "--num-samples", "1", "--scheduler", "none", "--confirm-seeds", "0",
     "--retain-floor", "0",
-    "--robustness", "none", "--set", "pretrain.epochs=2", "--set", "finetune.epochs=2",
+    "--robustness", "none", *QUICK_REFERENCES,
     "--set", "eval.generate=false", "--set", "eval.proxy_items=4",
     "--set", "search.worker_start_timeout_s=120",  # a retry that cannot start fails sooner
+    *SESSION_SET,
 )  # fmt: skip
 REFERENCE_TASKS = {
     "pretrained_base", "original_model", "gold_model", "original_evaluation", "gold_evaluation",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from e2e_scale import SESSION_SET
 from mlflow.tracking import MlflowClient
 
 from clear_ray.data.clear import load_clear
@@ -25,6 +26,8 @@ def search(session_output: Path, synthetic_source: str) -> tuple[subprocess.Comp
         "--method", "ga", "--num-samples", "1", "--epochs", "1", "--confirm-seeds", "1",
         "--scheduler", "none", "--experiment", "confirm", "--set", "eval.generate=false",
         "--robustness", "none",  # test_robust.py, test_tune_e2e.py check robustness
+        "--min-retain", "0",  # feasible whatever it draws: the diagnostics need a feasible trial
+        *SESSION_SET,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stderr[-3000:]

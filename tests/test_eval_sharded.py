@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from clear_ray.config import EvalConfig
+from clear_ray.data.clear import load_clear
 from clear_ray.data.collate import Collator
 from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.suite import EvalResult, Shard, evaluate, interleave, run_task
@@ -24,28 +25,34 @@ from clear_ray.net import free_port
 
 SPLIT = "forget10"
 WORLD_SIZE = 2
-# Gold's NLLs on each forget caption row of the session data: paraphrase, 3 perturbed.
-FORGET_CAPTIONS = 60  # forget10's 4 persons × 15 images (synthetic layout v4)
-GOLD = GoldReference(
-    {
-        "forget_captions": TaskReference(
-            list(np.linspace(1.0, 3.0, FORGET_CAPTIONS)),
-            [[1.5, 2.0, 2.5 + i / FORGET_CAPTIONS] for i in range(FORGET_CAPTIONS)],
-            list(range(FORGET_CAPTIONS)),
-        )
-    }
-)
 
-# (config, Gold's reference or None): every layout with generation gathered; an odd proxy size so
-# the shares are uneven; a proxy of one row so one rank scores nothing.
-CASES = [
-    (
-        EvalConfig(tasks="forget_captions,forget_text_qa,real_faces", max_new_tokens=6),
-        GOLD,
-    ),
-    (EvalConfig(tasks="all", proxy_items=7), None),
-    (EvalConfig(tasks="forget_face_naming,real_world", proxy_items=1), None),
-]
+
+def gold_reference(rows: int) -> GoldReference:
+    """Made-up NLLs of Gold on each of the split's ``rows`` forget captions: paraphrase, three
+    perturbed."""
+    return GoldReference(
+        {
+            "forget_captions": TaskReference(
+                list(np.linspace(1.0, 3.0, rows)),
+                [[1.5, 2.0, 2.5 + i / rows] for i in range(rows)],
+                list(range(rows)),
+            )
+        }
+    )
+
+
+def cases(source: str) -> list[tuple[EvalConfig, GoldReference | None]]:
+    """(config, Gold's reference or None): every layout with generation gathered; an odd proxy
+    size so the shares are uneven; a proxy of one row so one rank scores nothing."""
+    captions = load_clear(source, f"{SPLIT}_perturbed").num_rows
+    return [
+        (
+            EvalConfig(tasks="forget_captions,forget_text_qa,real_faces", max_new_tokens=6),
+            gold_reference(captions),
+        ),
+        (EvalConfig(tasks="all", proxy_items=7), None),
+        (EvalConfig(tasks="forget_face_naming,real_world", proxy_items=1), None),
+    ]
 
 
 # ----------------------------------------------------------------------------- merging
@@ -97,7 +104,7 @@ def _evaluate_all(checkpoint: Path, source: str, shard: Shard) -> list[EvalResul
     collator = Collator(processor)
     return [
         evaluate(model, collator, source, SPLIT, config, gold, shard=shard)
-        for config, gold in CASES
+        for config, gold in cases(source)
     ]
 
 
@@ -144,7 +151,7 @@ def test_two_rank_evaluation_equals_the_unsharded_one_on_every_rank(
     mp.spawn(_worker, args=args, nprocs=WORLD_SIZE, join=True)
     whole = _evaluate_all(checkpoint, synthetic_source, Shard())
 
-    gold_rows = len(GOLD.tasks["forget_captions"].nll_paraphrased)
+    gold_rows = load_clear(synthetic_source, f"{SPLIT}_perturbed").num_rows
     assert len(whole[0].tasks["forget_captions"].nll_true) == gold_rows
     assert whole[0].tasks["forget_captions"].rouge_recall is not None
     assert "forget_quality" in whole[0].metrics

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from e2e_scale import SESSION_SET
 from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -23,6 +24,7 @@ def search(session_output: Path, synthetic_source: str) -> subprocess.CompletedP
         "--confirm-seeds", "0",
         "--epochs", "1", "--output-dir", str(session_output), "--experiment", "method-list",
         "--set", "eval.generate=false", "--robustness", "none",  # test_robust.py has them
+        *SESSION_SET,
         "--set", f"eval.proxy_items={PROXY_ITEMS}",  # per epoch; the final evaluation is full
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)

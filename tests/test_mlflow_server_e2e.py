@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e_scale import SESSION_SET
 
 from clear_ray.mlflow_server import mlflow_server
 
@@ -53,6 +54,7 @@ def search(server: str, session_output: Path, synthetic_source: str) -> str:
         "--confirm-seeds", "0",
         "--epochs", "1", "--output-dir", str(session_output), "--tracking-uri", server,
         "--experiment", EXPERIMENT, "--set", "eval.generate=false", "--robustness", "none",
+        *SESSION_SET,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

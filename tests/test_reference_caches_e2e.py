@@ -1,6 +1,6 @@
 """Searches on a local copy of therem/CLEAR without TOFU; a cache cut short; two searches at
-once in one output directory. Each is a real default search (Ray, training) cut to one 1-epoch
-trial.
+once in one output directory. Each is a real search (Ray, training) cut to one 1-epoch trial,
+on references of a short recipe (what is checked is which ones are built, not what they know).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 from clear_copies import therem_clear_copy
+from e2e_scale import QUICK_REFERENCES, SESSION_OVERRIDES
 
-from clear_ray.config import Config
 from clear_ray.data import synthetic
 
 pytestmark = pytest.mark.slow
 
 SHORT = ["--num-samples", "1", "--epochs", "1", "--confirm-seeds", "0",
-         "--robustness", "none", "--set", "eval.generate=false"]  # fmt: skip
+         "--robustness", "none", "--set", "eval.generate=false", *QUICK_REFERENCES]  # fmt: skip
 
 
 def search(data: Path, out: Path, *extra: str) -> list[str]:
@@ -41,7 +41,7 @@ def final_metrics(out: Path) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def clear_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    persons = Config().data.synthetic_persons  # the default search's data, in the hub's layout
+    persons = SESSION_OVERRIDES["data.synthetic_persons"]  # the tests' data, in the hub's layout
     made = synthetic.generate(tmp_path_factory.mktemp("synthetic") / "data", persons)
     return therem_clear_copy(made, tmp_path_factory.mktemp("hub") / "CLEAR")
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from e2e_scale import SESSION_SET
 from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -44,7 +45,7 @@ def resumed(session_output: Path, synthetic_source: str, tmp_path_factory) -> di
         session_output, killed_log,
         "--method", "ga", "--num-samples", "1", "--epochs", "1", "--confirm-seeds", "2",
         "--scheduler", "none", "--robustness", "none", "--experiment", EXPERIMENT,
-        "--set", "eval.generate=false",
+        "--set", "eval.generate=false", *SESSION_SET,
         "--max-concurrent", "1",  # seed 1 trains before seed 2 starts: a deterministic kill
         kill_at="tuned:2",
     )  # fmt: skip

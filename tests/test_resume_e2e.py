@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from e2e_scale import SESSION_SET
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -40,7 +41,7 @@ def resumed(session_output: Path, synthetic_source: str, storage: Path) -> str:
         session_output, "--confirm-seeds", "0",
         "--method", "ga", "--num-samples", str(SAMPLES), "--epochs", "1",
         "--scheduler", "none", "--experiment", "resume", "--set", "eval.generate=false",
-        "--storage-path", f"file://{storage}", "--robustness", "none",
+        "--storage-path", f"file://{storage}", "--robustness", "none", *SESSION_SET,
     )  # fmt: skip
     driver = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

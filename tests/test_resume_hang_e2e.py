@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from e2e_scale import SESSION_SET
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -43,7 +44,7 @@ def start_and_kill_after_first_trial(output: Path, experiment: str) -> str:
     command = tune_command(
         output, "--method", "ga", "--num-samples", str(SAMPLES), "--epochs", "1",
         "--confirm-seeds", "0", "--robustness", "none", "--experiment", experiment,
-        "--set", "eval.generate=false", "--set", "search.worker_start_timeout_s=120",
+        "--set", "eval.generate=false", "--set", "search.worker_start_timeout_s=120", *SESSION_SET,
     )  # fmt: skip
     driver = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

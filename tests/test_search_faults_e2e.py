@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from e2e_scale import SESSION_SET
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -28,7 +29,8 @@ def trials(session_output: Path, synthetic_source: str, tmp_path_factory) -> dic
         "--confirm-seeds", "0",
         "--sampler", "grid", "--scheduler", "none", "--epochs", "2", "--num-samples", "3",
         "--output-dir", str(session_output), "--experiment", "faults",
-        "--set", "eval.generate=false", "--seed", "3", "--robustness", "none",
+        "--set", "eval.generate=false", "--seed", "3", "--robustness", "none", *SESSION_SET,
+        "--max-concurrent", "1",  # the next trial starts once the stopped one has ended
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -5,7 +5,8 @@ again and loses nothing.
 
 Three trials one at a time, two epochs each: the server goes away when trial A completes and
 comes back once trial B has reported its first epoch (B's start and epoch 1 wait in the
-outbox); it goes away again when B completes, and stays away: the search stops during trial C.
+outbox); it goes away again once the search has seen it back and B has completed, and stays
+away: the search stops during trial C.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from e2e_scale import SESSION_SET
 from mlflow.tracking import MlflowClient
 
 from clear_ray.mlflow_server import mlflow_server
@@ -70,10 +72,10 @@ def stopped(server: Server, session_output: Path, synthetic_source: str) -> dict
         "--epochs", "2", "--scheduler", "none", "--retain-floor", "0", "--confirm-seeds", "0",
         "--robustness", "none", "--set", "eval.generate=false", "--set", "eval.proxy_items=8",
         "--tracking-uri", server.url, "--experiment", EXPERIMENT,
-        "--set", f"tracking.max_outage_s={LIMIT_S}",
+        "--set", f"tracking.max_outage_s={LIMIT_S}", *SESSION_SET,
     )  # fmt: skip
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines, trials, left = [], [], None
+    lines, trials, left, back, b_done = [], [], None, False, False
     for line in driver.stderr:
         lines.append(line)
         started = re.match(r"\[trial (\w+)\] started", line)
@@ -83,8 +85,10 @@ def stopped(server: Server, session_output: Path, synthetic_source: str) -> dict
             server.stop()  # A completed: away until B reported its first epoch
         if len(trials) == 2 and f"[trial {trials[1]}] epoch 1:" in line:
             server.start()
-        if len(trials) == 2 and f"[trial {trials[1]}] completed" in line:
-            server.stop()  # B completed: away for good
+        back = back or "is back" in line
+        b_done = b_done or (len(trials) >= 2 and f"[trial {trials[1]}] completed" in line)
+        if back and b_done and left is None:
+            server.stop()  # the search saw the server back and B completed: away for good
             left = time.monotonic()
     driver.wait(timeout=120)
     name = re.search(r"search (\S+): files in", "".join(lines)).group(1)

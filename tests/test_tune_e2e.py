@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from e2e_scale import SESSION_SET
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ def search(session_output: Path, synthetic_source: str) -> subprocess.CompletedP
         "--experiment", "e2e",
         # Per epoch: scoring only (no generation); the references' and the final evaluations
         # are full, with generation. test_references.py asks for the same evaluations (cache).
-        "--set", "eval.proxy_items=8",
+        "--set", "eval.proxy_items=8", *SESSION_SET,
     )  # fmt: skip
 
 

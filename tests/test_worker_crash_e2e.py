@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from e2e_scale import SESSION_SET
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,7 @@ def crashed_search(session_output: Path, synthetic_source: str) -> tuple[str, li
         "--experiment", "worker_crash", "--set", "eval.generate=false", "--robustness", "none",
         "--set", "eval.proxy_items=8",  # per epoch, as test_method_all_e2e.py
         "--retain-floor", "0",  # the trial must run every epoch, whatever its proxy metrics
+        *SESSION_SET,
     ]  # fmt: skip
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     killed, name, log = [], None, []
