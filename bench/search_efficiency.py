@@ -416,8 +416,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--objective",
-        default="forget_quality_js",
-        help="continuous JS quality by default: KS p-values on few forget items tie",
+        default="log_forget_quality",
+        help="the search objective (log FQ; or neg_forget_distance, W1); never CLEAR's 1 - JS, "
+        "which is level-blind (docs/metrics.md)",
     )
     parser.add_argument("--output-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="JSON")
