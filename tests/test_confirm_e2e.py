@@ -26,7 +26,8 @@ def search(session_output: Path, synthetic_source: str) -> tuple[subprocess.Comp
         "--method", "ga", "--num-samples", "1", "--epochs", "1", "--confirm-seeds", "1",
         "--scheduler", "none", "--experiment", "confirm", "--set", "eval.generate=false",
         "--robustness", "none",  # test_robust.py, test_tune_e2e.py check robustness
-        "--min-retain", "0",  # feasible whatever it draws: the diagnostics need a feasible trial
+        # feasible whatever it draws: the diagnostics need a feasible trial
+        "--threshold-mode", "absolute", "--min-retain", "0",
         *SESSION_SET,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=2400)
