@@ -31,6 +31,15 @@ from clear_ray.console import log
 from clear_ray.report.paired import SeedComparison
 from clear_ray.search.outbox import Outbox, pending_child, substitute
 from clear_ray.search.strategy import ERROR, stop_reason
+from clear_ray.train.keys import (
+    BEST_EPOCH,
+    BEST_OBJECTIVE,
+    BEST_PREFIX,
+    BEST_SCORE,
+    EPOCH,
+    EPOCH_SCORE,
+    FEASIBLE,
+)
 from clear_ray.train.selection import Thresholds
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -54,7 +63,7 @@ UI_PORT = 5000  # of the local UI that ``ui_command`` starts
 # "Model training" one (runs, metrics, models), which is what a search is.
 UI_VIEW = "?workflowType=machine_learning"
 _TUNE_BOOKKEEPING = {
-    "epoch",
+    EPOCH,
     "training_iteration",
     "time_this_iter_s",
     "time_total_s",
@@ -65,7 +74,7 @@ _TUNE_BOOKKEEPING = {
 }
 # Rankings for Tune (ASHA, checkpoint order) in which an infeasible epoch scores about −1e6:
 # on a chart they flatten every other value, so MLflow never sees them.
-_SCHEDULER_ONLY = {"best_score", "epoch_score"}
+_SCHEDULER_ONLY = {BEST_SCORE, EPOCH_SCORE}
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -164,8 +173,8 @@ def child_metrics(result: dict[str, Any]) -> dict[str, Any]:
         for key, value in result.items()
         if key not in _TUNE_BOOKKEEPING and key not in _SCHEDULER_ONLY
     }
-    if result.get("feasible") and "best_objective" in result:
-        metrics[FEASIBLE_OBJECTIVE] = result["best_objective"]
+    if result.get(FEASIBLE) and BEST_OBJECTIVE in result:
+        metrics[FEASIBLE_OBJECTIVE] = result[BEST_OBJECTIVE]
     return metrics
 
 
@@ -175,12 +184,12 @@ def best_metrics(best: dict[str, float], objective: str) -> dict[str, float]:
     report's ``best_*`` keys (``train/selection.py`` ``BestEpoch.summary``); the scheduler's
     score is left out."""
     renamed = {
-        f"best/{key.removeprefix('best_')}": value
+        f"best/{key.removeprefix(BEST_PREFIX)}": value
         for key, value in best.items()
-        if key not in _SCHEDULER_ONLY and key != "best_objective"
+        if key not in _SCHEDULER_ONLY and key != BEST_OBJECTIVE
     }
-    if "best_objective" in best:
-        renamed[f"best/{objective}"] = best["best_objective"]
+    if BEST_OBJECTIVE in best:
+        renamed[f"best/{objective}"] = best[BEST_OBJECTIVE]
     return renamed
 
 
@@ -606,10 +615,10 @@ class TrialLogger(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         run_id = self.run_ids[trial.trial_id]
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        step = int(result.get(EPOCH, result.get("training_iteration", 0)))
         self.tracker.log_metrics(run_id, child_metrics(result), step=step)
         checkpoint = result.get("checkpoint_path")
-        if checkpoint and result.get("best_epoch") == result.get("epoch"):
+        if checkpoint and result.get(BEST_EPOCH) == result.get(EPOCH):
             # Through Train's Checkpoint: the storage may be remote (s3://, gs://, NFS).
             target = self.adapter_dir(trial.trial_id)
             shutil.rmtree(target, ignore_errors=True)
@@ -622,10 +631,10 @@ class TrialLogger(Callback):
         if adapter.is_dir():
             self.tracker.log_artifacts(run_id, [adapter], artifact_path=ADAPTER_ARTIFACT)
         tags = {
-            "feasible": bool(last.get("feasible", 0.0)),
-            "best_epoch": int(last.get("best_epoch", -1)),
+            "feasible": bool(last.get(FEASIBLE, 0.0)),
+            "best_epoch": int(last.get(BEST_EPOCH, -1)),
             "stopped": stop_reason(last, self.epochs, self.thresholds),
-            "stopped_at_epoch": int(last.get("epoch", 0)),
+            "stopped_at_epoch": int(last.get(EPOCH, 0)),
         }
         self.tracker.finish(run_id, "FINISHED", tags)
 
@@ -636,7 +645,7 @@ class TrialLogger(Callback):
             tags = {
                 "feasible": False,
                 "stopped": ERROR,
-                "stopped_at_epoch": int(last.get("epoch", 0)),
+                "stopped_at_epoch": int(last.get(EPOCH, 0)),
                 "error": error_reason(trial),
             }
             traceback = error_file(trial)
