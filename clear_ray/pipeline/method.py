@@ -142,20 +142,20 @@ def method_callbacks(run: MethodSearch, num_samples: int, reaper: TrainGroupReap
     cfg, search = run.cfg, run.search
     return [
         TrialLogger(
-            search.tracker,
-            cfg.to_flat(),
-            search.dirs.adapters(run.method),
-            search.thresholds,
-            cfg.train.epochs,
-            search.tags,
-            storage_filesystem(search.dirs.storage)[0],
+            tracker=search.tracker,
+            base_params=cfg.to_flat(),
+            adapters_dir=search.dirs.adapters(run.method),
+            thresholds=search.thresholds,
+            epochs=cfg.train.epochs,
+            tags=search.tags,
+            storage_filesystem=storage_filesystem(search.dirs.storage)[0],
         ),
         ProgressPrinter(
-            cfg.search.objective,
-            num_samples,
-            search.thresholds,
-            cfg.train.epochs,
-            cfg.search.max_concurrent,
+            objective=cfg.search.objective,
+            num_samples=num_samples,
+            thresholds=search.thresholds,
+            epochs=cfg.train.epochs,
+            concurrency=cfg.search.max_concurrent,
         ),
         reaper,
     ]

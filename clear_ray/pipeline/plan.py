@@ -145,13 +145,13 @@ def memory_lines(cfg: Config, methods: list[str]) -> list[str]:
     train, search = cfg.train, cfg.search
     estimate = estimate_trial_memory(
         shape,
-        train.precision,
-        cfg.lora.r,
-        train.zero_stage,
-        search.workers_per_trial,
-        train.batch_size,
-        grad_views(widest),
-        tokens,
+        precision=train.precision,
+        lora_rank=cfg.lora.r,
+        zero_stage=train.zero_stage,
+        workers=search.workers_per_trial,
+        batch_size=train.batch_size,
+        views=grad_views(widest),
+        tokens=tokens,
     )
     heading = (
         f"GPU memory per trial worker, estimated (clear_ray/memory.py): {cfg.model.preset}, "

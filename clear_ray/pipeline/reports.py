@@ -87,9 +87,9 @@ def summarise_parent(run: MethodSearch, rows: list[TrialRow], run_ids: dict[str,
         cfg.method.name,
         cfg.search.objective,
         run.search.thresholds,
-        best.trial if best else None,
-        run_ids.get(best.trial) if best else None,
-        params,
+        best_trial=best.trial if best else None,
+        best_run=run_ids.get(best.trial) if best else None,
+        best_params=params,
     )
     tracker.describe(run_id, text)
 
@@ -116,10 +116,10 @@ def report_trials(run: MethodSearch, rows: list[TrialRow], references: Reference
     plots = search_plots(
         trial_points(rows),
         method_dir / "plots",
-        cfg.search.objective,
-        run.search.thresholds.min_retain_metric,
-        cfg.search.multi_objective,
-        references,
+        objective=cfg.search.objective,
+        min_retain=run.search.thresholds.min_retain_metric,
+        multi_objective=cfg.search.multi_objective,
+        references=references,
     )
     run.search.tracker.log_artifacts(run.parent_id, files)
     run.search.tracker.log_artifacts(run.parent_id, plots, "plots")
