@@ -137,7 +137,7 @@ def method_callbacks(run: MethodSearch, num_samples: int, reaper: TrainGroupReap
     """The Tune callbacks of a method's search: MLflow child runs, the console, the reaper."""
     from clear_ray.search.progress import ProgressPrinter
     from clear_ray.search.session import storage_filesystem
-    from clear_ray.tracking import TrialLogger
+    from clear_ray.search.trial_logger import TrialLogger
 
     cfg, search = run.cfg, run.search
     return [

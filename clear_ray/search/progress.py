@@ -172,7 +172,7 @@ class ProgressPrinter(Callback):
             self._print(trial.trial_id, f"lost ({lost}); restarting from its last checkpoint")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        from clear_ray.tracking import error_reason
+        from clear_ray.search.trial_logger import error_reason
 
         self._finished(
             trials,
