@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clear_ray.cli import HelpFormatter
+from clear_ray.cli.flags import HelpFormatter
 from clear_ray.report.paired import (
     FAIL,
     HARM,

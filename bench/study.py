@@ -586,7 +586,7 @@ def setup_frozen(directory: Path, commit: str, draws: str) -> tuple[str, str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from clear_ray.cli import HelpFormatter
+    from clear_ray.cli.flags import HelpFormatter
 
     class Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
         """Defaults shown, the epilog (this module's docstring) as written."""

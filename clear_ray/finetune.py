@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clear_ray.cache import cache_key, usable
-from clear_ray.cli import (
+from clear_ray.cli.flags import (
     HelpFormatter,
     add_config_flags,
     add_set_flag,

@@ -283,7 +283,7 @@ def save_model(
 def best_model_card(
     cfg, search, best, metrics: Mapping[str, float], feasible: bool, original: str
 ) -> ModelCard:
-    """The card of a search's best trial (``tune.search_method``): ``best`` is its
+    """The card of a search's best trial (``pipeline.final``): ``best`` is its
     ``TrialRow``, ``metrics`` its full evaluation; ``folds.json`` is read when the search
     split persons into folds."""
     folds_file = search.dirs.root / "folds.json"

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from clear_ray import tune
+from clear_ray.cli import tune
 from clear_ray.search.confirm import SeedRecorder
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from clear_ray.cli import HelpFormatter
+from clear_ray.cli.flags import HelpFormatter
+from clear_ray.cli.tune import build_parser, plan_search
 from clear_ray.methods import TABLE_METHODS
-from clear_ray.tune import build_parser, method_names, plan_search
+from clear_ray.pipeline.plan import method_names
 
 
 def run_tune(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:

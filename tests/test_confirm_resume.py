@@ -104,8 +104,8 @@ def test_a_confirm_json_of_the_same_seeds_is_final(tmp_path: Path) -> None:
 
 
 def test_leaderboard_rows_come_from_confirm_json_as_written(tmp_path: Path) -> None:
+    from clear_ray.pipeline.confirm import confirm_rows
     from clear_ray.search.confirm import ConfirmRun, write_confirm
-    from clear_ray.tune import confirm_rows
 
     def run(seed: int, forget: float, feasible: bool) -> ConfirmRun:
         return ConfirmRun(seed, f"r{seed}", f"a{seed}", {"clear/forget_metric": forget}, feasible)
@@ -123,7 +123,7 @@ def test_leaderboard_rows_come_from_confirm_json_as_written(tmp_path: Path) -> N
 
 
 def test_the_final_evaluation_on_disk_counts_only_for_its_adapter(tmp_path: Path) -> None:
-    from clear_ray.tune import FINAL_DIR, read_final_evaluation
+    from clear_ray.pipeline.final import FINAL_DIR, read_final_evaluation
 
     assert read_final_evaluation(tmp_path, "/a/t0") == {}
     (tmp_path / FINAL_DIR).mkdir()

@@ -13,14 +13,15 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
+from clear_ray.cli.tune import main
 from clear_ray.config import Config, ConfigError
 from clear_ray.robust import constraint
 from clear_ray.robust.context import CheckResult
 from clear_ray.search.constrained import ConstrainedOptunaSearch, trials_table
 from clear_ray.search.results import TrialMetrics, TrialRow
-from clear_ray.train.selection import RELEARN_RECOVERY, BestEpoch, Thresholds
+from clear_ray.train.keys import RELEARN_RECOVERY
+from clear_ray.train.selection import BestEpoch, Thresholds
 from clear_ray.train.worker import TrialInputs
-from clear_ray.tune import main
 
 RETAIN = "clear/retain_metric"
 

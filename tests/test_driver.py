@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from clear_ray.cli.tune import main
 from clear_ray.config import ConfigError
 from clear_ray.search.driver import (
     DIED,
@@ -29,7 +30,6 @@ from clear_ray.search.driver import (
     searches,
 )
 from clear_ray.search.session import FAILED, MethodRun, SearchDirs, SearchState
-from clear_ray.tune import main
 
 
 def saved_search(output: Path, name: str, runs: dict[str, MethodRun] | None = None) -> SearchDirs:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from clear_ray.cli.evaluate import main
 from clear_ray.config import Config
 from clear_ray.eval.tasks import TASKS
-from clear_ray.evaluate import main
 
 PER_ITEM_COLUMNS = [
     "item_index",

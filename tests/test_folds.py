@@ -306,7 +306,8 @@ def test_a_trials_per_epoch_evaluation_scores_the_selection_fold(
 
 
 def test_report_fraction_zero_is_labelled_in_the_heading_and_the_tag() -> None:
-    from clear_ray.tune import fold_tag, leaderboard_heading
+    from clear_ray.pipeline.context import fold_tag
+    from clear_ray.pipeline.reports import leaderboard_heading
 
     off, on = split_persons(COUNTS, 0.0, 0), split_persons(COUNTS, 0.5, 0)
     assert "NO FOLDS" in leaderboard_heading(off, 3)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from bench_scripts import load_bench
 
+from clear_ray.cli.tune import main
 from clear_ray.config import LoraConfig
 from clear_ray.memory import (
     GIB,
@@ -27,7 +28,6 @@ from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import LLAVA_7B_SHAPE, LLAVA_LORA_TARGETS, TINY_SHAPE
 from clear_ray.models.tiny import build_tiny_llava, train_tokenizer
 from clear_ray.nodes import CLUSTER_YAML, NodeType, fit_lines, node_types, workers_per_gpu
-from clear_ray.tune import main
 
 LLAVA_7B_PARAMETERS = 7_063_427_072
 LLAVA_7B_LORA_R8 = 19_988_480  # 32 layers × 8 × (8·4096 + 2·(4096 + 11008) + (11008 + 4096))

@@ -17,6 +17,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from clear_ray.cli.tune import main
 from clear_ray.config import ConfigError
 from clear_ray.search.constrained import ConstrainedOptunaSearch
 from clear_ray.search.session import (
@@ -24,7 +25,6 @@ from clear_ray.search.session import (
     check_optuna_storage,
     dashboard_command,
 )
-from clear_ray.tune import main
 
 SPACE = {"train.lr": FloatDistribution(1e-5, 1e-2, log=True)}
 STUDY = "dpo-1/dpo"

@@ -13,7 +13,8 @@ from clear_ray.config import Config
 from clear_ray.console import LogProgress, format_duration, step_progress, summary_steps
 from clear_ray.search.progress import ProgressPrinter, eta_line, eta_seconds, stop_text
 from clear_ray.search.strategy import ASHA, COMPLETED, RETAIN_COLLAPSE, stop_reason
-from clear_ray.tracking import SearchTracker, TrialLogger, where_to_look
+from clear_ray.search.trial_logger import TrialLogger
+from clear_ray.tracking import SearchTracker, where_to_look
 from clear_ray.train.selection import Thresholds
 
 RETAIN = "clear/retain_metric"

@@ -58,7 +58,7 @@ def test_a_missing_or_incompatible_checkpoint_is_refused(tmp_path: Path, make, m
 def test_tune_refuses_a_bad_original_with_one_line_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from clear_ray.tune import main
+    from clear_ray.cli.tune import main
 
     output = tmp_path / "out"
     code = main(["--original", str(tmp_path / "nope"), "--output-dir", str(output)])
@@ -72,7 +72,7 @@ def test_a_brought_checkpoint_that_fails_its_manifest_is_refused_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from clear_ray.cache import write_manifest
-    from clear_ray.tune import main
+    from clear_ray.cli.tune import main
 
     directory = checkpoint(tmp_path / "original")
     check_checkpoint(str(directory), TINY, "model.original")  # no manifest: accepted

@@ -66,7 +66,7 @@ def trial_rows(method: str, adapters: Path) -> list[TrialRow]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished two-method search, each file written by the function tune.py uses."""
+    """A finished two-method search, each file written by the function the pipeline uses."""
     output = tmp_path_factory.mktemp("report")
     cfg = Config().replace({"output_dir": str(output), "search.multi_objective": True})
     dirs = SearchDirs(output, "all-1")

@@ -17,12 +17,12 @@ from clear_ray.config import ConfigError, SearchConfig
 from clear_ray.search.constrained import TUNE_ID_ATTR, ConstrainedOptunaSearch, write_trials_csv
 from clear_ray.search.session import MethodRun, SearchDirs, SearchState, find_search
 from clear_ray.search.strategy import (
-    SCORE_KEY,
     RetainCollapseStopper,
     build_scheduler,
     grid_size,
     trial_count,
 )
+from clear_ray.train.keys import BEST_SCORE
 from clear_ray.train.selection import Thresholds
 
 GRID = {
@@ -50,7 +50,7 @@ def test_grid_search_runs_each_point_at_most_once() -> None:
 def test_asha_ranks_trials_by_their_running_best_score_per_epoch() -> None:
     scheduler = build_scheduler(SearchConfig(grace_period=1, reduction_factor=3), epochs=4)
     assert isinstance(scheduler, ASHAScheduler)
-    assert scheduler.metric == SCORE_KEY and scheduler._time_attr == "epoch"
+    assert scheduler.metric == BEST_SCORE and scheduler._time_attr == "epoch"
     assert isinstance(build_scheduler(SearchConfig(scheduler="none"), epochs=4), FIFOScheduler)
 
 
@@ -66,7 +66,7 @@ def epochs_run(scheduler, scores: list[list[float]]) -> list[int]:
         for index, (trial, curve) in enumerate(zip(trials, scores, strict=True)):
             if stopped[index]:
                 continue
-            result = {"epoch": epoch + 1, SCORE_KEY: curve[epoch]}
+            result = {"epoch": epoch + 1, BEST_SCORE: curve[epoch]}
             ran[index] = epoch + 1
             stopped[index] = scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP
     return ran

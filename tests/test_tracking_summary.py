@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from clear_ray.config import Config
+from clear_ray.pipeline.context import untuned
 from clear_ray.tracking import (
     DESCRIPTION_TAG,
     FEASIBLE_OBJECTIVE,
@@ -16,7 +17,6 @@ from clear_ray.tracking import (
     search_description,
 )
 from clear_ray.train.selection import INFEASIBLE_SCORE, Thresholds
-from clear_ray.tune import untuned
 
 THRESHOLDS = Thresholds("log_forget_quality", 0.6)
 
@@ -95,7 +95,7 @@ def test_run_url_on_a_server(uri: str) -> None:
 def test_the_method_run_gets_the_paired_difference_and_verdict(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from clear_ray.tune import log_comparison
+    from clear_ray.pipeline.confirm import log_comparison
 
     cfg = Config().replace({"output_dir": str(tmp_path)})
     tracker = SearchTracker(cfg)

@@ -24,11 +24,11 @@ import urllib.parse
 from contextlib import nullcontext
 from pathlib import Path
 
-from clear_ray.cli import HelpFormatter
+from clear_ray.cli.flags import HelpFormatter
 from clear_ray.tracking import FEASIBLE_OBJECTIVE, UI_VIEW
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-SEARCH_ROLE = "search"  # the clear_ray.role tag of a search's parent run (clear_ray/tune.py)
+SEARCH_ROLE = "search"  # the clear_ray.role tag of a search's run (clear_ray/pipeline/method.py)
 
 
 def build_parser() -> argparse.ArgumentParser:

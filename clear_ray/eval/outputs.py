@@ -1,7 +1,9 @@
-"""Per-item evaluation values on disk: one parquet table per task (for MLflow and users)."""
+"""An evaluation on disk: ``metrics.json`` and one parquet table of per-item values per task
+(for MLflow and users)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,3 +34,11 @@ def write_item_tables(out: Path, tasks: dict[str, TaskResult]) -> list[Path]:
         pq.write_table(pa.Table.from_pydict(result.columns(), schema=ITEM_SCHEMA), path)
         paths.append(path)
     return paths
+
+
+def write_outputs(out: Path, summary: dict, tasks: dict[str, TaskResult]) -> list[Path]:
+    """``summary`` as ``metrics.json`` and each task's item table in ``out``; returns the
+    paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return [out / "metrics.json", *write_item_tables(out, tasks)]

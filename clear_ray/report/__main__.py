@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from clear_ray.cli import HelpFormatter
+from clear_ray.cli.flags import HelpFormatter
 from clear_ray.config import Config, ConfigError
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")

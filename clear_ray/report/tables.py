@@ -21,6 +21,7 @@ from clear_ray.search.confirm import mean_sd as seed_mean_sd
 from clear_ray.search.confirm import seed_comparison
 from clear_ray.search.diagnostics import expected_best
 from clear_ray.search.results import PAIRED_HEADER, paired_caption, paired_rows
+from clear_ray.train.keys import BEST_OBJECTIVE, FEASIBLE
 from clear_ray.train.selection import Thresholds
 
 # log FQ with its KS statistic D and the items a side n (search/results.py LEADERBOARD).
@@ -230,9 +231,9 @@ def l1_cells(trials: list[dict[str, str]] | None) -> list[str]:
     for name, chosen in L1_ARMS:
         tried = [t for t in trials if chosen(_float(t[L1]))]
         values = [
-            _float(t["best_objective"])
+            _float(t[BEST_OBJECTIVE])
             for t in tried
-            if t.get("feasible") == "yes" and math.isfinite(_float(t["best_objective"]))
+            if t.get(FEASIBLE) == "yes" and math.isfinite(_float(t[BEST_OBJECTIVE]))
         ]
         arms.append((name, len(tried), values))
     k = min(len(values) for _, _, values in arms)

@@ -388,7 +388,7 @@ def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
     from clear_ray.search.results import trial_ids
     from clear_ray.search.session import storage_filesystem
     from clear_ray.search.trainable import concurrent_trials, trial_trainable
-    from clear_ray.tracking import TrialLogger
+    from clear_ray.search.trial_logger import TrialLogger
 
     # Confirm runs are measured, not selected: the robustness checks attack them on the report
     # fold (robust/run.py), so the trial-end attack of search.constrain_relearn is not run.

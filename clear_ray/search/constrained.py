@@ -26,7 +26,8 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-CONSTRAINT_PREFIX = "best_constraint/"
+from clear_ray.train.keys import CONSTRAINT_PREFIX
+
 TRIALS_COLUMNS = ("number", "tune_trial_id", "mlflow_run_id", "state")
 TUNE_ID_ATTR = "tune_trial_id"  # user attribute: which Tune trial an Optuna trial is
 FEASIBLE_ATTR = "feasible"  # user attribute: every constraint held

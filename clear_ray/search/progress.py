@@ -17,12 +17,20 @@ from ray.tune.experiment import Trial
 from clear_ray.console import format_duration
 from clear_ray.search.results import TrialMetrics, task_summary
 from clear_ray.search.strategy import ASHA, COMPLETED, RETAIN_COLLAPSE, stop_reason
-from clear_ray.train.selection import RELEARN_RECOVERY, Thresholds
+from clear_ray.train.keys import (
+    BEST_EPOCH,
+    BEST_OBJECTIVE,
+    EPOCH,
+    EPOCH_FEASIBLE,
+    FEASIBLE,
+    RELEARN_RECOVERY,
+)
+from clear_ray.train.selection import Thresholds
 
 
 def stop_text(reason: str, last: dict, epochs: int, thresholds: Thresholds) -> str:
     """A finished trial's reason in words (``reason`` from ``strategy.stop_reason``)."""
-    epoch = int(last.get("epoch", 0))
+    epoch = int(last.get(EPOCH, 0))
     if reason == COMPLETED:
         return f"completed {epochs}/{epochs} epochs"
     if reason == ASHA:
@@ -126,11 +134,11 @@ class ProgressPrinter(Callback):
         self._print(trial.trial_id, f"started ({number}/{self.num_samples}): {params}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        feasible = "feasible" if result.get("epoch_feasible") else "infeasible"
+        feasible = "feasible" if result.get(EPOCH_FEASIBLE) else "infeasible"
         tasks = task_summary(result)
         self._print(
             trial.trial_id,
-            f"epoch {int(result.get('epoch', 0))}: {self.objective}="
+            f"epoch {int(result.get(EPOCH, 0))}: {self.objective}="
             f"{result.get(self.objective, float('nan')):.4g} "
             f"{self.forget_metric}={result.get(self.forget_metric, float('nan')):.3f} "
             f"{self.thresholds.retain_metric}="
@@ -143,16 +151,16 @@ class ProgressPrinter(Callback):
         reason = stop_text(
             stop_reason(last, self.epochs, self.thresholds), last, self.epochs, self.thresholds
         )
-        best = last.get("best_objective", math.nan)
+        best = last.get(BEST_OBJECTIVE, math.nan)
         recovery = (
             f", relearn recovery {last[RELEARN_RECOVERY]:.3f}" if RELEARN_RECOVERY in last else ""
         )
         self._finished(
             trials,
             trial,
-            f"{reason}; best epoch {int(last.get('best_epoch', -1))}, "
+            f"{reason}; best epoch {int(last.get(BEST_EPOCH, -1))}, "
             f"{self.objective}={best:.4g}{recovery}, "
-            f"{'feasible' if last.get('feasible') else 'infeasible'}",
+            f"{'feasible' if last.get(FEASIBLE) else 'infeasible'}",
         )
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
@@ -164,7 +172,7 @@ class ProgressPrinter(Callback):
             self._print(trial.trial_id, f"lost ({lost}); restarting from its last checkpoint")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        from clear_ray.tracking import error_reason
+        from clear_ray.search.trial_logger import error_reason
 
         self._finished(
             trials,

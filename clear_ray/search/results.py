@@ -25,7 +25,15 @@ from clear_ray.eval.names import (
     is_item_count,
 )
 from clear_ray.report.paired import ONE_DRAW_NOTE, SeedComparison
-from clear_ray.train.selection import RELEARN_RECOVERY
+from clear_ray.train.keys import (
+    BEST_EPOCH,
+    BEST_OBJECTIVE,
+    BEST_PREFIX,
+    EPOCH,
+    FEASIBLE,
+    RELEARN_RECOVERY,
+    best_key,
+)
 
 
 @dataclass(frozen=True)
@@ -55,12 +63,12 @@ class TrialMetrics:
             "trial",
             "number",
             "status",
-            "feasible",
-            "best_objective",
-            f"best_{self.forget}",
-            f"best_{self.retain}",
-            f"best_{self.utility}",
-            "best_epoch",
+            FEASIBLE,
+            BEST_OBJECTIVE,
+            best_key(self.forget),
+            best_key(self.retain),
+            best_key(self.utility),
+            BEST_EPOCH,
             "stopped_at",
             *(("relearn_recovery",) if self.relearn else ()),
         )
@@ -137,16 +145,16 @@ def trial_rows(results, adapters_dir: Path, shown: TrialMetrics = TrialMetrics()
                 trial=trial,
                 number=number,
                 status="error" if result.error else "done",
-                feasible=bool(metrics.get("feasible", 0.0)) and not result.error,
-                best_objective=value("best_objective"),
-                best_forget_metric=value(f"best_{shown.forget}"),
-                best_retain_metric=value(f"best_{shown.retain}"),
-                best_model_utility=value(f"best_{shown.utility}"),
-                best_epoch=int(metrics.get("best_epoch", -1)),
-                stopped_at=int(metrics.get("epoch", 0)),
+                feasible=bool(metrics.get(FEASIBLE, 0.0)) and not result.error,
+                best_objective=value(BEST_OBJECTIVE),
+                best_forget_metric=value(best_key(shown.forget)),
+                best_retain_metric=value(best_key(shown.retain)),
+                best_model_utility=value(best_key(shown.utility)),
+                best_epoch=int(metrics.get(BEST_EPOCH, -1)),
+                stopped_at=int(metrics.get(EPOCH, 0)),
                 params=dict(result.config or {}),
                 adapter=str(adapter) if adapter.is_dir() else "",
-                best={k: v for k, v in metrics.items() if k.startswith("best_")},
+                best={k: v for k, v in metrics.items() if k.startswith(BEST_PREFIX)},
                 relearn_recovery=value(RELEARN_RECOVERY),
                 error=error_line(result.error) if result.error else "",
             )
@@ -234,7 +242,7 @@ TASK_COLUMNS = tuple(
 )
 # Robustness of each best trial (clear_ray/robust/), shown when a search ran the check.
 ROBUSTNESS_COLUMNS = (
-    ("relearn recovery", "robust/relearn/recovery"),
+    ("relearn recovery", RELEARN_RECOVERY),
     ("Gold recovery", "robust/relearn/gold_recovery"),
     ("int8 forget_metric", "robust/quantize/int8/forget_metric"),
     ("nf4 forget_metric", "robust/quantize/nf4/forget_metric"),

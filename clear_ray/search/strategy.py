@@ -23,21 +23,18 @@ from ray.tune.stopper import Stopper
 
 from clear_ray.config import ConfigError, SearchConfig
 from clear_ray.search.constrained import ConstrainedOptunaSearch
+from clear_ray.train.keys import BEST_OBJECTIVE, BEST_SCORE, EPOCH, best_key
 from clear_ray.train.selection import Thresholds
-
-OBJECTIVE_KEY = "best_objective"
-SCORE_KEY = "best_score"
-TIME_KEY = "epoch"
 
 
 def utility_key(search: SearchConfig) -> str:
     """The best epoch's ``search.utility_metric``: the second objective of a Pareto search."""
-    return f"best_{search.utility_metric}"
+    return best_key(search.utility_metric)
 
 
 def objective_keys(search: SearchConfig) -> list[str]:
     """The reported metrics Optuna maximises: the objective (and utility in a Pareto search)."""
-    return [OBJECTIVE_KEY, utility_key(search)] if search.multi_objective else [OBJECTIVE_KEY]
+    return [BEST_OBJECTIVE, utility_key(search)] if search.multi_objective else [BEST_OBJECTIVE]
 
 
 def grid_size(space: dict[str, BaseDistribution]) -> int:
@@ -67,7 +64,7 @@ def build_searcher(
 ) -> Searcher:
     """Constrained Optuna search, its study stored at ``storage_url`` under ``study_name``;
     two objectives (Pareto) when ``search.multi_objective``."""
-    metric: str | list[str] = OBJECTIVE_KEY
+    metric: str | list[str] = BEST_OBJECTIVE
     mode: str | list[str] = "max"
     if search.multi_objective:
         metric = objective_keys(search)
@@ -92,8 +89,8 @@ def build_scheduler(search: SearchConfig, epochs: int) -> TrialScheduler:
     if search.scheduler == "none":
         return FIFOScheduler()
     return ASHAScheduler(
-        time_attr=TIME_KEY,
-        metric=SCORE_KEY,
+        time_attr=EPOCH,
+        metric=BEST_SCORE,
         mode="max",
         max_t=epochs,
         grace_period=min(search.grace_period, epochs),
@@ -129,7 +126,7 @@ def stop_reason(last: dict, epochs: int, thresholds: Thresholds) -> str:
     """Why a trial that did not fail ended, from its last report: all epochs run, its retain
     metric under the floor (``RetainCollapseStopper``), or else ASHA stopped it at a rung
     (the only other thing that ends a trial early)."""
-    if int(last.get("epoch", 0)) >= epochs:
+    if int(last.get(EPOCH, 0)) >= epochs:
         return COMPLETED
     if thresholds.retain_metric in last and thresholds.collapsed(last):
         return RETAIN_COLLAPSE

@@ -35,7 +35,8 @@ import ray
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from clear_ray.config import Config, ConfigError, SearchConfig
-from clear_ray.train.worker import DIVERGED_KEY, TrialInputs, ray_train_loop
+from clear_ray.train.keys import DIVERGED_KEY, EPOCH_SCORE, REASON
+from clear_ray.train.worker import TrialInputs, ray_train_loop
 
 # Defaults for the environment of every Ray process in a search (``ray.init``'s runtime_env);
 # a variable already set in the user's environment wins.
@@ -305,7 +306,7 @@ def make_trainable(
             callbacks=[EpochReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=KEPT_CHECKPOINTS,
-                checkpoint_score_attribute="epoch_score",
+                checkpoint_score_attribute=EPOCH_SCORE,
                 checkpoint_score_order="max",
             ),
         )
@@ -313,6 +314,6 @@ def make_trainable(
         if not result.metrics:  # Tune would end the whole search on a trial without metrics
             raise RuntimeError("the trial ended without reporting an epoch")
         if result.metrics.get(DIVERGED_KEY):
-            raise FloatingPointError(result.metrics["reason"])
+            raise FloatingPointError(result.metrics[REASON])
 
     return run_trial

@@ -32,6 +32,7 @@ from clear_ray.models.loading import load_checkpoint
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
 from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, trial_lr_scheduler
+from clear_ray.train.keys import DIVERGED_KEY, EPOCH, EPOCH_SCORE, REASON, RELEARN_RECOVERY
 from clear_ray.train.schedule import (
     micro_steps_per_pass,
     trial_warmup_epochs,
@@ -39,7 +40,7 @@ from clear_ray.train.schedule import (
 )
 from clear_ray.train.selection import BestEpoch
 from clear_ray.train.step import train_epoch
-from clear_ray.train.worker import DIVERGED_KEY, TrialInputs
+from clear_ray.train.worker import TrialInputs
 
 Report = Callable[[dict[str, float], Path | None], None]
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -125,7 +126,7 @@ def unlearn(
             return
         metrics = _epoch_means(logs)
         metrics.update(_evaluate(engine.module, collator, task_data, cfg, inputs, rank, world_size))
-        metrics["epoch"] = float(epoch + 1)
+        metrics[EPOCH] = float(epoch + 1)
         metrics.update(best.epoch_values(metrics))
         if best.update(epoch + 1, metrics) and constrained:
             best_adapter = _adapter_files(engine.module)
@@ -148,7 +149,6 @@ def _relearn_constraint(
     end; sets ``best.relearn_recovery``. A best epoch already infeasible is not attacked: it
     cannot become feasible, and unmeasured counts as infeasible (train/selection.py)."""
     from clear_ray.robust.constraint import relearn_at_trial_end
-    from clear_ray.train.selection import RELEARN_RECOVERY
 
     if adapter is None or inputs.thresholds.constraint(best.metrics) > 0:
         return {}
@@ -190,7 +190,7 @@ def _report_divergence(report: Report, reason: str, rank: int) -> None:
     """End the trial with the reason, as a checkpointed report: Train's result carries only
     checkpointed metrics, and the trial driver reads the reason from there (search/trainable).
     """
-    metrics = {DIVERGED_KEY: 1.0, "reason": reason, "epoch_score": -math.inf}
+    metrics = {DIVERGED_KEY: 1.0, REASON: reason, EPOCH_SCORE: -math.inf}
     with tempfile.TemporaryDirectory() as checkpoint_dir:
         if rank == 0:
             (Path(checkpoint_dir) / DIVERGED_FILE).write_text(reason + "\n")

@@ -19,6 +19,18 @@ from dataclasses import dataclass, field
 
 from clear_ray.config import ConfigError, SearchConfig
 from clear_ray.eval.names import SUMMARY_METRICS
+from clear_ray.train.keys import (
+    BEST_CONSTRAINT,
+    BEST_EPOCH,
+    BEST_OBJECTIVE,
+    BEST_SCORE,
+    CONSTRAINT,
+    CONSTRAINT_PREFIX,
+    EPOCH_FEASIBLE,
+    EPOCH_SCORE,
+    FEASIBLE,
+    best_key,
+)
 
 # Below any objective (a task's log p-value is ≥ −745, Fisher's combination of two ≥ −1410,
 # −W1 a few nats) yet small enough that float64 still resolves
@@ -27,7 +39,6 @@ INFEASIBLE_SCORE = -1e6
 # Metrics of the best epoch that every report carries as best_<name> (when evaluated).
 BEST_METRICS = SUMMARY_METRICS
 RELEARN_CONSTRAINT = "max_relearn"  # Optuna's name of the relearn constraint
-RELEARN_RECOVERY = "robust/relearn/recovery"  # robust/relearn.py check()'s recovery metric
 
 
 @dataclass(frozen=True)
@@ -125,22 +136,22 @@ class BestEpoch:
         constraints = self.thresholds.trial_constraints(self.metrics, self.relearn_recovery)
         constraint = max(constraints.values())
         return {
-            "best_epoch": float(self.epoch),
-            "best_objective": self.metrics[self.thresholds.objective],
-            "best_score": self.score(self.metrics),
-            **{f"best_{key}": self.metrics[key] for key in BEST_METRICS if key in self.metrics},
-            "best_constraint": constraint,
-            **{f"best_constraint/{name}": value for name, value in constraints.items()},
-            "feasible": float(constraint <= 0),
+            BEST_EPOCH: float(self.epoch),
+            BEST_OBJECTIVE: self.metrics[self.thresholds.objective],
+            BEST_SCORE: self.score(self.metrics),
+            **{best_key(key): self.metrics[key] for key in BEST_METRICS if key in self.metrics},
+            BEST_CONSTRAINT: constraint,
+            **{f"{CONSTRAINT_PREFIX}{name}": value for name, value in constraints.items()},
+            FEASIBLE: float(constraint <= 0),
         }
 
     def epoch_values(self, metrics: dict[str, float]) -> dict[str, float]:
         """This epoch's own feasibility and score (the score ranks its checkpoint)."""
         constraint = self.thresholds.constraint(metrics)
         return {
-            "constraint": constraint,
-            "epoch_feasible": float(constraint <= 0),
-            "epoch_score": self.score(metrics),
+            CONSTRAINT: constraint,
+            EPOCH_FEASIBLE: float(constraint <= 0),
+            EPOCH_SCORE: self.score(metrics),
         }
 
     def state(self) -> dict:

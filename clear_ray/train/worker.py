@@ -15,10 +15,8 @@ from clear_ray.config import Config
 from clear_ray.data.folds import Fold
 from clear_ray.eval.reference import GoldReference
 from clear_ray.staging import DriverDir, on_this_node
+from clear_ray.train.keys import NODE_KEY
 from clear_ray.train.selection import Thresholds
-
-DIVERGED_KEY = "diverged"  # a report with this key fails the trial (search/trainable.py)
-NODE_KEY = "train_node"  # the Ray node id of rank 0: where the trial trained
 
 
 @dataclass(frozen=True)
