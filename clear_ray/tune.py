@@ -29,7 +29,7 @@ from clear_ray.cli import (
     overrides_from,
 )
 from clear_ray.config import Config, ConfigError, resolve_config
-from clear_ray.console import log
+from clear_ray.console import counted, log
 from clear_ray.data.folds import FOLDS_FILE, REPORT, SELECTION, PersonFolds
 from clear_ray.errors import SearchStopped
 from clear_ray.methods import METHODS, TABLE_METHODS
@@ -171,6 +171,12 @@ FLAGS = {
     "--confirm-seeds": (
         "search.confirm_seeds",
         "re-train the selected and the default configuration with this many fresh seeds",
+    ),
+    "--leaderboard": (
+        "report.leaderboard",
+        "compact: CLEAR's five columns, the objective with its D and n, tuned - default, net "
+        "relearn recovery, feasible | full: every column (leaderboard_full.csv has them either "
+        "way)",
     ),
 }
 
@@ -433,7 +439,15 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
     from clear_ray.search.confirm import CONFIRM_FILE
     from clear_ray.search.driver import close_orphans
     from clear_ray.search.quiet import quiet_console
-    from clear_ray.search.results import LeaderboardRow, leaderboard, paired_section
+    from clear_ray.search.results import (
+        LEADERBOARD_CSV,
+        LEADERBOARD_FILE,
+        Leaderboard,
+        LeaderboardRow,
+        method_rows,
+        paired_section,
+        write_leaderboard,
+    )
     from clear_ray.search.session import dashboard_command
     from clear_ray.search.trainable import check_cluster, concurrent_trials, init_ray
     from clear_ray.tracking import SearchTracker, ui_command, where_to_look
@@ -513,27 +527,30 @@ def run(cfg: Config, state: SearchState, dirs: SearchDirs, spaces: dict[str, dic
             log(failure)
         return 1
 
-    rows = [
-        LeaderboardRow("Original", refs.original_full.metrics, ""),
-        LeaderboardRow("Gold", refs.gold_full.metrics, ""),
-        *(
-            LeaderboardRow(**outcome)
-            for method in state.methods
-            for outcome in (state.runs[method].outcome, state.runs[method].default_outcome)
-            if outcome
-        ),
-    ]
-    heading = leaderboard_heading(refs.folds, cfg.search.confirm_seeds, thresholds)
     comparisons = {
         method: comparison_of(search, json.loads(path.read_text()))
         for method in state.methods
         if (path := dirs.method(method) / CONFIRM_FILE).is_file()
     }
+    rows = [
+        LeaderboardRow("Original", refs.original_full.metrics, ""),
+        LeaderboardRow("Gold", refs.gold_full.metrics, ""),
+        *(
+            row
+            for method in state.methods
+            for row in method_rows(
+                state.runs[method].outcome,
+                state.runs[method].default_outcome,
+                comparisons.get(method),
+            )
+        ),
+    ]
+    heading = leaderboard_heading(refs.folds, cfg.search.confirm_seeds, thresholds)
+    board = Leaderboard(rows, heading, cfg.search.objective, cfg.data.modality)
     section = paired_section(comparisons, cfg.search.objective)
-    table = leaderboard(rows, heading) + (f"\n\n{section}" if section else "")
-    (dirs.root / "leaderboard.md").write_text(table + "\n")
+    table = write_leaderboard(dirs.root, board, cfg.report.leaderboard, section)
     summary_run = state.top_parent_id or state.runs[state.methods[0]].parent_id
-    tracker.log_artifacts(summary_run, [dirs.root / "leaderboard.md"])
+    tracker.log_artifacts(summary_run, [dirs.root / LEADERBOARD_FILE, dirs.root / LEADERBOARD_CSV])
     report = write_report(read_search(dirs.root))  # report.md, report.html (clear_ray/report)
     tracker.log_artifacts(summary_run, report)
     if state.top_parent_id:
@@ -798,7 +815,7 @@ def leaderboard_heading(
         else "NO FOLDS (--report-fraction 0): selected and reported on the same forget persons"
     )
     seeds = (
-        f"tuned and default rows: mean ± sd over {confirm_seeds} confirm seeds"
+        f"tuned and default rows: mean ± sd over {counted(confirm_seeds, 'confirm seed')}"
         if confirm_seeds
         else "each method: its best trial's checkpoint (no confirm seeds)"
     )
@@ -927,7 +944,7 @@ def comparison_of(search: Search, record: dict):
 def log_comparison(search: Search, method: str, record: dict) -> None:
     """The paired difference on the method's run (``confirm/*``, tag ``confirm.verdict``) and
     the console."""
-    from clear_ray.tracking import comparison_metrics
+    from clear_ray.report.paired import comparison_metrics
 
     comparison, tracker = comparison_of(search, record), search.tracker
     tracker.log_metrics(tracker.parent_id, comparison_metrics(comparison))
@@ -973,8 +990,8 @@ def confirm_configurations(
     }
     for label, (configuration, train) in runs.items():
         log(
-            f"{method}: confirming the {label} configuration ({configuration.epochs} "
-            f"epochs) with seeds {train}"
+            f"{method}: confirming the {label} configuration "
+            f"({counted(configuration.epochs, 'epoch')}) with seeds {train}"
         )
     trained = {}
     if runs:
@@ -1047,7 +1064,7 @@ def confirm_rows(method: str, record: dict):
         runs = summary["runs"]
         rows.append(
             LeaderboardRow(
-                f"{method} ({label}, {len(runs)} seeds)",
+                f"{method} ({label}, {counted(len(runs), 'seed')})",
                 summary["mean"],
                 f"{sum(run['feasible'] for run in runs)}/{len(runs)}",
                 summary["trial"] or "defaults",

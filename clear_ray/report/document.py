@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clear_ray.report.inputs import SearchRecord
 from clear_ray.report.tables import (
+    ROBUSTNESS_CSV,
     Table,
     configurations_table,
     folds_line,
@@ -32,6 +33,8 @@ class Section:
     lines: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     images: list[tuple[str, Path]] = field(default_factory=list)  # (caption, PNG)
+    # (text, file name): files written beside the report (write.py), linked by relative path
+    links: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -75,7 +78,8 @@ def build_report(record: SearchRecord) -> Report:
     )
     robustness = robustness_table(record)
     if robustness is not None:
-        sections.append(Section("Robustness", tables=[robustness]))
+        detail = ("every check's value per variant and model (CSV)", ROBUSTNESS_CSV)
+        sections.append(Section("Robustness", tables=[robustness], links=[detail]))
     for method in record.methods:
         images = [(caption, method.plots[key]) for key, caption in PLOTS if key in method.plots]
         lines = [] if images else ["no plots in the search folder"]
