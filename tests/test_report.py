@@ -328,6 +328,21 @@ def test_robustness_table_shows_each_checks_normalised_worst_case_and_links_the_
     assert "](robustness.csv)" in (search / "report.md").read_text()
 
 
+def test_robustness_without_normalised_values_says_so_and_still_writes_the_detail(
+    search: Path,
+) -> None:
+    robust = {"best": {"robust/relearn/recovery": 0.25}}
+    (search / "dpo" / "robustness.json").write_text(json.dumps(robust))
+    paths = write_report(read_search(search))
+    text = (search / "report.md").read_text()
+    section = text.split("## Robustness")[1].split("##")[0]
+    assert "No checked model has a normalised worst case" in section and "|" not in section
+    assert (search / "robustness.csv").read_text().splitlines()[1] == (
+        "dpo,best,relearn,recovery,0.25"
+    )
+    assert [path.name for path in paths] == ["report.md", "report.html", "robustness.csv"]
+
+
 def test_markdown_links_the_plots_relative_to_where_it_is_written(
     search: Path, tmp_path: Path
 ) -> None:

@@ -299,11 +299,9 @@ def _robustness(record: SearchRecord) -> list[tuple[str, str, dict[str, float]]]
 def robustness_table(record: SearchRecord) -> Table | None:
     """Per method and model (robustness.json's labels): each check's worst condition as a share
     of Original's knowledge (``robust/<check>/worst_normalised``, 0 = Gold, 1 = Original) and
-    the net relearn recovery, the checks some model has; None without robustness.json. Every
+    the net relearn recovery, the checks some model has; None when no model has one. Every
     variant's value is in :data:`ROBUSTNESS_CSV` (:func:`robustness_rows`)."""
     found = _robustness(record)
-    if not found:
-        return None
     columns = [
         (header, key)
         for header, key in (
@@ -312,6 +310,8 @@ def robustness_table(record: SearchRecord) -> Table | None:
         )
         if any(key in values for _, _, values in found)
     ]
+    if not columns:
+        return None
     rows = [
         [method, label, *(number(float(values.get(key, math.nan))) for _, key in columns)]
         for method, label, values in found
