@@ -1,8 +1,10 @@
 """The trial table (feasible first, each with its best epoch and adapter) and the leaderboard.
 
 The leaderboard's first columns are CLEAR's Table 1 (``clear/*``: CLEAR_SPEC §5, CLEAR
-``mm/build_vllm_table.py``), so a row can be set beside the paper's; the project's extended
-aggregates and the search objective follow under their own metric names.
+``mm/build_vllm_table.py``), so a row can be set beside the paper's. Its compact view (the
+default) adds the objective, tuned − default and the net relearn recovery; the full view the
+project's extended aggregates, each task's forget quality and every robustness value, under
+their own metric names; leaderboard_full.csv holds every metric of every row.
 """
 
 from __future__ import annotations
