@@ -84,8 +84,9 @@ def run_logged(command: list[str], log: Path, on_line: Callable[[str], None] = p
 
 def references_from_leaderboard(text: str) -> dict[str, dict[str, float]]:
     """Original's and Gold's full-evaluation metrics from a search's leaderboard.md, its
-    columns mapped back to metric keys (``clear_ray.search.results.LEADERBOARD``)."""
-    from clear_ray.search.results import LEADERBOARD
+    columns mapped back to metric keys (``clear_ray.search.results.LEADERBOARD``; a value a
+    row lacks reads ``DASH``)."""
+    from clear_ray.search.results import DASH, LEADERBOARD
 
     by_column = dict(LEADERBOARD)
     lines = [line for line in text.splitlines() if line.startswith("|")]
@@ -100,7 +101,7 @@ def references_from_leaderboard(text: str) -> dict[str, dict[str, float]]:
         references[cells[0]] = {
             by_column[column]: float(cell)
             for column, cell in zip(header, cells, strict=True)
-            if column in by_column and cell
+            if column in by_column and cell not in ("", DASH)
         }
     return references
 

@@ -23,6 +23,8 @@ FORGET_SPLITS = ("forget01", "forget05", "forget10")
 MODALITIES = ("text", "visual", "both")  # what is forgotten: TOFU QA rows, image rows, or both
 # Robustness checks of the selected models (clear_ray/robust/, registry in robust/checks.py).
 ROBUST_CHECKS = ("relearn", "quantize", "prompts", "cross_modal")
+# What the console and leaderboard.md show (search/results.py); leaderboard_full.csv has all.
+LEADERBOARD_VIEWS = ("compact", "full")
 
 # Fields with a closed set of values, checked whenever a config is built or overridden.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -41,6 +43,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "search.utility_metric": ("clear/model_utility", "model_utility"),
     "search.scheduler": ("asha", "none"),
     "search.sampler": ("tpe", "grid"),
+    "report.leaderboard": LEADERBOARD_VIEWS,
 }
 
 
@@ -409,6 +412,14 @@ class TrackingConfig:
 
 
 @dataclass
+class ReportConfig:
+    # compact: CLEAR's five columns, the objective with its D and n, tuned − default, net
+    # relearn recovery and feasibility; full: every column (search/results.py). Either way
+    # leaderboard_full.csv in the search folder holds every column at full precision.
+    leaderboard: str = "compact"
+
+
+@dataclass
 class Config:
     output_dir: str = "clear_ray_runs"
     data: DataConfig = field(default_factory=DataConfig)
@@ -423,6 +434,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     robust: RobustConfig = field(default_factory=RobustConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def to_flat(self) -> dict[str, Any]:
         """Every leaf as ``{"section.field": value}`` (MLflow params, Ray configs)."""

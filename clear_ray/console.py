@@ -21,6 +21,11 @@ def log(message: str) -> None:
     print(f"[clear_ray] {message}", file=sys.stderr, flush=True)
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``: a count and its noun, singular for one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def format_duration(seconds: float) -> str:
     """``45s``, ``3m05s``, ``2h07m``: what a user reads at a glance."""
     seconds = max(0, round(seconds))

@@ -23,7 +23,6 @@ from mlflow.tracking import MlflowClient
 
 from clear_ray.config import Config, ConfigError
 from clear_ray.console import log
-from clear_ray.report.paired import SeedComparison
 from clear_ray.search.outbox import Outbox, pending_child, substitute
 from clear_ray.train.keys import (
     BEST_OBJECTIVE,
@@ -184,19 +183,6 @@ def best_metrics(best: dict[str, float], objective: str) -> dict[str, float]:
     if BEST_OBJECTIVE in best:
         renamed[f"best/{objective}"] = best[BEST_OBJECTIVE]
     return renamed
-
-
-def comparison_metrics(comparison: SeedComparison) -> dict[str, float]:
-    """The method run's ``confirm/*`` summary of tuned − default over the confirm seeds (the
-    per-seed differences are ``confirm/difference`` at step = seed, logged beside these)."""
-    low, high = comparison.interval or (math.nan, math.nan)
-    return {
-        "confirm/pairs": len(comparison.differences),
-        "confirm/difference_mean": comparison.mean,
-        "confirm/difference_low": low,
-        "confirm/difference_high": high,
-        "confirm/sign_flip_p": comparison.p_sign_flip,
-    }
 
 
 def search_description(

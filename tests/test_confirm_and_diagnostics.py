@@ -86,7 +86,7 @@ def test_confirm_json_holds_the_contracts_keys_with_mean_and_sample_sd(tmp_path:
 def test_a_confirm_row_shows_mean_plus_minus_sd() -> None:
     row = LeaderboardRow("dpo (tuned)", {"clear/forget_metric": 0.3}, "1/2", "t1",
                          {"clear/forget_metric": 0.1414})  # fmt: skip
-    assert "0.3 ± 0.14" in row.cells()
+    assert row.cell("clear/forget_metric") == "0.3 ± 0.14"
 
 
 def test_top_k_mean_averages_the_k_best_finite_values() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import math
 import shutil
@@ -21,7 +22,13 @@ from clear_ray.report.tables import L1, feasible_seeds, l1_cells, mean_sd, seed_
 from clear_ray.report.write import write_report
 from clear_ray.search.diagnostics import expected_best
 from clear_ray.search.plots import TrialPoint, search_plots
-from clear_ray.search.results import LeaderboardRow, TrialRow, leaderboard, write_csv
+from clear_ray.search.results import (
+    Leaderboard,
+    LeaderboardRow,
+    TrialRow,
+    write_csv,
+    write_leaderboard,
+)
 from clear_ray.search.session import MethodRun, SearchDirs, SearchState
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -86,7 +93,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         outcome = LeaderboardRow(method, FINAL, "yes", f"{method}0000")
         state.runs[method] = MethodRun(f"run-{method}", "done", asdict(outcome))
         rows.append(outcome)
-    (dirs.root / "leaderboard.md").write_text(leaderboard(rows) + "\n")
+    write_leaderboard(dirs.root, Leaderboard(rows), "compact")
     dirs.save(state)
     return dirs.root
 
@@ -285,15 +292,55 @@ def test_a_configuration_without_runs_uses_its_mean_sd_and_feasible_fraction() -
     assert feasible_seeds({}) == "—"
 
 
-def test_robustness_columns_when_robustness_json_exists(search: Path) -> None:
-    write_report(read_search(search))
-    assert "no robustness.json: no robustness columns" in (search / "report.md").read_text()
-    robust = {"tuned": {"robust/relearn/recovery": 0.25, "robust/quantize/int8/log_fq": -3.0}}
+def test_robustness_table_shows_each_checks_normalised_worst_case_and_links_the_detail(
+    search: Path,
+) -> None:
+    assert not write_report(read_search(search))[2:]  # no robustness.json: no CSV either
+    assert "no robustness.json: no robustness table" in (search / "report.md").read_text()
+    robust = {
+        "best": {
+            "robust/relearn/net_recovery": 0.125,
+            "robust/relearn/worst_normalised": 0.5,
+            "robust/quantize/worst_normalised": 0.25,
+            "robust/quantize/int8/forget_metric": 0.4,
+            "robust/prompts/prompt_3/forget_metric": 0.3,
+        },
+        "tuned/seed1": {"robust/quantize/worst_normalised": 0.75},
+    }
     (search / "ga" / "robustness.json").write_text(json.dumps(robust))
-    rows = table_with(report_page(search), "method", "model")
-    assert rows["ga"] == ["ga", "tuned", "-3", "0.25"]
-    page_headers = [t[0] for t in Page((search / "report.html").read_text()).tables]
-    assert ["method", "model", "quantize/int8/log_fq", "relearn/recovery"] in page_headers
+    paths = write_report(read_search(search))
+    page = Page((search / "report.html").read_text())
+    (table,) = [t for t in page.tables if t[0][:2] == ["method", "model"]]
+    # One column per check some model has (prompts has no normalised value: no column).
+    assert table == [
+        ["method", "model", "relearn", "quantize", "net relearn recovery"],
+        ["ga", "best", "0.5", "0.25", "0.125"],
+        ["ga", "tuned/seed1", "—", "0.75", "—"],
+    ]
+    assert paths[2] == search / "robustness.csv"
+    with paths[2].open() as handle:
+        detail = list(csv.reader(handle))
+    assert detail[0] == ["method", "model", "check", "metric", "value"]
+    assert ["ga", "best", "prompts", "prompt_3/forget_metric", "0.3"] in detail
+    assert ["ga", "tuned/seed1", "quantize", "worst_normalised", "0.75"] in detail
+    assert len(detail) == 1 + 5 + 1
+    assert '<a href="robustness.csv">' in (search / "report.html").read_text()
+    assert "](robustness.csv)" in (search / "report.md").read_text()
+
+
+def test_robustness_without_normalised_values_says_so_and_still_writes_the_detail(
+    search: Path,
+) -> None:
+    robust = {"best": {"robust/relearn/recovery": 0.25}}
+    (search / "dpo" / "robustness.json").write_text(json.dumps(robust))
+    paths = write_report(read_search(search))
+    text = (search / "report.md").read_text()
+    section = text.split("## Robustness")[1].split("##")[0]
+    assert "No checked model has a normalised worst case" in section and "|" not in section
+    assert (search / "robustness.csv").read_text().splitlines()[1] == (
+        "dpo,best,relearn,recovery,0.25"
+    )
+    assert [path.name for path in paths] == ["report.md", "report.html", "robustness.csv"]
 
 
 def test_markdown_links_the_plots_relative_to_where_it_is_written(
@@ -407,16 +454,10 @@ def test_tuned_against_default_paired_by_seed_with_an_honest_verdict(search: Pat
     assert "one sd" not in text
 
 
-def test_the_leaderboards_tuned_against_default_table_is_not_read_as_models(
-    search: Path,
-) -> None:
-    from clear_ray.report.paired import compare_seeds
-    from clear_ray.search.results import paired_section
-
-    section = paired_section({"ga": compare_seeds({1: 1.0}, {1: 0.0})}, "log_forget_quality")
-    leaderboard_md = search / "leaderboard.md"
-    leaderboard_md.write_text(leaderboard_md.read_text() + "\n" + section + "\n")
-    assert read_search(search).references["Original"]["log_forget_quality"] == -20.0
-    assert "| ga | +1 | +1 | — | 0.5 | inconclusive at 1 seed (one pair gives no interval) |" in (
-        section
-    )
+def test_references_are_read_from_the_full_csv_at_full_precision(search: Path) -> None:
+    """leaderboard.md rounds to 4 digits and its compact view lacks D; the CSV has both."""
+    rows = [LeaderboardRow("Original", {**ORIGINAL, "clear/ks_d": 0.123456789}, "")]
+    write_leaderboard(search, Leaderboard(rows), "compact")
+    assert "0.123456789" not in (search / "leaderboard.md").read_text()
+    assert read_search(search).references["Original"]["clear/ks_d"] == 0.123456789
+    assert "Gold" not in read_search(search).references

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-import math
+import csv
+from dataclasses import asdict
+from pathlib import Path
 
-from clear_ray.config import SearchConfig
-from clear_ray.search.results import LeaderboardRow, TrialMetrics, leaderboard, trial_identity
+import pytest
+
+from clear_ray.config import Config, ConfigError, SearchConfig
+from clear_ray.report.paired import compare_seeds
+from clear_ray.search.results import (
+    Leaderboard,
+    LeaderboardRow,
+    TrialMetrics,
+    method_rows,
+    read_leaderboard,
+    trial_identity,
+    write_leaderboard,
+)
 
 
 def test_trial_identity_reads_id_and_creation_number_from_the_folder() -> None:
@@ -15,70 +28,115 @@ def test_trial_identity_reads_id_and_creation_number_from_the_folder() -> None:
     assert trial_identity("unrelated") == ("?", -1)
 
 
-def test_leaderboard_puts_clears_table_1_columns_first_and_ours_under_their_own_names() -> None:
-    rows = [
-        LeaderboardRow(
-            "Original",
-            {"clear/real_metric": 0.5, "clear/retain_metric": 0.7, "retain_metric": 0.6},
-            "",
-        ),
-        LeaderboardRow(
-            "dpo",
-            {
-                "clear/forget_metric": 0.25,
-                "clear/log_forget_quality": -4.4,
-                "clear/forget_quality_js": 0.875,
-                "log_forget_quality": -3.5,
-            },
-            "yes",
-            "t1",
-        ),
+ORIGINAL = {
+    "clear/real_metric": 0.57,
+    "clear/retain_metric": 0.61,
+    "clear/forget_metric": 0.34,
+    "clear/log_forget_quality": -5.4,
+    "clear/ks_d": 0.32,
+    "clear/forget_quality_js": 0.79,
+    "retain_metric": 0.0,  # an extended aggregate whose harmonic mean has a 0 in every row
+    "forget_metric": 0.44,
+    "log_forget_quality": -25.7,
+    "forget_captions/ks_d": 0.65,
+    "forget_captions/n_items": 60.0,
+    "forget_text_perturbed/ks_d": 0.23,
+    "forget_text_perturbed/n_items": 12.0,
+}
+GOLD = {**ORIGINAL, "clear/forget_metric": 0.0008, "log_forget_quality": 0.0}
+GOLD.update({"forget_metric": 0.0, "forget_captions/ks_d": 0.0, "forget_text_perturbed/ks_d": 0.0})
+TUNED = {**ORIGINAL, "log_forget_quality": -20.6, "robust/relearn/net_recovery": 0.0}
+TUNED["robust/quantize/worst_normalised"] = 0.5
+
+
+def board_rows() -> list[LeaderboardRow]:
+    """Original, Gold, a method's tuned row (seed means, two seed pairs) and its default row."""
+    tuned = asdict(
+        LeaderboardRow("dpo (tuned, 2 seeds)", TUNED, "2/2", "t1", {"clear/real_metric": 0.01})
+    )
+    default = asdict(LeaderboardRow("dpo (default, 2 seeds)", ORIGINAL, "1/2", "defaults"))
+    comparison = compare_seeds({1: -20.0, 2: -19.0}, {1: -21.0, 2: -22.0})  # tuned − default +1, +3
+    return [
+        LeaderboardRow("Original", ORIGINAL, ""),
+        LeaderboardRow("Gold", GOLD, ""),
+        *method_rows(tuned, default, comparison),
     ]
-    lines = leaderboard(rows).splitlines()
-    assert lines[0] == (
-        "| model | Real | Retain | Forget | log FQ | D | n | FQ 1-JS | real_metric | "
-        "retain_metric | forget_metric | model_utility | log_forget_quality | forget_quality_js "
-        "| forget_distance | feasible | trial |"
-    )
-    assert lines[2] == (
-        "| Original | 0.5 | 0.7 | nan | nan | nan | nan | nan | nan | 0.6 | nan | nan | nan | nan "
-        "| nan |  |  |"
-    )
-    assert lines[3] == (
-        "| dpo | nan | nan | 0.25 | -4.4 | nan | nan | 0.875 | nan | nan | nan | nan | -3.5 | nan "
-        "| nan | yes | t1 |"
-    )
-    assert math.isnan(float(lines[3].split(" | ")[1]))
 
 
-def test_leaderboard_shows_each_tasks_log_fq_d_and_n_beside_the_objective() -> None:
-    seeds = LeaderboardRow(
-        "dpo (tuned, 2 seeds)",
-        {
-            "log_forget_quality": -1.1,
-            "clear/ks_d": 0.2,
-            "forget_captions/n_items": 30.0,
-            "forget_captions/log_forget_quality": -0.9,
-            "forget_captions/ks_d": 0.2,
-            "forget_text_perturbed/log_forget_quality": -1.4,
-            "forget_text_perturbed/ks_d": 0.5,
-            "forget_text_perturbed/n_items": 12.0,
-        },
-        "2/2",
-        "t1",
-        {"clear/ks_d": 0.05, "forget_captions/n_items": 0.0, "forget_text_perturbed/n_items": 0.0},
-    )
-    header, _, line = leaderboard([seeds]).splitlines()
-    columns = [cell.strip() for cell in header.strip("|").split("|")]
-    cells = dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
-    assert (cells["D"], cells["n"]) == ("0.2 ± 0.05", "30")  # a count has no spread
-    assert (cells["captions log FQ"], cells["captions D"], cells["captions n"]) == (
-        "-0.9",
-        "0.2",
-        "30",
-    )
-    assert (cells["text log FQ"], cells["text D"], cells["text n"]) == ("-1.4", "0.5", "12")
-    assert columns.index("text n") < columns.index("feasible")
+def table(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Header and rows (by model) of the first markdown table in ``text``."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    end = next((i for i, row in enumerate(cells) if i > 1 and row[0] == "method"), len(cells))
+    return cells[0], {row[0]: row for row in cells[2:end]}
+
+
+def test_the_compact_leaderboard_is_clears_five_the_objective_and_the_comparison() -> None:
+    text = Leaderboard(board_rows(), "Full evaluations on the report fold.").markdown()
+    header, rows = table(text)
+    assert header == [
+        "model", "Real", "Retain", "Forget", "log FQ", "FQ 1-JS", "log_forget_quality",
+        "D (captions / text)", "n (captions / text)", "tuned − default",
+        "net relearn recovery", "feasible",
+    ]  # fmt: skip
+    assert rows["Original"][1:] == [
+        "0.57", "0.61", "0.34", "-5.4", "0.79", "-25.7", "0.65 / 0.23", "60 / 12", "—", "—", "—"
+    ]  # fmt: skip
+    tuned = rows["dpo (tuned, 2 seeds)"]
+    assert tuned[1] == "0.57 ± 0.01"
+    # +1 and +3: mean 2, sd √2, half-width t(0.975, 1) · √2 / √2 = 12.706
+    assert tuned[9:] == ["+2 [-10.7, +14.7]", "0", "2/2"]  # a net recovery of 0 is a value
+    assert rows["dpo (default, 2 seeds)"][9:] == ["—", "—", "1/2"]
+    assert "nan" not in text and text.startswith("Full evaluations on the report fold.")
+    assert "Every column: leaderboard_full.csv, or --leaderboard full." in text
+
+
+def test_the_objectives_d_and_n_follow_the_modality_and_absent_columns_are_left_out() -> None:
+    rows = [LeaderboardRow("Original", ORIGINAL, ""), LeaderboardRow("Gold", GOLD, "")]
+    header, cells = table(Leaderboard(rows, modality="visual").markdown())
+    assert header[-3:] == ["D (captions)", "n (captions)", "feasible"]  # no seeds, no checks
+    assert cells["Original"][-3:-1] == ["0.65", "60"]
+    assert "net relearn recovery" not in Leaderboard(rows).markdown()
+
+
+def test_the_full_view_has_every_column_but_one_that_reads_zero_on_every_row() -> None:
+    text = Leaderboard(board_rows()).markdown("full")
+    header, rows = table(text)
+    assert "forget_metric" in header and header[-2:] == ["feasible", "trial"]
+    assert "retain_metric" not in header  # 0 for Original, Gold and both methods' rows
+    assert {"captions D", "text n", "quantize worst", "tuned − default"} <= set(header)
+    assert rows["dpo (default, 2 seeds)"][-1] == "defaults" and rows["Gold"][-1] == "—"
+    assert rows["Gold"][header.index("quantize worst")] == "—"
+    assert "Every column" not in text  # the compact view's line
+
+
+def test_the_full_csv_keeps_every_metric_at_full_precision(tmp_path: Path) -> None:
+    rows = [*board_rows(), LeaderboardRow("ga", {"clear/ks_d": 0.123456789}, "no", "t9")]
+    text = write_leaderboard(tmp_path, Leaderboard(rows), "compact", "paired table")
+    assert text.endswith("\n\npaired table")
+    assert (tmp_path / "leaderboard.md").read_text() == text + "\n"
+    with (tmp_path / "leaderboard_full.csv").open() as handle:
+        header, *lines = list(csv.reader(handle))
+    assert header[:5] == ["model", "feasible", "trial", "clear/real_metric", "sd clear/real_metric"]
+    assert "retain_metric" in header  # the CSV drops nothing
+    read = read_leaderboard(tmp_path / "leaderboard_full.csv")
+    assert read["ga"] == {"clear/ks_d": 0.123456789}
+    assert read["dpo (tuned, 2 seeds)"]["confirm/difference_mean"] == 2.0
+    assert read["Gold"]["retain_metric"] == 0.0
+    assert lines[2][header.index("sd clear/real_metric")] == "0.01"
+
+
+def test_the_view_is_a_config_field_with_a_flag() -> None:
+    from clear_ray.cli import overrides_from
+    from clear_ray.tune import FLAGS, build_parser
+
+    assert Config().report.leaderboard == "compact"
+    args = build_parser().parse_args(["--leaderboard", "full"])
+    assert overrides_from(args, FLAGS) == {"report.leaderboard": "full"}
+    with pytest.raises(
+        ConfigError, match=r"report\.leaderboard: 'wide' is not one of compact, full"
+    ):
+        Config().replace({"report.leaderboard": "wide"})
 
 
 def test_trial_table_names_the_constraints_metrics() -> None:

@@ -40,7 +40,6 @@ from clear_ray.robust.run import (
     report_persons,
     write_robustness,
 )
-from clear_ray.search.results import LeaderboardRow, leaderboard
 
 # ---- configuration and registry ------------------------------------------------------------
 
@@ -336,15 +335,6 @@ def test_confirm_runs_are_checked_by_seed(tmp_path: Path) -> None:
     confirm = {"configurations": {"tuned": {"runs": runs}}}
     (tmp_path / "confirm.json").write_text(json.dumps(confirm))
     assert confirm_adapters(tmp_path) == {"tuned/seed1": tmp_path / "a1"}
-
-
-def test_the_leaderboard_shows_robustness_columns_only_when_a_row_has_them() -> None:
-    plain = LeaderboardRow("Original", {"clear/forget_metric": 0.3}, "")
-    assert "relearn recovery" not in leaderboard([plain])
-    checked = LeaderboardRow("dpo", {"robust/relearn/recovery": 0.25}, "yes", "t1")
-    lines = leaderboard([plain, checked]).splitlines()
-    assert lines[0].endswith("| forget_distance | relearn recovery | feasible | trial |")
-    assert lines[3].endswith("| 0.25 | yes | t1 |") and lines[2].endswith("| nan |  |  |")
 
 
 # ---- end to end: relearning as a cached Ray task --------------------------------------------

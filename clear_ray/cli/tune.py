@@ -141,6 +141,12 @@ FLAGS = {
         "search.confirm_seeds",
         "re-train the selected and the default configuration with this many fresh seeds",
     ),
+    "--leaderboard": (
+        "report.leaderboard",
+        "compact: CLEAR's five columns, the objective with its D and n, tuned - default, net "
+        "relearn recovery, feasible | full: every column (leaderboard_full.csv has them either "
+        "way)",
+    ),
 }
 
 

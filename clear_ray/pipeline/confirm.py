@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clear_ray.config import Config
-from clear_ray.console import log
+from clear_ray.console import counted, log
 from clear_ray.data.folds import REPORT
 from clear_ray.pipeline.context import MethodSearch, Search
 from clear_ray.search.space import load_defaults
@@ -89,7 +89,7 @@ def comparison_of(search: Search, record: dict) -> SeedComparison:
 def log_comparison(search: Search, method: str, record: dict) -> None:
     """The paired difference on the method's run (``confirm/*``, tag ``confirm.verdict``) and
     the console."""
-    from clear_ray.tracking import comparison_metrics
+    from clear_ray.report.paired import comparison_metrics
 
     comparison, tracker = comparison_of(search, record), search.tracker
     tracker.log_metrics(tracker.parent_id, comparison_metrics(comparison))
@@ -139,8 +139,8 @@ def confirm_configurations(
     }
     for label, (configuration, train) in runs.items():
         log(
-            f"{method}: confirming the {label} configuration ({configuration.epochs} "
-            f"epochs) with seeds {train}"
+            f"{method}: confirming the {label} configuration "
+            f"({counted(configuration.epochs, 'epoch')}) with seeds {train}"
         )
     trained = {}
     if runs:
@@ -213,7 +213,7 @@ def confirm_rows(method: str, record: dict) -> tuple[LeaderboardRow, Leaderboard
         runs = summary["runs"]
         rows.append(
             LeaderboardRow(
-                f"{method} ({label}, {len(runs)} seeds)",
+                f"{method} ({label}, {counted(len(runs), 'seed')})",
                 summary["mean"],
                 f"{sum(run['feasible'] for run in runs)}/{len(runs)}",
                 summary["trial"] or "defaults",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clear_ray.config import Config
+from clear_ray.console import counted
 from clear_ray.data.folds import PersonFolds
 from clear_ray.pipeline.confirm import comparison_of
 from clear_ray.pipeline.context import MethodSearch, Search
@@ -220,31 +221,45 @@ def report_diagnostics(
         )
 
 
-def leaderboard_text(search: Search) -> str:
-    """The leaderboard (Original, Gold, each method's tuned and default rows) and the paired
-    tuned − default section of the methods with confirm runs."""
+def write_leaderboard_files(search: Search) -> tuple[str, list[Path]]:
+    """leaderboard.md (Original, Gold, each method's tuned and default rows, in the configured
+    view, then the paired tuned − default section) and leaderboard_full.csv; returns the
+    markdown, for the console, and the files written."""
     from clear_ray.search.confirm import CONFIRM_FILE
-    from clear_ray.search.results import LeaderboardRow, leaderboard, paired_section
+    from clear_ray.search.results import (
+        LEADERBOARD_CSV,
+        LEADERBOARD_FILE,
+        Leaderboard,
+        LeaderboardRow,
+        method_rows,
+        paired_section,
+        write_leaderboard,
+    )
 
-    state, refs, cfg = search.state, search.refs, search.cfg
+    state, refs, cfg, dirs = search.state, search.refs, search.cfg, search.dirs
+    comparisons = {
+        method: comparison_of(search, json.loads(path.read_text()))
+        for method in state.methods
+        if (path := dirs.method(method) / CONFIRM_FILE).is_file()
+    }
     rows = [
         LeaderboardRow("Original", refs.original_full.metrics, ""),
         LeaderboardRow("Gold", refs.gold_full.metrics, ""),
         *(
-            LeaderboardRow(**outcome)
+            row
             for method in state.methods
-            for outcome in (state.runs[method].outcome, state.runs[method].default_outcome)
-            if outcome
+            for row in method_rows(
+                state.runs[method].outcome,
+                state.runs[method].default_outcome,
+                comparisons.get(method),
+            )
         ),
     ]
     heading = leaderboard_heading(refs.folds, cfg.search.confirm_seeds, search.thresholds)
-    comparisons = {
-        method: comparison_of(search, json.loads(path.read_text()))
-        for method in state.methods
-        if (path := search.dirs.method(method) / CONFIRM_FILE).is_file()
-    }
+    board = Leaderboard(rows, heading, cfg.search.objective, cfg.data.modality)
     section = paired_section(comparisons, cfg.search.objective)
-    return leaderboard(rows, heading) + (f"\n\n{section}" if section else "")
+    table = write_leaderboard(dirs.root, board, cfg.report.leaderboard, section)
+    return table, [dirs.root / LEADERBOARD_FILE, dirs.root / LEADERBOARD_CSV]
 
 
 def leaderboard_heading(
@@ -259,7 +274,7 @@ def leaderboard_heading(
         else "NO FOLDS (--report-fraction 0): selected and reported on the same forget persons"
     )
     seeds = (
-        f"tuned and default rows: mean ± sd over {confirm_seeds} confirm seeds"
+        f"tuned and default rows: mean ± sd over {counted(confirm_seeds, 'confirm seed')}"
         if confirm_seeds
         else "each method: its best trial's checkpoint (no confirm seeds)"
     )

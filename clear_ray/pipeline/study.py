@@ -13,7 +13,7 @@ from clear_ray.console import log
 from clear_ray.data.folds import FOLDS_FILE, SELECTION
 from clear_ray.pipeline.context import Search, announce_folds, fold_tag, log_references, untuned
 from clear_ray.pipeline.method import search_method
-from clear_ray.pipeline.reports import leaderboard_text, reference_table
+from clear_ray.pipeline.reports import reference_table, write_leaderboard_files
 from clear_ray.search.driver import FINISHED, STOPPED, Driver, resume_command
 from clear_ray.search.outbox import OUTBOX_FILE
 from clear_ray.search.session import FAILED, SearchDirs, SearchState, dashboard_command
@@ -185,10 +185,9 @@ def summarise_study(search: Search, started: float) -> None:
     from clear_ray.tracking import ui_command
 
     state, dirs, tracker = search.state, search.dirs, search.tracker
-    table = leaderboard_text(search)
-    (dirs.root / "leaderboard.md").write_text(table + "\n")
+    table, written = write_leaderboard_files(search)
     summary_run = state.top_parent_id or state.runs[state.methods[0]].parent_id
-    tracker.log_artifacts(summary_run, [dirs.root / "leaderboard.md"])
+    tracker.log_artifacts(summary_run, written)
     report = write_report(read_search(dirs.root))  # report.md, report.html (clear_ray/report)
     tracker.log_artifacts(summary_run, report)
     if state.top_parent_id:

@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
             "has them), tuned − default paired by confirm seed with its t-interval and a "
             "verdict (which may be 'inconclusive at N seeds'), the feasibility threshold "
             "and person folds used, best feasible trial with L1 = 0 vs L1 > 0, robustness "
-            "checks when run, and each method's plots. "
+            "checks when run (each check's normalised worst case; every value in "
+            "robustness.csv beside the report), and each method's plots. "
             "The files are logged to the search's MLflow run."
         ),
         epilog=(
@@ -92,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"Report: {paths[1]} (and {paths[0].name})")
+    others = ", ".join(path.name for path in paths if path != paths[1])
+    print(f"Report: {paths[1]} (and {others})")
     run_id = run_id or record.run_id
     if run_id and not args.no_mlflow:
         uri = args.tracking_uri or default_uri(record.config)

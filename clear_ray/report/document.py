@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clear_ray.report.inputs import SearchRecord
 from clear_ray.report.tables import (
+    ROBUSTNESS_CSV,
     Table,
     configurations_table,
     folds_line,
@@ -17,6 +18,7 @@ from clear_ray.report.tables import (
     table1,
     threshold_line,
 )
+from clear_ray.search.results import WORST_NORMALISED
 
 PLOTS = (  # plots.FILE_NAMES key, caption
     ("retain", "forget quality vs retain of every trial, Original and Gold marked, threshold"),
@@ -32,6 +34,8 @@ class Section:
     lines: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     images: list[tuple[str, Path]] = field(default_factory=list)  # (caption, PNG)
+    # (text, file name): files written beside the report (write.py), linked by relative path
+    links: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -73,9 +77,13 @@ def build_report(record: SearchRecord) -> Report:
             "Does the L1 regulariser help?", ["CLEAR's question, per method."], [l1_table(record)]
         )
     )
-    robustness = robustness_table(record)
-    if robustness is not None:
-        sections.append(Section("Robustness", tables=[robustness]))
+    if any(method.robustness for method in record.methods):
+        table = robustness_table(record)
+        none = f"No checked model has a normalised worst case (robust/<check>/{WORST_NORMALISED})."
+        detail = ("every check's value per variant and model (CSV)", ROBUSTNESS_CSV)
+        sections.append(
+            Section("Robustness", [] if table else [none], [table] if table else [], links=[detail])
+        )
     for method in record.methods:
         images = [(caption, method.plots[key]) for key, caption in PLOTS if key in method.plots]
         lines = [] if images else ["no plots in the search folder"]

@@ -4,21 +4,20 @@ Only ``state.json`` is required (config, methods, each method's final evaluation
 optional and reported as missing when absent: ``folds.json`` and ``<method>/confirm.json``
 (written by the fold and confirm-seed steps, CONTRACTS.md), ``<method>/robustness.json``,
 ``<method>/trials.csv`` and the plots tune.py drew. Original's and Gold's full evaluations are
-read back from ``leaderboard.md`` (tune.py writes no other copy of them in the folder).
+read back from ``leaderboard_full.csv`` (tune.py writes no other copy of them in the folder).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clear_ray.config import Config, ConfigError
 from clear_ray.search.plots import FILE_NAMES
-from clear_ray.search.results import LEADERBOARD
+from clear_ray.search.results import LEADERBOARD_CSV, read_leaderboard
 from clear_ray.search.session import STATE_FILE, SearchState
 
 REFERENCES = ("Original", "Gold")
@@ -61,41 +60,6 @@ def _json(path: Path) -> Any:
         raise ConfigError(f"{path} is not JSON ({error})") from None
 
 
-def _number(cell: str) -> float:
-    """The leading number of a table cell ("0.81", "0.81 ± 0.02", "nan")."""
-    try:
-        return float(cell.split()[0])
-    except (IndexError, ValueError):
-        return math.nan
-
-
-def leaderboard_metrics(path: Path) -> dict[str, dict[str, float]]:
-    """Model -> {metric: value} from a leaderboard.md's first table (columns named as
-    results.LEADERBOARD; the tuned − default table follows it)."""
-    if not path.is_file():
-        return {}
-    text = path.read_text().splitlines()
-    start = next((i for i, line in enumerate(text) if line.startswith("|")), len(text))
-    lines = []
-    for line in text[start:]:
-        if not line.startswith("|"):
-            break
-        lines.append(line)
-    if len(lines) < 2:
-        return {}
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    metric_of = dict(LEADERBOARD)
-    table = {}
-    for line in lines[2:]:
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        table[cells[0]] = {
-            metric_of[column]: _number(cell)
-            for column, cell in zip(header, cells, strict=False)
-            if column in metric_of
-        }
-    return table
-
-
 def read_trials(path: Path) -> list[dict[str, str]] | None:
     if not path.is_file():
         return None
@@ -108,7 +72,7 @@ def read_search(root: Path) -> SearchRecord:
     if not (root / STATE_FILE).is_file():
         raise ConfigError(f"{root} is not a search folder (no {STATE_FILE})")
     state = SearchState.from_dict(_json(root / STATE_FILE))
-    leaderboard = leaderboard_metrics(root / "leaderboard.md")
+    leaderboard = read_leaderboard(root / LEADERBOARD_CSV)
     methods = []
     for name in state.methods:
         folder = root / name

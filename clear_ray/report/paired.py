@@ -343,6 +343,25 @@ def compare_seeds(
     return SeedComparison(tuple(float(tuned[s] - default[s]) for s in shared), shared, level)
 
 
+# tuned − default over the confirm seeds: its mean and two-sided t-interval (comparison_metrics).
+MEAN_DIFFERENCE = "confirm/difference_mean"
+LOW_DIFFERENCE, HIGH_DIFFERENCE = "confirm/difference_low", "confirm/difference_high"
+
+
+def comparison_metrics(comparison: SeedComparison) -> dict[str, float]:
+    """The ``confirm/*`` summary of tuned − default over the confirm seeds, as the method's
+    MLflow run and the leaderboard's tuned row carry it (the per-seed differences are
+    ``confirm/difference`` at step = seed on the run)."""
+    low, high = comparison.interval or (math.nan, math.nan)
+    return {
+        "confirm/pairs": len(comparison.differences),
+        MEAN_DIFFERENCE: comparison.mean,
+        LOW_DIFFERENCE: low,
+        HIGH_DIFFERENCE: high,
+        "confirm/sign_flip_p": comparison.p_sign_flip,
+    }
+
+
 ONE_DRAW_NOTE = (
     "All seeds re-train on one draw of the references (data, Original, Gold, person folds): "
     "the draw-to-draw variance, which can be as large as the seed-to-seed one, is not in "

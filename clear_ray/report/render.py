@@ -3,7 +3,7 @@
 The HTML needs no server and no script: plain tables, PNGs embedded as base64 ``data:`` URIs,
 so the one file can be mailed, attached to an MLflow run or opened from any disk. The markdown
 links the PNGs by relative path (GitHub and MLflow's viewer show tables; images where the
-folder is beside it).
+folder is beside it). Both link the detail files written beside them (robustness.csv) by name.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def to_markdown(report: Report, base: Path) -> str:
             parts.append(markdown(table.header, table.rows))
             if table.caption:
                 parts.append(f"*{table.caption}*")
+        parts.extend(f"[{text}]({name})" for text, name in section.links)
         for caption, image in section.images:
             parts.append(f"![{caption}]({Path(os.path.relpath(image, base)).as_posix()})")
     return "\n\n".join(parts) + "\n"
@@ -67,6 +68,10 @@ def to_html(report: Report) -> str:
         parts.append(f"<h2>{html.escape(section.heading)}</h2>")
         parts.extend(f"<p>{html.escape(line)}</p>" for line in section.lines)
         parts.extend(_html_table(table) for table in section.tables)
+        parts.extend(
+            f'<p><a href="{html.escape(name)}">{html.escape(text)}</a></p>'
+            for text, name in section.links
+        )
         parts.extend(_html_image(caption, image) for caption, image in section.images)
     body = "\n".join(parts)
     return (

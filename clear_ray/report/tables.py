@@ -14,13 +14,20 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from clear_ray.config import ConfigError
+from clear_ray.config import ROBUST_CHECKS, ConfigError
+from clear_ray.console import counted
 from clear_ray.eval.names import FORGET_CAPTIONS, ITEM_COUNT, KS_STATISTIC, is_item_count
 from clear_ray.report.inputs import REFERENCES, MethodRecord, SearchRecord
 from clear_ray.search.confirm import mean_sd as seed_mean_sd
 from clear_ray.search.confirm import seed_comparison
 from clear_ray.search.diagnostics import expected_best
-from clear_ray.search.results import PAIRED_HEADER, paired_caption, paired_rows
+from clear_ray.search.results import (
+    NET_RECOVERY,
+    PAIRED_HEADER,
+    WORST_NORMALISED,
+    paired_caption,
+    paired_rows,
+)
 from clear_ray.train.keys import BEST_OBJECTIVE, FEASIBLE
 from clear_ray.train.selection import Thresholds
 
@@ -94,7 +101,7 @@ def method_rows(method: MethodRecord) -> list[list[str]]:
         if found:
             runs = found.get("runs") or []
             seeds = len(runs) or len(confirm.get("seeds", []))
-            where = f"{seeds} seeds, {confirm.get('fold', '?')} fold"
+            where = f"{counted(seeds, 'seed')}, {confirm.get('fold', '?')} fold"
             rows.append([model, *seed_cells(found), feasible_seeds(found), where])
         elif label == "tuned" and method.outcome.get("metrics"):
             metrics = method.outcome["metrics"]
@@ -277,21 +284,59 @@ def l1_table(record: SearchRecord) -> Table:
     )
 
 
-def robustness_table(record: SearchRecord) -> Table | None:
-    """``robust/<check>/<name>`` per method and model label (robustness.json), or None."""
-    found = [
+ROBUSTNESS_CSV = "robustness.csv"  # beside the report: every robust/* value of every model
+ROBUSTNESS_CSV_HEADER = ["method", "model", "check", "metric", "value"]
+
+
+def _robustness(record: SearchRecord) -> list[tuple[str, str, dict[str, float]]]:
+    """(method, model label, its robust/* values) per model a method's robustness.json holds."""
+    return [
         (method.name, label, values)
         for method in record.methods
         for label, values in (method.robustness or {}).items()
     ]
-    if not found:
+
+
+def robustness_table(record: SearchRecord) -> Table | None:
+    """Per method and model (robustness.json's labels): each check's worst condition as a share
+    of Original's knowledge (``robust/<check>/worst_normalised``, 0 = Gold, 1 = Original) and
+    the net relearn recovery, the checks some model has; None when no model has one. Every
+    variant's value is in :data:`ROBUSTNESS_CSV` (:func:`robustness_rows`)."""
+    found = _robustness(record)
+    columns = [
+        (header, key)
+        for header, key in (
+            *((check, f"robust/{check}/{WORST_NORMALISED}") for check in ROBUST_CHECKS),
+            ("net relearn recovery", NET_RECOVERY),
+        )
+        if any(key in values for _, _, values in found)
+    ]
+    if not columns:
         return None
-    metrics = sorted({key for _, _, values in found for key in values})
     rows = [
-        [method, label, *(number(float(values.get(key, math.nan))) for key in metrics)]
+        [method, label, *(number(float(values.get(key, math.nan))) for _, key in columns)]
         for method, label, values in found
     ]
-    return Table(["method", "model", *(key.removeprefix("robust/") for key in metrics)], rows)
+    return Table(
+        ["method", "model", *(header for header, _ in columns)],
+        rows,
+        "Each check's worst condition (quantization scheme, prompt variant, ...) as a share of "
+        "the knowledge Original has over Gold: 0 = Gold's level, 1 = Original's; lower is "
+        "better. Net relearn recovery: the share of the removed knowledge that the relearning "
+        "attack brings back beyond what it teaches Gold (docs/robustness.md). Every check's "
+        "value per variant and model: "
+        f"{ROBUSTNESS_CSV}.",
+    )
+
+
+def robustness_rows(record: SearchRecord) -> list[list[str]]:
+    """:data:`ROBUSTNESS_CSV`'s rows: one per method, model and ``robust/<check>/<metric>``."""
+    rows = []
+    for method, label, values in _robustness(record):
+        for key, value in sorted(values.items()):
+            check, _, metric = key.removeprefix("robust/").partition("/")
+            rows.append([method, label, check, metric, repr(float(value))])
+    return rows
 
 
 def missing_notes(record: SearchRecord) -> list[str]:
@@ -311,7 +356,7 @@ def missing_notes(record: SearchRecord) -> list[str]:
         if not method.outcome:
             notes.append(f"{method.name}: search not finished (no final evaluation)")
     if set(record.references) != set(REFERENCES):
-        notes.append("no Original/Gold rows in leaderboard.md")
+        notes.append("no Original/Gold rows in leaderboard_full.csv")
     if not any(m.robustness for m in record.methods):
-        notes.append("no robustness.json: no robustness columns")
+        notes.append("no robustness.json: no robustness table")
     return notes

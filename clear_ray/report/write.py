@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 from clear_ray.report.document import build_report
 from clear_ray.report.inputs import SearchRecord
 from clear_ray.report.render import to_html, to_markdown, write_whole
+from clear_ray.report.tables import ROBUSTNESS_CSV, ROBUSTNESS_CSV_HEADER, robustness_rows
 
 REPORT_FILES = ("report.md", "report.html")
 
 
+def csv_text(header: list[str], rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([header, *rows])
+    return buffer.getvalue()
+
+
 def write_report(record: SearchRecord, out: Path | None = None) -> list[Path]:
-    """Both files of the search's report into ``out`` (default: its folder); rendered before
-    either is written, each written whole (a failure leaves the previous report, not half)."""
+    """The search's report into ``out`` (default: its folder): report.md, report.html and,
+    when the search ran robustness checks, the robustness.csv they link; all rendered before
+    any is written, each written whole (a failure leaves the previous report, not half)."""
     out = out or record.root
     report = build_report(record)
-    texts = (to_markdown(report, out), to_html(report))
-    return [write_whole(out / name, text) for name, text in zip(REPORT_FILES, texts, strict=True)]
+    files = dict(zip(REPORT_FILES, (to_markdown(report, out), to_html(report)), strict=True))
+    robustness = robustness_rows(record)
+    if robustness:
+        files[ROBUSTNESS_CSV] = csv_text(ROBUSTNESS_CSV_HEADER, robustness)
+    return [write_whole(out / name, text) for name, text in files.items()]
 
 
 def log_report(tracking_uri: str, run_id: str, paths: list[Path]) -> None:

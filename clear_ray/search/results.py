@@ -1,8 +1,10 @@
 """The trial table (feasible first, each with its best epoch and adapter) and the leaderboard.
 
 The leaderboard's first columns are CLEAR's Table 1 (``clear/*``: CLEAR_SPEC §5, CLEAR
-``mm/build_vllm_table.py``), so a row can be set beside the paper's; the project's extended
-aggregates and the search objective follow under their own metric names.
+``mm/build_vllm_table.py``), so a row can be set beside the paper's. Its compact view (the
+default) adds the objective, tuned − default and the net relearn recovery; the full view the
+project's extended aggregates, each task's forget quality and every robustness value, under
+their own metric names; leaderboard_full.csv holds every metric of every row.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import csv
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from clear_ray.config import SearchConfig
+from clear_ray.config import LEADERBOARD_VIEWS, ROBUST_CHECKS, DataConfig, SearchConfig
 from clear_ray.eval.names import (
     FORGET_CAPTIONS,
     FORGET_DISTANCE,
@@ -23,8 +26,16 @@ from clear_ray.eval.names import (
     ITEM_COUNT,
     KS_STATISTIC,
     is_item_count,
+    objective_tasks,
 )
-from clear_ray.report.paired import ONE_DRAW_NOTE, SeedComparison
+from clear_ray.report.paired import (
+    HIGH_DIFFERENCE,
+    LOW_DIFFERENCE,
+    MEAN_DIFFERENCE,
+    ONE_DRAW_NOTE,
+    SeedComparison,
+    comparison_metrics,
+)
 from clear_ray.train.keys import (
     BEST_EPOCH,
     BEST_OBJECTIVE,
@@ -210,7 +221,8 @@ def write_csv(
 # (column, metric). CLEAR's Table 1: Real/Retain/Forget and its forget quality on CLEAR's
 # truth ratios, as the KS log p-value (v1 tables) with its KS statistic D and items a side n
 # (log p grows with n at a fixed D, so only D compares across fold sizes), and 1 − JS
-# (camera-ready). Then ours: the objective's columns (eval/suite.py with_objective).
+# (camera-ready). Then ours: the extended aggregates and the objective's columns (eval/suite.py
+# with_objective). The full view shows them all; the compact one CLEAR's five and the objective.
 LEADERBOARD = (
     ("Real", "clear/real_metric"),
     ("Retain", "clear/retain_metric"),
@@ -227,7 +239,12 @@ LEADERBOARD = (
     ("forget_quality_js", "forget_quality_js"),
     ("forget_distance", FORGET_DISTANCE),
 )
-LEADERBOARD_COLUMNS = ("model", *(column for column, _ in LEADERBOARD), "feasible", "trial")
+# CLEAR's five columns, as its tables print them (CLEAR_SPEC §6: v1 log FQ, camera-ready 1 − JS).
+CLEAR_COLUMNS = tuple(
+    column
+    for column in LEADERBOARD
+    if column[0] in ("Real", "Retain", "Forget", "log FQ", "FQ 1-JS")
+)
 # Each forget-quality task's own log FQ, D and n, beside the objective that combines them;
 # shown for the tasks some row has.
 TASK_LABELS = {FORGET_CAPTIONS: "captions", FORGET_TEXT: "text"}
@@ -240,8 +257,14 @@ TASK_COLUMNS = tuple(
         ("n", ITEM_COUNT),
     )
 )
-# Robustness of each best trial (clear_ray/robust/), shown when a search ran the check.
+# Robustness of each best trial (clear_ray/robust/, docs/robustness.md), shown when a search ran
+# the check: the recovery under relearning net of what the same attack teaches Gold, and each
+# check's worst condition as a share of Original's knowledge (0 = Gold, 1 = Original).
+NET_RECOVERY = "robust/relearn/net_recovery"
+WORST_NORMALISED = "worst_normalised"
 ROBUSTNESS_COLUMNS = (
+    ("net relearn recovery", NET_RECOVERY),
+    *((f"{check} worst", f"robust/{check}/{WORST_NORMALISED}") for check in ROBUST_CHECKS),
     ("relearn recovery", RELEARN_RECOVERY),
     ("Gold recovery", "robust/relearn/gold_recovery"),
     ("int8 forget_metric", "robust/quantize/int8/forget_metric"),
@@ -250,6 +273,29 @@ ROBUSTNESS_COLUMNS = (
     ("worst-prompt log_forget_quality", "robust/prompts/worst_log_forget_quality"),
     ("cross-modal log_forget_quality", "robust/cross_modal/log_forget_quality"),
 )
+PAIRED_COLUMN = "tuned − default"
+DASH = "—"  # a value the row does not have (a reference's robustness, a single run's spread)
+SD_PREFIX = "sd "  # leaderboard_full.csv: "sd <metric>" beside a metric with a spread
+COMPACT, FULL = LEADERBOARD_VIEWS
+LEADERBOARD_FILE, LEADERBOARD_CSV = "leaderboard.md", "leaderboard_full.csv"
+# The compact view's line under the table: what each shown column is, then where the rest is.
+CLEAR_LEGEND = (
+    "Real, Retain, Forget, log FQ, FQ 1-JS: CLEAR's Table 1 columns (clear/*; Forget: lower is "
+    "more forgotten, Gold the level to reach)."
+)
+OBJECTIVE_LEGEND = (
+    "{objective}: the search objective; D, n: the KS statistic and items a side of each forget "
+    "task it compares with Gold."
+)
+PAIRED_LEGEND = (
+    "tuned − default: the objective's mean difference over the confirm seeds, with its 95 % "
+    "t-interval (table below)."
+)
+NET_LEGEND = (
+    "net relearn recovery: the share of the removed knowledge a relearning attack brings back "
+    "beyond what it teaches Gold (docs/robustness.md)."
+)
+FILES_LEGEND = f"Every column: {LEADERBOARD_CSV}, or --leaderboard full."
 
 
 def task_summary(metrics: dict[str, float]) -> str:
@@ -262,6 +308,10 @@ def task_summary(metrics: dict[str, float]) -> str:
         if f"{task}/log_forget_quality" in metrics
     ]
     return "; ".join(parts)
+
+
+def _number(value: float, digits: str = ".4g") -> str:
+    return format(value, digits) if value == value else DASH
 
 
 @dataclass(frozen=True)
@@ -278,25 +328,203 @@ class LeaderboardRow:
     trial: str = ""
     sd: dict[str, float | None] = field(default_factory=dict)
 
-    def cells(self, extra: tuple[tuple[str, str], ...] = ()) -> list[str]:
-        numbers = [self.cell(key) for _, key in (*LEADERBOARD, *extra)]
-        return [self.model, *numbers, self.feasible, self.trial]
+    def value(self, key: str) -> float:
+        return float(self.metrics.get(key, math.nan))
 
     def cell(self, key: str) -> str:
-        mean = f"{self.metrics.get(key, math.nan):.4g}"
+        """``mean ± sd`` (a count, or a single run: the value alone); DASH when it has none."""
+        mean = _number(self.value(key))
         spread = self.sd.get(key)
-        return mean if spread is None or is_item_count(key) else f"{mean} ± {spread:.2g}"
+        if mean == DASH or spread is None or is_item_count(key):
+            return mean
+        return f"{mean} ± {spread:.2g}"
+
+    def paired_cell(self) -> str:
+        """tuned − default on the objective: the mean and its t-interval (report/paired.py)."""
+        mean, low, high = (
+            self.value(k) for k in (MEAN_DIFFERENCE, LOW_DIFFERENCE, HIGH_DIFFERENCE)
+        )
+        if mean != mean:
+            return DASH
+        return f"{mean:+.3g}" + (f" [{low:+.3g}, {high:+.3g}]" if low == low else "")
 
 
-def leaderboard(rows: list[LeaderboardRow], heading: str = "") -> str:
-    """The markdown table, under ``heading`` (which folds and seeds the numbers are on); of the
-    per-task and robustness columns, those some row has a value of (before feasible)."""
-    extra = tuple(
-        c for c in (*TASK_COLUMNS, *ROBUSTNESS_COLUMNS) if any(c[1] in row.metrics for row in rows)
+@dataclass(frozen=True)
+class Column:
+    """A leaderboard column: its header, the metrics it shows and how a row's cell reads them.
+    ``drop_zero``: an evaluation metric that reads 0 on every row tells no model apart (a
+    harmonic mean one of whose scores is 0 everywhere): the column is left out."""
+
+    header: str
+    keys: tuple[str, ...]
+    render: Callable[[LeaderboardRow], str]
+    drop_zero: bool = True
+    legend: str = ""  # what the compact view says of it under the table
+
+    def shown(self, rows: list[LeaderboardRow]) -> bool:
+        """Whether some row has a value, and (``drop_zero``) one that is not 0."""
+        values = [row.value(key) for row in rows for key in self.keys]
+        values = [value for value in values if value == value]
+        return bool(values) and not (self.drop_zero and all(value == 0 for value in values))
+
+
+def metric_column(header: str, key: str, drop_zero: bool = True, legend: str = "") -> Column:
+    return Column(header, (key,), lambda row: row.cell(key), drop_zero, legend)
+
+
+def tasks_column(name: str, metric: str, digits: str, tasks: tuple[str, ...]) -> Column:
+    """``metric`` of each of ``tasks`` in one cell ("0.283 / 0.25"), the header naming them
+    ("D (captions / text)": not CLEAR's D, which is of its own truth ratios)."""
+    keys = tuple(f"{task}/{metric}" for task in tasks)
+    labels = " / ".join(TASK_LABELS[task] for task in tasks)
+    return Column(
+        f"{name} ({labels})",
+        keys,
+        lambda row: " / ".join(_number(row.value(key), digits) for key in keys),
+        drop_zero=False,  # Gold's D is 0, and so may every model's be
     )
-    header = [LEADERBOARD_COLUMNS[0], *(c for c, _ in (*LEADERBOARD, *extra)), "feasible", "trial"]
-    table = markdown(header, [row.cells(extra) for row in rows])
-    return f"{heading}\n\n{table}" if heading else table
+
+
+PAIRED = Column(PAIRED_COLUMN, (MEAN_DIFFERENCE,), LeaderboardRow.paired_cell, False, PAIRED_LEGEND)
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """Original, Gold and each method's rows, in two views: ``compact`` (CLEAR's five columns,
+    the objective with the D and n of each task it combines, tuned − default, net relearn
+    recovery, feasible; about ten columns, for reading at a glance) and ``full`` (every column
+    some row has). Either view leaves out a column no row has a value of, and an evaluation
+    metric that is 0 on every row; :meth:`write_csv` keeps every metric."""
+
+    rows: list[LeaderboardRow]
+    heading: str = ""  # which folds and seeds the numbers are on
+    objective: str = SearchConfig.objective
+    modality: str = DataConfig.modality
+
+    def objective_tasks(self) -> tuple[str, ...]:
+        """The forget tasks the objective combines, of those some row was compared on."""
+        compared = [
+            t for t in TASK_LABELS if any(f"{t}/{KS_STATISTIC}" in r.metrics for r in self.rows)
+        ]
+        return objective_tasks(self.modality, compared)
+
+    def columns(self, view: str) -> list[Column]:
+        if view == FULL:
+            candidates = [
+                *(metric_column(header, key) for header, key in (*LEADERBOARD, *TASK_COLUMNS)),
+                *(
+                    metric_column(header, key, drop_zero=False)
+                    for header, key in ROBUSTNESS_COLUMNS
+                ),
+                PAIRED,
+            ]
+        else:
+            tasks = self.objective_tasks()
+            candidates = [
+                *(
+                    metric_column(header, key, legend=CLEAR_LEGEND if i == 0 else "")
+                    for i, (header, key) in enumerate(CLEAR_COLUMNS)
+                ),
+                metric_column(
+                    self.objective,
+                    self.objective,
+                    legend=OBJECTIVE_LEGEND.format(objective=self.objective),
+                ),
+                *(
+                    (
+                        tasks_column("D", KS_STATISTIC, ".3g", tasks),
+                        tasks_column("n", ITEM_COUNT, ".0f", tasks),
+                    )
+                    if tasks
+                    else ()
+                ),
+                PAIRED,
+                metric_column("net relearn recovery", NET_RECOVERY, False, NET_LEGEND),
+            ]
+        return [column for column in candidates if column.shown(self.rows)]
+
+    def markdown(self, view: str = COMPACT) -> str:
+        """The table in ``view`` under the heading; the compact one with a line on its columns."""
+        columns, full = self.columns(view), view == FULL
+        header = ["model", *(c.header for c in columns), "feasible", *(["trial"] if full else [])]
+        cells = [
+            [row.model, *(c.render(row) for c in columns), row.feasible or DASH]
+            + ([row.trial or DASH] if full else [])
+            for row in self.rows
+        ]
+        legend = " ".join([*(c.legend for c in columns if c.legend), FILES_LEGEND])
+        parts = [self.heading, markdown(header, cells), "" if full else legend]
+        return "\n\n".join(part for part in parts if part)
+
+    def metric_keys(self) -> list[str]:
+        """Every metric some row has: the full view's order, then the rest sorted."""
+        present = {key for row in self.rows for key in row.metrics}
+        ordered = [key for _, key in (*LEADERBOARD, *TASK_COLUMNS, *ROBUSTNESS_COLUMNS)]
+        known = [key for key in dict.fromkeys(ordered) if key in present]
+        return known + sorted(present - set(known))
+
+    def write_csv(self, path: Path) -> None:
+        """Every metric of every row at full precision, ``sd <metric>`` after a metric that has
+        a spread; an empty cell where a row has no value."""
+        header = ["model", "feasible", "trial"]
+        for key in self.metric_keys():
+            header.append(key)
+            if any(row.sd.get(key) is not None for row in self.rows):
+                header.append(f"{SD_PREFIX}{key}")
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            for row in self.rows:
+                values = {**row.metrics, **{f"{SD_PREFIX}{k}": v for k, v in row.sd.items()}}
+                writer.writerow(
+                    [row.model, row.feasible, row.trial]
+                    + [
+                        "" if values.get(name) is None else repr(float(values[name]))
+                        for name in header[3:]
+                    ]
+                )
+
+
+def read_leaderboard(path: Path) -> dict[str, dict[str, float]]:
+    """Model -> {metric: mean} from a leaderboard_full.csv ({} when there is none)."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    skip = {"model", "feasible", "trial"}
+    return {
+        row["model"]: {
+            key: float(value)
+            for key, value in row.items()
+            if key not in skip and not key.startswith(SD_PREFIX) and value != ""
+        }
+        for row in rows
+    }
+
+
+def method_rows(
+    outcome: dict[str, Any], default: dict[str, Any], comparison: SeedComparison | None
+) -> list[LeaderboardRow]:
+    """A method's rows: its tuned (or best trial's) row, carrying tuned − default when there
+    are confirm seeds (``confirm/*``, as on its MLflow run), then its default row if any."""
+    rows = []
+    if outcome:
+        row = LeaderboardRow(**outcome)
+        if comparison is not None:
+            row = replace(row, metrics={**row.metrics, **comparison_metrics(comparison)})
+        rows.append(row)
+    if default:
+        rows.append(LeaderboardRow(**default))
+    return rows
+
+
+def write_leaderboard(root: Path, board: Leaderboard, view: str, paired: str = "") -> str:
+    """leaderboard.md (``view``, then the tuned − default table ``paired``) and
+    leaderboard_full.csv (every metric) in ``root``; returns the markdown, for the console."""
+    text = board.markdown(view) + (f"\n\n{paired}" if paired else "")
+    (root / LEADERBOARD_FILE).write_text(text + "\n")
+    board.write_csv(root / LEADERBOARD_CSV)
+    return text
 
 
 PAIRED_HEADER = [
