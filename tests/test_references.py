@@ -265,7 +265,8 @@ def test_brought_references_skip_the_finetune_and_are_evaluated_in_ray_tasks(
     assert not (tmp_path / "out" / "cache" / "models").exists()  # nothing finetuned
     assert refs.original_dir == str(models.original)
     assert refs.gold.metrics["log_forget_quality"] == pytest.approx(0.0)
-    assert refs.original_full.metrics["log_forget_quality"] < -5  # 3 proxy items: too few
+    # the full evaluation, not the proxy: 3 items a side cannot go below log(2/C(6,3)) = -2.3
+    assert refs.original_full.metrics["log_forget_quality"] < -3
     assert set(refs.ran_at) == {
         f"{role}{kind}_evaluation" for role in ("gold", "original") for kind in ("", "_full")
     }

@@ -125,10 +125,10 @@ def test_rows_belong_to_a_person_by_name_else_by_the_name_in_their_text() -> Non
 
 
 def test_report_persons_are_the_folds_report_fold_else_every_forget_person(
-    tmp_path: Path, synthetic_source: str
+    tmp_path: Path, synthetic_source: str, session_config: Config
 ) -> None:
     everyone = report_persons(tmp_path, synthetic_source, "forget10")
-    assert len(everyone) == 8  # synthetic: 80 persons, forget10 = 8
+    assert len(everyone) == session_config.data.synthetic_persons // 10  # forget10: a tenth
     (tmp_path / "folds.json").write_text(
         json.dumps({"selection": [everyone[0]], "report": [everyone[1]], "report_fraction": 0.5})
     )
