@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from clear_ray.config import ConfigError
 from clear_ray.console import log
+from clear_ray.errors import ConfigError
 
 MANIFEST = "clear_ray-manifest.json"
 # Files up to this size are hashed whole on every check (the tiny model, evaluations, the

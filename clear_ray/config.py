@@ -14,10 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration mistake; CLIs print it as one line and exit 2."""
-
+from clear_ray.errors import ConfigError
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 MODALITIES = ("text", "visual", "both")  # what is forgotten: TOFU QA rows, image rows, or both

@@ -24,7 +24,8 @@ from clear_ray.cli.flags import (
     dry_run_lines,
     overrides_from,
 )
-from clear_ray.config import Config, ConfigError, FinetuneConfig, LoraConfig, resolve_config
+from clear_ray.config import Config, FinetuneConfig, LoraConfig, resolve_config
+from clear_ray.errors import ConfigError
 from clear_ray.models.presets import ModelPreset, get_preset
 
 if TYPE_CHECKING:

@@ -49,9 +49,10 @@ from clear_ray.cache import (
     manifest_problem,
     usable,
 )
-from clear_ray.config import Config, ConfigError, SearchConfig
+from clear_ray.config import Config, SearchConfig
 from clear_ray.console import log as console_log
 from clear_ray.data.folds import REPORT, SELECTION, PersonFolds, person_folds
+from clear_ray.errors import ConfigError
 from clear_ray.models.presets import ModelPreset, get_preset
 from clear_ray.staging import DriverDir, on_this_node, stage
 

@@ -21,8 +21,9 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
 from clear_ray.console import log
+from clear_ray.errors import ConfigError
 from clear_ray.search.outbox import Outbox, pending_child, substitute
 from clear_ray.train.keys import (
     BEST_OBJECTIVE,

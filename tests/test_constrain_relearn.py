@@ -14,7 +14,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from clear_ray.cli.tune import main
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
+from clear_ray.errors import ConfigError
 from clear_ray.robust import constraint
 from clear_ray.robust.context import CheckResult
 from clear_ray.search.constrained import ConstrainedOptunaSearch, trials_table

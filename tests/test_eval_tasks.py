@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clear_ray.config import ConfigError, EvalConfig
+from clear_ray.config import EvalConfig
 from clear_ray.data.clear import load_clear
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.synthetic import generate
+from clear_ray.errors import ConfigError
 from clear_ray.eval import metrics
 from clear_ray.eval.names import FORGET_QUALITY_TASKS, TASK_NAMES
 from clear_ray.eval.reference import GoldReference

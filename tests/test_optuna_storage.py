@@ -18,7 +18,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from clear_ray.cli.tune import main
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
 from clear_ray.search.constrained import ConstrainedOptunaSearch
 from clear_ray.search.session import (
     SearchDirs,

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from clear_ray import pretrain
-from clear_ray.config import Config, ConfigError, resolve_config
+from clear_ray.config import Config, resolve_config
 from clear_ray.data import drawing, synthetic
 from clear_ray.data.prompts import FACE_NAME_PROMPT
+from clear_ray.errors import ConfigError
 from clear_ray.finetune import model_name
 
 

@@ -13,7 +13,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from clear_ray.config import Config, ConfigError, FinetuneConfig, LoraConfig, resolve_config
+from clear_ray.config import Config, FinetuneConfig, LoraConfig, resolve_config
+from clear_ray.errors import ConfigError
 from clear_ray.models.lora import attach_lora, finetune_targets
 from clear_ray.models.presets import LLAVA_LORA_TARGETS, PRESETS
 from clear_ray.search.space import scale_lr, space_lines

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
+from clear_ray.errors import ConfigError
 from clear_ray.models.presets import get_preset
 from clear_ray.references import (
     Store,

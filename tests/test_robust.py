@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from clear_ray.config import ROBUST_CHECKS, Config, ConfigError, EvalConfig, RobustConfig
+from clear_ray.config import ROBUST_CHECKS, Config, EvalConfig, RobustConfig
 from clear_ray.data.collate import Collator
 from clear_ray.data.prompts import CAPTION_QUESTIONS
+from clear_ray.errors import ConfigError
 from clear_ray.eval import suite
 from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.scoring import ScoringItem, score_items

@@ -13,7 +13,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from clear_ray.config import ConfigError, SearchConfig
+from clear_ray.config import SearchConfig
+from clear_ray.errors import ConfigError
 from clear_ray.search.constrained import TUNE_ID_ATTR, ConstrainedOptunaSearch, write_trials_csv
 from clear_ray.search.session import MethodRun, SearchDirs, SearchState, find_search
 from clear_ray.search.strategy import (

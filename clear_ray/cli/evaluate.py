@@ -16,8 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from clear_ray.cli.flags import HelpFormatter, add_config_flags, add_set_flag, overrides_from
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
 from clear_ray.console import log
+from clear_ray.errors import ConfigError
 from clear_ray.eval.names import SUMMARY_METRICS
 
 # flag -> dotted config path; defaults and types come from Config, never from here.

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datasets import Features, Image, List, Value
 
-from clear_ray.config import FORGET_SPLITS, ConfigError
+from clear_ray.config import FORGET_SPLITS
+from clear_ray.errors import ConfigError
 
 RETAIN_SPLITS = ("retain99", "retain95", "retain90")
 # Configs holding one image row per (person, image): the person-level splits of the benchmark.

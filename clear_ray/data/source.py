@@ -14,7 +14,8 @@ import hashlib
 from functools import partial
 from pathlib import Path
 
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
+from clear_ray.errors import ConfigError
 
 TOFU_HINT = "--tofu DIR (a local copy of locuslab/TOFU)"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, ProcessorMixin

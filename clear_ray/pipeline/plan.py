@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
 from clear_ray.console import log
+from clear_ray.errors import ConfigError
 from clear_ray.methods import METHODS, TABLE_METHODS, get_method
 from clear_ray.models.presets import get_preset
 from clear_ray.search.session import (

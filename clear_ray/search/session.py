@@ -15,7 +15,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
 
 STATE_FILE = "state.json"
 # SQLite, not Optuna's journal file: a driver killed with SIGKILL (OOM killer, spot loss,

@@ -34,7 +34,8 @@ from typing import Any
 import ray
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from clear_ray.config import Config, ConfigError, SearchConfig
+from clear_ray.config import Config, SearchConfig
+from clear_ray.errors import ConfigError
 from clear_ray.train.keys import DIVERGED_KEY, EPOCH_SCORE, REASON
 from clear_ray.train.worker import TrialInputs, ray_train_loop
 
