@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import mlflow.pyfunc
 import pandas as pd
 
+from clear_ray.runtime.staging import DriverDir
 from clear_ray.serving_input import read_batch, read_max_new_tokens
-from clear_ray.staging import DriverDir
 
 if TYPE_CHECKING:
     from clear_ray.tracking import SearchTracker
@@ -200,7 +200,7 @@ def original_reference(
     """What the registered model names as Original: a brought hub id as it is (it works on any
     machine); a small checkpoint as a directory of this node (``save_model`` copies it into the
     model); a large one by its path (checked when the model loads)."""
-    from clear_ray.staging import on_this_node
+    from clear_ray.runtime.staging import on_this_node
 
     if brought and not Path(brought).expanduser().is_dir():
         return brought

@@ -420,8 +420,8 @@ def test_clear_rows_restricts_every_task_of_an_evaluation(source: str, tiny_mode
 @pytest.fixture(scope="module")
 def tiny_model(source: str):
     from clear_ray.data.collate import Collator
-    from clear_ray.finetune import tokenizer_corpus
     from clear_ray.models.presets import get_preset
+    from clear_ray.references.recipes import tokenizer_corpus
 
     model, processor = get_preset("tiny-llava").build_base(tokenizer_corpus(source), 0)
     return model, Collator(processor)

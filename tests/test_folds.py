@@ -290,8 +290,8 @@ def test_a_trials_per_epoch_evaluation_scores_the_selection_fold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from clear_ray.train import loop
+    from clear_ray.train.inputs import TrialInputs
     from clear_ray.train.selection import Thresholds
-    from clear_ray.train.worker import TrialInputs
 
     seen = {}
 

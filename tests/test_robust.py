@@ -345,7 +345,7 @@ def test_confirm_runs_are_checked_by_seed(tmp_path: Path) -> None:
 def ray_session():
     import ray
 
-    from clear_ray.search.trainable import ray_env_vars
+    from clear_ray.runtime.cluster import ray_env_vars
 
     ray.init(
         num_cpus=2,
@@ -377,7 +377,7 @@ def test_relearning_recovers_more_on_an_original_like_model_than_gold_learns(
 ) -> None:  # fmt: skip
     import os
 
-    from clear_ray.finetune import reference_models
+    from clear_ray.references.prepare import reference_models
     from clear_ray.robust.run import run_checks
 
     models = reference_models(session_config, synthetic_source, session_output / "cache")

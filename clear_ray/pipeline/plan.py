@@ -104,7 +104,7 @@ def check_inputs(cfg: Config) -> None:
     """Bad input fails here with one line, before any data, model or run is written."""
     from clear_ray.data.source import check_source
     from clear_ray.eval.names import OBJECTIVE_TASKS, named_tasks, objective_tasks
-    from clear_ray.references import check_brought
+    from clear_ray.references.checkpoints import check_brought
 
     if not objective_tasks(cfg.data.modality, named_tasks(cfg.eval.tasks)):
         needed = " or ".join(OBJECTIVE_TASKS[cfg.data.modality])

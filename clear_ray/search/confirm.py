@@ -384,10 +384,11 @@ def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from clear_ray.search.cleanup import TrainGroupReaper
+    from clear_ray.runtime.cleanup import TrainGroupReaper
+    from clear_ray.runtime.cluster import concurrent_trials
+    from clear_ray.runtime.store import storage_filesystem
     from clear_ray.search.results import trial_ids
-    from clear_ray.search.session import storage_filesystem
-    from clear_ray.search.trainable import concurrent_trials, trial_trainable
+    from clear_ray.search.trainable import trial_trainable
     from clear_ray.search.trial_logger import TrialLogger
 
     # Confirm runs are measured, not selected: the robustness checks attack them on the report

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clear_ray.errors import ConfigError
+from clear_ray.runtime.store import storage_filesystem
 
 STATE_FILE = "state.json"
 # SQLite, not Optuna's journal file: a driver killed with SIGKILL (OOM killer, spot loss,
@@ -129,14 +130,6 @@ def find_search(output: Path, name: str) -> SearchDirs:
         known = ", ".join(path.name for path in searches) or "none"
         raise ConfigError(f"no search named {name!r} in {output} (searches: {known})")
     return SearchDirs(output, name)
-
-
-def storage_filesystem(storage: str):
-    """The pyarrow filesystem of ``search.storage_path`` and the path within it (a plain path
-    is local); checkpoint paths that Train reports are paths within this filesystem."""
-    from pyarrow import fs
-
-    return fs.FileSystem.from_uri(storage if "://" in storage else f"file://{storage}")
 
 
 def check_storage_path(storage: str) -> None:
