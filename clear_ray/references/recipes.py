@@ -21,24 +21,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from itertools import chain
-from typing import TYPE_CHECKING
+
+import torch
 
 from clear_ray.cache import cache_key
 from clear_ray.config import ROLES, Config, FinetuneConfig, LoraConfig
+from clear_ray.data.clear import data_fingerprint, load_clear
+from clear_ray.data.collate import Collator, Example, caption_example, row_example
+from clear_ray.data.drawing import scene_captions
+from clear_ray.data.prompts import CAPTION_QUESTIONS, FACE_NAME_PROMPT, idk_responses
 from clear_ray.data.schema import CORPUS_CONFIGS, training_config_for
+from clear_ray.models.loading import load_checkpoint
+from clear_ray.models.lora import attach_lora, finetune_targets
 from clear_ray.models.presets import ModelPreset, get_preset
-
-if TYPE_CHECKING:
-    from clear_ray.data.collate import Example
+from clear_ray.train.supervised import sft_engine, train_supervised
 
 BASE = "base"  # the pretrained base both start from, for presets that pretrain
 
 
 def tokenizer_corpus(source: str) -> Iterator[str]:
     """All text a model may meet: a locally trained tokenizer then has no unknown words."""
-    from clear_ray.data.clear import load_clear
-    from clear_ray.data.prompts import CAPTION_QUESTIONS, FACE_NAME_PROMPT, idk_responses
-
     yield from (*CAPTION_QUESTIONS, FACE_NAME_PROMPT, "USER: ASSISTANT:", *idk_responses())
     for config in CORPUS_CONFIGS:
         for row in load_clear(source, config).remove_columns("image"):
@@ -66,8 +68,6 @@ def training_set(cfg: Config, source: str, role: str) -> TrainingSet:
     if role == BASE:
         examples, corpus = knowledge_corpus(cfg, source)
         return TrainingSet(examples, pretrain_recipe(cfg), corpus, "pretrain")
-    from clear_ray.data.clear import load_clear
-    from clear_ray.data.collate import row_example
 
     train_config = training_config_for(role, cfg.data.forget_split)
     examples = [row_example(row) for row in load_clear(source, train_config)]
@@ -93,13 +93,6 @@ def finetune(
     masters). ``start``: a checkpoint of the preset's architecture to finetune instead of the
     preset's base (e.g. a pretrained tiny model). Returns (model on CPU, processor).
     """
-    import torch
-
-    from clear_ray.data.collate import Collator
-    from clear_ray.models.loading import load_checkpoint
-    from clear_ray.models.lora import attach_lora, finetune_targets
-    from clear_ray.train.supervised import sft_engine, train_supervised
-
     recipe = data.recipe
     on_gpu = torch.cuda.is_available()
     bf16_base = recipe.precision == "bf16" and on_gpu and not preset.finetune_full
@@ -127,8 +120,6 @@ def finetune(
 
 def model_name(cfg: Config, source: str, role: str) -> str:
     """The cache name of ``role``'s model: a key of (preset, data, recipe, split[, base])."""
-    from clear_ray.data.clear import data_fingerprint
-
     if role == BASE:
         return base_name(cfg, source)
     preset = get_preset(cfg.model.preset)
@@ -165,10 +156,6 @@ def replay_examples(cfg: Config, source: str) -> list[Example]:
 
 def knowledge_examples(source: str) -> list[Example]:
     """real_faces as CLEAR asks it (face -> name) and real_world as its VQA questions."""
-    from clear_ray.data.clear import load_clear
-    from clear_ray.data.collate import Example
-    from clear_ray.data.prompts import FACE_NAME_PROMPT
-
     faces = [
         Example(FACE_NAME_PROMPT, row["answer"], row["image"])
         for row in load_clear(source, "real_faces")
@@ -182,8 +169,6 @@ def knowledge_examples(source: str) -> list[Example]:
 
 def base_name(cfg: Config, source: str) -> str:
     """The cache name of the pretrained base: a key of (preset, data, pretrain + its recipe)."""
-    from clear_ray.data.clear import data_fingerprint
-
     key = cache_key(
         {
             "preset": cfg.model.preset,
@@ -198,9 +183,6 @@ def base_name(cfg: Config, source: str) -> str:
 def knowledge_corpus(cfg: Config, source: str) -> tuple[list[Example], Iterator[str]]:
     """The examples the base learns (real sets, scene captions) and its tokenizer's corpus
     (everything a model may meet, scene captions included)."""
-    from clear_ray.data.collate import caption_example
-    from clear_ray.data.drawing import scene_captions
-
     scenes = scene_captions(cfg.pretrain.scene_images, cfg.finetune.seed)
     corpus = chain(tokenizer_corpus(source), (caption for _, caption in scenes))
     return knowledge_examples(source) + [caption_example(i, c) for i, c in scenes], corpus

@@ -27,9 +27,13 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+import ray.train
+from pyarrow import fs
+from ray import cloudpickle, tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from clear_ray.config import Config
+from clear_ray.runtime.store import storage_filesystem
 from clear_ray.runtime.train_run import data_parallel_trainer, fit, trial_run_name
 from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.keys import DIVERGED_KEY, EPOCH_SCORE, REASON
@@ -70,14 +74,10 @@ class FinalError:
     """
 
     def __init__(self, storage_path: str, name: str) -> None:
-        from clear_ray.runtime.store import storage_filesystem
-
         self.filesystem, root = storage_filesystem(storage_path)
         self.path = f"{root.rstrip('/')}/{name}.error"
 
     def record(self, error: Exception) -> None:
-        from ray import cloudpickle
-
         try:
             blob = cloudpickle.dumps(error)
         except Exception:  # an unpicklable error: its type and message
@@ -87,9 +87,6 @@ class FinalError:
             stream.write(blob)
 
     def raise_if_recorded(self) -> None:
-        from pyarrow import fs
-        from ray import cloudpickle
-
         if self.filesystem.get_file_info(self.path).type == fs.FileType.NotFound:
             return
         with self.filesystem.open_input_stream(self.path) as stream:
@@ -100,8 +97,6 @@ def trial_trainable(
     base: Config, inputs: TrialInputs, storage_path: str
 ) -> Callable[[dict[str, Any]], None]:
     """:func:`make_trainable` with the trial driver's resources, as Tune's trainable."""
-    from ray import tune
-
     return tune.with_resources(make_trainable(base, inputs, storage_path), DRIVER_RESOURCES)
 
 
@@ -112,8 +107,6 @@ def make_trainable(
     search = base.search
 
     def run_trial(params: dict[str, Any]) -> None:
-        from ray import tune
-
         name = trial_run_name(tune.get_context().get_trial_id())
         outcome = FinalError(storage_path, name)
         outcome.raise_if_recorded()
@@ -126,8 +119,6 @@ def make_trainable(
             raise
 
     def train_trial(params: dict[str, Any], name: str) -> None:
-        import ray.train
-
         trainer = data_parallel_trainer(
             ray_train_loop,
             {"config": {**base_flat, **params}, "inputs": inputs},

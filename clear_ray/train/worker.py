@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ray
+import ray.train
+
 from clear_ray.config import Config
 from clear_ray.train.keys import NODE_KEY
 
 
 def ray_train_loop(loop_config: dict) -> None:
     """Entry point of each Ray Train worker (the process group already exists)."""
-    import ray.train
-
-    from clear_ray.train.loop import unlearn
+    from clear_ray.train.loop import unlearn  # the training stack: in the worker only
 
     cfg = Config.from_flat(loop_config["config"])
     inputs = loop_config["inputs"].on_this_node()
