@@ -19,7 +19,7 @@ from clear_ray.errors import ConfigError
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 ROLES = ("original", "gold")  # the reference models (model.original, model.gold)
 MODALITIES = ("text", "visual", "both")  # what is forgotten: TOFU QA rows, image rows, or both
-# Robustness checks of the selected models (clear_ray/robust/, registry in robust/checks.py).
+# Robustness checks of the selected models (clear_ray/robust/, registry in robust/run.py).
 ROBUST_CHECKS = ("relearn", "quantize", "prompts", "cross_modal")
 # What the console and leaderboard.md show (search/results.py); leaderboard_full.csv has all.
 LEADERBOARD_VIEWS = ("compact", "full")

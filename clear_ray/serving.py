@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow.pyfunc
 import pandas as pd
 
+from clear_ray.console import format_value
 from clear_ray.runtime.staging import DriverDir
 from clear_ray.serving_input import read_batch, read_max_new_tokens
 
@@ -139,19 +140,23 @@ class ModelCard:
                 f"{len(self.folds.get('report', []))} report its metrics",
             ]
         lines += ["", "## Method", f"- `{self.method}`", "", "## Hyperparameters", "Tuned:"]
-        lines += [f"- `{name}`: {_short(value)}" for name, value in self.hyperparameters.items()]
+        lines += [
+            f"- `{name}`: {format_value(value)}" for name, value in self.hyperparameters.items()
+        ]
         lines += ["", "Fixed:"]
-        lines += [f"- `{name}`: {_short(value)}" for name, value in self.settings.items()]
+        lines += [f"- `{name}`: {format_value(value)}" for name, value in self.settings.items()]
         lines += [
             "",
             "## Metrics",
-            f"Selection: `{self.objective}` = {_short(self.objective_value)} (best epoch); "
+            f"Selection: `{self.objective}` = {format_value(self.objective_value)} (best epoch); "
             f"{'feasible' if self.feasible else 'not feasible'} at the full evaluation.",
             "",
             "| metric | value |",
             "|---|---|",
         ]
-        lines += [f"| `{name}` | {_short(value)} |" for name, value in sorted(self.metrics.items())]
+        lines += [
+            f"| `{name}` | {format_value(value)} |" for name, value in sorted(self.metrics.items())
+        ]
         lines += [
             "",
             "## Use",
@@ -184,10 +189,6 @@ class ModelCard:
                 f"{', '.join(self.folds.get('report', []))}"
             )[:5000]  # MLflow's tag value limit
         return tags
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def directory_bytes(directory: Path) -> int:

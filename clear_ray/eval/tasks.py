@@ -29,8 +29,6 @@ from clear_ray.errors import ConfigError
 from clear_ray.eval.names import ALL_TASKS, named_tasks
 from clear_ray.eval.scoring import ScoringItem
 
-GROUPS = ("forget", "retain", "real")
-
 
 @dataclass(frozen=True)
 class Layout:

@@ -17,7 +17,7 @@ asked or told twice.
 from __future__ import annotations
 
 import csv
-import os
+import io
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from clear_ray.cache import write_atomic
 from clear_ray.runtime.ray_compat import (
     mark_completed,
     optuna_metrics,
@@ -167,10 +168,8 @@ def write_trials_csv(
 ) -> None:
     """``trials_table`` of the study, written atomically (the parent run logs this file)."""
     header, rows = trials_table(study.get_trials(deepcopy=False), objectives, run_ids)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".tmp")
-    with scratch.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(scratch, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())

@@ -9,12 +9,12 @@ here: finished methods are kept, the running one is restored with ``Tuner.restor
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clear_ray.cache import write_atomic
 from clear_ray.errors import ConfigError
 from clear_ray.runtime.store import storage_filesystem
 
@@ -107,10 +107,7 @@ class SearchDirs:
         return self.method(method) / "adapters"
 
     def save(self, state: SearchState) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        scratch = self.state.with_suffix(".tmp")
-        scratch.write_text(json.dumps(asdict(state), indent=2, default=str))
-        os.replace(scratch, self.state)
+        write_atomic(self.state, json.dumps(asdict(state), indent=2, default=str))
 
     def load(self) -> SearchState:
         return SearchState.from_dict(json.loads(self.state.read_text()))
