@@ -55,15 +55,18 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("robustness", {"clear_ray.robust"}),
     ("search", {"clear_ray.search"}),
     ("tracking", {"clear_ray.tracking"}),
-    # The search's own MLflow logging: confirm runs and per-trial progress.
-    ("search with tracking", {"clear_ray.search.confirm", "clear_ray.search.progress"}),
+    # The search's own MLflow logging: confirm runs, per-trial progress, the trials' logger.
+    (
+        "search with tracking",
+        {"clear_ray.search.confirm", "clear_ray.search.progress", "clear_ray.search.trial_logger"},
+    ),
     ("report and serving", {"clear_ray.report", "clear_ray.serving"}),
     ("pipeline", {"clear_ray.pipeline"}),
     (
         "command lines",
         {
             "clear_ray.cli",
-            "clear_ray.tune",  # the search's command line, with its pipeline until that moves
+            "clear_ray.tune",
             "clear_ray.evaluate",
             "clear_ray.report.__main__",
             "clear_ray.references.__main__",
