@@ -39,7 +39,7 @@ from transformers import (
 
 from clear_ray.data.collate import Collator, Example
 from clear_ray.eval.scoring import ScoringItem, score_items, score_items_naive
-from clear_ray.models.presets import LLAVA_7B_SHAPE
+from clear_ray.models.shapes import LLAVA_7B_SHAPE
 from clear_ray.models.tiny import (
     build_tiny_llava,
     build_tiny_processor,

@@ -212,7 +212,8 @@ def train_step_7b_part() -> dict:
     from clear_ray.memory import GIB, estimate_trial_memory
     from clear_ray.methods import get_method
     from clear_ray.models.lora import attach_lora
-    from clear_ray.models.presets import LLAVA_7B_SHAPE, get_preset
+    from clear_ray.models.presets import get_preset
+    from clear_ray.models.shapes import LLAVA_7B_SHAPE
     from clear_ray.models.tiny import train_tokenizer
     from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed
     from clear_ray.train.step import training_step

@@ -28,12 +28,12 @@ import torch.distributed as dist
 from clear_ray.config import Config, resolve_config
 from clear_ray.data.source import resolve_source
 from clear_ray.eval.gold import reference_evaluation
-from clear_ray.finetune import reference_models
 from clear_ray.provenance import machine_summary
-from clear_ray.train.backend import ensure_process_group
+from clear_ray.references.prepare import reference_models
+from clear_ray.runtime.backend import ensure_process_group
+from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.loop import unlearn
 from clear_ray.train.selection import Thresholds
-from clear_ray.train.worker import TrialInputs
 
 COLUMNS = (
     "clear/real_metric",

@@ -7,7 +7,7 @@ dashboard every second) and Prometheus metrics callbacks. This runs the same tri
 (a loop that reports twice) under three setups, each in a fresh local Ray:
 
 - ``train_defaults``: Ray Train's ``DataParallelTrainer`` as it comes, metrics on, dashboard on;
-- ``lean_trainer``: clear_ray's trainer (``train/trainer.py``), metrics and dashboard as above;
+- ``lean_trainer``: clear_ray's trainer (``runtime/trainer.py``), metrics and dashboard as above;
 - ``clear_ray``: what a search runs (``search/trainable.py``: ``init_ray``, ``ray_env_vars``).
 
 Wall time of the Tune run and the machine's CPU time over it (``/proc/stat``, every process,
@@ -59,8 +59,10 @@ def run_setup(setup: str, trials: int, storage: str) -> dict:
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from clear_ray.config import SearchConfig
-    from clear_ray.search.trainable import EpochReportCallback, init_ray, trial_run_name
-    from clear_ray.train.trainer import LeanTrainer
+    from clear_ray.runtime.cluster import init_ray
+    from clear_ray.runtime.train_run import trial_run_name
+    from clear_ray.runtime.trainer import LeanTrainer
+    from clear_ray.search.trainable import EpochReportCallback
 
     if setup == "clear_ray":
         init_ray(SearchConfig())

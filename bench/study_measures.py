@@ -87,15 +87,16 @@ def search_config(search: Path):
 def gold_b(cfg, refs, seed: int, log: Callable[[str], None]) -> dict[str, float]:
     """Gold_B's metrics on the report fold against Gold: Gold's recipe and start, finetuning
     seed ``seed`` (cached as ``<Gold's name>-seed<seed>``)."""
-    from clear_ray import pretrain
     from clear_ray.data.folds import REPORT
-    from clear_ray.finetune import BASE, model_name
-    from clear_ray.references import evaluation_task, finetune_job, on_driver_node
-    from clear_ray.search.driver_tasks import result_of, trial_task
+    from clear_ray.references import recipes
+    from clear_ray.references.jobs import evaluation_task, finetune_job
+    from clear_ray.references.prepare import on_driver_node
+    from clear_ray.references.recipes import BASE, model_name
+    from clear_ray.runtime.driver_tasks import result_of, trial_task
 
     models = Path(cfg.output_dir) / "cache" / "models"
     start = None
-    if pretrain.applies(cfg):
+    if recipes.pretrain_applies(cfg):
         start = on_driver_node(models / model_name(cfg, refs.source, BASE), "pretrained base", log)
         if start is None:
             raise SystemExit(f"the draw's pretrained base is not in {models}: run a search first")
@@ -201,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = search_config(args.search.resolve())
     pin_this_process(cfg.search)  # before torch computes: the numbers a search would give
-    from clear_ray.references import local_ray, prepare_references
+    from clear_ray.references.prepare import prepare_references
+    from clear_ray.runtime.cluster import local_ray
     from clear_ray.search.quiet import quiet_console
 
     quiet_console()

@@ -30,12 +30,12 @@ import torch.distributed as dist
 from clear_ray.config import Config
 from clear_ray.data.source import resolve_source
 from clear_ray.eval.gold import reference_evaluation
-from clear_ray.finetune import reference_models
 from clear_ray.net import free_port
 from clear_ray.provenance import machine_summary
+from clear_ray.references.prepare import reference_models
+from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.loop import unlearn
 from clear_ray.train.selection import Thresholds
-from clear_ray.train.worker import TrialInputs
 
 
 def prepare(cfg: Config) -> TrialInputs:
@@ -75,7 +75,8 @@ def tune_trial(cfg: Config, inputs: TrialInputs, storage: Path, warmup_epochs: i
     import ray
     from ray import tune
 
-    from clear_ray.search.trainable import init_ray, trial_trainable
+    from clear_ray.runtime.cluster import init_ray
+    from clear_ray.search.trainable import trial_trainable
 
     started = time.perf_counter()
     init_ray(cfg.search)

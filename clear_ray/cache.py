@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from clear_ray.config import ConfigError
 from clear_ray.console import log
+from clear_ray.errors import ConfigError
 
 MANIFEST = "clear_ray-manifest.json"
 # Files up to this size are hashed whole on every check (the tiny model, evaluations, the
@@ -79,12 +79,20 @@ def _files(directory: Path) -> list[tuple[str, Path]]:
     return found
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` as ``path``, whole or not at all: written to a hidden scratch file beside it
+    (its own name, so concurrent writers do not mix) and renamed over it. A process killed
+    while writing leaves the previous file, or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    scratch.write_text(text, encoding="utf-8", newline="")  # the text exactly as given
+    os.replace(scratch, path)
+
+
 def write_manifest(directory: Path) -> None:
     """``directory``'s manifest, written last and atomically (a reader sees all of it or none)."""
     files = {relative: file_entry(path) for relative, path in _files(directory)}
-    partial = directory / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
-    partial.write_text(json.dumps({"files": files}, indent=1, sort_keys=True))
-    os.replace(partial, directory / MANIFEST)
+    write_atomic(directory / MANIFEST, json.dumps({"files": files}, indent=1, sort_keys=True))
 
 
 def manifest_problem(directory: Path) -> str | None:

@@ -14,14 +14,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration mistake; CLIs print it as one line and exit 2."""
-
+from clear_ray.errors import ConfigError
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
+ROLES = ("original", "gold")  # the reference models (model.original, model.gold)
 MODALITIES = ("text", "visual", "both")  # what is forgotten: TOFU QA rows, image rows, or both
-# Robustness checks of the selected models (clear_ray/robust/, registry in robust/checks.py).
+# Robustness checks of the selected models (clear_ray/robust/, registry in robust/run.py).
 ROBUST_CHECKS = ("relearn", "quantize", "prompts", "cross_modal")
 # What the console and leaderboard.md show (search/results.py); leaderboard_full.csv has all.
 LEADERBOARD_VIEWS = ("compact", "full")
@@ -174,7 +172,7 @@ class DataConfig:
 class ModelConfig:
     preset: str = "tiny-llava"
     # Bring-your-own references: a checkpoint dir or hub id (id@revision) of the preset's
-    # architecture; "" = finetune it from the preset's base model (clear_ray/references.py).
+    # architecture; "" = finetune it from the preset's base model (clear_ray/references/).
     original: str = ""
     gold: str = ""
 
@@ -257,7 +255,7 @@ class PretrainConfig:
 
     LLaVA knew CLEAR's real_faces celebrities and real_world answers before CLEAR finetuned it;
     the tiny preset's random base learns the real_faces and real_world sets plus
-    ``scene_images`` captioned scenes without persons (clear_ray/pretrain.py), so the Real
+    ``scene_images`` captioned scenes without persons (clear_ray/references/recipes.py), so the Real
     column measures knowledge older than the finetune. Presets with pretrained weights skip it.
     The rest of the recipe (schedule, weight decay, precision, seed) is ``finetune``'s.
     """

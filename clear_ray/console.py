@@ -26,6 +26,11 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def format_value(value: Any) -> str:
+    """A number as a person reads it in a sentence or a table cell: 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def format_duration(seconds: float) -> str:
     """``45s``, ``3m05s``, ``2h07m``: what a user reads at a glance."""
     seconds = max(0, round(seconds))

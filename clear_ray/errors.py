@@ -1,4 +1,8 @@
-"""Errors that end a search with one line for the user instead of a traceback."""
+"""Errors that end a command with one line for the user instead of a traceback."""
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake; CLIs print it as one line and exit 2."""
 
 
 class SearchStopped(RuntimeError):

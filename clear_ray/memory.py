@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clear_ray.models.presets import ModelShape
+from clear_ray.models.shapes import ModelShape
 
 GIB = 2**30
 BYTES = {"fp32": 4, "bf16": 2}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
 
 _LORA_MATRICES = {"ab": ("lora_A", "lora_B"), "b": ("lora_B",)}
 

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import mlflow.pyfunc
 import pandas as pd
 
+from clear_ray.console import format_value
+from clear_ray.runtime.staging import DriverDir
 from clear_ray.serving_input import read_batch, read_max_new_tokens
-from clear_ray.staging import DriverDir
 
 if TYPE_CHECKING:
     from clear_ray.tracking import SearchTracker
@@ -139,19 +140,23 @@ class ModelCard:
                 f"{len(self.folds.get('report', []))} report its metrics",
             ]
         lines += ["", "## Method", f"- `{self.method}`", "", "## Hyperparameters", "Tuned:"]
-        lines += [f"- `{name}`: {_short(value)}" for name, value in self.hyperparameters.items()]
+        lines += [
+            f"- `{name}`: {format_value(value)}" for name, value in self.hyperparameters.items()
+        ]
         lines += ["", "Fixed:"]
-        lines += [f"- `{name}`: {_short(value)}" for name, value in self.settings.items()]
+        lines += [f"- `{name}`: {format_value(value)}" for name, value in self.settings.items()]
         lines += [
             "",
             "## Metrics",
-            f"Selection: `{self.objective}` = {_short(self.objective_value)} (best epoch); "
+            f"Selection: `{self.objective}` = {format_value(self.objective_value)} (best epoch); "
             f"{'feasible' if self.feasible else 'not feasible'} at the full evaluation.",
             "",
             "| metric | value |",
             "|---|---|",
         ]
-        lines += [f"| `{name}` | {_short(value)} |" for name, value in sorted(self.metrics.items())]
+        lines += [
+            f"| `{name}` | {format_value(value)} |" for name, value in sorted(self.metrics.items())
+        ]
         lines += [
             "",
             "## Use",
@@ -186,10 +191,6 @@ class ModelCard:
         return tags
 
 
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def directory_bytes(directory: Path) -> int:
     return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
@@ -200,7 +201,7 @@ def original_reference(
     """What the registered model names as Original: a brought hub id as it is (it works on any
     machine); a small checkpoint as a directory of this node (``save_model`` copies it into the
     model); a large one by its path (checked when the model loads)."""
-    from clear_ray.staging import on_this_node
+    from clear_ray.runtime.staging import on_this_node
 
     if brought and not Path(brought).expanduser().is_dir():
         return brought

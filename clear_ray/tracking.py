@@ -21,8 +21,9 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from clear_ray.config import Config, ConfigError
-from clear_ray.console import log
+from clear_ray.config import Config
+from clear_ray.console import format_value, log
+from clear_ray.errors import ConfigError
 from clear_ray.search.outbox import Outbox, pending_child, substitute
 from clear_ray.train.keys import (
     BEST_OBJECTIVE,
@@ -201,7 +202,7 @@ def search_description(
     if best_trial is None:
         lines.append("No trial met the thresholds: lower `--min-retain` or widen the space.")
         return "\n".join(lines)
-    values = ", ".join(f"`{name}={_short(value)}`" for name, value in best_params.items())
+    values = ", ".join(f"`{name}={format_value(value)}`" for name, value in best_params.items())
     lines += [
         f"Best feasible trial: **{best_trial}** ({values}); its best-epoch values are the "
         f"`best/*` metrics and `best.*` params of this run, its full evaluation the `final/*` "
@@ -212,10 +213,6 @@ def search_description(
         f"`{ADAPTER_ARTIFACT}/`.",
     ]
     return "\n".join(lines)
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 class TrackingOutage(Exception):

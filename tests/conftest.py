@@ -47,6 +47,6 @@ def clear_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def one_rank_group():
     """A 1-rank gloo process group for DeepSpeed engines built outside Ray (Ray makes the group
     in its workers), kept for the session (``ensure_process_group`` says why)."""
-    from clear_ray.train.backend import ensure_process_group
+    from clear_ray.runtime.backend import ensure_process_group
 
     ensure_process_group()

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from clear_ray.train.backend import TorchProcessGroupConfig
+from clear_ray.runtime.backend import TorchProcessGroupConfig
 
 
 @pytest.mark.slow
 def test_two_workers_share_one_gloo_group_without_trains_helper_actors(tmp_path: Path) -> None:
-    """Neither Ray Data's actor nor Train's placement group cleaner starts (train/trainer.py);
-    the controller's record of the group lives as long as the group (train/groups.py)."""
+    """Neither Ray Data's actor nor Train's placement group cleaner starts (runtime/trainer.py);
+    the controller's record of the group lives as long as the group (runtime/groups.py)."""
     import ray
 
     from clear_ray.config import SearchConfig
-    from clear_ray.search.trainable import data_parallel_trainer
-    from clear_ray.train.groups import recorded_groups
+    from clear_ray.runtime.groups import recorded_groups
+    from clear_ray.runtime.train_run import data_parallel_trainer
 
     def check_group(config: dict) -> None:  # defined here: pickled by value
         """Every rank sees the group, torchrun's env vars and its peers' contributions."""
@@ -38,7 +38,7 @@ def test_two_workers_share_one_gloo_group_without_trains_helper_actors(tmp_path:
         dist.all_reduce(total)
         (Path(config["out"]) / f"rank{rank}.txt").write_text(str(total.item()))
         if rank == 0:
-            from clear_ray.train.groups import recorded_groups
+            from clear_ray.runtime.groups import recorded_groups
 
             recorded = list(recorded_groups("group").values())
             own = ray.get_runtime_context().get_placement_group_id()

@@ -19,7 +19,7 @@ from clear_ray.cache import (
     usable,
     write_manifest,
 )
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
 
 
 def entry(directory: Path) -> Path:

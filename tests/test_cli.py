@@ -149,7 +149,7 @@ def test_help_formatter_shows_only_defaults_that_say_something() -> None:
     assert text.count("(default:") == 1
 
 
-@pytest.mark.parametrize("command", ["tune", "finetune", "evaluate"])
+@pytest.mark.parametrize("command", ["tune", "references", "evaluate"])
 def test_no_command_prints_an_empty_default(command: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", f"clear_ray.{command}", "--help"],

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from clear_ray.config import Config, ConfigError, field_paths
+from clear_ray.config import Config, field_paths
+from clear_ray.errors import ConfigError
 
 
 def test_to_flat_then_from_flat_round_trips_the_defaults() -> None:

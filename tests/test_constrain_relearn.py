@@ -14,14 +14,15 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from clear_ray.cli.tune import main
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
+from clear_ray.errors import ConfigError
 from clear_ray.robust import constraint
 from clear_ray.robust.context import CheckResult
 from clear_ray.search.constrained import ConstrainedOptunaSearch, trials_table
 from clear_ray.search.results import TrialMetrics, TrialRow
+from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.keys import RELEARN_RECOVERY
 from clear_ray.train.selection import BestEpoch, Thresholds
-from clear_ray.train.worker import TrialInputs
 
 RETAIN = "clear/retain_metric"
 
@@ -189,7 +190,7 @@ def test_a_tiny_trial_reports_its_recovery_and_constraint_at_its_end(
     """One real unlearning trial (2 epochs) with the attack at its end, outside Ray."""
     from clear_ray.data.folds import SELECTION, person_folds
     from clear_ray.eval.gold import reference_evaluation
-    from clear_ray.finetune import reference_models
+    from clear_ray.references.prepare import reference_models
     from clear_ray.train.loop import unlearn
 
     cfg = session_config.replace(

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from clear_ray.cache import MANIFEST
-from clear_ray.config import ConfigError, DataConfig
+from clear_ray.config import DataConfig
 from clear_ray.data import drawing, synthetic
 from clear_ray.data import persons as persons_module
 from clear_ray.data.clear import (
@@ -43,6 +43,7 @@ from clear_ray.data.schema import (
     TEXT_PERTURBED_SPLITS,
     retain_split_for,
 )
+from clear_ray.errors import ConfigError
 
 PERSONS = synthetic.MIN_PERSONS
 SEED = 0

@@ -21,7 +21,7 @@ assert mlflow.__version__
 FIRST_ENGINE = """
 import torch
 from deepspeed.comm import comm
-from clear_ray.train.backend import ensure_process_group
+from clear_ray.runtime.backend import ensure_process_group
 from clear_ray.train.deepspeed import engine_config, import_deepspeed
 
 ensure_process_group()

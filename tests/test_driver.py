@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from clear_ray.cli.tune import main
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
 from clear_ray.search.driver import (
     DIED,
     DRIVER_FILE,

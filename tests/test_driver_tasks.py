@@ -12,9 +12,9 @@ from ray.util.placement_group import placement_group, placement_group_table, rem
 from train_controller import Controller
 
 from clear_ray.config import Config
-from clear_ray.search.cleanup import actor_dead
-from clear_ray.search.driver_tasks import TaskStartTimeout, each_result, trial_task
-from clear_ray.train.groups import recorded_groups
+from clear_ray.runtime.cleanup import actor_dead
+from clear_ray.runtime.driver_tasks import TaskStartTimeout, each_result, trial_task
+from clear_ray.runtime.groups import recorded_groups
 
 LIMIT_S = 8.0
 # Long enough for a new worker process to boot on a loaded machine: a task holding its CPU

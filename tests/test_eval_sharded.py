@@ -18,10 +18,10 @@ from clear_ray.data.collate import Collator
 from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.suite import EvalResult, Shard, evaluate, interleave, run_task
 from clear_ray.eval.tasks import TASKS
-from clear_ray.finetune import tokenizer_corpus
 from clear_ray.models.loading import load_checkpoint, save_checkpoint
 from clear_ray.models.presets import get_preset
 from clear_ray.net import free_port
+from clear_ray.references.recipes import tokenizer_corpus
 
 SPLIT = "forget10"
 WORLD_SIZE = 2

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clear_ray.config import ConfigError, EvalConfig
+from clear_ray.config import EvalConfig
 from clear_ray.data.clear import load_clear
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.synthetic import generate
+from clear_ray.errors import ConfigError
 from clear_ray.eval import metrics
 from clear_ray.eval.names import FORGET_QUALITY_TASKS, TASK_NAMES
 from clear_ray.eval.reference import GoldReference
@@ -419,8 +420,8 @@ def test_clear_rows_restricts_every_task_of_an_evaluation(source: str, tiny_mode
 @pytest.fixture(scope="module")
 def tiny_model(source: str):
     from clear_ray.data.collate import Collator
-    from clear_ray.finetune import tokenizer_corpus
     from clear_ray.models.presets import get_preset
+    from clear_ray.references.recipes import tokenizer_corpus
 
     model, processor = get_preset("tiny-llava").build_base(tokenizer_corpus(source), 0)
     return model, Collator(processor)

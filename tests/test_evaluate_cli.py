@@ -146,7 +146,7 @@ def test_a_real_run_writes_metrics_and_per_item_parquet_and_logs_to_mlflow(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from clear_ray.finetune import reference_models
+    from clear_ray.references.prepare import reference_models
 
     models = reference_models(session_config, synthetic_source, session_output / "cache")
     out = tmp_path / "eval"
@@ -221,9 +221,9 @@ def test_a_proxy_run_with_an_adapter_is_marked_proxy_and_has_no_rouge(
 ) -> None:
     from peft import LoraConfig, get_peft_model
 
-    from clear_ray.finetune import reference_models
     from clear_ray.models.loading import load_checkpoint
     from clear_ray.models.presets import get_preset
+    from clear_ray.references.prepare import reference_models
 
     models = reference_models(session_config, synthetic_source, session_output / "cache")
     model, _ = load_checkpoint(models.original)

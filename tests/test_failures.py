@@ -7,7 +7,7 @@ from ray.train import FailureConfig
 from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
 from ray.train.v2.api.exceptions import WorkerGroupError
 
-from clear_ray.train.failures import RepeatedErrorPolicy, error_signature
+from clear_ray.runtime.failures import RepeatedErrorPolicy, error_signature
 
 CORRUPT = "Error while deserializing header: invalid JSON in header: EOF at line {line} column 0"
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from clear_ray.config import Config, ConfigError, EvalConfig
+from clear_ray.config import Config, EvalConfig
 from clear_ray.data import synthetic
 from clear_ray.data.clear import load_clear
 from clear_ray.data.folds import (
@@ -26,6 +26,7 @@ from clear_ray.data.folds import (
     split_persons,
     unassigned_rows,
 )
+from clear_ray.errors import ConfigError
 from clear_ray.eval.outputs import write_item_tables
 from clear_ray.eval.suite import evaluate
 from clear_ray.eval.tasks import TASKS
@@ -289,8 +290,8 @@ def test_a_trials_per_epoch_evaluation_scores_the_selection_fold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from clear_ray.train import loop
+    from clear_ray.train.inputs import TrialInputs
     from clear_ray.train.selection import Thresholds
-    from clear_ray.train.worker import TrialInputs
 
     seen = {}
 

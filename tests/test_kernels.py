@@ -56,7 +56,7 @@ PROBE = """
 import json, os
 import ray
 from clear_ray.config import Config
-from clear_ray.search.trainable import init_ray
+from clear_ray.runtime.cluster import init_ray
 
 def kernels():
     import torch

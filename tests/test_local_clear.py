@@ -12,10 +12,11 @@ import pytest
 from clear_copies import therem_clear_copy, tofu_copy
 
 from clear_ray.cache import MANIFEST
-from clear_ray.config import Config, ConfigError, EvalConfig
+from clear_ray.config import Config, EvalConfig
 from clear_ray.data import synthetic
 from clear_ray.data.clear import config_available, data_fingerprint, load_clear
 from clear_ray.data.source import check_source, resolve_source
+from clear_ray.errors import ConfigError
 from clear_ray.eval.gold import evaluation_entry
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clear_ray.config import ConfigError, MethodConfig, TrainConfig
+from clear_ray.config import MethodConfig, TrainConfig
+from clear_ray.errors import ConfigError
 from clear_ray.methods import get_method
 from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, trial_lr_scheduler
 from clear_ray.train.schedule import (

@@ -25,7 +25,8 @@ from clear_ray.memory import (
 )
 from clear_ray.methods.base import sequence_scores
 from clear_ray.models.lora import attach_lora
-from clear_ray.models.presets import LLAVA_7B_SHAPE, LLAVA_LORA_TARGETS, TINY_SHAPE
+from clear_ray.models.presets import LLAVA_LORA_TARGETS
+from clear_ray.models.shapes import LLAVA_7B_SHAPE, TINY_SHAPE
 from clear_ray.models.tiny import build_tiny_llava, train_tokenizer
 from clear_ray.nodes import CLUSTER_YAML, NodeType, fit_lines, node_types, workers_per_gpu
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from clear_ray.config import ConfigError, MethodConfig
+from clear_ray.config import MethodConfig
+from clear_ray.errors import ConfigError
 from clear_ray.methods import METHODS, get_method
 from clear_ray.methods.base import LossInputs, SequenceScores, cross_entropy, sequence_scores
 from clear_ray.methods.dpo import dpo_loss

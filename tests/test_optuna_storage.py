@@ -18,7 +18,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from clear_ray.cli.tune import main
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
+from clear_ray.runtime.ray_compat import optuna_study, optuna_trial
 from clear_ray.search.constrained import ConstrainedOptunaSearch
 from clear_ray.search.session import (
     SearchDirs,
@@ -77,7 +78,7 @@ def test_a_new_searcher_on_the_same_storage_continues_the_study(tmp_path: Path) 
     second.suggest("b")
     second.on_trial_complete("b", result(-2.0, -0.3))
     assert [t.number for t in stored(url)] == [0, 1]
-    assert len(second._ot_study.trials) == 2  # TPE learns from the first searcher's trial
+    assert len(optuna_study(second).trials) == 2  # TPE learns from the first searcher's trial
 
 
 def test_restore_after_a_kill_continues_the_stored_study_once(tmp_path: Path) -> None:
@@ -112,7 +113,7 @@ def test_restore_after_a_kill_continues_the_stored_study_once(tmp_path: Path) ->
     ]
     assert trials[1].values == [-1.0] and trials[1].constraints == {"min_retain": -0.5}
     assert trials[3].constraints == {"min_retain": -0.1}
-    assert after._ot_trials["d"].number == 3
+    assert optuna_trial(after, "d").number == 3
 
 
 def test_unusable_storage_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from clear_ray import pretrain
-from clear_ray.config import Config, ConfigError, resolve_config
+from clear_ray.config import Config, resolve_config
 from clear_ray.data import drawing, synthetic
 from clear_ray.data.prompts import FACE_NAME_PROMPT
-from clear_ray.finetune import model_name
+from clear_ray.errors import ConfigError
+from clear_ray.references import recipes
+from clear_ray.references.recipes import model_name
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +21,10 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_only_random_init_presets_pretrain() -> None:
-    assert pretrain.applies(Config())
-    assert not pretrain.applies(resolve_config({"model.preset": "llava-1.5-7b"}))
+    assert recipes.pretrain_applies(Config())
+    assert not recipes.pretrain_applies(resolve_config({"model.preset": "llava-1.5-7b"}))
     assert resolve_config({"model.preset": "llava-1.5-7b"}).pretrain.epochs == 0
-    assert not pretrain.applies(Config().replace({"pretrain.epochs": 0}))
+    assert not recipes.pretrain_applies(Config().replace({"pretrain.epochs": 0}))
 
 
 def test_pretraining_ranges_are_checked() -> None:
@@ -37,13 +38,13 @@ def test_recipe_is_the_finetunes_with_pretrainings_epochs_lr_and_batch() -> None
     cfg = Config().replace(
         {"pretrain.epochs": 7, "pretrain.lr": 0.01, "pretrain.batch_size": 5, "finetune.seed": 3}
     )
-    recipe = pretrain.recipe(cfg)
+    recipe = recipes.pretrain_recipe(cfg)
     assert (recipe.epochs, recipe.lr, recipe.batch_size, recipe.seed) == (7, 0.01, 5, 3)
     assert cfg.finetune.epochs != 7  # the finetune's own recipe is untouched
 
 
 def test_knowledge_is_real_faces_named_and_real_world_answered(source: str) -> None:
-    examples = pretrain.knowledge_examples(source)
+    examples = recipes.knowledge_examples(source)
     faces = synthetic.REAL_FACES_PERSONS * synthetic.REAL_FACES_IMAGES
     assert len(examples) == faces + synthetic.REAL_WORLD_ROWS
     assert all(e.question == FACE_NAME_PROMPT and e.image is not None for e in examples[:faces])
@@ -57,24 +58,24 @@ def test_knowledge_is_real_faces_named_and_real_world_answered(source: str) -> N
 def test_pretraining_recipe_is_in_the_base_and_the_reference_cache_keys(source: str) -> None:
     cfg = Config()
     other = cfg.replace({"pretrain.epochs": cfg.pretrain.epochs + 1})
-    assert pretrain.base_name(cfg, source) != pretrain.base_name(other, source)
+    assert recipes.base_name(cfg, source) != recipes.base_name(other, source)
     assert model_name(cfg, source, "original") != model_name(other, source, "original")
     off = cfg.replace({"pretrain.epochs": 0})  # no base: the key no longer names one
     assert model_name(off, source, "gold") != model_name(cfg, source, "gold")
 
 
 def test_original_and_gold_replay_the_knowledge_corpus_unless_turned_off(source: str) -> None:
-    from clear_ray.finetune import training_set
+    from clear_ray.references.recipes import training_set
 
     cfg = Config()
-    corpus = len(pretrain.knowledge_corpus(cfg, source)[0])
+    corpus = len(recipes.knowledge_corpus(cfg, source)[0])
     off = cfg.replace({"pretrain.replay": False})
     for role in ("original", "gold"):
         replayed, plain = training_set(cfg, source, role), training_set(off, source, role)
         assert len(replayed.examples) == len(plain.examples) + corpus
         assert model_name(cfg, source, role) != model_name(off, source, role)
     seven_b = resolve_config({"model.preset": "llava-1.5-7b"})  # LLaVA replays nothing
-    assert pretrain.replay_examples(seven_b, source) == []
+    assert recipes.replay_examples(seven_b, source) == []
 
 
 @pytest.mark.slow
@@ -85,10 +86,11 @@ def test_pretrained_base_learns_the_real_sets_and_is_cached(
     from clear_ray.config import EvalConfig
     from clear_ray.data.collate import Collator
     from clear_ray.eval.suite import evaluate
-    from clear_ray.finetune import BASE, tokenizer_corpus
     from clear_ray.models.loading import load_checkpoint
     from clear_ray.models.presets import get_preset
-    from clear_ray.references import finetune_job, local_ray
+    from clear_ray.references.jobs import finetune_job
+    from clear_ray.references.recipes import BASE, tokenizer_corpus
+    from clear_ray.runtime.cluster import local_ray
 
     def real(model, processor) -> float:
         tasks = ["real_faces", "real_world"]

@@ -8,7 +8,8 @@ import os
 import optuna
 import pytest
 
-from clear_ray.search.quiet import RAY_TOKEN_LOGGER, quiet_console
+from clear_ray.runtime.ray_compat import RAY_TOKEN_LOGGER
+from clear_ray.search.quiet import quiet_console
 
 
 def test_quiet_console_drops_only_the_notes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from clear_ray.config import Config, ConfigError, FinetuneConfig, LoraConfig, resolve_config
+from clear_ray.config import Config, FinetuneConfig, LoraConfig, resolve_config
+from clear_ray.errors import ConfigError
 from clear_ray.models.lora import attach_lora, finetune_targets
 from clear_ray.models.presets import LLAVA_LORA_TARGETS, PRESETS
 from clear_ray.search.space import scale_lr, space_lines
@@ -302,7 +303,7 @@ def test_a_flag_given_on_the_command_line_wins_over_the_recipe(empty_cwd: Path) 
 
 
 def test_finetune_dry_run_shows_the_recipe_and_writes_nothing(empty_cwd: Path) -> None:
-    out = _dry_run("clear_ray.finetune", empty_cwd, "--model", "llava-1.5-7b", "--lr", "2e-5")
+    out = _dry_run("clear_ray.references", empty_cwd, "--model", "llava-1.5-7b", "--lr", "2e-5")
     lines = out.splitlines()
     assert "finetune.lr: 2.0e-05" in lines
     assert "finetune.epochs: 3  # preset llava-1.5-7b" in lines
@@ -310,7 +311,7 @@ def test_finetune_dry_run_shows_the_recipe_and_writes_nothing(empty_cwd: Path) -
 
 
 def test_finetune_dry_run_of_the_tiny_preset_is_the_defaults(empty_cwd: Path) -> None:
-    out = _dry_run("clear_ray.finetune", empty_cwd)
+    out = _dry_run("clear_ray.references", empty_cwd)
     assert "finetune.lr: 0.003" in out.splitlines()
     assert "# preset" not in out
 
@@ -324,8 +325,8 @@ def test_a_lora_finetune_on_all_linear_changes_the_vision_tower_once_merged(
     from clear_ray.data.clear import load_clear
     from clear_ray.data.collate import row_example
     from clear_ray.data.synthetic import generate
-    from clear_ray.finetune import TrainingSet, finetune, tokenizer_corpus
     from clear_ray.models.loading import load_checkpoint, save_checkpoint
+    from clear_ray.references.recipes import TrainingSet, finetune, tokenizer_corpus
 
     source = str(generate(tmp_path / "data", persons=10, seed=0))
     lora_preset = dataclasses.replace(PRESETS["tiny-llava"], finetune_full=False)

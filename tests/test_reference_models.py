@@ -8,7 +8,8 @@ import pytest
 
 from clear_ray.config import Config
 from clear_ray.eval.gold import reference_evaluation
-from clear_ray.finetune import ReferenceModels, model_name, reference_models
+from clear_ray.references.prepare import ReferenceModels, reference_models
+from clear_ray.references.recipes import model_name
 
 pytestmark = pytest.mark.slow
 

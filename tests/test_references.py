@@ -10,17 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
+from clear_ray.errors import ConfigError
 from clear_ray.models.presets import get_preset
-from clear_ray.references import (
-    Store,
-    brought_id,
-    check_checkpoint,
-    checkpoint_fingerprint,
-    prepare_references,
-    room_for,
-    side_by_side,
-)
+from clear_ray.references.checkpoints import brought_id, check_checkpoint, checkpoint_fingerprint
+from clear_ray.references.prepare import prepare_references
+from clear_ray.runtime.cluster import room_for, side_by_side
+from clear_ray.runtime.store import Store
 
 TINY = get_preset("tiny-llava")
 
@@ -231,7 +227,7 @@ def test_room_is_waited_for_while_an_ended_job_frees_its_resources(monkeypatch) 
 def ray_session():
     import ray
 
-    from clear_ray.search.trainable import ray_env_vars
+    from clear_ray.runtime.cluster import ray_env_vars
 
     ray.init(
         num_cpus=2,
@@ -248,7 +244,7 @@ def test_brought_references_skip_the_finetune_and_are_evaluated_in_ray_tasks(
     ray_session, session_config: Config, synthetic_source: str, session_output: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    from clear_ray.finetune import reference_models
+    from clear_ray.references.prepare import reference_models
 
     models = reference_models(session_config, synthetic_source, session_output / "cache")
     cfg = session_config.replace(
@@ -291,7 +287,8 @@ def test_references_are_made_in_ray_tasks_unless_the_drivers_node_has_them(
     a trial worker's resources; they find the models in the store, where another node published
     them. A second search on this node then starts no job and no task: each would cost a
     worker's start-up (~10-20 s on 2 cores) to find what the driver can see."""
-    from clear_ray.finetune import BASE, model_name, reference_models
+    from clear_ray.references.prepare import reference_models
+    from clear_ray.references.recipes import BASE, model_name
 
     models = reference_models(session_config, synthetic_source, session_output / "cache")
     storage = tmp_path / "storage"

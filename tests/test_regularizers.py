@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
 from clear_ray.regularizers import l1_penalty, lora_parameters
 
 

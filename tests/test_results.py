@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from clear_ray.config import Config, ConfigError, SearchConfig
+from clear_ray.config import Config, SearchConfig
+from clear_ray.errors import ConfigError
 from clear_ray.report.paired import compare_seeds
 from clear_ray.search.results import (
     Leaderboard,

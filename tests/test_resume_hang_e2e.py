@@ -3,7 +3,7 @@ end every time.
 
 Each trial is stopped by ASHA at its last epoch (Tune ends the trial actor while ``fit()`` runs,
 so its Train controller dies before removing its worker group). A resumed search runs the
-unpickled copy of the group reaper saved when it began (search/cleanup.py), so the groups of
+unpickled copy of the group reaper saved when it began (runtime/cleanup.py), so the groups of
 its last trials used to stay CREATED, and the final evaluation waited for their CPUs for ever.
 The start bound (``search.worker_start_timeout_s``) is lowered so that a regression fails in
 minutes with its one line instead of hanging.

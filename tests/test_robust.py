@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from clear_ray.config import ROBUST_CHECKS, Config, ConfigError, EvalConfig, RobustConfig
+from clear_ray.config import ROBUST_CHECKS, Config, EvalConfig, RobustConfig
 from clear_ray.data.collate import Collator
 from clear_ray.data.prompts import CAPTION_QUESTIONS
+from clear_ray.errors import ConfigError
 from clear_ray.eval import suite
 from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.scoring import ScoringItem, score_items
@@ -344,7 +345,7 @@ def test_confirm_runs_are_checked_by_seed(tmp_path: Path) -> None:
 def ray_session():
     import ray
 
-    from clear_ray.search.trainable import ray_env_vars
+    from clear_ray.runtime.cluster import ray_env_vars
 
     ray.init(
         num_cpus=2,
@@ -376,7 +377,7 @@ def test_relearning_recovers_more_on_an_original_like_model_than_gold_learns(
 ) -> None:  # fmt: skip
     import os
 
-    from clear_ray.finetune import reference_models
+    from clear_ray.references.prepare import reference_models
     from clear_ray.robust.run import run_checks
 
     models = reference_models(session_config, synthetic_source, session_output / "cache")

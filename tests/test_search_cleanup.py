@@ -17,11 +17,12 @@ from ray.util.placement_group import placement_group_table
 from train_controller import Controller
 
 from clear_ray.config import Config
-from clear_ray.search.cleanup import RecordedGroup, TrainGroupReaper
-from clear_ray.search.trainable import trial_run_name, trial_trainable
-from clear_ray.train.groups import recorded_groups
+from clear_ray.runtime.cleanup import RecordedGroup, TrainGroupReaper
+from clear_ray.runtime.groups import recorded_groups
+from clear_ray.runtime.train_run import trial_run_name
+from clear_ray.search.trainable import trial_trainable
+from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.selection import Thresholds
-from clear_ray.train.worker import TrialInputs
 
 
 @pytest.fixture(scope="module")

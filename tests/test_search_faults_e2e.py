@@ -1,6 +1,6 @@
 """Faults and early stops inside a real search: a NaN trial fails with its reason, a collapsed
-trial is stopped at once, and the next trial still runs to completion (no placement-group hang,
-shared/STACK_NOTES.md). A grid makes the three trials deterministic."""
+trial is stopped at once, and the next trial still runs to completion (no placement-group hang:
+clear_ray/runtime/cleanup.py). A grid makes the three trials deterministic."""
 
 from __future__ import annotations
 

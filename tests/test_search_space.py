@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from clear_ray.config import Config, ConfigError, field_paths
+from clear_ray.config import Config, field_paths
+from clear_ray.errors import ConfigError
 from clear_ray.search.space import (
     SEARCH_SPACE_DIR,
     load_space,

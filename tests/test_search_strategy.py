@@ -13,7 +13,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from clear_ray.config import ConfigError, SearchConfig
+from clear_ray.config import SearchConfig
+from clear_ray.errors import ConfigError
+from clear_ray.runtime.ray_compat import optuna_study
 from clear_ray.search.constrained import TUNE_ID_ATTR, ConstrainedOptunaSearch, write_trials_csv
 from clear_ray.search.session import MethodRun, SearchDirs, SearchState, find_search
 from clear_ray.search.strategy import (
@@ -111,7 +113,7 @@ def test_constraints_and_values_reach_the_optuna_study(tmp_path: Path) -> None:
         searcher.suggest(trial_id)
         result = {"best_objective": objective, "best_constraint/min_retain": shortfall}
         searcher.on_trial_complete(trial_id, result)
-    study_trials = searcher._ot_study.trials
+    study_trials = optuna_study(searcher).trials
     assert [t.constraints for t in study_trials] == [{"min_retain": 0.2}, {"min_retain": -0.1}]
     assert [t.values for t in study_trials] == [[-3.0], [-9.0]]
     with trials_csv.open() as handle:
@@ -191,7 +193,7 @@ def test_automatic_concurrency_counts_the_trials_the_nodes_hold(
 ) -> None:
     import ray
 
-    from clear_ray.search.trainable import concurrent_trials
+    from clear_ray.runtime.cluster import concurrent_trials
 
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
     assert concurrent_trials(SearchConfig(**{"max_concurrent": 0, **settings})) == expected
@@ -213,7 +215,7 @@ def test_a_trial_shape_the_cluster_can_never_run_is_refused_with_what_it_has(
     import ray
     from ray._private.state import state
 
-    from clear_ray.search.trainable import check_cluster
+    from clear_ray.runtime.cluster import check_cluster
 
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
     monkeypatch.setattr(state, "get_cluster_config", lambda: None)  # no autoscaler
@@ -227,7 +229,7 @@ def test_a_trial_shape_that_fits_or_an_autoscaler_may_make_room_for_passes(
     import ray
     from ray._private.state import state
 
-    from clear_ray.search.trainable import check_cluster
+    from clear_ray.runtime.cluster import check_cluster
 
     monkeypatch.setattr(ray, "nodes", lambda: [node(2, 1), node(2, 1)])
     monkeypatch.setattr(state, "get_cluster_config", lambda: None)

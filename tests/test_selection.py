@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clear_ray.config import ConfigError, SearchConfig
+from clear_ray.config import SearchConfig
+from clear_ray.errors import ConfigError
 from clear_ray.train.selection import BestEpoch, Thresholds
 
 THRESHOLDS = Thresholds(objective="log_forget_quality", min_retain_metric=0.45)

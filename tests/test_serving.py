@@ -28,6 +28,7 @@ from clear_ray.models.loading import load_checkpoint, load_for_evaluation, save_
 from clear_ray.models.presets import LLAVA_LORA_TARGETS
 from clear_ray.models.tiny import build_tiny_llava, build_tiny_processor, train_tokenizer
 from clear_ray.net import free_port
+from clear_ray.runtime.staging import DriverDir
 from clear_ray.serving import (
     ADAPTER,
     CARD,
@@ -39,7 +40,6 @@ from clear_ray.serving import (
     register_best,
     save_model,
 )
-from clear_ray.staging import DriverDir
 from clear_ray.tracking import SearchTracker
 
 MODEL = "clear_ray-x"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clear_ray.staging import DriverDir, fetch, on_this_node, stage
+from clear_ray.runtime.staging import DriverDir, fetch, on_this_node, stage
 
 
 @pytest.fixture(scope="module")

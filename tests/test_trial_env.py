@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clear_ray.search.trainable import RAY_ENV_DEFAULTS, ray_env_vars
+from clear_ray.runtime.cluster import RAY_ENV_DEFAULTS, ray_env_vars
 
 
 def test_defaults_apply_where_the_user_set_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

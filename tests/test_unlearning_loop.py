@@ -10,11 +10,11 @@ import pytest
 
 from clear_ray.config import Config
 from clear_ray.eval.gold import reference_evaluation
-from clear_ray.finetune import reference_models
 from clear_ray.methods import METHODS
+from clear_ray.references.prepare import reference_models
+from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.loop import unlearn
 from clear_ray.train.selection import Thresholds
-from clear_ray.train.worker import TrialInputs
 
 pytestmark = pytest.mark.slow
 # Per-epoch scoring without greedy generation: what this test checks are NLLs and probabilities.

@@ -9,12 +9,12 @@ from ray.util.placement_group import placement_group
 @ray.remote(num_cpus=0)
 class Controller:
     """Stands in for a Train controller: it creates its workers' placement group and records it
-    with the recorder ``train/trainer.py`` gives every Train run."""
+    with the recorder ``runtime/trainer.py`` gives every Train run."""
 
     def start_group(self, run_name: str) -> str:
         from types import SimpleNamespace
 
-        from clear_ray.train.groups import GroupRecorder
+        from clear_ray.runtime.groups import GroupRecorder
 
         group = placement_group([{"CPU": 1}])
         ray.get(group.ready())

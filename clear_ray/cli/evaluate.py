@@ -16,8 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from clear_ray.cli.flags import HelpFormatter, add_config_flags, add_set_flag, overrides_from
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
 from clear_ray.console import log
+from clear_ray.errors import ConfigError
 from clear_ray.eval.names import SUMMARY_METRICS
 
 # flag -> dotted config path; defaults and types come from Config, never from here.
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace) -> Config:
     return Config().replace(overrides_from(args, {**FLAGS, **TRACKING_FLAGS}))
 
 
@@ -243,7 +244,7 @@ def log_to_mlflow(args: argparse.Namespace, cfg: Config, summary: dict, tasks: d
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = resolve_config(args)
+        cfg = config_from_args(args)
         check_inputs(args, cfg)
         return run_evaluation(args, cfg)
     except ConfigError as error:

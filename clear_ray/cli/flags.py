@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
+from clear_ray.errors import ConfigError
 
 Flags = dict[str, tuple[str, str]]  # flag -> (dotted config path, help text)
 

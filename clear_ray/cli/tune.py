@@ -19,9 +19,9 @@ from clear_ray.cli.flags import (
     error_line,
     overrides_from,
 )
-from clear_ray.config import Config, ConfigError, resolve_config
+from clear_ray.config import Config, resolve_config
 from clear_ray.console import log
-from clear_ray.errors import SearchStopped
+from clear_ray.errors import ConfigError, SearchStopped
 from clear_ray.methods import METHODS
 from clear_ray.models.presets import get_preset
 from clear_ray.pipeline.plan import (

@@ -24,7 +24,7 @@ import yaml
 from datasets.table import cast_array_to_feature
 from PIL import Image
 
-from clear_ray.config import FORGET_SPLITS, ConfigError
+from clear_ray.config import FORGET_SPLITS
 from clear_ray.data.schema import (
     CONFIG_ALIASES,
     CONFIG_FEATURES,
@@ -32,6 +32,7 @@ from clear_ray.data.schema import (
     TEXT_PERTURBED_SPLITS,
     retain_split_for,
 )
+from clear_ray.errors import ConfigError
 
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.DOTALL)

@@ -196,8 +196,9 @@ SCENE_DESCRIPTIONS = {
 def scene_captions(count: int, seed: int) -> list[tuple[Image.Image, str]]:
     """Captioned photos of scenes without persons, each with one coloured shape in front.
 
-    General knowledge for the tiny preset's pretraining (clear_ray/pretrain.py): the scenes
-    and shapes the CLEAR-format captions and real_world questions talk about, not who is who.
+    General knowledge for the tiny preset's pretraining (clear_ray/references/recipes.py): the
+    scenes and shapes the CLEAR-format captions and real_world questions talk about, not who is
+    who.
     """
     rng = random.Random(f"clear-synthetic-scenes-{seed}")
     items = []

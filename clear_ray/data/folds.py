@@ -200,7 +200,7 @@ def split_persons(
     """
     import numpy as np
 
-    from clear_ray.config import ConfigError
+    from clear_ray.errors import ConfigError
 
     persons = sorted(item_counts)
     if report_fraction == 0:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datasets import Features, Image, List, Value
 
-from clear_ray.config import FORGET_SPLITS, ConfigError
+from clear_ray.config import FORGET_SPLITS
+from clear_ray.errors import ConfigError
 
 RETAIN_SPLITS = ("retain99", "retain95", "retain90")
 # Configs holding one image row per (person, image): the person-level splits of the benchmark.
@@ -19,6 +20,9 @@ PERTURBED_SPLITS = (*(f"{split}_perturbed" for split in FORGET_SPLITS), "retain_
 TEXT_PERTURBED_SPLITS = tuple(f"{split}_tofu_perturbed" for split in FORGET_SPLITS)
 # The hub README's `default` config holds the same rows as `full`.
 CONFIG_ALIASES = {"default": "full"}
+# Every config a model may meet: Original's training set and what pretraining and evaluation read
+# (the tokenizer's corpus, and the data fingerprint in each reference model's cache name).
+CORPUS_CONFIGS = ("full+tofu", "forget10_perturbed", "retain_perturbed", "real_faces", "real_world")
 
 _STRING = Value("string")
 
@@ -78,3 +82,8 @@ def forget_percent(forget_split: str) -> int:
 def retain_split_for(forget_split: str) -> str:
     """The retain config that is the exact complement of a forget config (forget10 -> retain90)."""
     return f"retain{100 - forget_percent(forget_split):02d}"
+
+
+def training_config_for(role: str, forget_split: str) -> str:
+    """Original sees everything; Gold never sees the forget persons."""
+    return "full+tofu" if role == "original" else f"{retain_split_for(forget_split)}+tofu"

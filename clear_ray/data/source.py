@@ -14,7 +14,8 @@ import hashlib
 from functools import partial
 from pathlib import Path
 
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import ROLES, Config
+from clear_ray.errors import ConfigError
 
 TOFU_HINT = "--tofu DIR (a local copy of locuslab/TOFU)"
 
@@ -80,10 +81,9 @@ def check_source(cfg: Config) -> list[str]:
         return []
     source = given_source(cfg)
     from clear_ray.data.clear import config_available
-    from clear_ray.data.schema import retain_split_for
+    from clear_ray.data.schema import CORPUS_CONFIGS, retain_split_for, training_config_for
     from clear_ray.eval.names import ALL_TASKS, FORGET_TEXT, named_tasks, objective_tasks
     from clear_ray.eval.tasks import TASKS
-    from clear_ray.finetune import CORPUS_CONFIGS, ROLES, training_config_for
 
     split, text = cfg.data.forget_split, text_config(cfg)
     has_text = config_available(source, text)

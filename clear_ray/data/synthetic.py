@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from clear_ray.cache import write_manifest
-from clear_ray.config import ConfigError, DataConfig
+from clear_ray.config import DataConfig
 from clear_ray.data.drawing import draw_portrait, png_bytes, real_world_item
 from clear_ray.data.persons import (
     CAPTION_TEMPLATES,
@@ -50,6 +50,7 @@ from clear_ray.data.schema import (
     forget_percent,
     retain_split_for,
 )
+from clear_ray.errors import ConfigError
 
 # Photos per person, every person alike (the real data has 15-20). 15 with the default 80
 # persons puts 8 persons and 120 captions in forget10: the selection and report folds

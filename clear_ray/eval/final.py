@@ -21,7 +21,7 @@ from clear_ray.data.folds import Fold
 from clear_ray.eval.reference import GoldReference
 from clear_ray.eval.suite import EvalResult, evaluate
 from clear_ray.models.loading import load_for_evaluation
-from clear_ray.staging import DriverDir, on_this_node
+from clear_ray.runtime.staging import DriverDir, on_this_node
 
 
 def full_eval_config(config: EvalConfig) -> EvalConfig:
@@ -97,7 +97,7 @@ def run_final_evaluation(
     fold: Fold | None = None,
 ) -> EvalResult:
     """``evaluate_adapter`` as a Ray task with one trial worker's resources."""
-    from clear_ray.search.driver_tasks import result_of, trial_task
+    from clear_ray.runtime.driver_tasks import result_of, trial_task
 
     launch = trial_task(evaluate_adapter, cfg.search).remote(
         original_dir,

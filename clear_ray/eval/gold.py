@@ -99,7 +99,7 @@ def reference_evaluation(
 ) -> ReferenceEvaluation:
     """Evaluate the checkpoint in ``model_dir``, cached under ``cache_dir`` (default
     ``model_dir/evaluations``; a search keeps them apart from the model, which may be the
-    user's own: clear_ray/references.py).
+    user's own: clear_ray/references/).
 
     Forget quality compares with ``gold`` (Gold's own ``reference``); without one the model is
     its own reference (Gold against itself: FQ 1, log FQ 0, JS 1). A ``TaskData`` source lets a

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
 
 ALL_TASKS = "all"
 FORGET_CAPTIONS = "forget_captions"

@@ -37,10 +37,11 @@ import numpy as np
 import torch.distributed as dist
 from torch import nn
 
-from clear_ray.config import ConfigError, DataConfig, EvalConfig
+from clear_ray.config import DataConfig, EvalConfig
 from clear_ray.data.clear import config_available, load_clear
 from clear_ray.data.collate import Collator, Example
 from clear_ray.data.folds import FOLDED_GROUPS, Fold
+from clear_ray.errors import ConfigError
 from clear_ray.eval import metrics
 from clear_ray.eval.generation import generate_greedy
 from clear_ray.eval.names import (

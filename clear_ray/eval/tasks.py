@@ -21,14 +21,13 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
-from clear_ray.config import ConfigError, EvalConfig
+from clear_ray.config import EvalConfig
 from clear_ray.data.collate import caption_example
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.schema import retain_split_for
+from clear_ray.errors import ConfigError
 from clear_ray.eval.names import ALL_TASKS, named_tasks
 from clear_ray.eval.scoring import ScoringItem
-
-GROUPS = ("forget", "retain", "real")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
 from clear_ray.methods.base import Method
 
 _METHOD_MODULES = (  # the order of the CLEAR paper's Table 1 (and of --method all)

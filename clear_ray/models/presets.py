@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
+from clear_ray.models.shapes import LLAVA_7B_SHAPE, TINY_SHAPE, ModelShape
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, ProcessorMixin
@@ -56,37 +57,6 @@ CLEAR_7B_RECIPE: Mapping[str, Any] = MappingProxyType(
         "search.lr_scale": 0.01,
     }
 )
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The sizes of a LLaVA-1.5-architecture model (CLIP vision tower, 2-layer projector,
-    Llama decoder with as many key/value heads as query heads): what the GPU memory estimate
-    (``clear_ray/memory.py``) and the shape-only models of ``bench/`` are built from."""
-
-    vision_hidden: int
-    vision_intermediate: int
-    vision_layers: int
-    vision_heads: int
-    image_size: int
-    patch_size: int
-    text_hidden: int
-    text_intermediate: int
-    text_layers: int
-    text_heads: int
-    vocab: int
-    tied_embeddings: bool = False
-
-    @property
-    def image_tokens(self) -> int:
-        """Tokens one image becomes in the language model (CLIP's CLS token is dropped)."""
-        return (self.image_size // self.patch_size) ** 2
-
-
-# models/tiny.py builds this (vocab: at most its tokenizer's VOCAB_SIZE).
-TINY_SHAPE = ModelShape(64, 128, 2, 4, 32, 8, 128, 256, 2, 4, 1024, tied_embeddings=True)
-# llava-hf/llava-1.5-7b-hf's config.json: CLIP ViT-L/14 at 336 px, Vicuna-7B (vocab 32064).
-LLAVA_7B_SHAPE = ModelShape(1024, 4096, 24, 16, 336, 14, 4096, 11008, 32, 32, 32064)
 
 
 @dataclass(frozen=True)

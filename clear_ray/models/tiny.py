@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from clear_ray.models.presets import TINY_SHAPE
+from clear_ray.models.shapes import TINY_SHAPE
 
 IMAGE_SIZE = TINY_SHAPE.image_size
 PATCH_SIZE = TINY_SHAPE.patch_size

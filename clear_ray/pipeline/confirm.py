@@ -166,8 +166,8 @@ def evaluate_confirm_runs(
     it)."""
     from clear_ray.eval.final import evaluate_adapter, full_eval_config, read_adapter
     from clear_ray.eval.outputs import write_outputs
+    from clear_ray.runtime.driver_tasks import each_result, trial_task
     from clear_ray.search.confirm import write_seed_record
-    from clear_ray.search.driver_tasks import each_result, trial_task
 
     refs, tracker = search.refs, search.tracker
     task = trial_task(evaluate_adapter, cfg.search)

@@ -12,10 +12,10 @@ from clear_ray.data.folds import FOLDS_FILE, REPORT, SELECTION, PersonFolds
 from clear_ray.search.session import SearchDirs, SearchState
 
 if TYPE_CHECKING:  # heavy (torch, mlflow); imported where used, after argument parsing
-    from clear_ray.references import References
+    from clear_ray.references.prepare import References
     from clear_ray.tracking import SearchTracker
+    from clear_ray.train.inputs import TrialInputs
     from clear_ray.train.selection import Thresholds
-    from clear_ray.train.worker import TrialInputs
 
 
 @dataclass

@@ -17,7 +17,7 @@ from clear_ray.search.space import describe
 if TYPE_CHECKING:  # heavy (ray); imported where used
     from ray.tune import ResultGrid, Tuner
 
-    from clear_ray.search.cleanup import TrainGroupReaper
+    from clear_ray.runtime.cleanup import TrainGroupReaper
 
 REAP_WAIT_S = 60  # for stopped trials' Train controllers to die, so their groups can go
 
@@ -99,7 +99,7 @@ def tune_trials(run: MethodSearch, resuming: bool) -> tuple[ResultGrid, bool]:
     trials' Train groups are reaped; a tracking outage ends the search here."""
     from ray import tune
 
-    from clear_ray.search.cleanup import TrainGroupReaper
+    from clear_ray.runtime.cleanup import TrainGroupReaper
     from clear_ray.search.results import trial_ids
     from clear_ray.search.strategy import trial_count
     from clear_ray.search.trainable import trial_trainable
@@ -124,7 +124,7 @@ def tune_trials(run: MethodSearch, resuming: bool) -> tuple[ResultGrid, bool]:
     else:
         tuner = new_tuner(run, trainable, num_samples, callbacks)
     results = tuner.get_results() if searched else tuner.fit()
-    # A restored Tuner calls its own unpickled copy of the reaper (search/cleanup.py), so the
+    # A restored Tuner calls its own unpickled copy of the reaper (runtime/cleanup.py), so the
     # trials are named here; the final evaluation and the next method need those CPUs.
     reaper.track(trial_ids(results))
     reaper.reap(wait_s=REAP_WAIT_S)
@@ -135,8 +135,8 @@ def tune_trials(run: MethodSearch, resuming: bool) -> tuple[ResultGrid, bool]:
 
 def method_callbacks(run: MethodSearch, num_samples: int, reaper: TrainGroupReaper) -> list:
     """The Tune callbacks of a method's search: MLflow child runs, the console, the reaper."""
+    from clear_ray.runtime.store import storage_filesystem
     from clear_ray.search.progress import ProgressPrinter
-    from clear_ray.search.session import storage_filesystem
     from clear_ray.search.trial_logger import TrialLogger
 
     cfg, search = run.cfg, run.search

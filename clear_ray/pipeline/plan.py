@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
 from clear_ray.console import log
+from clear_ray.errors import ConfigError
 from clear_ray.methods import METHODS, TABLE_METHODS, get_method
 from clear_ray.models.presets import get_preset
 from clear_ray.search.session import (
@@ -103,7 +104,7 @@ def check_inputs(cfg: Config) -> None:
     """Bad input fails here with one line, before any data, model or run is written."""
     from clear_ray.data.source import check_source
     from clear_ray.eval.names import OBJECTIVE_TASKS, named_tasks, objective_tasks
-    from clear_ray.references import check_brought
+    from clear_ray.references.checkpoints import check_brought
 
     if not objective_tasks(cfg.data.modality, named_tasks(cfg.eval.tasks)):
         needed = " or ".join(OBJECTIVE_TASKS[cfg.data.modality])

@@ -19,7 +19,7 @@ from clear_ray.search.outbox import OUTBOX_FILE
 from clear_ray.search.session import FAILED, SearchDirs, SearchState, dashboard_command
 
 if TYPE_CHECKING:  # heavy (mlflow); imported where used
-    from clear_ray.references import References
+    from clear_ray.references.prepare import References
     from clear_ray.tracking import SearchTracker
 
 STOPPED_EXIT = 3  # stopped, resumable (a tracking outage past tracking.max_outage_s)
@@ -82,9 +82,9 @@ def start_services(
     # Heavy imports (torch, transformers, mlflow, ray) come after argument parsing, so that
     # --help and bad input answer at once.
     from clear_ray.cache import build_lock
+    from clear_ray.runtime.cluster import check_cluster, concurrent_trials, init_ray
     from clear_ray.search.driver import close_orphans
     from clear_ray.search.quiet import quiet_console
-    from clear_ray.search.trainable import check_cluster, concurrent_trials, init_ray
     from clear_ray.tracking import SearchTracker, where_to_look
 
     quiet_console()  # a failed trial prints its reason
@@ -113,10 +113,10 @@ def open_search(
 ) -> Search:
     """Original and Gold with their evaluations, the thresholds they set and what every
     trial opens; several methods get the comparison's parent run."""
-    from clear_ray.references import prepare_references
+    from clear_ray.references.prepare import prepare_references
     from clear_ray.robust.constraint import check_relearn_persons
+    from clear_ray.train.inputs import TrialInputs
     from clear_ray.train.selection import Thresholds
-    from clear_ray.train.worker import TrialInputs
 
     refs = prepare_references(cfg, log)
     check_relearn_persons(cfg.search, refs.folds.selection)  # before any trial runs

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clear_ray.cli.flags import HelpFormatter
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
+from clear_ray.errors import ConfigError
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clear_ray.config import Config, ConfigError
+from clear_ray.config import Config
+from clear_ray.errors import ConfigError
 from clear_ray.search.plots import FILE_NAMES
 from clear_ray.search.results import LEADERBOARD_CSV, read_leaderboard
 from clear_ray.search.session import STATE_FILE, SearchState

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clear_ray.config import ConfigError, SearchConfig
+from clear_ray.config import SearchConfig
+from clear_ray.errors import ConfigError
+from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.keys import RELEARN_RECOVERY
-from clear_ray.train.worker import TrialInputs
 
 MIN_PERSONS = 2  # the attack trains on one half of the persons and scores the other
 

@@ -129,7 +129,7 @@ class CheckContext:
     ) -> ReferenceEvaluation:
         """A reference model's (Original's, Gold's) evaluation on ``data``'s persons, cached
         on this node by the checkpoint, the persons and everything reference_evaluation keys."""
-        from clear_ray.references import checkpoint_fingerprint
+        from clear_ray.references.checkpoints import checkpoint_fingerprint
 
         key = cache_key({"model": checkpoint_fingerprint(model_dir), "persons": data.persons})
         return reference_evaluation(

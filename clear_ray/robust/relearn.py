@@ -31,7 +31,7 @@ from clear_ray.robust.context import (
     prefixed,
     split_persons,
 )
-from clear_ray.train.backend import ensure_process_group
+from clear_ray.runtime.backend import ensure_process_group
 from clear_ray.train.supervised import sft_engine, train_supervised
 
 CHECK = "relearn"

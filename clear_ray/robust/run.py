@@ -1,6 +1,6 @@
 """The checks' registry, each check as a cached Ray task, and what the driver writes.
 
-Each check runs as a Ray task with a trial worker's resources (search/driver_tasks.py), like
+Each check runs as a Ray task with a trial worker's resources (runtime/driver_tasks.py), like
 the reference evaluations, and is cached on its node by a key of its inputs' content:
 Original's and Gold's checkpoint fingerprints, the adapter's bytes, the data, the persons
 and the config fields it reads. A second search (or a resumed one) over the same adapter
@@ -22,7 +22,7 @@ from clear_ray.cache import cache_key, cached_dir
 from clear_ray.config import Config
 from clear_ray.robust import cross_modal, prompts, quantize, relearn
 from clear_ray.robust.context import CheckContext, CheckResult
-from clear_ray.staging import DriverDir, on_this_node
+from clear_ray.runtime.staging import DriverDir, on_this_node
 
 CHECKS: dict[str, Callable[[CheckContext], CheckResult]] = {
     "relearn": relearn.check,
@@ -58,7 +58,7 @@ def check_key(name: str, ctx: CheckContext) -> str:
     import torch
 
     from clear_ray.data.clear import data_fingerprint
-    from clear_ray.references import checkpoint_fingerprint
+    from clear_ray.references.checkpoints import checkpoint_fingerprint
     from clear_ray.robust.context import forget_configs
 
     cfg = ctx.cfg
@@ -123,7 +123,7 @@ def check_task(
     persons: tuple[str, ...],
 ) -> CheckOutcome:
     """``cached_check`` as a Ray task's body: with where it ran."""
-    from clear_ray.references import where
+    from clear_ray.runtime.cluster import where
 
     result, seconds = cached_check(name, cfg, original, gold, adapter, source, persons)
     return CheckOutcome(result, seconds, where())
@@ -167,7 +167,7 @@ def run_checks(
 ) -> dict[str, dict[str, CheckOutcome]]:
     """Every check on every labelled adapter, as Ray tasks at once: ``{label: {check: ...}}``."""
     from clear_ray.eval.final import read_adapter
-    from clear_ray.search.driver_tasks import each_result, trial_task
+    from clear_ray.runtime.driver_tasks import each_result, trial_task
 
     task = trial_task(check_task, cfg.search)
     pending = {

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import statistics
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
+from clear_ray.cache import write_atomic
 from clear_ray.report.paired import SeedComparison, compare_seeds, endpoint_value
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def confirm_seeds(train_seed: int, count: int) -> list[int]:
     return [train_seed + offset for offset in range(1, count + 1)]
 
 
-def mean_sd(values: list[float]) -> tuple[float, float | None]:
+def mean_and_sd(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample sd (n − 1) of a configuration's values over its seeds; sd None with
     fewer than two values, mean nan with none. The one definition: confirm.json and the report
     (report/tables.py) both spread seeds with it."""
@@ -119,7 +119,7 @@ class Configuration:
         shared = [key for key in shared if all(key in run.metrics for run in self.runs)]
         mean, sd = {}, {}
         for key in shared:
-            mean[key], sd[key] = mean_sd([run.metrics[key] for run in self.runs])
+            mean[key], sd[key] = mean_and_sd([run.metrics[key] for run in self.runs])
         return {
             "params": self.params,
             "epochs": self.epochs,
@@ -212,10 +212,7 @@ def write_seed_record(out: Path, record: SeedRecord) -> None:
 
 def _write_json(path: Path, value: Any) -> None:
     """Atomically: a driver killed while writing leaves the previous file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
-    os.replace(scratch, path)
+    write_atomic(path, json.dumps(value, indent=2, default=_json_default) + "\n")
 
 
 def read_seed_records(out: Path) -> dict[int, SeedRecord]:
@@ -384,10 +381,11 @@ def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from clear_ray.search.cleanup import TrainGroupReaper
+    from clear_ray.runtime.cleanup import TrainGroupReaper
+    from clear_ray.runtime.cluster import concurrent_trials
+    from clear_ray.runtime.store import storage_filesystem
     from clear_ray.search.results import trial_ids
-    from clear_ray.search.session import storage_filesystem
-    from clear_ray.search.trainable import concurrent_trials, trial_trainable
+    from clear_ray.search.trainable import trial_trainable
     from clear_ray.search.trial_logger import TrialLogger
 
     # Confirm runs are measured, not selected: the robustness checks attack them on the report

@@ -1,7 +1,7 @@
 """OptunaSearch that tells Optuna about constraints and keeps its study in Optuna storage.
 
 Ray's ``OptunaSearch`` has no constraints argument and a sampler's ``constraints_func`` only
-sees parameters, not results (see shared/STACK_NOTES.md). We set the trial's constraints from
+sees parameters, not results. We set the trial's constraints from
 its final result (each ``best_constraint/<name>`` ≤ 0 feasible) just before the value is told,
 so TPE learns where the feasible region is. Infeasible trials stay COMPLETE but marked
 infeasible. A trial stopped early (ASHA, retain collapse) is told its best epoch so far.
@@ -17,7 +17,7 @@ asked or told twice.
 from __future__ import annotations
 
 import csv
-import os
+import io
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,13 +26,22 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from clear_ray.cache import write_atomic
+from clear_ray.runtime.ray_compat import (
+    mark_completed,
+    optuna_metrics,
+    optuna_study,
+    optuna_trial,
+    optuna_trial_numbers,
+    reopen_searcher,
+    searcher_state,
+    stored_trial,
+)
 from clear_ray.train.keys import CONSTRAINT_PREFIX
 
 TRIALS_COLUMNS = ("number", "tune_trial_id", "mlflow_run_id", "state")
 TUNE_ID_ATTR = "tune_trial_id"  # user attribute: which Tune trial an Optuna trial is
 FEASIBLE_ATTR = "feasible"  # user attribute: every constraint held
-# Not pickled: reopened from storage_url (a pickled copy would diverge from the storage).
-_LIVE_FIELDS = ("_ot_study", "_storage")
 
 
 class ConstrainedOptunaSearch(OptunaSearch):
@@ -54,11 +63,11 @@ class ConstrainedOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and self._stored(ot_trial.number).state.is_finished():
+        ot_trial = optuna_trial(self, trial_id)
+        if ot_trial is not None and stored_trial(self, ot_trial.number).state.is_finished():
             # Told before the driver died, after Tune's last checkpoint: Tune ran the trial
             # again from its checkpoint. The study keeps the outcome it was told first.
-            self._completed_trials.add(trial_id)
+            mark_completed(self, trial_id)
             return
         if ot_trial is not None:
             ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
@@ -77,32 +86,18 @@ class ConstrainedOptunaSearch(OptunaSearch):
                 ot_trial.set_user_attr(FEASIBLE_ATTR, feasible)
         super().on_trial_complete(trial_id, result, error)
         if self.trials_csv:
-            write_trials_csv(self._ot_study, Path(self.trials_csv), self.objectives)
+            write_trials_csv(optuna_study(self), Path(self.trials_csv), self.objectives)
 
     @property
     def objectives(self) -> list[str]:
         """The reported metrics Optuna maximises: the CSV's value columns."""
-        return [self._metric] if isinstance(self._metric, str) else list(self._metric)
+        return optuna_metrics(self)
 
     def __getstate__(self) -> dict:
-        state = {key: value for key, value in self.__dict__.items() if key not in _LIVE_FIELDS}
-        state["_ot_trials"] = {tune_id: trial.number for tune_id, trial in self._ot_trials.items()}
-        return state
+        return searcher_state(self)
 
     def __setstate__(self, state: dict) -> None:
-        numbers = state.pop("_ot_trials")
-        self.__dict__.update(state)
-        self._storage = optuna.storages.get_storage(self.storage_url)
-        self._ot_study = optuna.load_study(
-            study_name=self._study_name,
-            storage=self._storage,
-            sampler=self._sampler,
-            pruner=optuna.pruners.NopPruner(),  # as OptunaSearch: ASHA stops trials, not Optuna
-        )
-        self._ot_trials = {
-            tune_id: optuna.Trial(self._ot_study, self._trial_id(number))
-            for tune_id, number in numbers.items()
-        }
+        reopen_searcher(self, state, state["storage_url"])
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
@@ -117,19 +112,11 @@ class ConstrainedOptunaSearch(OptunaSearch):
         """
         with open(checkpoint_path, "rb") as handle:
             self.__dict__.update(pickle.load(handle).__dict__)
-        known = {trial.number for trial in self._ot_trials.values()}
-        for trial in self._ot_study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
-        ):
+        known = optuna_trial_numbers(self)
+        study = optuna_study(self)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if trial.number not in known:
-                self._ot_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-
-    def _trial_id(self, number: int) -> int:
-        study_id = self._storage.get_study_id_from_name(self._study_name)
-        return self._storage.get_trial_id_from_study_id_trial_number(study_id, number)
-
-    def _stored(self, number: int) -> optuna.trial.FrozenTrial:
-        return self._storage.get_trial(self._trial_id(number))
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def trials_table(
@@ -181,10 +168,8 @@ def write_trials_csv(
 ) -> None:
     """``trials_table`` of the study, written atomically (the parent run logs this file)."""
     header, rows = trials_table(study.get_trials(deepcopy=False), objectives, run_ids)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".tmp")
-    with scratch.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(scratch, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from clear_ray.config import ConfigError
+from clear_ray.errors import ConfigError
 from clear_ray.search.session import FAILED, STATE_FILE, SearchState
 
 DRIVER_FILE = "driver.json"

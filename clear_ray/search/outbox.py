@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from clear_ray.cache import write_atomic
+
 OUTBOX_FILE = "mlflow_outbox.jsonl"
 # A child run not made yet (the server was away when its trial started): operations name it
 # by this until the run exists, then by its run id.
@@ -57,9 +59,7 @@ class Outbox:
         if not ops:
             self.path.unlink(missing_ok=True)
             return
-        scratch = self.path.with_suffix(".tmp")
-        scratch.write_text("".join(json.dumps(op) + "\n" for op in ops))
-        os.replace(scratch, self.path)
+        write_atomic(self.path, "".join(json.dumps(op) + "\n" for op in ops))
 
 
 def substitute(ops: list[dict[str, Any]], run_ids: dict[str, str]) -> list[dict[str, Any]]:

@@ -11,10 +11,11 @@ import os
 
 import optuna
 
+from clear_ray.runtime.ray_compat import RAY_TOKEN_LOGGER
+
 # Ray's note that a new local cluster uses token authentication (its default); the warning that
 # authentication is *disabled* is kept.
 RAY_TOKEN_NOTE = "Token authentication is enabled for this Ray cluster"
-RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 # INFO lines at a level of detail no user acts on: Tune's "Wrote the latest version of all result
 # files", MLflow's "Creating initial MLflow database tables".
 INFO_LOGGERS = ("ray.tune.tune", "mlflow.store.db.utils")

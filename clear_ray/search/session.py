@@ -9,13 +9,14 @@ here: finished methods are kept, the running one is restored with ``Tuner.restor
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clear_ray.config import ConfigError
+from clear_ray.cache import write_atomic
+from clear_ray.errors import ConfigError
+from clear_ray.runtime.store import storage_filesystem
 
 STATE_FILE = "state.json"
 # SQLite, not Optuna's journal file: a driver killed with SIGKILL (OOM killer, spot loss,
@@ -106,10 +107,7 @@ class SearchDirs:
         return self.method(method) / "adapters"
 
     def save(self, state: SearchState) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        scratch = self.state.with_suffix(".tmp")
-        scratch.write_text(json.dumps(asdict(state), indent=2, default=str))
-        os.replace(scratch, self.state)
+        write_atomic(self.state, json.dumps(asdict(state), indent=2, default=str))
 
     def load(self) -> SearchState:
         return SearchState.from_dict(json.loads(self.state.read_text()))
@@ -129,14 +127,6 @@ def find_search(output: Path, name: str) -> SearchDirs:
         known = ", ".join(path.name for path in searches) or "none"
         raise ConfigError(f"no search named {name!r} in {output} (searches: {known})")
     return SearchDirs(output, name)
-
-
-def storage_filesystem(storage: str):
-    """The pyarrow filesystem of ``search.storage_path`` and the path within it (a plain path
-    is local); checkpoint paths that Train reports are paths within this filesystem."""
-    from pyarrow import fs
-
-    return fs.FileSystem.from_uri(storage if "://" in storage else f"file://{storage}")
 
 
 def check_storage_path(storage: str) -> None:

@@ -30,7 +30,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from clear_ray.config import Config, ConfigError, field_paths
+from clear_ray.config import Config, field_paths
+from clear_ray.errors import ConfigError
 
 SEARCH_SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 CONFIG_DEFAULT = "config"  # ``default: config``: the config's (recipe-aware) value

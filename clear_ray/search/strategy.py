@@ -21,7 +21,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.stopper import Stopper
 
-from clear_ray.config import ConfigError, SearchConfig
+from clear_ray.config import SearchConfig
+from clear_ray.errors import ConfigError
 from clear_ray.search.constrained import ConstrainedOptunaSearch
 from clear_ray.train.keys import BEST_OBJECTIVE, BEST_SCORE, EPOCH, best_key
 from clear_ray.train.selection import Thresholds

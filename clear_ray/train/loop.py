@@ -32,6 +32,7 @@ from clear_ray.models.loading import load_checkpoint
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
 from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, trial_lr_scheduler
+from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.keys import DIVERGED_KEY, EPOCH, EPOCH_SCORE, REASON, RELEARN_RECOVERY
 from clear_ray.train.schedule import (
     micro_steps_per_pass,
@@ -40,7 +41,6 @@ from clear_ray.train.schedule import (
 )
 from clear_ray.train.selection import BestEpoch
 from clear_ray.train.step import train_epoch
-from clear_ray.train.worker import TrialInputs
 
 Report = Callable[[dict[str, float], Path | None], None]
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

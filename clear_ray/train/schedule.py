@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from clear_ray.config import ConfigError, MethodConfig
+from clear_ray.config import MethodConfig
+from clear_ray.errors import ConfigError
 from clear_ray.methods.base import Method
 
 DECAYS: dict[str, Callable[[float], float]] = {  # progress in [0, 1) -> lr factor

@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from clear_ray.config import ConfigError, SearchConfig
+from clear_ray.config import SearchConfig
+from clear_ray.errors import ConfigError
 from clear_ray.eval.names import SUMMARY_METRICS
 from clear_ray.train.keys import (
     BEST_CONSTRAINT,

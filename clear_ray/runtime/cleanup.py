@@ -10,8 +10,8 @@ search) lives on, so the group stays CREATED. The next trial then waits for the 
 
 Ray's remedy, a detached ``PlacementGroupCleaner`` per run that polls the dashboard's State API,
 costs a process per trial and fails with the dashboard (its loop catches only
-``RayStateApiException``), so runs start without it (``train/trainer.py``). Instead each Train
-controller records the groups it starts and has not removed (``train/groups.py``); this Tune
+``RayStateApiException``), so runs start without it (``runtime/trainer.py``). Instead each Train
+controller records the groups it starts and has not removed (``runtime/groups.py``); this Tune
 callback, in the search driver, removes an ended trial's recorded group as soon as GCS says its
 controller is dead (also when Tune retries a trial whose node was lost: GCS reschedules the
 dead run's group onto a live node). Removing it earlier would be wrong: a live controller would
@@ -36,15 +36,16 @@ import ray
 from ray.tune import Callback
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
-from clear_ray.search.trainable import trial_run_name
-from clear_ray.train.groups import every_recorded_group, forget_group, recorded_groups
+from clear_ray.runtime.groups import every_recorded_group, forget_group, recorded_groups
+from clear_ray.runtime.ray_compat import actor_info
+from clear_ray.runtime.train_run import trial_run_name
 
 POLL_S = 0.5
 
 
 def actor_dead(actor_id: str) -> bool:
     """From GCS directly (not the dashboard's State API, which is what fails under load)."""
-    info = ray._private.state.actors(actor_id=actor_id)
+    info = actor_info(actor_id)
     return not info or info.get("State") == "DEAD"
 
 

@@ -30,7 +30,7 @@ class DriverDir:
     @classmethod
     def of(cls, path: str | Path) -> DriverDir:
         """Call on the driver, with Ray initialised."""
-        import ray
+        import ray  # the served model (serving.py) opens staged paths without Ray
 
         return cls(
             str(Path(path).resolve()), ray.get_runtime_context().get_node_id(), listing(Path(path))
@@ -73,7 +73,7 @@ def on_this_node(value: str | DriverDir) -> str:
 
 def fetch(source: DriverDir, cache: Path, chunk_bytes: int = CHUNK_BYTES) -> Path:
     """Copy ``source`` into ``cache/<digest>`` once; concurrent workers of a node wait for it."""
-    import ray
+    import ray  # the served model (serving.py) opens staged paths without Ray
     from filelock import FileLock
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -98,7 +98,7 @@ def fetch(source: DriverDir, cache: Path, chunk_bytes: int = CHUNK_BYTES) -> Pat
 
 def _copy_file(read, path: str, size: int, out: Path, chunk_bytes: int) -> None:
     """``path`` on the driver's node to ``out`` here, a chunk per ``read`` task."""
-    import ray
+    import ray  # the served model (serving.py) opens staged paths without Ray
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as handle:

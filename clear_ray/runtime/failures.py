@@ -15,12 +15,9 @@ from __future__ import annotations
 import re
 
 from ray.exceptions import RayError
-from ray.train.v2._internal.exceptions import RayTrainError
-from ray.train.v2._internal.execution.failure_handling import (
-    DefaultFailurePolicy,
-    FailureDecision,
-)
 from ray.train.v2.api.exceptions import TrainingFailedError, WorkerGroupError
+
+from clear_ray.runtime.ray_compat import DefaultFailurePolicy, FailureDecision, RayTrainError
 
 _NUMBER = re.compile(r"\d+")
 

@@ -75,10 +75,10 @@ class CudaDeviceContext:
     """Makes the worker's GPU current in the training thread (CUDA's device is per thread)."""
 
     def __enter__(self) -> None:
-        import torch
+        import torch  # on the workers only (module docstring)
 
         if torch.cuda.is_available():
-            from ray.train.torch import get_device
+            from ray.train.torch import get_device  # imports torch: workers only
 
             torch.cuda.set_device(get_device())
 
@@ -94,7 +94,7 @@ def free_address() -> tuple[str, int]:
 
 def init_process_group(backend: str, master: tuple[str, int], timeout_s: int) -> None:
     """Runs on each worker: torchrun's env vars (DeepSpeed reads them), then the group."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # on the workers only (module docstring)
 
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -122,7 +122,7 @@ def ensure_process_group() -> None:
     """A 1-rank gloo group for a DeepSpeed engine outside a Train job (a Ray task that trains,
     as the relearning attack; tests). Made once per process and kept: DeepSpeed holds its groups
     in module globals, so a group destroyed and made again would leave it a stale one."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # on the workers only (module docstring)
 
     if dist.is_initialized():
         return
@@ -137,7 +137,7 @@ def ensure_process_group() -> None:
 
 
 def destroy_process_group() -> None:
-    import torch
+    import torch  # on the workers only (module docstring)
     import torch.distributed as dist
 
     if dist.is_initialized():

@@ -6,7 +6,7 @@ collapse stopper, a lost node), the Train controller dies with it, often before 
 workers' group, and the search (the job) lives on: the group holds its CPUs for ever.
 
 Train's own remedy is a detached ``PlacementGroupCleaner`` actor per run
-(``ray/train/v2/_internal/callbacks/placement_group_callback.py``) that polls the dashboard's
+(Train's ``placement_group_callback.py``) that polls the dashboard's
 State API every second: one more Ray process per run, ~2.6 s of CPU taken from the trials
 beside it on a CPU machine (sampled per process in the demo; bench/run_overhead.py
 measures it with Train's Ray Data actor).
@@ -14,15 +14,15 @@ measures it with Train's Ray Data actor).
 Instead, the controller records each worker group it starts in GCS's key-value store, under
 ``<run name>/<controller actor id>``, and deletes the record once it has shut that group down
 itself. A record that is left names a group whose controller died first; the search driver's
-``TrainGroupReaper`` (``search/cleanup.py``) removes such a group when its trial ends, as soon
+``TrainGroupReaper`` (``runtime/cleanup.py``) removes such a group when its trial ends, as soon
 as GCS says the controller is dead. Nothing polls, and no dashboard is needed.
 """
 
 from __future__ import annotations
 
 import ray
-from ray.experimental import internal_kv
-from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+
+from clear_ray.runtime.ray_compat import WorkerGroupCallback, kv_del, kv_get, kv_keys, kv_put
 
 NAMESPACE = "clear_ray.train_groups"
 
@@ -43,9 +43,7 @@ class GroupRecorder(WorkerGroupCallback):
 
     def after_worker_group_start(self, worker_group) -> None:
         group = worker_group.get_worker_group_state().placement_group_handle.placement_group
-        internal_kv._internal_kv_put(
-            _key(self.run_name, _this_actor()), group.id.hex(), overwrite=True, namespace=NAMESPACE
-        )
+        kv_put(_key(self.run_name, _this_actor()), group.id.hex(), NAMESPACE)
 
     def after_worker_group_shutdown(self, worker_group_context) -> None:
         """Called after the group was removed (also after an abort): nothing is left to free."""
@@ -67,8 +65,8 @@ def every_recorded_group(prefix: str = "") -> dict[tuple[str, str], str]:
     """Every record on the cluster (any run, any search) whose key starts with ``prefix``:
     (run name, controller id) -> group id."""
     groups = {}
-    for key in internal_kv._internal_kv_list(prefix.encode(), namespace=NAMESPACE):
-        value = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
+    for key in kv_keys(prefix.encode(), NAMESPACE):
+        value = kv_get(key, NAMESPACE)
         if value is not None:
             run_name, controller = key.decode().rsplit("/", 1)
             groups[run_name, controller] = value.decode()
@@ -76,4 +74,4 @@ def every_recorded_group(prefix: str = "") -> dict[tuple[str, str], str]:
 
 
 def forget_group(run_name: str, controller: str) -> None:
-    internal_kv._internal_kv_del(_key(run_name, controller), namespace=NAMESPACE)
+    kv_del(_key(run_name, controller), NAMESPACE)

@@ -3,7 +3,7 @@ evaluations, robustness checks), with a bound on how long they may wait to *star
 
 Why: a Ray task waits in the scheduler's queue for its CPUs with no deadline. When those CPUs
 are held by a placement group whose Train controller is gone (a trial Tune stopped, a search
-killed and resumed: search/cleanup.py), the driver would wait for ever, and ``ray status``
+killed and resumed: runtime/cleanup.py), the driver would wait for ever, and ``ray status``
 shows only "Pending Demands". So each task announces its start in GCS's key-value store, and
 :func:`each_result` watches for progress: while none of its tasks runs and some wait to start, it
 first removes orphaned groups (:func:`cleanup.reap_orphans`), and after
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import ray
-from ray.experimental import internal_kv
 
 from clear_ray.config import SearchConfig
 from clear_ray.errors import SearchStopped
-from clear_ray.search.cleanup import reap_orphans
-from clear_ray.train.groups import every_recorded_group
+from clear_ray.runtime.cleanup import reap_orphans
+from clear_ray.runtime.groups import every_recorded_group
+from clear_ray.runtime.ray_compat import kv_del, kv_exists, kv_put
 
 NAMESPACE = "clear_ray.task_starts"
 POLL_S = 0.5
@@ -41,7 +41,7 @@ class TaskStartTimeout(SearchStopped):
 
 
 def _announced(token: str, function: Callable[..., Any], *args: Any) -> Any:
-    internal_kv._internal_kv_put(token, b"1", namespace=NAMESPACE)
+    kv_put(token, b"1", NAMESPACE)
     return function(*args)
 
 
@@ -96,9 +96,7 @@ def each_result(
                     launch.token for launch in launches.values() if launch.ref in ready
                 } - finished
                 newly_started = {
-                    token
-                    for token in set(tokens) - started
-                    if internal_kv._internal_kv_exists(token, namespace=NAMESPACE)
+                    token for token in set(tokens) - started if kv_exists(token, NAMESPACE)
                 }
                 if newly_finished or newly_started:
                     finished |= newly_finished
@@ -125,7 +123,7 @@ def each_result(
             last_progress = time.monotonic()
     finally:
         for token in tokens:
-            internal_kv._internal_kv_del(token, namespace=NAMESPACE)
+            kv_del(token, NAMESPACE)
 
 
 def holders() -> str:

@@ -6,10 +6,10 @@ Each is one more Ray worker process per trial: ~1.9 s and ~2.6 s of CPU, taken f
 trials beside it on a CPU machine (bench/run_overhead.py: 3.7 s of CPU and 1.8 s of wall
 time per trial together, two trials at a time on 2 cores). Trials and reference
 jobs pass their data through ``train_loop_config``, so the first has nothing to manage when a
-run has no datasets; the second is replaced by ``train/groups.py``'s ``GroupRecorder``, whose
+run has no datasets; the second is replaced by ``runtime/groups.py``'s ``GroupRecorder``, whose
 records the search driver's reaper uses to free what a killed controller left behind.
 
-It also replaces Train's failure policy with ``train/failures.py``'s, which does not retry an
+It also replaces Train's failure policy with ``runtime/failures.py``'s, which does not retry an
 error that the retry raised again.
 
 ``_create_default_callbacks`` and ``_initialize_and_run_controller`` are private Train API:
@@ -19,14 +19,11 @@ tests/test_failures.py that a repeated error is not retried.
 
 from __future__ import annotations
 
-from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-from ray.train.v2._internal.callbacks.placement_group_callback import (
-    PlacementGroupCleanerCallback,
-)
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-from clear_ray.train.failures import RepeatedErrorPolicy
-from clear_ray.train.groups import GroupRecorder
+from clear_ray.runtime.failures import RepeatedErrorPolicy
+from clear_ray.runtime.groups import GroupRecorder
+from clear_ray.runtime.ray_compat import DatasetsCallback, PlacementGroupCleanerCallback
 
 
 class LeanTrainer(DataParallelTrainer):
