@@ -30,6 +30,27 @@ from clear_ray.eval.tasks import TASKS
 VISUAL_TASKS = ("forget_captions", "forget_face_naming")
 TEXT_TASKS = ("forget_text_qa", "forget_text_perturbed")
 FORGET_TASKS = {"visual": VISUAL_TASKS, "text": TEXT_TASKS, "both": VISUAL_TASKS + TEXT_TASKS}
+# A condition (attack, rounding, prompt) under which Original leads Gold by less than this
+# fraction of their lead as evaluated cannot tell knowledge from noise on a few items.
+MIN_GAP = 0.05
+
+
+def knowledge(value: float, gold: float, original: float, min_gap: float = 0.0) -> float:
+    """Where ``value`` lies between Gold (0, never knew) and Original (1, knows all), each
+    scored under the same condition as ``value``; NaN when Original leads Gold by ``min_gap``
+    or less (no scale to measure on: a zero or inverted denominator)."""
+    lead = original - gold
+    return (value - gold) / lead if lead > min_gap else float("nan")
+
+
+def worst_knowledge(by_condition: dict[str, float]) -> tuple[float, str | None]:
+    """The condition that reveals most knowledge and its value, over those that measured
+    one (not NaN); (NaN, None) when none did."""
+    measured = {name: value for name, value in by_condition.items() if value == value}
+    if not measured:
+        return float("nan"), None
+    worst = max(measured, key=measured.__getitem__)
+    return measured[worst], worst
 
 
 @dataclass(frozen=True)

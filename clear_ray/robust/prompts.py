@@ -1,17 +1,23 @@
 """Prompt robustness: the forget captions under every caption prompt, reported at the worst.
 
 CLEAR asks each image one captioning question drawn from its pool of nine (data/prompts.py);
-forgetting tuned under that draw can still leak under another question, or on the
-paraphrased caption instead of the caption itself. Each variant scores the forget captions
-(true, paraphrase and perturbed captions, as the task does) with:
+forgetting tuned under that draw can still leak under another question, or on another
+wording of the caption. Each variant scores the forget captions with:
 
 - ``default``: the task as evaluated (each item's own drawn question), for comparison;
 - ``prompt_<i>``: every item asked CLEAR's question i;
-- ``paraphrase``: the item's own question, the paraphrased caption as the true target.
+- ``paraphrase``: the item's own question with the roles of the two true captions swapped:
+  the probability is the paraphrased caption's, and the truth ratio sets the caption itself
+  against the perturbed ones (TOFU's, CLEAR's, sets the paraphrase). A model that suppressed
+  the trained wording but not the content leaks in the first; the second tests the wording
+  the model was trained on, so its forget quality differs from ``default``'s.
 
-Gold is scored under the same variant, so forget quality compares like with like (a prompt
-that shifts every model's NLLs is not a leak). The worst variant is the one that reveals the
-most: the highest forget metric, and separately the lowest forget quality.
+Gold and Original are scored under the same variant, so forget quality compares like with
+like and each variant's forget metric becomes knowledge, (m − Gold)/(Original − Gold), all
+three under that variant (a prompt that shifts every model's NLLs is not a leak). The worst
+variant is the one that reveals the most knowledge (``worst_normalised``); a variant under
+which Original leads Gold by under ``MIN_GAP`` of their lead as evaluated measures nothing
+and is left out. The lowest forget quality is reported separately.
 """
 
 from __future__ import annotations
@@ -26,7 +32,14 @@ from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.scoring import ScoringItem
 from clear_ray.eval.suite import TaskData, TaskResult, aggregate, run_task
 from clear_ray.eval.tasks import TASKS, Task
-from clear_ray.robust.context import CheckContext, CheckResult, prefixed
+from clear_ray.robust.context import (
+    MIN_GAP,
+    CheckContext,
+    CheckResult,
+    knowledge,
+    prefixed,
+    worst_knowledge,
+)
 
 CHECK = "prompts"
 DEFAULT = "default"  # the task as the evaluation asks it: each item its own drawn question
@@ -44,10 +57,8 @@ def _asked(question: str) -> Callable[[dict], ScoringItem]:
 
 def _paraphrase_as_truth(row: dict) -> ScoringItem:
     prompt = caption_example(row["image"], row["caption"])
-    paraphrase = row["paraphrased_caption"]
-    return ScoringItem(
-        prompt.question, prompt.image, (paraphrase, paraphrase, *row["perturbed_captions"])
-    )
+    targets = (row["paraphrased_caption"], row["caption"], *row["perturbed_captions"])
+    return ScoringItem(prompt.question, prompt.image, targets)
 
 
 def variants() -> dict[str, Task]:
@@ -59,20 +70,35 @@ def variants() -> dict[str, Task]:
     return {DEFAULT: task, **asked, PARAPHRASE: replace(task, build_item=_paraphrase_as_truth)}
 
 
-def variant_metrics(model_result: TaskResult, gold_result: TaskResult) -> dict[str, float]:
-    """Forget metric and forget quality of the captions under one variant, vs Gold's."""
-    reference = GoldReference({FORGET_CAPTIONS: TaskReference.of(gold_result)})
-    flat = aggregate({FORGET_CAPTIONS: model_result}, reference, modality="visual")
-    return {key: flat[key] for key in METRICS}
+def variant_metrics(
+    model: TaskResult, gold: TaskResult, original: TaskResult, min_gap: float
+) -> dict[str, float]:
+    """The captions' forget metric and forget quality under one variant vs Gold's under it,
+    and the knowledge between Gold and Original under it (NaN: Original leads by ``min_gap``
+    or less)."""
+    reference = GoldReference({FORGET_CAPTIONS: TaskReference.of(gold)})
+    values = {
+        key: aggregate({FORGET_CAPTIONS: model}, reference, modality="visual")[key]
+        for key in METRICS
+    }
+    values["gold_forget_metric"] = aggregate({FORGET_CAPTIONS: gold})["forget_metric"]
+    values["original_forget_metric"] = aggregate({FORGET_CAPTIONS: original})["forget_metric"]
+    values["knowledge"] = knowledge(
+        values["forget_metric"],
+        values["gold_forget_metric"],
+        values["original_forget_metric"],
+        min_gap,
+    )
+    return values
 
 
 def worst_case(by_variant: dict[str, dict[str, float]]) -> dict[str, float | str]:
-    """The most revealing variant: highest forget metric; lowest forget quality (each its own)."""
-    leak = max(by_variant, key=lambda name: by_variant[name]["forget_metric"])
+    """The most revealing variant: most knowledge; lowest forget quality (each its own)."""
+    most, leak = worst_knowledge({name: m["knowledge"] for name, m in by_variant.items()})
     unlike_gold = min(by_variant, key=lambda name: by_variant[name]["log_forget_quality"])
     return {
-        "worst_forget_metric": by_variant[leak]["forget_metric"],
-        "worst_forget_metric_variant": leak,
+        "worst_normalised": most,
+        "worst_normalised_variant": leak or "none measured",
         "worst_log_forget_quality": by_variant[unlike_gold]["log_forget_quality"],
         "worst_forget_quality_js": by_variant[unlike_gold]["forget_quality_js"],
         "worst_log_forget_quality_variant": unlike_gold,
@@ -80,15 +106,19 @@ def worst_case(by_variant: dict[str, dict[str, float]]) -> dict[str, float | str
 
 
 def score_variants(
-    model, gold_model, collator: Collator, data: TaskData, forget_split: str, config
-):
-    """(model's results, metrics) of every variant; Gold is scored under the same variant."""
-    results, metrics = {}, {}
+    model, gold_model, original_model, collator: Collator, data: TaskData, forget_split: str, config
+) -> tuple[dict[str, TaskResult], dict[str, dict[str, float]]]:
+    """(model's results, metrics) of every variant; Gold and Original are scored under the
+    same variant."""
+    results, scored = {}, {}
     for name, task in variants().items():
         rows = data[task.config_for(forget_split)]
         results[name] = run_task(task, model, collator, rows, config)
         gold = run_task(task, gold_model, collator, rows, config)
-        metrics[name] = variant_metrics(results[name], gold)
+        scored[name] = (results[name], gold, run_task(task, original_model, collator, rows, config))
+    default = variant_metrics(*scored[DEFAULT], 0.0)
+    gap = max(default["original_forget_metric"] - default["gold_forget_metric"], 0.0)
+    metrics = {name: variant_metrics(*three, MIN_GAP * gap) for name, three in scored.items()}
     return results, metrics
 
 
@@ -99,10 +129,17 @@ def check(ctx: CheckContext) -> CheckResult:
     config = ctx.eval_config(data, (FORGET_CAPTIONS,))
     model, processor = ctx.load_unlearned()
     gold_model, _ = load_for_evaluation(ctx.gold, None, ctx.cfg.train.precision)
-    model.eval()
-    gold_model.eval()
+    original_model, _ = load_for_evaluation(ctx.original, None, ctx.cfg.train.precision)
+    for each in (model, gold_model, original_model):
+        each.eval()
     results, by_variant = score_variants(
-        model, gold_model, Collator(processor), data, ctx.cfg.data.forget_split, config
+        model,
+        gold_model,
+        original_model,
+        Collator(processor),
+        data,
+        ctx.cfg.data.forget_split,
+        config,
     )
     worst = worst_case(by_variant)
     values = {k: v for k, v in worst.items() if not isinstance(v, str)}
