@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from clear_ray.eval import suite
 from clear_ray.eval.scoring import ScoringItem, score_items
 from clear_ray.eval.suite import TaskResult
 from clear_ray.eval.tasks import TASKS
+from clear_ray.models.loading import save_checkpoint
 from clear_ray.models.tiny import build_tiny_llava, build_tiny_processor, train_tokenizer
 from clear_ray.robust import cross_modal, prompts, quantize, relearn
 from clear_ray.robust.context import (
@@ -469,6 +471,92 @@ def test_cross_modal_after_both_is_skipped_with_a_note(tmp_path: Path) -> None:
     assert result.metrics == {} and "skipped" in result.notes[0]
 
 
+# ---- the checks on tiny checkpoints (random weights: they test the plumbing and the rules) ---
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, synthetic_source: str) -> dict:
+    """Original and Gold (two random tiny models) and an adapter that moves Original's
+    language-model projections a little, as an unlearning run's LoRA does."""
+    from clear_ray.eval.final import read_adapter
+    from clear_ray.models.lora import attach_lora
+    from clear_ray.models.presets import LLAVA_LORA_TARGETS
+
+    root = tmp_path_factory.mktemp("robust_checkpoints")
+    rows = suite.TaskData(synthetic_source)["forget10_perturbed"]
+    tokenizer = train_tokenizer(["USER: ASSISTANT: Describe the image.", *rows["caption"][:20]])
+    processor = build_tiny_processor(tokenizer)
+    for name, seed in (("original", 0), ("gold", 1)):
+        save_checkpoint(build_tiny_llava(tokenizer, seed=seed), processor, root / name)
+    torch.manual_seed(0)
+    model = attach_lora(build_tiny_llava(tokenizer, seed=0), Config().lora, LLAVA_LORA_TARGETS)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0.0, 0.002)
+    model.save_pretrained(str(root / "adapter"))
+    return {
+        "original": str(root / "original"),
+        "gold": str(root / "gold"),
+        "adapter": read_adapter(root / "adapter"),
+    }
+
+
+def check_context(checkpoints: dict, source: str, tmp: Path, gold: str = "gold", **overrides):
+    # A few items per task: the rules under test hold on any number.
+    cfg = Config().replace({"eval.batch_size": 64, "eval.clear_rows": 4, **overrides})
+    persons = report_persons(Path("/nonexistent"), source, cfg.data.forget_split)
+    return CheckContext(
+        cfg, checkpoints["original"], checkpoints[gold], checkpoints["adapter"], source,
+        persons[:2], tmp,
+    )  # fmt: skip
+
+
+def test_quantization_rounds_every_model_and_reports_deltas_and_the_mechanism(
+    checkpoints: dict, synthetic_source: str, tmp_path: Path
+) -> None:
+    ctx = check_context(checkpoints, synthetic_source, tmp_path, **{"data.modality": "visual"})
+    metrics = quantize.check(ctx).metrics
+    value = {key.removeprefix("robust/quantize/"): v for key, v in metrics.items()}
+    for scheme in ("int8", "nf4"):  # both run on the CPU
+        assert value[f"{scheme}/nll_shift"] > 0
+        assert value[f"{scheme}/forget_metric"] != value["forget_metric"]
+        assert value[f"{scheme}/delta_forget_metric"] == pytest.approx(
+            value[f"{scheme}/forget_metric"] - value["forget_metric"]
+        )
+        assert value[f"{scheme}/delta_clear/forget_metric"] == pytest.approx(
+            value[f"{scheme}/clear/forget_metric"] - value["clear/forget_metric"]
+        )
+        # Gold is rounded too: its forget metric under the scheme is not its own as evaluated.
+        assert "gold_forget_metric" not in value
+        assert value[f"{scheme}/gold_forget_metric"] > 0
+    assert value["nf4/nll_shift"] > value["int8/nll_shift"]
+    # The adapter moved only the language model's projections, by a little; 4-bit's coarser
+    # grid sends more of them back onto Original's values than int8's.
+    assert 0 < value["moved_share"] < 1
+    assert 0 <= value["int8/same_as_original"] < value["nf4/same_as_original"] <= 1
+
+
+def test_relearning_compares_after_the_attack_with_gold_after_the_same_attack(
+    checkpoints: dict, synthetic_source: str, tmp_path: Path
+) -> None:
+    """Gold as the unlearned model (Original = Gold, no adapter): the same attack makes the
+    same model, so forget quality after it is Gold's own, at every learning rate. Against
+    unattacked Gold the attack itself would read as lost forget quality."""
+    overrides = {"robust.relearn_steps": 2, "robust.relearn_batch_size": 2,
+                 "robust.relearn_lrs": "1e-4,3e-2", "data.modality": "visual"}  # fmt: skip
+    ctx = check_context(checkpoints, synthetic_source, tmp_path, gold="original", **overrides)
+    result = relearn.check(replace(ctx, adapter=None))
+    value = {key.removeprefix("robust/relearn/"): v for key, v in result.metrics.items()}
+    for lr in ("0.0001", "0.03"):
+        assert value[f"lr_{lr}/log_forget_quality_after"] == 0.0
+        assert math.isnan(value[f"lr_{lr}/net_recovery"])  # Original = Gold: no scale
+    assert value["lr_0.03/forget_metric_after"] != value["forget_metric_before"]
+    assert value["lr_0.03/forget_metric_after"] != value["lr_0.0001/forget_metric_after"]
+    assert "net_recovery" not in value and "no learning rate measured" in result.notes[0]
+    assert value["held_out_persons"] == 1 and "1 held-out person" in result.notes[1]
+
+
 # ---- what a search writes ------------------------------------------------------------------
 
 
@@ -510,56 +598,82 @@ def ray_session():
     ray.shutdown()
 
 
-def zero_adapter(original: Path, cfg: Config, out: Path) -> Path:
-    """An adapter that changes nothing (peft initialises B = 0): an Original-like model."""
+def adapter(original: Path, cfg: Config, out: Path, ascend_on: list | None = None) -> Path:
+    """A LoRA adapter on Original: untrained (peft initialises B = 0: an Original-like model),
+    or after a few steps of gradient ascent on ``ascend_on``'s examples (a model that removed
+    something, as the GA method does)."""
     from clear_ray.models.loading import load_checkpoint
     from clear_ray.models.lora import attach_lora
     from clear_ray.models.presets import get_preset
 
-    model, _ = load_checkpoint(original)
-    attach_lora(model, cfg.lora, get_preset(cfg.model.preset).lora_target_modules).save_pretrained(
-        str(out)
-    )
+    model, processor = load_checkpoint(original)
+    torch.manual_seed(0)
+    model = attach_lora(model, cfg.lora, get_preset(cfg.model.preset).lora_target_modules)
+    if ascend_on:
+        collator = Collator(processor)
+        trained = [weight for weight in model.parameters() if weight.requires_grad]
+        optimizer = torch.optim.AdamW(trained, lr=1e-3)
+        for step in range(6):
+            batch = collator(ascend_on[4 * step % len(ascend_on) :][:4])
+            (-model(**batch).loss).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.save_pretrained(str(out))
     return out
 
 
 @pytest.mark.slow
-def test_relearning_recovers_more_on_an_original_like_model_than_gold_learns(
+def test_relearning_brings_back_what_gradient_ascent_removed_beyond_golds_floor(
     ray_session, session_config: Config, synthetic_source: str, session_output: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     import os
 
+    from clear_ray.data.collate import caption_example
     from clear_ray.finetune import reference_models
     from clear_ray.robust.run import run_checks
 
     models = reference_models(session_config, synthetic_source, session_output / "cache")
     cfg = session_config.replace(
-        {"output_dir": str(tmp_path), "robust.relearn_steps": 4, "eval.batch_size": 64}
+        {"output_dir": str(tmp_path), "robust.relearn_steps": 8, "eval.batch_size": 64}
     )
-    adapter = zero_adapter(models.original, cfg, tmp_path / "zero")
-    persons = report_persons(tmp_path, synthetic_source, cfg.data.forget_split)
+    split = cfg.data.forget_split
+    persons = report_persons(tmp_path, synthetic_source, split)
+    rows = PersonData(synthetic_source, split, persons)[f"{split}_perturbed"]
+    captions = [caption_example(row["image"], row["caption"]) for row in rows]
+    adapters = {
+        "zero": adapter(models.original, cfg, tmp_path / "zero"),
+        "ga": adapter(models.original, cfg, tmp_path / "ga", ascend_on=captions),
+    }
 
-    def run() -> CheckOutcome:
+    def run() -> dict[str, CheckOutcome]:
         outcomes = run_checks(
-            cfg, ("relearn",), {"zero": adapter}, str(models.original), str(models.gold),
+            cfg, ("relearn",), adapters, str(models.original), str(models.gold),
             synthetic_source, persons,
         )  # fmt: skip
-        return outcomes["zero"]["relearn"]
+        return {label: checks["relearn"] for label, checks in outcomes.items()}
 
-    outcome = run()
-    metrics = outcome.result.metrics
-    assert outcome.ran_at["pid"] != os.getpid()
-    assert outcome.ran_at["resources"] == {"CPU": cfg.search.cpus_per_worker}
-    assert metrics["robust/relearn/recovery"] == 1.0  # nothing was removed
-    # After the attack the Original-like model knows the held-out person as Original does;
-    # Gold, which never knew them, gains far less from the same attack (the floor).
-    assert metrics["robust/relearn/knowledge_after"] > 0.8
-    assert metrics["robust/relearn/gold_recovery"] < metrics["robust/relearn/knowledge_after"] - 0.3
-    held = outcome.result.items["held_out_persons"]
-    assert held and not set(held) & set(outcome.result.items["attacked_persons"])
-    assert run().seconds == outcome.seconds  # cached: the same record, not a second attack
-    assert len(list((tmp_path / "cache" / "robust").glob("relearn-*"))) == 1
+    outcomes = run()
+    zero = outcomes["zero"].result.metrics
+    ga = {k.removeprefix("robust/relearn/"): v for k, v in outcomes["ga"].result.metrics.items()}
+    assert outcomes["ga"].ran_at["pid"] != os.getpid()
+    assert outcomes["ga"].ran_at["resources"] == {"CPU": cfg.search.cpus_per_worker}
+    assert zero["robust/relearn/net_recovery"] == 1.0  # nothing was removed
+    # Gradient ascent removed knowledge of the held-out persons; the attack on the other
+    # persons brings part of it back, more than it teaches Gold (the floor) ...
+    assert ga["knowledge_before"] < 0.9
+    assert 0 < ga["net_recovery"] <= 1
+    assert ga["gross_recovery"] > ga["gold_recovery"]
+    # ... at the worst of the swept learning rates, each of which was attacked.
+    lrs = [f"lr_{lr:g}" for lr in cfg.robust.lrs()]
+    assert ga["net_recovery"] == max(ga[f"{lr}/net_recovery"] for lr in lrs)
+    assert f"lr_{ga['worst_lr']:g}" in lrs and ga["worst_normalised"] == ga["knowledge_after"]
+    held = outcomes["ga"].result.items["held_out_persons"]
+    assert len(held) == ga["held_out_persons"]
+    assert held and not set(held) & set(outcomes["ga"].result.items["attacked_persons"])
+    again = run()  # cached: the same records, not a second attack
+    assert all(again[label].seconds == outcomes[label].seconds for label in adapters)
+    assert len(list((tmp_path / "cache" / "robust").glob("relearn-*"))) == 2
 
 
 def test_mean_metrics_averages_each_metric_over_the_models_that_have_it() -> None:
