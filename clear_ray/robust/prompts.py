@@ -8,9 +8,10 @@ wording of the caption. Each variant scores the forget captions with:
 - ``prompt_<i>``: every item asked CLEAR's question i;
 - ``paraphrase``: the item's own question with the roles of the two true captions swapped:
   the probability is the paraphrased caption's, and the truth ratio sets the caption itself
-  against the perturbed ones (TOFU's, CLEAR's, sets the paraphrase). A model that suppressed
-  the trained wording but not the content leaks in the first; the second tests the wording
-  the model was trained on, so its forget quality differs from ``default``'s.
+  against the perturbed ones (the task's truth ratio, TOFU's and CLEAR's, sets the
+  paraphrase). A model that suppressed the trained wording but not the content leaks in the
+  first; the second tests the wording the model was trained on, so this variant's forget
+  quality is not ``default``'s.
 
 Gold and Original are scored under the same variant, so forget quality compares like with
 like and each variant's forget metric becomes knowledge, (m − Gold)/(Original − Gold), all

@@ -132,11 +132,11 @@ def attacked(model, processor, examples: list[Example], ctx: CheckContext, lr: f
 
 
 def lr_values(
-    lr_before: dict[str, float], gold_after: EvalResult, after: EvalResult
+    before: dict[str, float], gold_after: EvalResult, after: EvalResult
 ) -> dict[str, float]:
-    """One learning rate's values: ``lr_before`` holds Original's and the before values."""
-    o, u0 = lr_before["original_forget_metric"], lr_before["forget_metric_before"]
-    g0, g1 = lr_before["gold_forget_metric_before"], gold_after.metrics[METRIC]
+    """One learning rate's values; ``before`` holds Original's and the values before attacks."""
+    o, u0 = before["original_forget_metric"], before["forget_metric_before"]
+    g0, g1 = before["gold_forget_metric_before"], gold_after.metrics[METRIC]
     u1 = after.metrics[METRIC]
     values = {
         "net_recovery": net_recovery(u1, u0, o, g1, g0),
