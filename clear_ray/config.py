@@ -366,8 +366,8 @@ class SearchConfig:
     top_k: int = 3  # diagnostics: the mean objective of the k best feasible trials
     # Feasible only if the relearning attack (robust/relearn.py, robust.relearn_* budget) on
     # the trial's best epoch, at the trial's end, recovers at most this on the selection fold
-    # (net_recovery, worst over robust.relearn_lrs); None = off. Costs two attacks (the
-    # trial's and Gold's) of robust.relearn_steps per learning rate per completed feasible trial.
+    # (net_recovery, worst over robust.relearn_lrs); None = off. Costs an attack of
+    # robust.relearn_steps per learning rate per completed feasible trial (Gold's are cached).
     constrain_relearn: float | None = None
 
 

@@ -555,6 +555,8 @@ def test_relearning_compares_after_the_attack_with_gold_after_the_same_attack(
     assert value["lr_0.03/forget_metric_after"] != value["lr_0.0001/forget_metric_after"]
     assert "net_recovery" not in value and "no learning rate measured" in result.notes[0]
     assert value["held_out_persons"] == 1 and "1 held-out person" in result.notes[1]
+    # Gold's attacks are cached apart from the adapter: one per learning rate, for every adapter.
+    assert len(list((tmp_path / "gold_attacks").glob("[!.]*"))) == 2
 
 
 # ---- what a search writes ------------------------------------------------------------------
@@ -674,6 +676,8 @@ def test_relearning_brings_back_what_gradient_ascent_removed_beyond_golds_floor(
     again = run()  # cached: the same records, not a second attack
     assert all(again[label].seconds == outcomes[label].seconds for label in adapters)
     assert len(list((tmp_path / "cache" / "robust").glob("relearn-*"))) == 2
+    gold_attacks = (tmp_path / "cache" / "robust" / "gold_attacks").glob("[!.]*")
+    assert len(list(gold_attacks)) == len(lrs)  # shared by both adapters
 
 
 def test_mean_metrics_averages_each_metric_over_the_models_that_have_it() -> None:

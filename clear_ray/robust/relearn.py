@@ -20,11 +20,16 @@ after.
 from __future__ import annotations
 
 import itertools
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from clear_ray.config import FinetuneConfig
+from clear_ray.cache import cache_key, cached_dir
+from clear_ray.config import EvalConfig, FinetuneConfig
 from clear_ray.data.collate import Collator, Example, caption_example, row_example
 from clear_ray.data.unlearning import select_modality
 from clear_ray.eval.names import FORGET_QUALITY_TASKS
@@ -38,6 +43,8 @@ from clear_ray.robust.context import (
     MIN_GAP,
     CheckContext,
     CheckResult,
+    PersonData,
+    forget_configs,
     knowledge,
     prefixed,
     split_persons,
@@ -49,6 +56,7 @@ from clear_ray.train.supervised import sft_engine, train_supervised
 CHECK = "relearn"
 METRIC = "forget_metric"  # harmonic mean of every forget task's prob and truth ratio
 FORGET_QUALITY = ("log_forget_quality", "forget_quality_js")
+GOLD_ATTACK_FILE = "gold_attack.json"
 
 
 def gross_recovery(after: float, before: float, original: float, gold: float) -> float:
@@ -131,8 +139,68 @@ def attacked(model, processor, examples: list[Example], ctx: CheckContext, lr: f
     return engine.module.merge_and_unload()
 
 
+@dataclass(frozen=True)
+class GoldAttack:
+    """Gold on the held-out persons after one attack: the floor at one learning rate."""
+
+    metrics: dict[str, float]
+    reference: GoldReference  # what the attacked unlearned model's forget quality compares with
+    items: dict[str, dict[str, Any]]  # per task, per-item values (TaskResult.columns)
+
+
+def gold_attack(
+    ctx: CheckContext,
+    attack_persons: tuple[str, ...],
+    held: PersonData,
+    config: EvalConfig,
+    examples: list[Example],
+    lr: float,
+) -> GoldAttack:
+    """Gold after the attack at ``lr``, evaluated on ``held``; cached on this node by
+    everything it depends on but the unlearned model, so every adapter checked against the
+    same persons (a method's best trial and confirm runs, each trial of
+    ``search.constrain_relearn``) shares Gold's attacks."""
+    from clear_ray.data.clear import data_fingerprint
+    from clear_ray.references import checkpoint_fingerprint
+
+    cfg, robust = ctx.cfg, ctx.cfg.robust
+    key = cache_key(
+        {
+            "gold": checkpoint_fingerprint(ctx.gold),
+            "data": data_fingerprint(ctx.source, sorted(forget_configs(cfg.data.forget_split))),
+            "split": cfg.data.forget_split,
+            "attacked": sorted(attack_persons),
+            "held_out": list(held.persons),
+            "lr": lr,
+            "attack": [robust.relearn_steps, robust.relearn_batch_size, robust.seed],
+            "preset": cfg.model.preset,
+            "lora": asdict(cfg.lora),
+            "finetune_precision": cfg.finetune.precision,
+            "precision": cfg.train.precision,
+            "eval": asdict(config),
+        }
+    )
+
+    def build(directory: Path) -> None:
+        model, processor = load_for_evaluation(ctx.gold, None, cfg.train.precision)
+        model = attacked(model, processor, examples, ctx, lr)
+        result = ctx.evaluate(model, processor, held, config, None)
+        values = {
+            "metrics": result.metrics,
+            "reference": GoldReference.of(result.tasks, FORGET_QUALITY_TASKS).to_json(),
+            "items": {task: result.tasks[task].columns() for task in result.tasks},
+        }
+        (directory / GOLD_ATTACK_FILE).write_text(json.dumps(values, default=float))
+
+    entry = cached_dir(ctx.cache / "gold_attacks" / key, build, "Gold's relearning attack")
+    values = json.loads((entry / GOLD_ATTACK_FILE).read_text())
+    return GoldAttack(
+        values["metrics"], GoldReference.from_json(values["reference"]), values["items"]
+    )
+
+
 def lr_values(
-    before: dict[str, float], gold_after: EvalResult, after: EvalResult
+    before: dict[str, float], gold_after: GoldAttack, after: EvalResult
 ) -> dict[str, float]:
     """One learning rate's values; ``before`` holds Original's and the values before attacks."""
     o, u0 = before["original_forget_metric"], before["forget_metric_before"]
@@ -155,7 +223,7 @@ def lr_values(
 def check(ctx: CheckContext) -> CheckResult:
     if len(ctx.persons) < 2:
         return CheckResult({}, notes=(f"skipped: {len(ctx.persons)} person(s), 2 needed",))
-    robust, split, precision = ctx.cfg.robust, ctx.cfg.data.forget_split, ctx.cfg.train.precision
+    robust, split = ctx.cfg.robust, ctx.cfg.data.forget_split
     attack_persons, held_persons = split_persons(ctx.persons, robust.seed)
     held = ctx.data(held_persons)
     config = ctx.eval_config(held, FORGET_TASKS[ctx.modality])
@@ -163,13 +231,10 @@ def check(ctx: CheckContext) -> CheckResult:
     examples = attack_examples(ctx.data(attack_persons), split, budget, robust.seed)
 
     # Gold's evaluation before the attack is the reference the before values compare with.
-    gold_model, gold_processor = load_for_evaluation(ctx.gold, None, precision)
-    gold_before = ctx.evaluate(gold_model, gold_processor, held, config, None)
-    del gold_model
-    gold = GoldReference.of(gold_before.tasks, FORGET_QUALITY_TASKS)
-    original = ctx.reference(ctx.original, held, config, gold)
+    gold_before = ctx.reference(ctx.gold, held, config, None)
+    original = ctx.reference(ctx.original, held, config, gold_before.reference)
     model, processor = ctx.load_unlearned()
-    unlearned = ctx.evaluate(model, processor, held, config, gold)
+    unlearned = ctx.evaluate(model, processor, held, config, gold_before.reference)
     del model
     before = {
         "original_forget_metric": original.metrics[METRIC],
@@ -189,23 +254,26 @@ def check(ctx: CheckContext) -> CheckResult:
         }
     )
     by_lr: dict[str, dict[str, float]] = {}
-    results: dict[str, EvalResult] = {}
+    items: dict[str, Any] = {
+        "attacked_persons": list(attack_persons),
+        "held_out_persons": list(held_persons),
+    }
+    items.update({f"before/{task}": result.columns() for task, result in unlearned.tasks.items()})
     for lr in robust.lrs():
+        floor = gold_attack(ctx, attack_persons, held, config, examples, lr)
         # Each attack starts from a fresh load: the attack merges into the model it is given.
-        gold_model, gold_processor = load_for_evaluation(ctx.gold, None, precision)
-        gold_attacked = attacked(gold_model, gold_processor, examples, ctx, lr)
-        gold_after = ctx.evaluate(gold_attacked, gold_processor, held, config, None)
-        del gold_model, gold_attacked
-        # Forget quality after the attack compares with Gold after the same attack.
-        floor = GoldReference.of(gold_after.tasks, FORGET_QUALITY_TASKS)
         model, processor = ctx.load_unlearned()
+        # Forget quality after the attack compares with Gold after the same attack.
         after = ctx.evaluate(
-            attacked(model, processor, examples, ctx, lr), processor, held, config, floor
+            attacked(model, processor, examples, ctx, lr), processor, held, config, floor.reference
         )
         del model
         label = f"lr_{lr:g}"
-        by_lr[label] = lr_values(before, gold_after, after)
-        results.update({f"{label}/after": after, f"{label}/gold_after": gold_after})
+        by_lr[label] = lr_values(before, floor, after)
+        items.update({f"{label}/after/{task}": after.tasks[task].columns() for task in after.tasks})
+        items.update(
+            {f"{label}/gold_after/{task}": columns for task, columns in floor.items.items()}
+        )
     worst_value, worst = worst_knowledge(
         {label: v["knowledge_after"] for label, v in by_lr.items()}
     )
@@ -231,17 +299,4 @@ def check(ctx: CheckContext) -> CheckResult:
             f"{len(held_persons)} held-out person: the recovery rests on one person's items "
             "(4 or more report persons hold out 2)"
         )
-    items = {
-        "attacked_persons": list(attack_persons),
-        "held_out_persons": list(held_persons),
-        **{
-            f"{name}/{task}": result.tasks[task].columns()
-            for name, result in (
-                ("before", unlearned),
-                ("gold_before", gold_before),
-                *results.items(),
-            )
-            for task in result.tasks
-        },
-    }
     return CheckResult(prefixed(CHECK, values), items, tuple(notes))
