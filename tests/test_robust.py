@@ -535,6 +535,8 @@ def test_quantization_rounds_every_model_and_reports_deltas_and_the_mechanism(
     # grid sends more of them back onto Original's values than int8's.
     assert 0 < value["moved_share"] < 1
     assert 0 <= value["int8/same_as_original"] < value["nf4/same_as_original"] <= 1
+    # Rounded Gold and Original are cached apart from the adapter: one per model and scheme.
+    assert len(list((tmp_path / "rounded").glob("[!.]*"))) == 4
 
 
 def test_relearning_compares_after_the_attack_with_gold_after_the_same_attack(

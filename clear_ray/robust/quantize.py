@@ -27,8 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clear_ray.eval.names import FORGET_QUALITY_TASKS
-from clear_ray.eval.reference import GoldReference
+from clear_ray.config import EvalConfig
 from clear_ray.eval.suite import EvalResult
 from clear_ray.models.lora import all_linear_names
 from clear_ray.robust.context import (
@@ -36,6 +35,8 @@ from clear_ray.robust.context import (
     MIN_GAP,
     CheckContext,
     CheckResult,
+    PersonData,
+    Scored,
     knowledge,
     prefixed,
     worst_knowledge,
@@ -141,7 +142,7 @@ def nll_shift(before: EvalResult, after: EvalResult) -> float:
 
 
 def scheme_values(
-    before: EvalResult, after: EvalResult, gold: EvalResult, original: EvalResult, gap: float
+    before: EvalResult, after: EvalResult, gold: Scored, original: Scored, gap: float
 ) -> dict[str, float]:
     """One scheme's metrics (the model's after rounding, vs rounded Gold), their Δ from
     before, and the knowledge between rounded Gold and rounded Original."""
@@ -165,12 +166,27 @@ def scheme_values(
     return values
 
 
+def rounded(
+    ctx: CheckContext, model_dir: str, scheme: str, data: PersonData, config: EvalConfig
+) -> Scored:
+    """``model_dir``'s model (Gold, Original) with its weights rounded by ``scheme``, scored
+    on ``data``; cached apart from the adapter (:meth:`CheckContext.scored`)."""
+    from clear_ray.models.loading import load_for_evaluation
+
+    def score() -> EvalResult:
+        model, processor = load_for_evaluation(model_dir, None, ctx.cfg.train.precision)
+        round_weights(model, linear_weights(model), SCHEMES[scheme])
+        return ctx.evaluate(model, processor, data, config, None)
+
+    condition = {"scheme": scheme, "nf4_codes": NF4_CODES, "nf4_block": NF4_BLOCK}
+    return ctx.scored("rounded", model_dir, condition, data, config, score)
+
+
 def check(ctx: CheckContext) -> CheckResult:
     from clear_ray.models.loading import load_for_evaluation
 
     data = ctx.data()
     config = ctx.eval_config(data, FORGET_TASKS[ctx.modality])
-    precision = ctx.cfg.train.precision
     gold_reference = ctx.reference(ctx.gold, data, config, None)
     original_reference = ctx.reference(ctx.original, data, config, gold_reference.reference)
     o, g = original_reference.metrics[METRIC], gold_reference.metrics[METRIC]
@@ -179,22 +195,17 @@ def check(ctx: CheckContext) -> CheckResult:
     values = {key: before.metrics[key] for key in REPORTED if key in before.metrics}
     values["knowledge"] = knowledge(before.metrics[METRIC], g, o)
     items = {f"before/{task}": result.columns() for task, result in before.tasks.items()}
-    original_model, original_processor = load_for_evaluation(ctx.original, None, precision)
+    original_model, _ = load_for_evaluation(ctx.original, None, ctx.cfg.train.precision)
     unlearned, original = linear_weights(model), linear_weights(original_model)
+    del original_model
     values["moved_share"] = moved_share(unlearned, original)
     by_scheme: dict[str, float] = {}
     for name, round_trip in SCHEMES.items():
-        gold_model, gold_processor = load_for_evaluation(ctx.gold, None, precision)
-        round_weights(gold_model, linear_weights(gold_model), round_trip)
-        gold = ctx.evaluate(gold_model, gold_processor, data, config, None)
-        del gold_model
-        rounded_gold = GoldReference.of(gold.tasks, FORGET_QUALITY_TASKS)
-        round_weights(original_model, original, round_trip)
-        rounded_original = ctx.evaluate(
-            original_model, original_processor, data, config, rounded_gold
-        )
+        gold = rounded(ctx, ctx.gold, name, data, config)
+        rounded_original = rounded(ctx, ctx.original, name, data, config)
         round_weights(model, unlearned, round_trip)
-        after = ctx.evaluate(model, processor, data, config, rounded_gold)
+        # Forget quality after rounding compares with Gold under the same rounding.
+        after = ctx.evaluate(model, processor, data, config, gold.reference)
         scheme = scheme_values(before, after, gold, rounded_original, o - g)
         scheme["same_as_original"] = same_as_original(unlearned, original, round_trip, model.device)
         values.update({f"{name}/{key}": value for key, value in scheme.items()})

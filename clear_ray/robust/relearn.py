@@ -20,20 +20,15 @@ after.
 from __future__ import annotations
 
 import itertools
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
-from clear_ray.cache import cache_key, cached_dir
 from clear_ray.config import EvalConfig, FinetuneConfig
 from clear_ray.data.collate import Collator, Example, caption_example, row_example
 from clear_ray.data.unlearning import select_modality
-from clear_ray.eval.names import FORGET_QUALITY_TASKS
-from clear_ray.eval.reference import GoldReference
 from clear_ray.eval.suite import EvalResult, TaskData
 from clear_ray.models.loading import load_for_evaluation
 from clear_ray.models.lora import attach_lora
@@ -44,7 +39,7 @@ from clear_ray.robust.context import (
     CheckContext,
     CheckResult,
     PersonData,
-    forget_configs,
+    Scored,
     knowledge,
     prefixed,
     split_persons,
@@ -56,7 +51,6 @@ from clear_ray.train.supervised import sft_engine, train_supervised
 CHECK = "relearn"
 METRIC = "forget_metric"  # harmonic mean of every forget task's prob and truth ratio
 FORGET_QUALITY = ("log_forget_quality", "forget_quality_js")
-GOLD_ATTACK_FILE = "gold_attack.json"
 
 
 def gross_recovery(after: float, before: float, original: float, gold: float) -> float:
@@ -139,15 +133,6 @@ def attacked(model, processor, examples: list[Example], ctx: CheckContext, lr: f
     return engine.module.merge_and_unload()
 
 
-@dataclass(frozen=True)
-class GoldAttack:
-    """Gold on the held-out persons after one attack: the floor at one learning rate."""
-
-    metrics: dict[str, float]
-    reference: GoldReference  # what the attacked unlearned model's forget quality compares with
-    items: dict[str, dict[str, Any]]  # per task, per-item values (TaskResult.columns)
-
-
 def gold_attack(
     ctx: CheckContext,
     attack_persons: tuple[str, ...],
@@ -155,53 +140,28 @@ def gold_attack(
     config: EvalConfig,
     examples: list[Example],
     lr: float,
-) -> GoldAttack:
-    """Gold after the attack at ``lr``, evaluated on ``held``; cached on this node by
-    everything it depends on but the unlearned model, so every adapter checked against the
-    same persons (a method's best trial and confirm runs, each trial of
-    ``search.constrain_relearn``) shares Gold's attacks."""
-    from clear_ray.data.clear import data_fingerprint
-    from clear_ray.references import checkpoint_fingerprint
-
+) -> Scored:
+    """Gold after the attack at ``lr``, evaluated on ``held``: the floor at that lr, cached
+    apart from the adapter (:meth:`CheckContext.scored`)."""
     cfg, robust = ctx.cfg, ctx.cfg.robust
-    key = cache_key(
-        {
-            "gold": checkpoint_fingerprint(ctx.gold),
-            "data": data_fingerprint(ctx.source, sorted(forget_configs(cfg.data.forget_split))),
-            "split": cfg.data.forget_split,
-            "attacked": sorted(attack_persons),
-            "held_out": list(held.persons),
-            "lr": lr,
-            "attack": [robust.relearn_steps, robust.relearn_batch_size, robust.seed],
-            "preset": cfg.model.preset,
-            "lora": asdict(cfg.lora),
-            "finetune_precision": cfg.finetune.precision,
-            "precision": cfg.train.precision,
-            "eval": asdict(config),
-        }
-    )
 
-    def build(directory: Path) -> None:
+    def score() -> EvalResult:
         model, processor = load_for_evaluation(ctx.gold, None, cfg.train.precision)
         model = attacked(model, processor, examples, ctx, lr)
-        result = ctx.evaluate(model, processor, held, config, None)
-        values = {
-            "metrics": result.metrics,
-            "reference": GoldReference.of(result.tasks, FORGET_QUALITY_TASKS).to_json(),
-            "items": {task: result.tasks[task].columns() for task in result.tasks},
-        }
-        (directory / GOLD_ATTACK_FILE).write_text(json.dumps(values, default=float))
+        return ctx.evaluate(model, processor, held, config, None)
 
-    entry = cached_dir(ctx.cache / "gold_attacks" / key, build, "Gold's relearning attack")
-    values = json.loads((entry / GOLD_ATTACK_FILE).read_text())
-    return GoldAttack(
-        values["metrics"], GoldReference.from_json(values["reference"]), values["items"]
-    )
+    condition = {
+        "attacked": sorted(attack_persons),
+        "lr": lr,
+        "attack": [robust.relearn_steps, robust.relearn_batch_size, robust.seed],
+        "preset": cfg.model.preset,
+        "lora": asdict(cfg.lora),
+        "finetune_precision": cfg.finetune.precision,
+    }
+    return ctx.scored("gold_attacks", ctx.gold, condition, held, config, score)
 
 
-def lr_values(
-    before: dict[str, float], gold_after: GoldAttack, after: EvalResult
-) -> dict[str, float]:
+def lr_values(before: dict[str, float], gold_after: Scored, after: EvalResult) -> dict[str, float]:
     """One learning rate's values; ``before`` holds Original's and the values before attacks."""
     o, u0 = before["original_forget_metric"], before["forget_metric_before"]
     g0, g1 = before["gold_forget_metric_before"], gold_after.metrics[METRIC]
