@@ -348,10 +348,12 @@ def test_the_worst_prompt_is_the_one_that_leaks_measured_between_gold_and_origin
 ) -> None:
     monkeypatch.setattr(suite, "score_items", fake_scores)
     data = suite.TaskData(synthetic_source)
-    models = [Fake("leaky"), Fake("never"), Fake("always")]
-    _, by_variant = prompts.score_variants(
-        *models, None, data, "forget10", EvalConfig(generate=False)
+    config = EvalConfig(generate=False)
+    model, gold, original = (
+        prompts.variant_results(Fake(knows), None, data, "forget10", config)
+        for knows in ("leaky", "never", "always")
     )
+    by_variant = prompts.score_variants(model, gold, original)
     assert set(by_variant) == {"default", *(f"prompt_{i}" for i in range(9)), "paraphrase"}
     worst = prompts.worst_case(by_variant)
     leaky = f"prompt_{CAPTION_QUESTIONS.index(LEAKY)}"
@@ -419,10 +421,12 @@ def test_the_paraphrase_variant_scores_the_captions_wording_where_default_scores
     captions, paraphrases = set(rows["caption"]), set(rows["paraphrased_caption"])
     assert not captions & paraphrases  # an input where the caption and its paraphrase differ
     monkeypatch.setattr(suite, "score_items", caption_scores(captions, paraphrases))
-    models = [Fake("leaky"), Fake("never"), Fake("never")]
-    _, by_variant = prompts.score_variants(
-        *models, None, data, "forget10", EvalConfig(generate=False)
+    config = EvalConfig(generate=False)
+    model, gold, original = (
+        prompts.variant_results(Fake(knows), None, data, "forget10", config)
+        for knows in ("leaky", "never", "never")
     )
+    by_variant = prompts.score_variants(model, gold, original)
     # default: the truth ratio sets the paraphrase (scored as Gold scores it) against the
     # perturbed captions, so the model is Gold's twin; the paraphrase variant sets the caption
     # itself, which the model still knows.
@@ -537,6 +541,24 @@ def test_quantization_rounds_every_model_and_reports_deltas_and_the_mechanism(
     assert 0 <= value["int8/same_as_original"] < value["nf4/same_as_original"] <= 1
     # Rounded Gold and Original are cached apart from the adapter: one per model and scheme.
     assert len(list((tmp_path / "rounded").glob("[!.]*"))) == 4
+
+
+def test_the_prompt_check_scores_gold_and_original_once_under_every_variant(
+    checkpoints: dict, synthetic_source: str, tmp_path: Path
+) -> None:
+    ctx = check_context(checkpoints, synthetic_source, tmp_path)
+    result = prompts.check(ctx)
+    value = {key.removeprefix("robust/prompts/"): v for key, v in result.metrics.items()}
+    for name in ("default", "paraphrase", *(f"prompt_{i}" for i in range(9))):
+        assert {"knowledge", "gold_forget_metric", "original_forget_metric"} <= {
+            key.removeprefix(f"{name}/") for key in value if key.startswith(f"{name}/")
+        }
+    # The variant's truth ratio sets the caption, not the paraphrase: another distribution
+    # (1 - JS is continuous; on 4 items the KS p-value may land on the same lattice point).
+    assert value["paraphrase/forget_quality_js"] != value["default/forget_quality_js"]
+    assert "worst_normalised" in value and len(result.notes) == 2
+    assert len(list((tmp_path / "prompt_variants").glob("[!.]*"))) == 2  # Gold, Original
+    assert prompts.check(ctx).metrics == result.metrics  # the second from their cache
 
 
 def test_relearning_compares_after_the_attack_with_gold_after_the_same_attack(

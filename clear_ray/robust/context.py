@@ -180,19 +180,19 @@ class CheckContext:
             cache_dir=self.cache / "references" / key,
         )
 
-    def scored(
+    def cached(
         self,
         kind: str,
         model_dir: str,
         condition: dict[str, Any],
         data: PersonData,
         config: EvalConfig,
-        score: Callable[[], EvalResult],
-    ) -> Scored:
-        """``score()`` (a reference model's evaluation under ``condition``), cached on this
-        node under ``kind`` by the checkpoint, the data, the persons, the eval config and the
-        condition, so every adapter checked on the same persons (a method's best trial and
-        confirm runs, each trial of ``search.constrain_relearn``) shares it."""
+        values: Callable[[], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """``values()`` (JSON-able scores of a reference model under ``condition``), cached on
+        this node under ``kind`` by the checkpoint, the data, the persons, the eval config and
+        the condition, so every adapter checked on the same persons (a method's best trial
+        and confirm runs, each trial of ``search.constrain_relearn``) shares them."""
         from clear_ray.data.clear import data_fingerprint
         from clear_ray.references import checkpoint_fingerprint
 
@@ -211,16 +211,31 @@ class CheckContext:
         )
 
         def build(directory: Path) -> None:
+            (directory / SCORED_FILE).write_text(json.dumps(values(), default=float))
+
+        entry = cached_dir(self.cache / kind / key, build, f"robustness check: {kind}")
+        return json.loads((entry / SCORED_FILE).read_text())
+
+    def scored(
+        self,
+        kind: str,
+        model_dir: str,
+        condition: dict[str, Any],
+        data: PersonData,
+        config: EvalConfig,
+        score: Callable[[], EvalResult],
+    ) -> Scored:
+        """``score()``, a reference model's evaluation under ``condition``, :meth:`cached`."""
+
+        def values() -> dict[str, Any]:
             result = score()
-            values = {
+            return {
                 "metrics": result.metrics,
                 "reference": GoldReference.of(result.tasks, FORGET_QUALITY_TASKS).to_json(),
                 "items": {task: result.tasks[task].columns() for task in result.tasks},
             }
-            (directory / SCORED_FILE).write_text(json.dumps(values, default=float))
 
-        entry = cached_dir(self.cache / kind / key, build, f"robustness check: {kind}")
-        values = json.loads((entry / SCORED_FILE).read_text())
+        stored = self.cached(kind, model_dir, condition, data, config, values)
         return Scored(
-            values["metrics"], GoldReference.from_json(values["reference"]), values["items"]
+            stored["metrics"], GoldReference.from_json(stored["reference"]), stored["items"]
         )

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from clear_ray.config import EvalConfig
 from clear_ray.data.collate import Collator, caption_example
 from clear_ray.data.prompts import CAPTION_QUESTIONS
 from clear_ray.eval.names import FORGET_CAPTIONS
@@ -37,6 +38,7 @@ from clear_ray.robust.context import (
     MIN_GAP,
     CheckContext,
     CheckResult,
+    PersonData,
     knowledge,
     prefixed,
     worst_knowledge,
@@ -106,42 +108,62 @@ def worst_case(by_variant: dict[str, dict[str, float]]) -> dict[str, float | str
     }
 
 
+def variant_results(
+    model, collator: Collator, data: TaskData, forget_split: str, config: EvalConfig
+) -> dict[str, TaskResult]:
+    """``model``'s forget-caption results under every variant, by name."""
+    return {
+        name: run_task(task, model, collator, data[task.config_for(forget_split)], config)
+        for name, task in variants().items()
+    }
+
+
 def score_variants(
-    model, gold_model, original_model, collator: Collator, data: TaskData, forget_split: str, config
-) -> tuple[dict[str, TaskResult], dict[str, dict[str, float]]]:
-    """(model's results, metrics) of every variant; Gold and Original are scored under the
-    same variant."""
-    results, scored = {}, {}
-    for name, task in variants().items():
-        rows = data[task.config_for(forget_split)]
-        results[name] = run_task(task, model, collator, rows, config)
-        gold = run_task(task, gold_model, collator, rows, config)
-        scored[name] = (results[name], gold, run_task(task, original_model, collator, rows, config))
-    default = variant_metrics(*scored[DEFAULT], 0.0)
+    model: dict[str, TaskResult], gold: dict[str, TaskResult], original: dict[str, TaskResult]
+) -> dict[str, dict[str, float]]:
+    """Every variant's metrics from the three models' results under it (variant_results)."""
+    default = variant_metrics(model[DEFAULT], gold[DEFAULT], original[DEFAULT], 0.0)
     gap = max(default["original_forget_metric"] - default["gold_forget_metric"], 0.0)
-    metrics = {name: variant_metrics(*three, MIN_GAP * gap) for name, three in scored.items()}
-    return results, metrics
+    return {
+        name: variant_metrics(model[name], gold[name], original[name], MIN_GAP * gap)
+        for name in model
+    }
+
+
+def reference_results(
+    ctx: CheckContext, model_dir: str, data: PersonData, config: EvalConfig
+) -> dict[str, TaskResult]:
+    """A reference model's (Gold's, Original's) variant_results, cached apart from the adapter
+    (:meth:`CheckContext.cached`)."""
+    from clear_ray.models.loading import load_for_evaluation
+
+    def values() -> dict[str, dict]:
+        model, processor = load_for_evaluation(model_dir, None, ctx.cfg.train.precision)
+        results = variant_results(
+            model.eval(), Collator(processor), data, ctx.cfg.data.forget_split, config
+        )
+        return {name: result.columns() for name, result in results.items()}
+
+    questions = {"questions": list(CAPTION_QUESTIONS), "variants": list(variants())}
+    stored = ctx.cached("prompt_variants", model_dir, questions, data, config, values)
+    layout = TASKS[FORGET_CAPTIONS].layout
+    return {
+        name: TaskResult(
+            c["nll_true"], c["nll_paraphrased"], c["nll_perturbed"], None, layout, c["item_index"]
+        )
+        for name, c in stored.items()
+    }
 
 
 def check(ctx: CheckContext) -> CheckResult:
-    from clear_ray.models.loading import load_for_evaluation
-
     data = ctx.data()
     config = ctx.eval_config(data, (FORGET_CAPTIONS,))
+    gold = reference_results(ctx, ctx.gold, data, config)
+    original = reference_results(ctx, ctx.original, data, config)
     model, processor = ctx.load_unlearned()
-    gold_model, _ = load_for_evaluation(ctx.gold, None, ctx.cfg.train.precision)
-    original_model, _ = load_for_evaluation(ctx.original, None, ctx.cfg.train.precision)
-    for each in (model, gold_model, original_model):
-        each.eval()
-    results, by_variant = score_variants(
-        model,
-        gold_model,
-        original_model,
-        Collator(processor),
-        data,
-        ctx.cfg.data.forget_split,
-        config,
-    )
+    split = ctx.cfg.data.forget_split
+    results = variant_results(model.eval(), Collator(processor), data, split, config)
+    by_variant = score_variants(results, gold, original)
     worst = worst_case(by_variant)
     values = {k: v for k, v in worst.items() if not isinstance(v, str)}
     values.update({f"{name}/{key}": v for name, m in by_variant.items() for key, v in m.items()})
