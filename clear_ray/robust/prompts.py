@@ -80,10 +80,8 @@ def variant_metrics(
     and the knowledge between Gold and Original under it (NaN: Original leads by ``min_gap``
     or less)."""
     reference = GoldReference({FORGET_CAPTIONS: TaskReference.of(gold)})
-    values = {
-        key: aggregate({FORGET_CAPTIONS: model}, reference, modality="visual")[key]
-        for key in METRICS
-    }
+    flat = aggregate({FORGET_CAPTIONS: model}, reference, modality="visual")
+    values = {key: flat[key] for key in METRICS}
     values["gold_forget_metric"] = aggregate({FORGET_CAPTIONS: gold})["forget_metric"]
     values["original_forget_metric"] = aggregate({FORGET_CAPTIONS: original})["forget_metric"]
     values["knowledge"] = knowledge(
