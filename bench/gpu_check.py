@@ -7,9 +7,9 @@ Four parts, each isolated: a part that fails records its error and the others st
 
 - ``search``: a 1-trial, 1-epoch search of the tiny preset on the GPU (``--gpus-per-trial 1``:
   Ray Train's NCCL group, DeepSpeed in bf16), no confirm runs, no robustness checks.
-- ``nf4``: bitsandbytes' NF4 round trip (``robust/quantize.py``, what the quantization check
-  uses) against a plain-torch NF4 on the CPU (:func:`nf4_emulated`: the same 16 NormalFloat
-  codes, blocks of 64, absmax per block), on a 4096 × 4096 bf16 weight.
+- ``nf4``: bitsandbytes' NF4 round trip against the quantization check's plain-torch NF4
+  (``robust/quantize.py`` ``nf4_round_trip``: the same 16 NormalFloat codes, blocks of 64,
+  absmax per block), on a 4096 × 4096 bf16 weight.
 - ``eval_throughput``: ``bench/eval_throughput.py --device cuda --preset llava7b-shape``.
 - ``train_step_7b``: one DPO training step of the 7B-shaped model (``llava7b-shape``, random
   weights) under the 7B recipe: LoRA r8 on the language model, bf16, ZeRO-2, micro-batch 2,
@@ -42,15 +42,6 @@ SEARCH_TIMEOUT_S = 330
 EVAL_TIMEOUT_S = 180
 STEP_TOKENS = 704  # a padded row of the 7B model: 576 image tokens + 128 of text (memory.py)
 ANSWER_TOKENS = 64
-# bitsandbytes' NF4 code book (bitsandbytes/functional.py, get_4bit_type("nf4")): the 16
-# quantiles of N(0, 1) scaled to [-1, 1] of QLoRA (arXiv 2305.14314, appendix E).
-NF4_CODES = (
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
-)  # fmt: skip
-NF4_BLOCK = 64
 NF4_MIN_AGREEMENT = 0.999  # of the elements, equal to bitsandbytes' after the round trip
 
 Part = Callable[[], dict]
@@ -116,18 +107,12 @@ def search_part(scratch: Path) -> dict:
     }
 
 
-def nf4_emulated(weight: torch.Tensor) -> torch.Tensor:
-    """NF4 round trip in plain torch: per block of 64 (row-major, the last one short) scale by
-    its absmax, take the nearest code, scale back; the result in ``weight``'s dtype."""
-    flat = weight.detach().float().reshape(-1)
-    padded = torch.nn.functional.pad(flat, (0, -flat.numel() % NF4_BLOCK))  # zeros: same absmax
-    blocks = padded.reshape(-1, NF4_BLOCK)
-    absmax = blocks.abs().amax(dim=1, keepdim=True)
-    scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
-    codes = torch.tensor(NF4_CODES)
-    nearest = ((blocks / scale).unsqueeze(-1) - codes).abs().argmin(dim=-1)
-    restored = (codes[nearest] * absmax).reshape(-1)[: flat.numel()]
-    return restored.reshape(weight.shape).to(weight.dtype)
+def bitsandbytes_nf4(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` through bitsandbytes' NF4 (its default block of 64) on the GPU."""
+    import bitsandbytes.functional as bnb
+
+    packed, state = bnb.quantize_4bit(weight.cuda(), blocksize=64, quant_type="nf4")
+    return bnb.dequantize_4bit(packed, state).to(weight.device, weight.dtype)
 
 
 def compare_nf4(emulated: torch.Tensor, library: torch.Tensor) -> dict:
@@ -148,7 +133,7 @@ def nf4_part() -> dict:
 
     generator = torch.Generator().manual_seed(0)
     weight = (torch.randn(4096, 4096, generator=generator) * 0.02).to(torch.bfloat16)
-    return compare_nf4(nf4_emulated(weight), nf4_round_trip(weight))
+    return compare_nf4(nf4_round_trip(weight), bitsandbytes_nf4(weight))
 
 
 def eval_throughput_part(scratch: Path) -> dict:

@@ -131,7 +131,6 @@ RANGES: dict[str, Range] = {
     "search.reference_wait_s": POSITIVE,
     "search.lr_scale": POSITIVE,
     "robust.relearn_steps": AT_LEAST_1,
-    "robust.relearn_lr": POSITIVE,
     "robust.relearn_batch_size": AT_LEAST_1,
     "search.report_fraction": Range(0, 1, high_inclusive=False),  # 0 = no folds
     "search.confirm_seeds": NON_NEGATIVE,  # 0 = no confirm runs
@@ -364,8 +363,9 @@ class SearchConfig:
     confirm_seeds: int = 3
     top_k: int = 3  # diagnostics: the mean objective of the k best feasible trials
     # Feasible only if the relearning attack (robust/relearn.py, robust.relearn_* budget) on
-    # the trial's best epoch, at the trial's end, recovers at most this on the selection fold;
-    # None = off. Costs one attack of robust.relearn_steps per completed feasible trial.
+    # the trial's best epoch, at the trial's end, recovers at most this on the selection fold
+    # (net_recovery, worst over robust.relearn_lrs); None = off. Costs an attack of
+    # robust.relearn_steps per learning rate per completed feasible trial (Gold's are cached).
     constrain_relearn: float | None = None
 
 
@@ -373,13 +373,16 @@ class SearchConfig:
 class RobustConfig:
     """Checks that the forgetting holds, run on each method's best trial after its
     final evaluation. Defaults suit the tiny CPU preset; the relearning attack is a short LoRA
-    finetune, so a 7B recipe wants a smaller lr (as its unlearning lr)."""
+    finetune, so a 7B recipe sets learning rates at its own scale (models/presets.py)."""
 
     # Comma-separated names of ROBUST_CHECKS, "all" or "none". All by default: on the tiny
     # preset together < 1 min per best trial (docs/robustness.md gives each one's cost).
     checks: str = "all"
-    relearn_steps: int = 20  # optimiser steps of the relearning attack (Unlearning or Not, §4)
-    relearn_lr: float = 1e-3
+    relearn_steps: int = 20  # optimiser steps of the relearning attack (robust/relearn.py)
+    # Comma-separated learning rates of the attack, each a separate attack (of the unlearned
+    # model and of Gold); the worst case is reported. Around the tiny preset's unlearning lr
+    # (1e-3), ×3 apart, as Deeb & Roger sweep their attack's (arXiv 2410.08827).
+    relearn_lrs: str = "3e-4,1e-3,3e-3"
     relearn_batch_size: int = 4
     seed: int = 0  # the split of the report persons into attacked and held-out halves
 
@@ -398,6 +401,23 @@ class RobustConfig:
                 f"comma-separated list of {', '.join(ROBUST_CHECKS)}"
             )
         return tuple(name for name in ROBUST_CHECKS if name in names)
+
+    def lrs(self) -> tuple[float, ...]:
+        """The attack's learning rates, ascending; raises ConfigError unless each is a
+        positive number and there is at least one."""
+        values = []
+        for text in self.relearn_lrs.split(","):
+            try:
+                value = float(text)
+            except ValueError:
+                value = float("nan")
+            if not value > 0:
+                raise ConfigError(
+                    f"robust.relearn_lrs: {text.strip()!r} is not a positive learning rate "
+                    f"(expected a comma-separated list such as 3e-4,1e-3,3e-3)"
+                )
+            values.append(value)
+        return tuple(sorted(set(values)))
 
 
 @dataclass
@@ -462,6 +482,7 @@ class Config:
                         "(a fraction of Original's value in relative mode)"
                     )
         self.robust.names()  # an unknown check fails here, before anything runs
+        self.robust.lrs()
         if search.constrain_relearn is not None and search.workers_per_trial > 1:
             # The attack trains a second DeepSpeed engine in the trial's worker; with more
             # ranks its collectives would wait for ranks that are not attacking.

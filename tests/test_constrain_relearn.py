@@ -199,9 +199,10 @@ def test_a_tiny_trial_reports_its_recovery_and_constraint_at_its_end(
             "method.name": "ga",
             "train.epochs": 2,
             "train.lr": 3e-3,
-            "robust.relearn_steps": 2,
+            "robust.relearn_steps": 6,
+            "robust.relearn_lrs": "1e-2",
             "eval.proxy_items": 8,
-            "search.constrain_relearn": 1.0,
+            "search.constrain_relearn": 0.0,
         }
     )
     models = reference_models(session_config, synthetic_source, session_output / "cache")
@@ -211,18 +212,22 @@ def test_a_tiny_trial_reports_its_recovery_and_constraint_at_its_end(
     gold = reference_evaluation(models.gold, synthetic_source, split, cfg.eval, fold=fold)
     trial = TrialInputs(
         synthetic_source, str(models.original), gold.reference,
-        Thresholds("log_forget_quality", 0.0, max_relearn_recovery=1.0),
+        Thresholds("log_forget_quality", 0.0, max_relearn_recovery=0.0),
         fold, str(models.gold), folds.selection,
     )  # fmt: skip
     reports = []
     unlearn(cfg, trial, rank=0, world_size=1, report=lambda m, c: reports.append(m))
 
     first, last = reports
-    assert RELEARN_RECOVERY not in first and first["best_constraint/max_relearn"] == 0.0
+    # Not yet attacked: counted as recovery 1, so the shortfall is 1 - X.
+    assert RELEARN_RECOVERY not in first and first["best_constraint/max_relearn"] == 1.0
     recovery = last[RELEARN_RECOVERY]
-    assert 0.0 <= recovery <= 1.0 and last["robust/relearn/steps"] == 2
-    assert last["best_constraint/max_relearn"] == pytest.approx(recovery - 1.0)
-    assert last["feasible"] == 1.0  # X = 1 admits every measured recovery
+    assert last["robust/relearn/steps"] == 6
+    # X = 0: any measured recovery above 0 makes the trial infeasible by its shortfall,
+    # whatever its retain metric.
+    assert 0.0 <= recovery <= 1.0
+    assert last["best_constraint/max_relearn"] == pytest.approx(recovery)
+    assert last["feasible"] == float(recovery <= 0.0)
     (attack,) = (tmp_path / "cache" / "robust").glob("relearn-*")  # one cached attack
     items = json.loads((attack / "result.json").read_text())["items"]
     attacked = items["attacked_persons"] + items["held_out_persons"]

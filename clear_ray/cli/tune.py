@@ -131,7 +131,8 @@ FLAGS = {
     "--constrain-relearn": (
         "search.constrain_relearn",
         "feasible only if the relearning attack at each trial's end (selection fold) recovers "
-        "<= this fraction of the forgotten, in [0, 1]; default: off",
+        "<= this fraction of the forgotten beyond what it teaches Gold (worst over "
+        "robust.relearn_lrs), in [0, 1]; default: off",
     ),
     "--report-fraction": (
         "search.report_fraction",

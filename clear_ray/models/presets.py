@@ -35,7 +35,10 @@ LLAVA_LORA_TARGETS = (
 # warm-up one epoch then HF's linear decay, LoRA r8/α32 on every Linear but lm_head, merged);
 # unlearning from config/mm/forget.yaml and mm/forget.py (lr 1e-5, 5 epochs, batch 2 ×
 # accumulation 2, warm-up one epoch, bf16).
-# The shipped search spaces' lr bounds (1e-4..1e-2, tiny scale) become 1e-6..1e-4.
+# The shipped search spaces' lr bounds (1e-4..1e-2, tiny scale) become 1e-6..1e-4. The
+# relearning attack (robust/relearn.py) is swept around the unlearning lr as on the tiny preset
+# (×3 either side of 1e-5), not at the tiny preset's 1e-3: Deeb & Roger's attack on 7-8B models
+# swept 1e-7..5e-6 (full finetune, their conf/*.yaml ft.lrs); LoRA takes a few times more.
 CLEAR_7B_RECIPE: Mapping[str, Any] = MappingProxyType(
     {
         "finetune.lr": 1e-5,
@@ -55,6 +58,7 @@ CLEAR_7B_RECIPE: Mapping[str, Any] = MappingProxyType(
         "train.warmup_epochs": 1.0,
         "train.precision": "bf16",
         "search.lr_scale": 0.01,
+        "robust.relearn_lrs": "3e-6,1e-5,3e-5",
     }
 )
 

@@ -4,8 +4,9 @@ For users who want robustness selected, not only measured: at a trial's end the 
 its best epoch is attacked as robust/relearn.py attacks the selected models (same function,
 same ``robust.relearn_*`` budget, same content cache, robust/run.py), but on the *selection*
 fold's forget persons: whatever selects never looks at the report fold (data/folds.py). The
-recovery becomes the trial's ``max_relearn`` constraint (train/selection.py), told to Optuna
-with the retain constraint (search/constrained.py).
+net recovery (worst over ``robust.relearn_lrs``) becomes the trial's ``max_relearn``
+constraint (train/selection.py), told to Optuna with the retain constraint
+(search/constrained.py).
 """
 
 from __future__ import annotations

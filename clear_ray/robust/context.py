@@ -10,18 +10,21 @@ in the NLLs (the probability and the truth ratio), which all models are compared
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 
-from clear_ray.cache import cache_key
+from clear_ray.cache import cache_key, cached_dir
 from clear_ray.config import Config, EvalConfig
 from clear_ray.data.collate import Collator
 from clear_ray.data.folds import benchmark_persons, row_persons
 from clear_ray.eval.gold import ReferenceEvaluation, reference_evaluation
+from clear_ray.eval.names import FORGET_QUALITY_TASKS
 from clear_ray.eval.reference import GoldReference
 from clear_ray.eval.suite import EvalResult, TaskData, evaluate
 from clear_ray.eval.tasks import TASKS
@@ -30,6 +33,30 @@ from clear_ray.eval.tasks import TASKS
 VISUAL_TASKS = ("forget_captions", "forget_face_naming")
 TEXT_TASKS = ("forget_text_qa", "forget_text_perturbed")
 FORGET_TASKS = {"visual": VISUAL_TASKS, "text": TEXT_TASKS, "both": VISUAL_TASKS + TEXT_TASKS}
+SCORED_FILE = "scored.json"
+# What a Scored entry holds and how its conditions are computed; part of its key.
+SCORED_FORMAT = 1
+# A condition (attack, rounding, prompt) under which Original leads Gold by less than this
+# fraction of their lead as evaluated cannot tell knowledge from noise on a few items.
+MIN_GAP = 0.05
+
+
+def knowledge(value: float, gold: float, original: float, min_gap: float = 0.0) -> float:
+    """Where ``value`` lies between Gold (0, never knew) and Original (1, knows all), each
+    scored under the same condition as ``value``; NaN when Original leads Gold by ``min_gap``
+    or less (no scale to measure on: a zero or inverted denominator)."""
+    lead = original - gold
+    return (value - gold) / lead if lead > min_gap else float("nan")
+
+
+def worst_knowledge(by_condition: dict[str, float]) -> tuple[float, str | None]:
+    """The condition that reveals most knowledge and its value, over those that measured
+    one (not NaN); (NaN, None) when none did."""
+    measured = {name: value for name, value in by_condition.items() if value == value}
+    if not measured:
+        return float("nan"), None
+    worst = max(measured, key=measured.__getitem__)
+    return measured[worst], worst
 
 
 @dataclass(frozen=True)
@@ -89,6 +116,16 @@ def split_persons(persons: tuple[str, ...], seed: int) -> tuple[tuple[str, ...],
 
 
 @dataclass(frozen=True)
+class Scored:
+    """A reference model's (Gold's, Original's) evaluation under one condition of a check (an
+    attack, a rounding): what the checks compare an adapter with, cached apart from it."""
+
+    metrics: dict[str, float]
+    reference: GoldReference  # its own NLLs on the forget-quality tasks
+    items: dict[str, dict[str, Any]]  # per task, per-item values (TaskResult.columns)
+
+
+@dataclass(frozen=True)
 class CheckContext:
     """One check's inputs on the node it runs on (paths already local)."""
 
@@ -141,4 +178,64 @@ class CheckContext:
             modality=self.modality,
             precision=self.cfg.train.precision,
             cache_dir=self.cache / "references" / key,
+        )
+
+    def cached(
+        self,
+        kind: str,
+        model_dir: str,
+        condition: dict[str, Any],
+        data: PersonData,
+        config: EvalConfig,
+        values: Callable[[], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """``values()`` (JSON-able scores of a reference model under ``condition``), cached on
+        this node under ``kind`` by the checkpoint, the data, the persons, the eval config and
+        the condition, so every adapter checked on the same persons (a method's best trial
+        and confirm runs, each trial of ``search.constrain_relearn``) shares them."""
+        from clear_ray.data.clear import data_fingerprint
+        from clear_ray.references.checkpoints import checkpoint_fingerprint
+
+        split = self.cfg.data.forget_split
+        key = cache_key(
+            {
+                "model": checkpoint_fingerprint(model_dir),
+                "data": data_fingerprint(self.source, sorted(forget_configs(split))),
+                "split": split,
+                "persons": data.persons,
+                "eval": asdict(config),
+                "precision": self.cfg.train.precision,
+                "condition": condition,
+                "format": SCORED_FORMAT,
+            }
+        )
+
+        def build(directory: Path) -> None:
+            (directory / SCORED_FILE).write_text(json.dumps(values(), default=float))
+
+        entry = cached_dir(self.cache / kind / key, build, f"robustness check: {kind}")
+        return json.loads((entry / SCORED_FILE).read_text())
+
+    def scored(
+        self,
+        kind: str,
+        model_dir: str,
+        condition: dict[str, Any],
+        data: PersonData,
+        config: EvalConfig,
+        score: Callable[[], EvalResult],
+    ) -> Scored:
+        """``score()``, a reference model's evaluation under ``condition``, :meth:`cached`."""
+
+        def values() -> dict[str, Any]:
+            result = score()
+            return {
+                "metrics": result.metrics,
+                "reference": GoldReference.of(result.tasks, FORGET_QUALITY_TASKS).to_json(),
+                "items": {task: result.tasks[task].columns() for task in result.tasks},
+            }
+
+        stored = self.cached(kind, model_dir, condition, data, config, values)
+        return Scored(
+            stored["metrics"], GoldReference.from_json(stored["reference"]), stored["items"]
         )

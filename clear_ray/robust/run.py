@@ -31,9 +31,11 @@ CHECKS: dict[str, Callable[[CheckContext], CheckResult]] = {
     "cross_modal": cross_modal.check,
 }
 RESULT_FILE = "result.json"
-CACHE_FORMAT = 3  # part of the key: a change of what result.json holds is a new entry
+CACHE_FORMAT = 4  # part of the key: a change of what result.json holds is a new entry
 # 2: relearn recovery clipped to [0, 1], a removal under MIN_GAP counts as none
 # 3: the relearning attack's LoRA seeded (before, its values varied from run to run)
+# 4: relearn net of attacked Gold over a learning-rate sweep; NF4 in plain torch; Gold and
+#    Original rounded and prompted alike; worst_normalised per check
 ROBUSTNESS_FILE = "robustness.json"
 BEST = "best"  # the label of the best trial in robustness.json
 
@@ -55,8 +57,6 @@ def adapter_digest(adapter: dict[str, bytes] | None) -> str | None:
 
 
 def check_key(name: str, ctx: CheckContext) -> str:
-    import torch
-
     from clear_ray.data.clear import data_fingerprint
     from clear_ray.references.checkpoints import checkpoint_fingerprint
     from clear_ray.robust.context import forget_configs
@@ -78,7 +78,6 @@ def check_key(name: str, ctx: CheckContext) -> str:
             "finetune_precision": cfg.finetune.precision,
             "lora": asdict(cfg.lora),
             "robust": {k: v for k, v in asdict(cfg.robust).items() if k != "checks"},
-            "gpu": torch.cuda.is_available(),  # decides whether nf4 ran
         }
     )
 

@@ -265,11 +265,10 @@ WORST_NORMALISED = "worst_normalised"
 ROBUSTNESS_COLUMNS = (
     ("net relearn recovery", NET_RECOVERY),
     *((f"{check} worst", f"robust/{check}/{WORST_NORMALISED}") for check in ROBUST_CHECKS),
-    ("relearn recovery", RELEARN_RECOVERY),
+    ("gross relearn recovery", "robust/relearn/gross_recovery"),
     ("Gold recovery", "robust/relearn/gold_recovery"),
     ("int8 forget_metric", "robust/quantize/int8/forget_metric"),
     ("nf4 forget_metric", "robust/quantize/nf4/forget_metric"),
-    ("worst-prompt forget_metric", "robust/prompts/worst_forget_metric"),
     ("worst-prompt log_forget_quality", "robust/prompts/worst_log_forget_quality"),
     ("cross-modal log_forget_quality", "robust/cross_modal/log_forget_quality"),
 )

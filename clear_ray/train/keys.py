@@ -20,7 +20,7 @@ EPOCH_FEASIBLE = "epoch_feasible"
 EPOCH_SCORE = "epoch_score"  # ranks the epoch's checkpoint among those kept
 
 # The trial-end relearning attack on the best epoch (robust/relearn.py check()'s recovery).
-RELEARN_RECOVERY = "robust/relearn/recovery"
+RELEARN_RECOVERY = "robust/relearn/net_recovery"
 
 # A diverged trial's last report: this key fails the trial (search/trainable.py) with
 # ``reason``.
