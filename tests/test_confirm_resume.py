@@ -115,7 +115,7 @@ def test_leaderboard_rows_come_from_confirm_json_as_written(tmp_path: Path) -> N
     path = tmp_path / "confirm.json"
     write_confirm(path, "ga", [1, 2], {"tuned": tuned, "default": default})
     rows = confirm_rows("ga", json.loads(path.read_text()))
-    assert [row.model for row in rows] == ["ga (tuned, 2 seeds)", "ga (default, 1 seeds)"]
+    assert [row.model for row in rows] == ["ga (tuned, 2 seeds)", "ga (default, 1 seed)"]
     assert [row.feasible for row in rows] == ["1/2", "1/1"]
     assert [row.trial for row in rows] == ["t0", "defaults"]
     assert rows[0].cell("clear/forget_metric") == "0.3 ± 0.14"

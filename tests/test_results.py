@@ -128,7 +128,7 @@ def test_the_full_csv_keeps_every_metric_at_full_precision(tmp_path: Path) -> No
 
 
 def test_the_view_is_a_config_field_with_a_flag() -> None:
-    from clear_ray.cli import overrides_from
+    from clear_ray.cli.flags import overrides_from
     from clear_ray.cli.tune import FLAGS, build_parser
 
     assert Config().report.leaderboard == "compact"
