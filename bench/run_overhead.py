@@ -8,7 +8,7 @@ dashboard every second) and Prometheus metrics callbacks. This runs the same tri
 
 - ``train_defaults``: Ray Train's ``DataParallelTrainer`` as it comes, metrics on, dashboard on;
 - ``lean_trainer``: clear_ray's trainer (``runtime/trainer.py``), metrics and dashboard as above;
-- ``clear_ray``: what a search runs (``search/trainable.py``: ``init_ray``, ``ray_env_vars``).
+- ``clear_ray``: what a search runs (``runtime/cluster.py``: ``init_ray``, ``ray_env_vars``).
 
 Wall time of the Tune run and the machine's CPU time over it (``/proc/stat``, every process,
 Ray's daemons included), per trial, rounds interleaved so that a drift of the machine's speed

@@ -292,7 +292,7 @@ class EvalConfig:
 @dataclass
 class SearchConfig:
     num_samples: int = 8
-    # Trials at once; 0 = as many as the cluster's nodes hold (search/trainable.py
+    # Trials at once; 0 = as many as the cluster's nodes hold (runtime/cluster.py
     # concurrent_trials: one per core on a CPU machine, one per GPU with --gpus-per-trial 1).
     max_concurrent: int = 0
     # Maximised: log_forget_quality (log KS p-value vs Gold), neg_forget_distance (−W1 between
