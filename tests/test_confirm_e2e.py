@@ -43,7 +43,7 @@ def test_the_console_says_which_fold_it_selects_and_reports_on(search) -> None:
     assert "selects on the selection fold" in done.stderr
     assert "reports on the report fold" in done.stderr
     assert "Full evaluations on the report fold" in done.stdout
-    assert "| ga (tuned, 1 seeds) |" in done.stdout and "| ga (default, 1 seeds) |" in done.stdout
+    assert "| ga (tuned, 1 seed) |" in done.stdout and "| ga (default, 1 seed) |" in done.stdout
     assert "optimism" in done.stdout
 
 

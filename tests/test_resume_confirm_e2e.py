@@ -81,8 +81,8 @@ def test_the_trained_seed_is_kept_and_only_the_missing_ones_trained(resumed: dic
     log = resumed["log"]
     assert "tuned configuration resumed: seeds [] kept, [1] to evaluate, [2] to train" in log
     assert "1 unfinished MLflow run(s) deleted" in log
-    assert "confirming the tuned configuration (1 epochs) with seeds [2]" in log
-    assert "confirming the default configuration (1 epochs) with seeds [1, 2]" in log
+    assert "confirming the tuned configuration (1 epoch) with seeds [2]" in log
+    assert "confirming the default configuration (1 epoch) with seeds [1, 2]" in log
     record = json.loads((resumed["root"] / "ga" / "confirm.json").read_text())
     (seed_one,) = [r for r in record["configurations"]["tuned"]["runs"] if r["seed"] == 1]
     assert seed_one["adapter"] == resumed["before"]["adapter"]

@@ -86,7 +86,7 @@ def stopped(server: Server, session_output: Path, synthetic_source: str) -> dict
             server.stop()  # A completed: away until B reported its first epoch
         if len(trials) == 2 and f"[trial {trials[1]}] epoch 1:" in line:
             server.start()
-        back = back or "is back" in line
+        back = back or re.match(r"\[clear_ray\] MLflow server \S+ is back", line) is not None
         b_done = b_done or (len(trials) >= 2 and f"[trial {trials[1]}] completed" in line)
         if back and b_done and left is None:
             server.stop()  # the search saw the server back and B completed: away for good
