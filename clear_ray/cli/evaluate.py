@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from clear_ray.cli.flags import HelpFormatter, add_config_flags, add_set_flag, overrides_from
+from clear_ray.cli.flags import (
+    DATA_FLAGS,
+    HelpFormatter,
+    add_config_flags,
+    add_set_flag,
+    overrides_from,
+)
 from clear_ray.config import Config
 from clear_ray.console import log
 from clear_ray.errors import ConfigError
@@ -23,12 +29,7 @@ from clear_ray.eval.names import SUMMARY_METRICS
 
 # flag -> dotted config path; defaults and types come from Config, never from here.
 FLAGS = {
-    "--data": ("data.source", "hub id (therem/CLEAR) or local CLEAR dir; default: synthetic"),
-    "--tofu": (
-        "data.tofu_source",
-        "local copy of locuslab/TOFU: the text forget-quality task of a local --data copy of "
-        "therem/CLEAR (without it that task is left out)",
-    ),
+    **DATA_FLAGS,
     "--forget-split": ("data.forget_split", "forget01 | forget05 | forget10"),
     "--modality": (
         "data.modality",

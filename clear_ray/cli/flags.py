@@ -17,6 +17,16 @@ from clear_ray.errors import ConfigError
 
 Flags = dict[str, tuple[str, str]]  # flag -> (dotted config path, help text)
 
+# Where the data comes from: the same flags for every command that reads CLEAR.
+DATA_FLAGS: Flags = {
+    "--data": ("data.source", "hub id (therem/CLEAR) or local CLEAR dir; default: synthetic"),
+    "--tofu": (
+        "data.tofu_source",
+        "local copy of locuslab/TOFU: the text forget-quality task of a local --data copy of "
+        "therem/CLEAR (without it that task is left out)",
+    ),
+}
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every command's ``--help``: a flag's default is shown only where it says something,

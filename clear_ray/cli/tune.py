@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clear_ray.cli.flags import (
+    DATA_FLAGS,
     HelpFormatter,
     add_config_flags,
     add_set_flag,
@@ -38,12 +39,7 @@ from clear_ray.search.space import space_lines
 
 # flag -> dotted config path; defaults and types come from Config, never from here.
 FLAGS = {
-    "--data": ("data.source", "hub id (therem/CLEAR) or local CLEAR dir; default: synthetic"),
-    "--tofu": (
-        "data.tofu_source",
-        "local copy of locuslab/TOFU: the text forget-quality task of a local --data copy of "
-        "therem/CLEAR (without it that task is left out)",
-    ),
+    **DATA_FLAGS,
     "--model": ("model.preset", "model preset (tiny-llava, llava-1.5-7b)"),
     "--forget-split": ("data.forget_split", "forget01 | forget05 | forget10"),
     "--modality": ("data.modality", "forget text QA rows, visual image rows, or both"),
