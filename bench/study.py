@@ -554,7 +554,10 @@ def setup_frozen(directory: Path, commit: str, draws: str) -> tuple[str, str]:
     env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
 
     def step(*command: str) -> str:
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        # From the checkout, as the printed command runs: a Python started elsewhere puts that
+        # folder first on its path, and a clear_ray there would shadow the frozen one.
+        cwd = directory if directory.exists() else None
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
         if result.returncode != 0:
             raise ValueError(f"{' '.join(command)} failed: {result.stderr.strip()[-500:]}")
         return result.stdout
