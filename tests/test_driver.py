@@ -146,3 +146,27 @@ def test_a_resumed_search_leaves_its_own_runs_to_reopen(tmp_path: Path) -> None:
     assert close_orphans(tmp_path, client, lambda state: True, current="ga-died") == []
     assert close_orphans(tmp_path, client, lambda state: False, current="ga-new") == []
     assert client.get_run(parent).info.status == "RUNNING"
+
+
+def test_a_new_search_never_shares_a_folder_with_one_started_in_the_same_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clear_ray.config import Config
+    from clear_ray.pipeline import plan
+
+    monkeypatch.setattr(plan.time, "strftime", lambda _: "20261207-101010")  # one second
+    cfg, state, dirs = plan.new_search(Config(output_dir=str(tmp_path)), "ga", None)
+    assert dirs.name == state.name == "ga-20261207-101010"
+    dirs.root.mkdir(parents=True)  # another search took the name after this one chose it
+    with pytest.raises(FileExistsError):
+        Driver(dirs.root, new=True).__enter__()
+    with Driver(dirs.root):  # a resume enters its existing folder
+        pass
+    second_state, second = plan.next_name(cfg, state)
+    assert second.name == second_state.name == "ga-20261207-101010-2"
+    assert (
+        plan.next_name(cfg, second_state)[1].root == tmp_path / "searches" / "ga-20261207-101010-3"
+    )
+    second.root.mkdir()
+    # names taken when a search is planned are skipped at once
+    assert plan.new_search(cfg, "ga", None)[2].name == "ga-20261207-101010-3"

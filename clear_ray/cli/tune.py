@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from clear_ray.cli.flags import (
@@ -30,6 +31,7 @@ from clear_ray.pipeline.plan import (
     load_spaces,
     memory_lines,
     new_search,
+    next_name,
     resumed_search,
 )
 from clear_ray.pipeline.study import drive
@@ -253,7 +255,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_inputs(cfg)
         if args.resume:
             log(f"resuming search {state.name} with its saved configuration")
-        with Driver(dirs.root) as driver:
+        with ExitStack() as stack:
+            while True:
+                try:
+                    driver = stack.enter_context(Driver(dirs.root, new=not args.resume))
+                    break
+                except FileExistsError:  # another search started in the same second
+                    state, dirs = next_name(cfg, state)
             return drive(driver, cfg, state, dirs, spaces)
     except ConfigError as error:
         print(error_line(error, FLAGS), file=sys.stderr)

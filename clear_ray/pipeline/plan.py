@@ -4,6 +4,7 @@ and the memory a trial worker needs. Nothing here trains, starts Ray or writes a
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from clear_ray.config import Config
@@ -55,10 +56,21 @@ def new_search(
     )
     label = ALL if spec == ALL else "+".join(methods)
     name = f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
-    while (output / "searches" / name).exists():  # two searches started in one second
-        name += "x"
     state = SearchState(name, cfg.to_flat(), methods, origins)
-    return cfg, state, SearchDirs(output, name, storage)
+    dirs = SearchDirs(output, name, storage)
+    while dirs.root.exists():
+        state, dirs = next_name(cfg, state)
+    return cfg, state, dirs
+
+
+def next_name(cfg: Config, state: SearchState) -> tuple[SearchState, SearchDirs]:
+    """The same new search under the next free name of its second (``dpo-…-2``, ``-3``):
+    another search started in the same second took this one."""
+    stem, _, number = state.name.rpartition("-")  # a count, or the time's HHMMSS
+    base, count = (stem, int(number)) if len(number) < 6 and number.isdigit() else (state.name, 1)
+    name = f"{base}-{count + 1}"
+    output = Path(cfg.output_dir)
+    return replace(state, name=name), SearchDirs(output, name, cfg.search.storage_path)
 
 
 def absolute_local_paths(cfg: Config) -> dict[str, str]:

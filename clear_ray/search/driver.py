@@ -53,9 +53,14 @@ def resume_command(output: Path, name: str) -> str:
 
 
 class Driver:
-    """This process as the driver of the search in ``root``: ``with Driver(root): ...``."""
+    """This process as the driver of the search in ``root``: ``with Driver(root): ...``.
 
-    def __init__(self, root: Path) -> None:
+    A ``new`` search's folder must not exist yet: entering makes it in one ``mkdir``, which
+    fails with FileExistsError when another search started in the same second took the name
+    (checking first and making it after would let both in)."""
+
+    def __init__(self, root: Path, new: bool = False) -> None:
+        self.new = new
         self.path = root / DRIVER_FILE
         self.handle = None
         self.record: DriverRecord | None = None
@@ -64,7 +69,8 @@ class Driver:
     def __enter__(self) -> Driver:
         root = self.path.parent
         self.created = [path for path in (root, *root.parents) if not path.exists()]
-        root.mkdir(parents=True, exist_ok=True)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root.mkdir(exist_ok=not self.new)
         handle = self.path.open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
