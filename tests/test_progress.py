@@ -139,14 +139,25 @@ def test_the_first_mlflow_line_says_where_to_look() -> None:
     assert "--workers 1" in local and local.endswith(f"open http://127.0.0.1:5000{page}")
 
 
+def tune_trial(tmp_path: Path, trial_id: str, **fields) -> SimpleNamespace:
+    """What TrialLogger reads of a Tune trial: its id, config, local folder and storage."""
+    from pyarrow.fs import LocalFileSystem
+
+    storage = SimpleNamespace(
+        storage_filesystem=LocalFileSystem(), trial_fs_path=str(tmp_path / "ray" / trial_id)
+    )
+    local_path = str(tmp_path / "staging" / trial_id)
+    return SimpleNamespace(
+        trial_id=trial_id, config={}, local_path=local_path, storage=storage, **fields
+    )
+
+
 def test_child_runs_are_tagged_with_why_the_trial_ended(tmp_path: Path) -> None:
     tracker = SearchTracker(Config().replace({"output_dir": str(tmp_path)}))
     tracker.start_parent("s", {}, {})
-    logger = TrialLogger(tracker, {}, tmp_path / "adapters", THRESHOLDS, 3, {})
-    stopped = SimpleNamespace(trial_id="t1", config={}, last_result={"epoch": 1, RETAIN: 0.1})
-    failed = SimpleNamespace(
-        trial_id="t2", config={}, last_result={}, error_file=None, local_path="/x"
-    )
+    logger = TrialLogger(tracker, {}, tmp_path / "adapters", THRESHOLDS, 3, {}, str(tmp_path))
+    stopped = tune_trial(tmp_path, "t1", last_result={"epoch": 1, RETAIN: 0.1})
+    failed = tune_trial(tmp_path, "t2", last_result={}, error_file=None)
     for trial in (stopped, failed):
         logger.on_trial_start(0, [], trial)
     logger.on_trial_complete(0, [], stopped)
@@ -215,10 +226,10 @@ def test_a_failed_trial_is_one_line_and_only_a_lost_node_says_it_restarts(
 def test_a_failed_trials_run_keeps_its_traceback(tmp_path: Path) -> None:
     tracker = SearchTracker(Config().replace({"output_dir": str(tmp_path)}))
     tracker.start_parent("s", {}, {})
-    logger = TrialLogger(tracker, {}, tmp_path / "adapters", THRESHOLDS, 3, {})
+    logger = TrialLogger(tracker, {}, tmp_path / "adapters", THRESHOLDS, 3, {}, str(tmp_path))
     error = tmp_path / "error.txt"
     error.write_text("Failure # 1\nTraceback (most recent call last):\n  ...\nValueError: bad\n")
-    failed = SimpleNamespace(trial_id="t1", config={}, last_result={}, error_file=str(error))
+    failed = tune_trial(tmp_path, "t1", last_result={}, error_file=str(error))
     logger.on_trial_start(0, [], failed)
     logger.on_trial_error(0, [], failed)
     (run,) = tracker.children()

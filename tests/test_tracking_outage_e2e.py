@@ -140,11 +140,6 @@ def test_a_server_away_past_the_limit_stops_the_search_in_one_line(
     assert LIMIT_S <= stopped["stop_s"] < LIMIT_S + 60
 
 
-@pytest.mark.xfail(
-    reason="open bug: a trial stopped mid-run by the outage resumes from its checkpoint, and its "
-    "epochs before the stop are missing from result.json and MLflow after the resume",
-    strict=False,
-)
 def test_the_resume_trains_no_finished_trial_again(stopped: dict, resumed, session_output) -> None:
     first, second, _ = stopped["trials"]
     assert f"[trial {first}] started" not in resumed.stderr
@@ -156,11 +151,6 @@ def test_the_resume_trains_no_finished_trial_again(stopped: dict, resumed, sessi
         assert epochs == [1.0, 2.0], (trial, epochs)  # each epoch trained and reported once
 
 
-@pytest.mark.xfail(
-    reason="open bug: a trial stopped mid-run by the outage resumes from its checkpoint, and its "
-    "epochs before the stop are missing from result.json and MLflow after the resume",
-    strict=False,
-)
 def test_mlflow_has_every_trial_and_epoch(stopped: dict, resumed, server: Server, session_output):
     client = MlflowClient(server.url)
     experiment = client.get_experiment_by_name(EXPERIMENT)

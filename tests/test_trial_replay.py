@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from clear_ray.train.checkpoint_files import DIVERGED_FILE, METRICS_FILE, PROGRESS_FILE
 from clear_ray.train.keys import DIVERGED_KEY
-from clear_ray.train.loop import (
-    DIVERGED_FILE,
-    METRICS_FILE,
-    PROGRESS_FILE,
-    replay_end,
-)
+from clear_ray.train.loop import replay_end
 
 
 class Reports:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def trial_inputs(
 
 
 def test_gradient_ascent_reports_every_epoch_with_an_adapter_and_forgets(
-    one_rank_group, trial_inputs: TrialInputs, session_config: Config
+    one_rank_group, trial_inputs: TrialInputs, session_config: Config, tmp_path: Path
 ) -> None:
     cfg = session_config.replace(
         {"method.name": "ga", "train.epochs": 2, "train.lr": 3e-3, **NO_GENERATION}
@@ -48,16 +49,32 @@ def test_gradient_ascent_reports_every_epoch_with_an_adapter_and_forgets(
     def report(metrics: dict[str, float], checkpoint: Path | None) -> None:
         files = sorted(p.name for p in checkpoint.iterdir()) if checkpoint else []
         saved = json.loads((checkpoint / "epoch_metrics.json").read_text()) if checkpoint else {}
-        reports.append((metrics, files, saved))
+        history = json.loads((checkpoint / "epoch_history.json").read_text())
+        reports.append((metrics, files, saved, history))
+        shutil.copytree(checkpoint, tmp_path / f"epoch{int(metrics['epoch'])}")
 
     unlearn(cfg, trial_inputs, rank=0, world_size=1, report=report)
 
-    assert [metrics["epoch"] for metrics, _, _ in reports] == [1.0, 2.0]
-    for metrics, files, saved in reports:
+    assert [metrics["epoch"] for metrics, *_ in reports] == [1.0, 2.0]
+    for metrics, files, saved, history in reports:
         assert "adapter_model.safetensors" in files and "adapter_config.json" in files
         assert saved["epoch"] == metrics["epoch"]
+        # every epoch so far, as reported: what a resumed trial's record is rebuilt from
+        so_far = [saved for _, _, saved, _ in reports[: int(metrics["epoch"])]]
+        assert json.dumps(history) == json.dumps(so_far)  # as text: a NaN equals itself
+    resumed = []
+    unlearn(
+        cfg,
+        trial_inputs,
+        0,
+        1,
+        lambda m, c: resumed.append(json.loads((c / "epoch_history.json").read_text())),
+        resume_from=tmp_path / "epoch1",
+    )
+    ((earlier, latest),) = resumed  # one report (epoch 2); its history goes back to epoch 1
+    assert json.dumps(earlier) == json.dumps(reports[0][2]) and latest["epoch"] == 2.0
     # gradient ascent drives the forget loss up and the model's grip on forget captions down
-    first, last = reports[0][0], reports[-1][0]
+    first, last = reports[0][0], reports[1][0]
     assert last["loss/forget_nll"] > first["loss/forget_nll"]
     assert last["forget_captions/prob"] < first["forget_captions/prob"]
     assert {"forget_metric", "retain_metric", "forget_quality", "log_forget_quality"} <= set(last)

@@ -148,6 +148,7 @@ def method_callbacks(run: MethodSearch, num_samples: int, reaper: TrainGroupReap
             thresholds=search.thresholds,
             epochs=cfg.train.epochs,
             tags=search.tags,
+            train_runs=search.dirs.ray_train,
             storage_filesystem=storage_filesystem(search.dirs.storage)[0],
         ),
         ProgressPrinter(

@@ -403,7 +403,8 @@ def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
             inputs.thresholds,
             configuration.epochs,
             {**tags, "confirm": "true", "configuration": label},
-            filesystem,
+            train_runs=dirs.ray_train,
+            storage_filesystem=filesystem,
         )
         recorder = SeedRecorder(
             out, label, configuration.params, configuration.epochs, filesystem, log

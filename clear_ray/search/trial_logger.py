@@ -2,7 +2,8 @@
 
 Per epoch: the trial's metrics (``tracking.child_metrics``) and, when the epoch is the best so
 far, its adapter copied out of the Train checkpoint; at the end, why and when the trial ended,
-and a failed one's error.
+and a failed one's error. A trial restarted from its Train checkpoint first gets the epochs its
+record lacks (search/trial_history.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import Any
 from ray.train import Checkpoint
 from ray.tune import Callback
 
+from clear_ray.console import log
 from clear_ray.search.strategy import ERROR, stop_reason
+from clear_ray.search.trial_history import (
+    append_results,
+    restore_result_files,
+    unrecorded_epochs,
+)
 from clear_ray.tracking import ADAPTER_ARTIFACT, SearchTracker, child_metrics
 from clear_ray.train.keys import BEST_EPOCH, EPOCH, FEASIBLE
 from clear_ray.train.selection import Thresholds
@@ -40,9 +47,11 @@ class TrialLogger(Callback):
         thresholds: Thresholds,
         epochs: int,
         tags: dict[str, str],
+        train_runs: str,  # where the trials' Train runs keep their checkpoints
         storage_filesystem=None,  # pyarrow filesystem of the checkpoints; None = local
     ) -> None:
         self.tracker = tracker
+        self.train_runs = train_runs
         self.storage_filesystem = storage_filesystem
         self.base_params = base_params
         self.adapters_dir = adapters_dir
@@ -58,8 +67,20 @@ class TrialLogger(Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         params = {**self.base_params, **trial.config}
         self.run_ids[trial.trial_id] = self.tracker.start_child(trial.trial_id, params, self.tags)
+        # Before Tune's own loggers open the trial's files (user callbacks come first).
+        result_file = restore_result_files(trial)
+        missing = unrecorded_epochs(self.train_runs, trial.trial_id, result_file, self.epochs)
+        if missing:
+            append_results(result_file, trial.trial_id, missing)
+            for report in missing:
+                self.log_epoch(trial, report)
+            epochs = ", ".join(str(int(report[EPOCH])) for report in missing)
+            log(f"[trial {trial.trial_id}] epoch(s) {epochs} recorded from its checkpoint")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.log_epoch(trial, result)
+
+    def log_epoch(self, trial, result: dict[str, Any]) -> None:
         run_id = self.run_ids[trial.trial_id]
         step = int(result.get(EPOCH, result.get("training_iteration", 0)))
         self.tracker.log_metrics(run_id, child_metrics(result), step=step)

@@ -31,6 +31,14 @@ from clear_ray.models.introspection import steering_layer
 from clear_ray.models.loading import load_checkpoint
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
+from clear_ray.train.checkpoint_files import (
+    ADAPTER_WEIGHTS,
+    BEST_ADAPTER_DIR,
+    DIVERGED_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    PROGRESS_FILE,
+)
 from clear_ray.train.deepspeed import deepspeed_config, import_deepspeed, trial_lr_scheduler
 from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.keys import DIVERGED_KEY, EPOCH, EPOCH_SCORE, REASON, RELEARN_RECOVERY
@@ -43,11 +51,6 @@ from clear_ray.train.selection import BestEpoch
 from clear_ray.train.step import train_epoch
 
 Report = Callable[[dict[str, float], Path | None], None]
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PROGRESS_FILE = "trial_progress.json"
-METRICS_FILE = "epoch_metrics.json"
-DIVERGED_FILE = "diverged.txt"
-BEST_ADAPTER_DIR = "best_adapter"  # the best epoch's adapter, for the trial-end relearn attack
 
 
 def load_unlearning_data(source: str, forget_split: str, modality: str) -> UnlearningData:
@@ -85,6 +88,7 @@ def unlearn(
     model = attach_lora(model, cfg.lora, preset.lora_target_modules)
     best = BestEpoch(inputs.thresholds)
     start = _restore(model, best, resume_from) if resume_from else TrialProgress()
+    history = _history(resume_from) if resume_from else []
     constrained = inputs.thresholds.max_relearn_recovery is not None
     best_adapter = None
     if constrained and resume_from:
@@ -136,7 +140,9 @@ def unlearn(
         with tempfile.TemporaryDirectory() as checkpoint_dir:
             if rank == 0:
                 progress = TrialProgress(epoch + 1, step, best.state())
-                _save_checkpoint(engine.module, Path(checkpoint_dir), progress, metrics)
+                history = _save_checkpoint(
+                    engine.module, Path(checkpoint_dir), progress, metrics, history
+                )
                 if best_adapter is not None and best.epoch != epoch + 1:
                     _write_files(Path(checkpoint_dir) / BEST_ADAPTER_DIR, best_adapter)
             report(metrics, Path(checkpoint_dir) if rank == 0 else None)
@@ -278,9 +284,26 @@ def _evaluate(model, collator, task_data, cfg, inputs, rank, world_size) -> dict
 
 
 def _save_checkpoint(
-    model, directory: Path, progress: TrialProgress, metrics: dict[str, float]
-) -> None:
+    model,
+    directory: Path,
+    progress: TrialProgress,
+    metrics: dict[str, float],
+    history: list[dict[str, float]],
+) -> list[dict[str, float]]:
+    """Write the epoch's checkpoint; the history with this epoch's metrics appended.
+
+    The history lets the search driver record epochs that Tune never saw, or whose record
+    a resume did not restore (search/trial_history.py)."""
     model.save_pretrained(str(directory))  # peft: adapter weights only, as safetensors
     (directory / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
-    metrics_file = directory / METRICS_FILE
-    metrics_file.write_text(json.dumps({"epoch": progress.epoch, **metrics}, indent=2))
+    reported = {"epoch": progress.epoch, **metrics}
+    (directory / METRICS_FILE).write_text(json.dumps(reported, indent=2))
+    history = [*history, reported]
+    (directory / HISTORY_FILE).write_text(json.dumps(history))
+    return history
+
+
+def _history(checkpoint: Path) -> list[dict[str, float]]:
+    """The epochs a checkpoint's trial reported (none for a checkpoint written without)."""
+    path = checkpoint / HISTORY_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
