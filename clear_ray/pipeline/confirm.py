@@ -16,7 +16,7 @@ from clear_ray.pipeline.context import MethodSearch, Search
 from clear_ray.search.space import load_defaults
 
 if TYPE_CHECKING:  # heavy (ray, mlflow); imported where used
-    from clear_ray.report.paired import SeedComparison
+    from clear_ray.paired import SeedComparison
     from clear_ray.search.confirm import Configuration
     from clear_ray.search.results import LeaderboardRow, TrialRow
     from clear_ray.train.selection import Thresholds
@@ -90,7 +90,7 @@ def comparison_of(search: Search, record: dict) -> SeedComparison:
 def log_comparison(search: Search, method: str, record: dict) -> None:
     """The paired difference on the method's run (``confirm/*``, tag ``confirm.verdict``) and
     the console."""
-    from clear_ray.report.paired import comparison_metrics  # lazy: SciPy, not loaded by --help
+    from clear_ray.paired import comparison_metrics  # lazy: SciPy, not loaded by --help
 
     comparison, tracker = comparison_of(search, record), search.tracker
     tracker.log_metrics(tracker.parent_id, comparison_metrics(comparison))

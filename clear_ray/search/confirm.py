@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Callback
 
 from clear_ray.cache import write_atomic
-from clear_ray.report.paired import SeedComparison, compare_seeds, endpoint_value
+from clear_ray.paired import SeedComparison, compare_seeds, endpoint_value
 
 if TYPE_CHECKING:
     from clear_ray.search.space import PublishedDefault
