@@ -252,7 +252,7 @@ def read_confirm(path: Path, seeds: list[int]) -> dict[str, Any] | None:
 def write_confirm(
     path: Path, method: str, seeds: list[int], configurations: dict[str, Configuration]
 ) -> dict[str, Any]:
-    """``<method_dir>/confirm.json`` (shared CONTRACTS.md); returns what it wrote."""
+    """``<method_dir>/confirm.json``; returns what it wrote."""
     record = {
         "method": method,
         "fold": "report",
