@@ -6,7 +6,7 @@ draw: the D per-draw mean paired differences tuned − default of the primary en
 objective on the report fold, an infeasible run counted as Original's value) are tested with an
 exact one-sided sign-flip test (Wilcoxon signed-rank, zsplit, beside it), Holm-adjusted over the
 methods, with a two-stage cluster bootstrap 95 % CI (draws, then seeds) and P(tuned > default);
-the verdicts follow bench/PREREGISTRATION.md (clear_ray/report/paired.py ``method_verdict``,
+the verdicts follow bench/PREREGISTRATION.md (clear_ray/paired.py ``method_verdict``,
 ``platform_verdict``). Where the file has them: tuned against the practitioner's lr sweep,
 the retain-matched comparison (the objective at α*) and W1 to Gold, with the same statistics
 and no verdict.
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clear_ray.cli.flags import HelpFormatter
-from clear_ray.report.paired import (
+from clear_ray.paired import (
     FAIL,
     HARM,
     MAX_EXACT_DRAWS,

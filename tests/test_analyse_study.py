@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bench_scripts import BENCH, load_bench
 
-from clear_ray.report.paired import FAIL, HARM, PASS, Rules
+from clear_ray.paired import FAIL, HARM, PASS, Rules
 from clear_ray.report.study_runs import (
     Draw,
     RawFileError,

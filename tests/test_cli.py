@@ -160,3 +160,26 @@ def test_no_command_prints_an_empty_default(command: str) -> None:
     assert result.returncode == 0
     for empty in ("(default: None)", "(default: )", "(default: [])", "(default: False)"):
         assert empty not in result.stdout
+
+
+# What a search, an evaluation or a report needs, but --help does not: the command lines and the
+# pipeline import these after parsing (each such import says so where it is).
+HEAVY = ("ray", "mlflow", "scipy", "transformers", "datasets", "matplotlib", "deepspeed")
+
+
+@pytest.mark.parametrize("command", ["tune", "evaluate", "references", "report"])
+def test_help_answers_without_ray_mlflow_scipy_or_transformers(command: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", f"clear_ray.{command}", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {
+        line.rpartition("|")[2].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "clear_ray" in imported  # the import log was read
+    assert sorted(imported & set(HEAVY)) == []

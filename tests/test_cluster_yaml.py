@@ -138,6 +138,12 @@ def test_setup_installs_the_mounted_project(prepared: dict[str, Any]) -> None:
         assert "clear_ray" in installs[0]
 
 
+def test_the_head_installs_the_ui_extra(prepared: dict[str, Any]) -> None:
+    """The search runs on the head and ends printing an optuna-dashboard command to run there."""
+    installs = [cmd for cmd in prepared["head_setup_commands"] if "pip install" in cmd]
+    assert any("clear_ray[ui]" in shlex.split(cmd)[-1] for cmd in installs), installs
+
+
 def test_no_rule_or_option_opens_anything_to_the_world(raw: dict[str, Any]) -> None:
     found = [text for text in strings(raw) if any(cidr in text for cidr in WORLD_CIDRS)]
     assert not found

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "clear_ray.provenance",
             "clear_ray.models.shapes",
             # Pure statistics with no clear_ray import: the confirm step and the report share it.
-            "clear_ray.report.paired",
+            "clear_ray.paired",
         },
     ),
     (

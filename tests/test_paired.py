@@ -1,4 +1,4 @@
-"""clear_ray/report/paired.py: the study's paired statistics and the pre-registered rules, on
+"""clear_ray/paired.py: the study's paired statistics and the pre-registered rules, on
 numbers whose answers are worked out by hand in the comments."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from clear_ray.report.paired import (
+from clear_ray.paired import (
     FAIL,
     HARM,
     PASS,

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from clear_ray.config import Config
+from clear_ray.data.folds import REPORT, SELECTION, PersonFolds
 from clear_ray.errors import ConfigError
 from clear_ray.models.presets import get_preset
 from clear_ray.references.checkpoints import brought_id, check_checkpoint, checkpoint_fingerprint
-from clear_ray.references.prepare import prepare_references
+from clear_ray.references.prepare import evaluation_settings, prepare_references
 from clear_ray.runtime.cluster import room_for, side_by_side
 from clear_ray.runtime.store import Store
 
@@ -237,6 +238,28 @@ def ray_session():
     )
     yield
     ray.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("proxy_items", "generate", "report_fraction", "expected"),
+    [
+        (0, False, 0.0, [False]),  # per-epoch = full, no folds: one evaluation serves both
+        (8, False, 0.0, [False, True]),  # a proxy per epoch
+        (0, True, 0.0, [False, True]),  # greedy generation in the full evaluation only
+        (0, False, 0.5, [False, True]),  # the selection fold per epoch, the report fold in full
+    ],
+)
+def test_each_reference_gets_a_full_evaluation_apart_only_when_it_differs(
+    proxy_items: int, generate: bool, report_fraction: float, expected: list[bool]
+) -> None:
+    """Two evaluations of one config would be two tasks racing on the same cache entry."""
+    cfg = Config().replace({"eval.proxy_items": proxy_items, "eval.generate": generate})
+    folds = PersonFolds(("a", "b"), ("c",), seed=0, report_fraction=report_fraction)
+    settings = evaluation_settings(cfg, folds)
+    assert [setting.full for setting in settings] == expected
+    assert settings[0].fold == folds.fold(SELECTION)
+    assert settings[-1].fold == folds.fold(REPORT if len(settings) == 2 else SELECTION)
+    assert settings[-1].config.proxy_items == (proxy_items if len(settings) == 1 else 0)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 
 from clear_ray.config import Config, SearchConfig
 from clear_ray.errors import ConfigError
-from clear_ray.report.paired import compare_seeds
+from clear_ray.paired import compare_seeds
 from clear_ray.search.results import (
     Leaderboard,
     LeaderboardRow,

@@ -1,18 +1,14 @@
 """python -m clear_ray.evaluate CHECKPOINT: the CLEAR evaluation of one model, outside a search.
 
-Reads top to bottom: parse → resolve config and check every path → load data, the model (and a
-LoRA adapter on top) and Gold's cached reference → evaluate → print a table → write
-``metrics.json`` and one per-item parquet per task → optionally log them to a new MLflow run.
+Parses the flags, resolves the config and checks every path, then hands the evaluation to
+``clear_ray/pipeline/evaluation.py`` (data, model, evaluation, table, files, MLflow run).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from clear_ray.cli.flags import (
@@ -23,9 +19,8 @@ from clear_ray.cli.flags import (
     overrides_from,
 )
 from clear_ray.config import Config
-from clear_ray.console import log
 from clear_ray.errors import ConfigError
-from clear_ray.eval.names import SUMMARY_METRICS
+from clear_ray.eval.names import FORGET_QUALITY_TASKS, named_tasks
 
 # flag -> dotted config path; defaults and types come from Config, never from here.
 FLAGS = {
@@ -57,7 +52,6 @@ TRACKING_FLAGS = {
         "in OUTPUT_DIR/mlflow.db",
     ),
 }
-TABLE_SCORES = ("prob", "truth_ratio", "clear_truth_ratio", "rougeL_recall")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,8 +111,6 @@ def wants_tracking(args: argparse.Namespace) -> bool:
 
 def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:
     """Every path and name checked before anything is loaded or written; the tasks to run."""
-    from clear_ray.eval.names import FORGET_QUALITY_TASKS, named_tasks
-
     for what, directory, marker in (
         ("checkpoint", args.checkpoint, "config.json"),
         ("adapter", args.adapter, "adapter_config.json"),
@@ -139,115 +131,23 @@ def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[str, ...]:
     return names
 
 
-def run_evaluation(args: argparse.Namespace, cfg: Config) -> int:
-    # Heavy imports (torch, transformers, peft, mlflow) come after argument parsing, so that
-    # --help and bad input answer at once.
-    from clear_ray.data.clear import check_disjoint_persons
-    from clear_ray.data.collate import Collator
-    from clear_ray.data.source import resolve_source
-    from clear_ray.eval.gold import reference_evaluation
-    from clear_ray.eval.names import objective_tasks
-    from clear_ray.eval.outputs import write_outputs
-    from clear_ray.eval.suite import TaskData, evaluate
-    from clear_ray.eval.tasks import resolve_task_names
-    from clear_ray.models.loading import load_for_evaluation
-
-    source = resolve_source(cfg)
-    log(f"data: {source}")
-    check_disjoint_persons(source, cfg.data.forget_split)  # before minutes of model loading
-    data = TaskData(source)  # "all" takes an optional task only where its config exists
-    task_names = resolve_task_names(cfg.eval.tasks, data.has, cfg.data.forget_split)
-    gold = None
-    if args.gold is not None:
-        log("evaluating Gold (cached after the first run)")
-        gold = reference_evaluation(
-            args.gold, data, cfg.data.forget_split, cfg.eval, precision=cfg.train.precision
-        ).reference
-    model, processor = load_for_evaluation(args.checkpoint, args.adapter, cfg.train.precision)
-    log(f"evaluating {', '.join(task_names)}")
-    result = evaluate(
-        model,
-        Collator(processor),
-        data,
-        cfg.data.forget_split,
-        cfg.eval,
-        gold,
-        task_names,
-        modality=cfg.data.modality,
-    )
-    print(results_table(result.metrics, task_names, result.eval_kind), flush=True)
-
-    summary = {
-        "eval_kind": result.eval_kind,
-        "checkpoint": str(args.checkpoint.resolve()),
-        "adapter": str(args.adapter.resolve()) if args.adapter else None,
-        "gold": str(args.gold.resolve()) if args.gold else None,
-        "data": source,
-        "forget_split": cfg.data.forget_split,
-        "modality": cfg.data.modality,
-        "objective_task": list(objective_tasks(cfg.data.modality, task_names)),
-        "tasks": list(task_names),
-        "eval": asdict(cfg.eval),
-        "metrics": result.metrics,
-    }
-    if args.out is not None:
-        write_outputs(args.out, summary, result.tasks)
-        log(f"wrote {args.out / 'metrics.json'} and per-item parquet files")
-    if wants_tracking(args):
-        log_to_mlflow(args, cfg, summary, result.tasks)
-    return 0
-
-
-def results_table(metrics: dict[str, float], task_names: Sequence[str], eval_kind: str) -> str:
-    lines = [f"{'task':20}" + "".join(f"{score:>18}" for score in TABLE_SCORES)]
-    for name in task_names:
-        cells = (metrics.get(f"{name}/{score}") for score in TABLE_SCORES)
-        lines.append(
-            f"{name:20}" + "".join(f"{'-':>18}" if v is None else f"{v:>18.4g}" for v in cells)
-        )
-    lines.append("")
-    lines.extend(f"{key:26}{metrics[key]:>18.4g}" for key in SUMMARY_METRICS if key in metrics)
-    if eval_kind == "proxy":
-        lines.append("proxy evaluation (eval/proxy = 1): seeded subset, no ROUGE in aggregates")
-    return "\n".join(lines)
-
-
-def log_to_mlflow(args: argparse.Namespace, cfg: Config, summary: dict, tasks: dict) -> None:
-    from clear_ray.eval.outputs import write_outputs
-    from clear_ray.tracking import SearchTracker
-
-    tracker = SearchTracker(cfg)
-    run_id = tracker.start_parent(
-        args.run_name or f"eval-{time.strftime('%Y%m%d-%H%M%S')}",
-        params={
-            **{k: v for k, v in cfg.to_flat().items() if k.startswith(("data.", "eval."))},
-            "checkpoint": summary["checkpoint"],
-            "adapter": summary["adapter"] or "none",
-            "gold": summary["gold"] or "none",
-        },
-        tags={
-            "clear_ray.role": "evaluation",
-            "eval_kind": summary["eval_kind"],
-            "objective_task": ",".join(summary["objective_task"]),
-        },
-    )
-    tracker.log_metrics(run_id, summary["metrics"])
-    with tempfile.TemporaryDirectory() as scratch:
-        out = args.out if args.out is not None else Path(scratch)
-        files = [out / "metrics.json", *(out / f"{name}.parquet" for name in tasks)]
-        if args.out is None:
-            files = write_outputs(out, summary, tasks)
-        tracker.log_artifacts(run_id, files, artifact_path="evaluation")
-    tracker.finish(run_id)
-    log(f"MLflow run {run_id} in {tracker.uri}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
         check_inputs(args, cfg)
-        return run_evaluation(args, cfg)
+        # lazy: torch and transformers load after the checks: --help and bad input answer at once
+        from clear_ray.pipeline.evaluation import ModelEvaluation, run_evaluation
+
+        request = ModelEvaluation(
+            checkpoint=args.checkpoint,
+            adapter=args.adapter,
+            gold=args.gold,
+            out=args.out,
+            tracked=wants_tracking(args),
+            run_name=args.run_name,
+        )
+        return run_evaluation(request, cfg)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

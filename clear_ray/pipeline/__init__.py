@@ -7,4 +7,6 @@ seeds, robustness → leaderboard and report. Objective: maximise ``search.objec
 forget quality on the forget-quality task(s) of ``data.modality``) subject to
 ``search.retain_metric ≥ min_retain × Original's`` (CLEAR's Retain column by default;
 optionally a utility threshold).
+
+``evaluation.py`` is one model's evaluation outside a search (``python -m clear_ray.evaluate``).
 """

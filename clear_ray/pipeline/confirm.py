@@ -16,7 +16,7 @@ from clear_ray.pipeline.context import MethodSearch, Search
 from clear_ray.search.space import load_defaults
 
 if TYPE_CHECKING:  # heavy (ray, mlflow); imported where used
-    from clear_ray.report.paired import SeedComparison
+    from clear_ray.paired import SeedComparison
     from clear_ray.search.confirm import Configuration
     from clear_ray.search.results import LeaderboardRow, TrialRow
     from clear_ray.train.selection import Thresholds
@@ -29,6 +29,7 @@ def confirm_method(
     evaluated on the report fold (search/confirm.py); writes confirm.json and returns the two
     leaderboard rows (mean ± sd). Resumed, it keeps what confirm.json or the seed records on
     disk hold and runs only what ``plan_confirm`` says is left."""
+    # lazy: Ray and SciPy, not loaded by --help
     from clear_ray.search.confirm import (
         CONFIRM_FILE,
         DEFAULT,
@@ -79,7 +80,7 @@ def confirm_method(
 def comparison_of(search: Search, record: dict) -> SeedComparison:
     """Tuned − default of a confirm.json record on the objective, paired by seed, infeasible
     runs at Original's value on the report fold (search/confirm.py ``seed_comparison``)."""
-    from clear_ray.search.confirm import seed_comparison
+    from clear_ray.search.confirm import seed_comparison  # lazy: Ray, not loaded by --help
 
     objective = search.cfg.search.objective
     original = search.refs.original_full.metrics.get(objective, math.nan)
@@ -89,7 +90,7 @@ def comparison_of(search: Search, record: dict) -> SeedComparison:
 def log_comparison(search: Search, method: str, record: dict) -> None:
     """The paired difference on the method's run (``confirm/*``, tag ``confirm.verdict``) and
     the console."""
-    from clear_ray.report.paired import comparison_metrics
+    from clear_ray.paired import comparison_metrics  # lazy: SciPy, not loaded by --help
 
     comparison, tracker = comparison_of(search, record), search.tracker
     tracker.log_metrics(tracker.parent_id, comparison_metrics(comparison))
@@ -110,6 +111,7 @@ def confirm_configurations(
     runs tagged ``configuration: label``), and fully evaluated on the report fold; sets each
     ``configuration.runs``. Resumed, it keeps the seeds whose records are complete and trains
     or evaluates only the rest."""
+    # lazy: Ray and SciPy, not loaded by --help
     from clear_ray.search.confirm import (
         confirm_children,
         confirm_dir,
@@ -164,6 +166,7 @@ def evaluate_confirm_runs(
     fold, as Ray tasks all at once: per seed, its evaluation folder, ``final/*`` and the
     adapter on its child run, and its seed record completed (so that a resumed search keeps
     it)."""
+    # lazy: torch, transformers and Ray, not loaded by --help
     from clear_ray.eval.final import evaluate_adapter, full_eval_config, read_adapter
     from clear_ray.eval.outputs import write_outputs
     from clear_ray.runtime.driver_tasks import each_result, trial_task
@@ -204,6 +207,7 @@ def evaluate_confirm_runs(
 
 def confirm_rows(method: str, record: dict) -> tuple[LeaderboardRow, LeaderboardRow]:
     """The tuned and the default leaderboard rows (mean ± sd over seeds) of a confirm.json."""
+    # lazy: Ray and SciPy, not loaded by --help
     from clear_ray.search.confirm import DEFAULT, TUNED
     from clear_ray.search.results import LeaderboardRow
 

@@ -16,8 +16,9 @@ from clear_ray.pipeline.context import MethodSearch, Search
 from clear_ray.pipeline.reports import report_diagnostics
 from clear_ray.pipeline.robustness import robustness
 from clear_ray.search.session import CONFIRM
+from clear_ray.train.selection import Thresholds
 
-if TYPE_CHECKING:  # heavy (mlflow via results); imported where used
+if TYPE_CHECKING:  # heavy (SciPy); imported where used
     from clear_ray.search.results import LeaderboardRow, TrialRow
 
 FINAL_DIR = "final_evaluation"  # <method>/final_evaluation: the best trial's full evaluation
@@ -29,8 +30,7 @@ def finalise(
     """The method's leaderboard row: the best trial fully evaluated (kept from before a
     resume), or the confirm seeds' mean, with robustness checks; the model registered when
     the best trial is feasible."""
-    from clear_ray.search.results import LeaderboardRow
-    from clear_ray.train.selection import Thresholds
+    from clear_ray.search.results import LeaderboardRow  # lazy: SciPy, not loaded by --help
 
     search, method, cfg = run.search, run.method, run.cfg
     state, tracker = search.state, search.tracker
@@ -64,6 +64,7 @@ def register_model(run: MethodSearch, best: TrialRow, final: dict, feasible: boo
     search, cfg = run.search, run.cfg
     child = search.tracker.find_child(best.trial)
     if child:
+        # lazy: MLflow and transformers, not loaded by --help
         from clear_ray.serving import best_model_card, original_reference, register_best
 
         original = original_reference(search.refs.original_model, cfg.model.original)
@@ -89,6 +90,7 @@ def read_final_evaluation(method_dir: Path, adapter: str) -> dict[str, float]:
 
 def final_evaluation(cfg: Config, adapter: str, search: Search, out: Path) -> dict[str, float]:
     """Full evaluation of the best trial's best-epoch adapter; per-item values go to ``out``."""
+    # lazy: torch and transformers, not loaded by --help
     from clear_ray.eval.final import full_eval_config, run_final_evaluation
     from clear_ray.eval.outputs import write_outputs
 

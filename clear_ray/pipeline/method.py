@@ -11,6 +11,7 @@ from clear_ray.data.folds import FOLDS_FILE
 from clear_ray.pipeline.context import MethodSearch, Search, log_references, untuned
 from clear_ray.pipeline.final import finalise
 from clear_ray.pipeline.reports import report_search, rewrite_optuna_csv
+from clear_ray.runtime.store import storage_filesystem
 from clear_ray.search.session import FAILED, SEARCH, MethodRun
 from clear_ray.search.space import describe
 
@@ -24,6 +25,7 @@ REAP_WAIT_S = 60  # for stopped trials' Train controllers to die, so their group
 
 def search_method(search: Search, method: str, space: dict) -> None:
     """One Tune search for ``method``: trials, reports, final evaluation, registered adapter."""
+    # lazy: SciPy, not loaded by --help
     from clear_ray.search.results import LeaderboardRow, TrialMetrics, all_failed, trial_rows
 
     state, dirs, tracker = search.state, search.dirs, search.tracker
@@ -60,7 +62,7 @@ def search_method(search: Search, method: str, space: dict) -> None:
 def start_run(run: MethodSearch) -> str:
     """The method's MLflow run (nested under the comparison's, if any), recorded in the
     search's state: untuned params, the space, the thresholds and the tags."""
-    from clear_ray.data.clear import data_fingerprint
+    from clear_ray.data.clear import data_fingerprint  # lazy: datasets, not loaded by --help
 
     search, method, cfg = run.search, run.method, run.cfg
     state, dirs, tracker, thresholds = search.state, search.dirs, search.tracker, search.thresholds
@@ -97,6 +99,7 @@ def tune_trials(run: MethodSearch, resuming: bool) -> tuple[ResultGrid, bool]:
     """The trials' results and whether the search had finished before a resume (then they
     are read back, not run); a restored experiment goes on where it stopped. Stopped
     trials' Train groups are reaped; a tracking outage ends the search here."""
+    # lazy: Ray, not loaded by --help
     from ray import tune
 
     from clear_ray.runtime.cleanup import TrainGroupReaper
@@ -135,7 +138,7 @@ def tune_trials(run: MethodSearch, resuming: bool) -> tuple[ResultGrid, bool]:
 
 def method_callbacks(run: MethodSearch, num_samples: int, reaper: TrainGroupReaper) -> list:
     """The Tune callbacks of a method's search: MLflow child runs, the console, the reaper."""
-    from clear_ray.runtime.store import storage_filesystem
+    # lazy: Ray and MLflow, not loaded by --help
     from clear_ray.search.progress import ProgressPrinter
     from clear_ray.search.trial_logger import TrialLogger
 
@@ -164,6 +167,7 @@ def method_callbacks(run: MethodSearch, num_samples: int, reaper: TrainGroupReap
 
 def new_tuner(run: MethodSearch, trainable: Any, num_samples: int, callbacks: list) -> Tuner:
     """A fresh Tune experiment: the constrained Optuna searcher, the scheduler and stopper."""
+    # lazy: Ray, not loaded by --help
     from ray import tune
 
     from clear_ray.search.strategy import RetainCollapseStopper, build_scheduler, build_searcher

@@ -9,9 +9,14 @@ from pathlib import Path
 
 from clear_ray.config import Config
 from clear_ray.console import log
+from clear_ray.data.source import check_source
 from clear_ray.errors import ConfigError
+from clear_ray.eval.names import OBJECTIVE_TASKS, named_tasks, objective_tasks
+from clear_ray.memory import TEXT_TOKENS, estimate_lines, estimate_trial_memory
 from clear_ray.methods import METHODS, TABLE_METHODS, get_method
 from clear_ray.models.presets import get_preset
+from clear_ray.nodes import CLUSTER_YAML, fit_lines, node_types, workers_per_gpu
+from clear_ray.references.checkpoints import check_brought
 from clear_ray.search.session import (
     SearchDirs,
     SearchState,
@@ -101,7 +106,7 @@ def method_names(spec: str) -> list[str]:
 
 def load_spaces(cfg: Config, state: SearchState) -> dict[str, dict]:
     """Every method's space, checked (and grid sizes known) before anything starts."""
-    from clear_ray.search.strategy import trial_count
+    from clear_ray.search.strategy import trial_count  # lazy: Ray, not loaded by --help
 
     spaces = {}
     for method, origin in state.space_origins.items():
@@ -114,10 +119,6 @@ def load_spaces(cfg: Config, state: SearchState) -> dict[str, dict]:
 
 def check_inputs(cfg: Config) -> None:
     """Bad input fails here with one line, before any data, model or run is written."""
-    from clear_ray.data.source import check_source
-    from clear_ray.eval.names import OBJECTIVE_TASKS, named_tasks, objective_tasks
-    from clear_ray.references.checkpoints import check_brought
-
     if not objective_tasks(cfg.data.modality, named_tasks(cfg.eval.tasks)):
         needed = " or ".join(OBJECTIVE_TASKS[cfg.data.modality])
         raise ConfigError(
@@ -126,7 +127,7 @@ def check_inputs(cfg: Config) -> None:
     for note in check_source(cfg):  # what the data lacks, before anything is trained
         log(note)
     if cfg.tracking.tracking_uri:
-        from clear_ray.tracking import check_tracking_uri  # imports MLflow (~2.5 s)
+        from clear_ray.tracking import check_tracking_uri  # lazy: MLflow (~2.5 s), only with a URI
 
         check_tracking_uri(cfg.tracking.tracking_uri)
     if cfg.search.storage_path:
@@ -149,9 +150,6 @@ def grad_views(name: str) -> int:
 def memory_lines(cfg: Config, methods: list[str]) -> list[str]:
     """The GPU memory a trial worker needs (for the method that scores the most views at
     once) and which node types of the checkout's cluster.yaml hold it."""
-    from clear_ray.memory import TEXT_TOKENS, estimate_lines, estimate_trial_memory
-    from clear_ray.nodes import CLUSTER_YAML, fit_lines, node_types, workers_per_gpu
-
     widest = max(methods, key=grad_views)
     shape = get_preset(cfg.model.preset).shape
     tokens = shape.image_tokens + TEXT_TOKENS

@@ -8,14 +8,18 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import optuna
+
 from clear_ray.config import Config
 from clear_ray.console import counted
 from clear_ray.data.folds import PersonFolds
 from clear_ray.pipeline.confirm import comparison_of
 from clear_ray.pipeline.context import MethodSearch, Search
+from clear_ray.search.diagnostics import FoldObjectives, diagnostics_metrics, edge_dimensions
+from clear_ray.search.pareto import pareto_front
 from clear_ray.search.session import SearchDirs
 
-if TYPE_CHECKING:  # heavy (mlflow, ray); imported where used
+if TYPE_CHECKING:  # heavy (matplotlib, SciPy); imported where used
     from clear_ray.search.plots import TrialPoint
     from clear_ray.search.results import TrialMetrics, TrialRow
     from clear_ray.train.selection import Thresholds
@@ -26,7 +30,7 @@ ReferenceMarks = dict[str, tuple[float, float]]
 
 def reference_table(original: dict, gold: dict, thresholds: Thresholds) -> str:
     """Original's and Gold's main metrics, Original's per task, and the feasibility rule."""
-    from clear_ray.search.results import task_summary
+    from clear_ray.search.results import task_summary  # lazy: SciPy, not loaded by --help
 
     keys = (
         "clear/forget_metric",
@@ -60,8 +64,7 @@ def report_search(run: MethodSearch, rows: list[TrialRow], run_ids: dict[str, st
 def rewrite_optuna_csv(cfg: Config, dirs: SearchDirs, method: str, run_ids: dict) -> None:
     """optuna_trials.csv again, now with each trial's MLflow run id (the searcher wrote it
     after every trial without them: it does not know the runs)."""
-    import optuna
-
+    # lazy: Ray, not loaded by --help
     from clear_ray.search.constrained import write_trials_csv
     from clear_ray.search.strategy import objective_keys
 
@@ -76,6 +79,7 @@ def rewrite_optuna_csv(cfg: Config, dirs: SearchDirs, method: str, run_ids: dict
 def summarise_parent(run: MethodSearch, rows: list[TrialRow], run_ids: dict[str, str]) -> None:
     """The best feasible trial on its search's run: ``best/*`` metrics, ``best.<path>``
     params and a Description that says how to open it."""
+    # lazy: MLflow, not loaded by --help
     from clear_ray.tracking import best_metrics, search_description
 
     cfg, tracker, run_id = run.cfg, run.search.tracker, run.parent_id
@@ -98,6 +102,7 @@ def summarise_parent(run: MethodSearch, rows: list[TrialRow], run_ids: dict[str,
 def report_trials(run: MethodSearch, rows: list[TrialRow], references: ReferenceMarks) -> None:
     """Trial table, Optuna's own record, plots with Original and Gold marked (and the Pareto
     front): printed and logged."""
+    # lazy: matplotlib and SciPy, not loaded by --help
     from clear_ray.search.plots import search_plots
     from clear_ray.search.results import TrialMetrics, markdown_table, write_csv
 
@@ -134,8 +139,7 @@ def report_trials(run: MethodSearch, rows: list[TrialRow], references: Reference
 
 def report_pareto_front(run: MethodSearch, rows: list[TrialRow], shown: TrialMetrics) -> Path:
     """The feasible trials' Pareto front of the objective vs utility: printed and written."""
-    from clear_ray.search.pareto import pareto_front
-    from clear_ray.search.results import markdown_table
+    from clear_ray.search.results import markdown_table  # lazy: SciPy, not loaded by --help
 
     feasible = [row for row in rows if row.feasible]
     front = [
@@ -152,7 +156,7 @@ def report_pareto_front(run: MethodSearch, rows: list[TrialRow], shown: TrialMet
 
 def trial_points(rows: list[TrialRow]) -> list[TrialPoint]:
     """The trials as the search's plots draw them, in creation order."""
-    from clear_ray.search.plots import TrialPoint
+    from clear_ray.search.plots import TrialPoint  # lazy: matplotlib, not loaded by --help
 
     return [
         TrialPoint(
@@ -176,7 +180,6 @@ def report_diagnostics(
     Original's and Gold's values on that fold: the per-epoch references (``refs.original``,
     ``refs.gold``) on the selection fold, the full ones on the report fold.
     """
-    from clear_ray.search.diagnostics import FoldObjectives, diagnostics_metrics, edge_dimensions
 
     cfg, refs = run.cfg, run.search.refs
     objective, k = cfg.search.objective, cfg.search.top_k
@@ -225,6 +228,7 @@ def write_leaderboard_files(search: Search) -> tuple[str, list[Path]]:
     """leaderboard.md (Original, Gold, each method's tuned and default rows, in the configured
     view, then the paired tuned − default section) and leaderboard_full.csv; returns the
     markdown, for the console, and the files written."""
+    # lazy: Ray and SciPy, not loaded by --help
     from clear_ray.search.confirm import CONFIRM_FILE
     from clear_ray.search.results import (
         LEADERBOARD_CSV,

@@ -13,6 +13,7 @@ def robustness(run: MethodSearch, adapter: Path) -> dict[str, float]:
     confirm-seed runs: robustness.json in the method's folder, the best trial's ``robust/*``
     on the method's run. Returns the seeds' mean when there are confirm runs (the
     leaderboard's tuned row), else the best's."""
+    # lazy: torch, transformers and Ray, not loaded by --help
     from clear_ray.robust.run import (
         BEST,
         confirm_adapters,

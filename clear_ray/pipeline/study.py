@@ -8,17 +8,23 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clear_ray.cache import build_lock
 from clear_ray.config import Config
 from clear_ray.console import log
 from clear_ray.data.folds import FOLDS_FILE, SELECTION
+from clear_ray.eval.names import named_tasks, objective_tasks
+from clear_ray.kernels import kernels_tag
 from clear_ray.pipeline.context import Search, announce_folds, fold_tag, log_references, untuned
 from clear_ray.pipeline.method import search_method
 from clear_ray.pipeline.reports import reference_table, write_leaderboard_files
-from clear_ray.search.driver import FINISHED, STOPPED, Driver, resume_command
+from clear_ray.robust.constraint import check_relearn_persons
+from clear_ray.search.driver import FINISHED, STOPPED, Driver, close_orphans, resume_command
 from clear_ray.search.outbox import OUTBOX_FILE
 from clear_ray.search.session import FAILED, SearchDirs, SearchState, dashboard_command
+from clear_ray.train.inputs import TrialInputs
+from clear_ray.train.selection import Thresholds
 
-if TYPE_CHECKING:  # heavy (mlflow); imported where used
+if TYPE_CHECKING:  # heavy (torch, mlflow); imported where used
     from clear_ray.references.prepare import References
     from clear_ray.tracking import SearchTracker
 
@@ -30,7 +36,7 @@ def drive(
 ) -> int:
     """``run``, with how it ended written for ``--list`` and the next search in the folder;
     a tracking outage past its limit ends in one line that says how to go on (exit 3)."""
-    from clear_ray.tracking import TrackingOutage
+    from clear_ray.tracking import TrackingOutage  # lazy: MLflow, not loaded by --help
 
     try:
         code = run(cfg, state, dirs, spaces)
@@ -79,11 +85,8 @@ def start_services(
 ) -> tuple[Config, SearchTracker]:
     """Ray (a trial shape the cluster can never run is refused before anything is written),
     the MLflow tracker and the Optuna storage; ``search.max_concurrent`` resolved."""
-    # Heavy imports (torch, transformers, mlflow, ray) come after argument parsing, so that
-    # --help and bad input answer at once.
-    from clear_ray.cache import build_lock
+    # lazy: Ray and MLflow, not loaded by --help or bad input
     from clear_ray.runtime.cluster import check_cluster, concurrent_trials, init_ray
-    from clear_ray.search.driver import close_orphans
     from clear_ray.search.quiet import quiet_console
     from clear_ray.tracking import SearchTracker, where_to_look
 
@@ -113,10 +116,8 @@ def open_search(
 ) -> Search:
     """Original and Gold with their evaluations, the thresholds they set and what every
     trial opens; several methods get the comparison's parent run."""
+    # lazy: torch, transformers and Ray, not loaded by --help or bad input
     from clear_ray.references.prepare import prepare_references
-    from clear_ray.robust.constraint import check_relearn_persons
-    from clear_ray.train.inputs import TrialInputs
-    from clear_ray.train.selection import Thresholds
 
     refs = prepare_references(cfg, log)
     check_relearn_persons(cfg.search, refs.folds.selection)  # before any trial runs
@@ -141,9 +142,7 @@ def open_search(
 
 def search_tags(cfg: Config, state: SearchState, refs: References) -> dict[str, str]:
     """The tags every run of the search carries: what was searched, on what, where."""
-    from clear_ray.eval.names import named_tasks, objective_tasks
-    from clear_ray.kernels import kernels_tag
-    from clear_ray.provenance import system_tags
+    from clear_ray.provenance import system_tags  # lazy: torch, not loaded by --help
 
     return {
         "clear_ray.search": state.name,
@@ -180,6 +179,7 @@ def open_comparison(search: Search, spaces: dict[str, dict]) -> None:
 
 def summarise_study(search: Search, started: float) -> None:
     """leaderboard.md and the report on the summary run, then where to look."""
+    # lazy: matplotlib, Ray and MLflow, not loaded by --help or bad input
     from clear_ray.report.inputs import read_search
     from clear_ray.report.write import write_report
     from clear_ray.tracking import ui_command

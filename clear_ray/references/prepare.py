@@ -17,12 +17,12 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from clear_ray.cache import build_lock, cached_dir, usable
-from clear_ray.config import ROLES, Config
+from clear_ray.config import ROLES, Config, EvalConfig
 from clear_ray.console import log as console_log
-from clear_ray.data.folds import REPORT, SELECTION, PersonFolds, person_folds
+from clear_ray.data.folds import REPORT, SELECTION, Fold, PersonFolds, person_folds
 from clear_ray.data.source import resolve_source
 from clear_ray.eval.final import epoch_eval_config, full_eval_config
 from clear_ray.eval.gold import ReferenceEvaluation, evaluation_entry, read_evaluation
@@ -51,6 +51,10 @@ class References:
     gold_model: str | DriverDir | None = None  # as original_model; the robustness checks use it
 
 
+Model = tuple[str | DriverDir, str]  # what tasks and trials open, and the model's cache id
+RanAt = dict[str, dict[str, Any]]  # task name -> where() of the task that made it
+
+
 def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
     """Data on the driver; models and evaluations from Ray tasks (or the caches)."""
     source = resolve_source(cfg)
@@ -59,10 +63,49 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
         source, cfg.data.forget_split, cfg.search.report_fraction, cfg.search.fold_seed
     )
     staged = stage(source)
-    ran_at: dict[str, dict[str, Any]] = {}
+    models, ran_at = brought_models(cfg, log)
+    finetuned = [role for role in ROLES if not getattr(cfg.model, role)]
+    made, made_at = finetuned_models(cfg, source, staged, finetuned, log)
+    models.update(made)
+    ran_at.update(made_at)
+
+    log("evaluating Gold and Original on workers (cached after the first run)")
+    evaluator = ReferenceEvaluator(
+        cfg=cfg,
+        source=source,
+        staged=staged,
+        settings=evaluation_settings(cfg, folds),
+        task=trial_task(evaluation_task, cfg.search),
+        cache=Path(cfg.output_dir) / "cache" / "evaluations",
+    )
+    gold, gold_at = evaluator.evaluate("gold", models["gold"])
+    original, original_at = evaluator.evaluate("original", models["original"], gold)
+    ran_at.update(gold_at)
+    ran_at.update(original_at)
+    for name, ran in ran_at.items():
+        log(f"{name}: ran in pid {ran['pid']} on node {ran['node']}, {ran['resources']}")
+    original_model = models["original"][0]
+    shown = original_model.path if isinstance(original_model, DriverDir) else original_model
+    return References(
+        source=source,
+        staged_source=staged,
+        original_dir=shown,
+        original_model=original_model,
+        gold=gold.epoch,
+        original=original.epoch,
+        gold_full=gold.full,
+        original_full=original.full,
+        ran_at=ran_at,
+        folds=folds,
+        gold_model=models["gold"][0],
+    )
+
+
+def brought_models(cfg: Config, log: Callable[[str], None]) -> tuple[dict[str, Model], RanAt]:
+    """The models the user brought (``model.original``, ``model.gold``): a directory is staged
+    from this node, a hub id is downloaded by a task on a worker."""
+    models: dict[str, Model] = {}
     pending = {}
-    models: dict[str, tuple[str | DriverDir, str]] = {}
-    finetuned = []
     for role in ROLES:
         brought = getattr(cfg.model, role)
         if brought and Path(brought).expanduser().is_dir():
@@ -73,95 +116,139 @@ def prepare_references(cfg: Config, log: Callable[[str], None]) -> References:
             log(f"{role}: brought, {brought} (downloaded on a worker)")
             task = DriverTask(download_task, cfg.search.cpus_per_worker)
             pending[role] = task.remote(brought, cfg.model.preset)
-        else:
-            finetuned.append(role)
+    ran_at: RanAt = {}
     for role, (model, model_id, ran) in each_result(pending, "downloading models", cfg.search):
         models[role], ran_at[f"{role}_model"] = (model, model_id), ran
+    return models, ran_at
+
+
+def finetuned_models(
+    cfg: Config,
+    source: str,
+    staged: str | DriverDir,
+    roles: list[str],
+    log: Callable[[str], None],
+) -> tuple[dict[str, Model], RanAt]:
+    """``roles``' finetuned models: cached on the driver's node, else made by Ray Train jobs
+    (after the pretrained base they start from, when the recipe has one)."""
     models_dir = Path(cfg.output_dir) / "cache" / "models"  # on the node that made them
-    names = {role: model_name(cfg, source, role) for role in finetuned}
-    wait_s = cfg.search.reference_wait_s
+    names = {role: model_name(cfg, source, role) for role in roles}
+    models: dict[str, Model] = {}
+    ran_at: RanAt = {}
     with ExitStack() as locks:  # another search in this output dir builds them: wait, reuse
-        for role in sorted(finetuned, key=names.get):  # one order for every search: no deadlock
-            locks.enter_context(build_lock(models_dir / names[role], role, wait_s))
-        for role in finetuned:
+        for role in sorted(roles, key=names.get):  # one order for every search: no deadlock
+            locks.enter_context(
+                build_lock(models_dir / names[role], role, cfg.search.reference_wait_s)
+            )
+        for role in roles:
             found = on_driver_node(models_dir / names[role], role, log)
             if found:
                 models[role] = (found, names[role])
         start = None
-        missing = [role for role in finetuned if role not in models]
+        missing = [role for role in roles if role not in models]
         if missing and pretrain_applies(cfg):
-            name = model_name(cfg, source, BASE)
-            with build_lock(models_dir / name, "pretrained base", wait_s):
-                start = on_driver_node(models_dir / name, "pretrained base", log)
-                if start is None:
-                    log("pretrained base: trained by a Ray Train job unless cached")
-                    start, ran_at["pretrained_base"] = finetune_job(
-                        cfg, BASE, staged, name, str(models_dir)
-                    )
+            start, ran_at = pretrained_base(cfg, source, staged, models_dir, log)
         made = finetune_jobs(cfg, missing, staged, names, str(models_dir), start, log)
     for role, (model, ran) in made.items():
         models[role], ran_at[f"{role}_model"] = (model, names[role]), ran
+    return models, ran_at
 
-    log("evaluating Gold and Original on workers (cached after the first run)")
-    evaluate = trial_task(evaluation_task, cfg.search)
-    cache = Path(cfg.output_dir) / "cache" / "evaluations"
 
-    # When the per-epoch evaluation config is the full one (no proxy items, the same generation
-    # setting, no folds): one task, not two racing on the same cache entry. With folds, per-epoch =
-    # selection, full = report fold.
-    eval_config = {False: epoch_eval_config(cfg), True: full_eval_config(cfg.eval)}
-    kinds = (False, True) if eval_config[False] != eval_config[True] or folds.active else (False,)
-    fold_of = {False: folds.fold(SELECTION), True: folds.fold(REPORT)}
+def pretrained_base(
+    cfg: Config,
+    source: str,
+    staged: str | DriverDir,
+    models_dir: Path,
+    log: Callable[[str], None],
+) -> tuple[DriverDir, RanAt]:
+    """The pretrained base Original and Gold start from: cached on the driver's node, else
+    trained by a Ray Train job, under its build lock."""
+    name = model_name(cfg, source, BASE)
+    with build_lock(models_dir / name, "pretrained base", cfg.search.reference_wait_s):
+        start = on_driver_node(models_dir / name, "pretrained base", log)
+        if start is not None:
+            return start, {}
+        log("pretrained base: trained by a Ray Train job unless cached")
+        start, ran = finetune_job(cfg, BASE, staged, name, str(models_dir))
+    return start, {"pretrained_base": ran}
 
-    def run(role: str, golds=(None, None)) -> list[ReferenceEvaluation]:
-        """``role``'s proxy and full evaluations, each against Gold's of the same config:
-        read from the driver node's cache, else computed (or found) by a task, under their
-        build locks."""
-        model, model_id = models[role]
-        results, refs = {}, {}
-        entries = {}
-        for full in kinds:
-            entries[full] = evaluation_entry(
-                cache / model_id, source, cfg.data.forget_split, eval_config[full],
-                golds[full], cfg.train.precision, fold_of[full],
-            )  # fmt: skip
+
+@dataclass(frozen=True)
+class EvaluationSetting:
+    """One reference evaluation a search reads: the per-epoch one (``full`` false) or the
+    full one, with its config and fold."""
+
+    full: bool
+    config: EvalConfig
+    fold: Fold | None
+
+
+def evaluation_settings(cfg: Config, folds: PersonFolds) -> tuple[EvaluationSetting, ...]:
+    """The per-epoch evaluation (proxy or full config; selection fold) and the full one
+    (report fold). When the per-epoch config is the full one (no proxy items, the same
+    generation setting) and there are no folds: one evaluation, not two tasks racing on the
+    same cache entry."""
+    epoch = EvaluationSetting(False, epoch_eval_config(cfg), folds.fold(SELECTION))
+    full = EvaluationSetting(True, full_eval_config(cfg.eval), folds.fold(REPORT))
+    if epoch.config == full.config and not folds.active:
+        return (epoch,)
+    return (epoch, full)
+
+
+class Evaluations(NamedTuple):
+    """A reference's per-epoch and full evaluations (the same one when one serves both)."""
+
+    epoch: ReferenceEvaluation
+    full: ReferenceEvaluation
+
+    def of(self, setting: EvaluationSetting) -> ReferenceEvaluation:
+        return self.full if setting.full else self.epoch
+
+
+@dataclass(frozen=True)
+class ReferenceEvaluator:
+    """Gold's and Original's evaluations: on the same data, settings and task resources."""
+
+    cfg: Config
+    source: str
+    staged: str | DriverDir
+    settings: tuple[EvaluationSetting, ...]
+    task: DriverTask
+    cache: Path  # the driver's cache of evaluations, one folder per model
+
+    def evaluate(
+        self, role: str, model: Model, gold: Evaluations | None = None
+    ) -> tuple[Evaluations, RanAt]:
+        """``role``'s evaluations, each against ``gold``'s of the same setting: read from the
+        driver node's cache, else computed (or found) by a task, under their build locks."""
+        cfg, (path, model_id) = self.cfg, model
+        golds = {s.full: gold.of(s).reference if gold else None for s in self.settings}
+        entries = {
+            s.full: evaluation_entry(
+                self.cache / model_id, self.source, cfg.data.forget_split, s.config,
+                golds[s.full], cfg.train.precision, s.fold,
+            )
+            for s in self.settings
+        }  # fmt: skip
+        results: dict[bool, ReferenceEvaluation] = {}
+        launches = {}
+        ran_at: RanAt = {}
         what = f"{role}'s evaluation"
         with ExitStack() as locks:
             for entry in sorted(entries.values()):
-                locks.enter_context(build_lock(entry, what, wait_s))
-            for full, entry in entries.items():
-                if usable(entry, what):
-                    results[full] = read_evaluation(entry, cfg.data.modality)
+                locks.enter_context(build_lock(entry, what, cfg.search.reference_wait_s))
+            for s in self.settings:
+                if usable(entries[s.full], what):
+                    results[s.full] = read_evaluation(entries[s.full], cfg.data.modality)
                 else:
-                    refs[full] = evaluate.remote(
-                        model, model_id, staged, cfg, full, golds[full], fold_of[full]
+                    launches[s.full] = self.task.remote(
+                        path, model_id, self.staged, cfg, s.full, golds[s.full], s.fold
                     )
-            done = each_result(refs, f"{role} evaluation", cfg.search)
+            done = each_result(launches, f"{role} evaluation", cfg.search)
             for full, (evaluation, files, ran) in done:
                 ran_at[f"{role}{'_full' if full else ''}_evaluation"] = ran
-                results[full] = on_driver(evaluation, files, cache / model_id)
-        ordered = [results[full] for full in kinds]
-        return ordered * 2 if len(ordered) == 1 else ordered  # [proxy, full]
-
-    gold, gold_full = run("gold")
-    original, original_full = run("original", (gold.reference, gold_full.reference))
-    for name, ran in ran_at.items():
-        log(f"{name}: ran in pid {ran['pid']} on node {ran['node']}, {ran['resources']}")
-    original_model = models["original"][0]
-    shown = original_model.path if isinstance(original_model, DriverDir) else original_model
-    return References(
-        source,
-        staged,
-        shown,
-        original_model,
-        gold,
-        original,
-        gold_full,
-        original_full,
-        ran_at,
-        folds,
-        models["gold"][0],
-    )
+                results[full] = on_driver(evaluation, files, self.cache / model_id)
+        return Evaluations(results[False], results[self.settings[-1].full]), ran_at
 
 
 def on_driver_node(model: Path, role: str, log: Callable[[str], None]) -> DriverDir | None:
@@ -177,7 +264,9 @@ def on_driver_node(model: Path, role: str, log: Callable[[str], None]) -> Driver
     return DriverDir.of(model)
 
 
-def on_driver(evaluation: ReferenceEvaluation, files: dict[str, bytes], cache: Path):
+def on_driver(
+    evaluation: ReferenceEvaluation, files: dict[str, bytes], cache: Path
+) -> ReferenceEvaluation:
     """The evaluation with its files in the driver's cache (MLflow logs them from there)."""
     directory = cache / Path(evaluation.directory).name
     cached_dir(

@@ -2,9 +2,10 @@
 
 Only ``state.json`` is required (config, methods, each method's final evaluation). The rest is
 optional and reported as missing when absent: ``folds.json`` and ``<method>/confirm.json``
-(written by the fold and confirm-seed steps, CONTRACTS.md), ``<method>/robustness.json``,
-``<method>/trials.csv`` and the plots tune.py drew. Original's and Gold's full evaluations are
-read back from ``leaderboard_full.csv`` (tune.py writes no other copy of them in the folder).
+(written by the fold and confirm-seed steps: data/folds.py, search/confirm.py),
+``<method>/robustness.json``, ``<method>/trials.csv`` and the plots the search drew
+(clear_ray/pipeline/reports.py). Original's and Gold's full evaluations are read back from
+``leaderboard_full.csv`` (the search writes no other copy of them in the folder).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class SearchRecord:
 
     @property
     def run_id(self) -> str | None:
-        """The run that holds the search's summary (tune.py's ``summary_run``)."""
+        """The run that holds the search's summary (pipeline/study.py's ``summary_run``)."""
         if self.state.top_parent_id:
             return self.state.top_parent_id
         return self.methods[0].parent_id if self.methods else None

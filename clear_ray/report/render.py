@@ -1,4 +1,4 @@
-"""Markdown and self-contained HTML of a :class:`Report`, written whole or not at all.
+"""Markdown and self-contained HTML of a :class:`Report` (``write.py`` writes them).
 
 The HTML needs no server and no script: plain tables, PNGs embedded as base64 ``data:`` URIs,
 so the one file can be mailed, attached to an MLflow run or opened from any disk. The markdown
@@ -78,12 +78,3 @@ def to_html(report: Report) -> str:
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
-
-
-def write_whole(path: Path, text: str) -> Path:
-    """Write ``text`` to a scratch file beside ``path`` and rename it: never half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.tmp")
-    scratch.write_text(text, encoding="utf-8")
-    os.replace(scratch, path)
-    return path

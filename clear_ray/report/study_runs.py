@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from clear_ray.report.paired import endpoint_value
+from clear_ray.paired import endpoint_value
 
 DEFAULT, SWEEP, TUNED = "default", "sweep", "tuned"
 # default: the method's published setting (search_spaces/<method>.yaml default:); sweep: the

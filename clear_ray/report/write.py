@@ -6,9 +6,10 @@ import csv
 import io
 from pathlib import Path
 
+from clear_ray.cache import write_atomic
 from clear_ray.report.document import build_report
 from clear_ray.report.inputs import SearchRecord
-from clear_ray.report.render import to_html, to_markdown, write_whole
+from clear_ray.report.render import to_html, to_markdown
 from clear_ray.report.tables import ROBUSTNESS_CSV, ROBUSTNESS_CSV_HEADER, robustness_rows
 
 REPORT_FILES = ("report.md", "report.html")
@@ -31,7 +32,9 @@ def write_report(record: SearchRecord, out: Path | None = None) -> list[Path]:
     robustness = robustness_rows(record)
     if robustness:
         files[ROBUSTNESS_CSV] = csv_text(ROBUSTNESS_CSV_HEADER, robustness)
-    return [write_whole(out / name, text) for name, text in files.items()]
+    for name, text in files.items():
+        write_atomic(out / name, text)
+    return [out / name for name in files]
 
 
 def log_report(tracking_uri: str, run_id: str, paths: list[Path]) -> None:

@@ -129,7 +129,7 @@ def check_task(
 
 
 def report_persons(search_root: Path, source: str, forget_split: str) -> tuple[str, ...]:
-    """The persons the checks look at: the report fold of ``folds.json`` (CONTRACTS.md) when
+    """The persons the checks look at: the report fold of ``folds.json`` (data/folds.py) when
     the search has folds, else every forget person."""
     folds = search_root / "folds.json"
     if folds.is_file():

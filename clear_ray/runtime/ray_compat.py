@@ -4,7 +4,7 @@ Ray (``ray._private``, ``ray.train.v2._internal``, ``internal_kv``) and Ray Tune
 ``OptunaSearch`` (its ``_``-prefixed attributes) give no stability promise for these names; a
 release may rename or remove any of them. Keeping them here makes an upgrade one file to read,
 and importing this module warns once when the installed Ray or Optuna is not the release these
-uses were checked against (tests/test_backend.py, tests/test_failures.py,
+uses were tested with, the one pyproject.toml allows (tests/test_backend.py, tests/test_failures.py,
 tests/test_optuna_storage.py and tests/test_search_cleanup.py exercise each of them).
 
 Kept light at import time: Train controllers and driver-side Ray tasks import it (through
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-# The releases whose private names below were read and tested (major.minor).
+# The releases whose private names below were read and tested (major.minor); pyproject.toml
+# allows these only.
 WRITTEN_FOR = {"ray": "2.60", "optuna": "5.1"}
 
 __all__ = [
@@ -70,12 +71,12 @@ __all__ = [
 
 
 def version_mismatches(installed: dict[str, str | None]) -> list[str]:
-    """``name installed (written for X)`` for each package whose major.minor differs."""
+    """``name installed (tested with X)`` for each package whose major.minor differs."""
     found = []
     for name, expected in WRITTEN_FOR.items():
         have = installed.get(name)
         if have is None or ".".join(have.split(".")[:2]) != expected:
-            found.append(f"{name} {have or 'not installed'} (written for {expected})")
+            found.append(f"{name} {have or 'not installed'} (tested with {expected})")
     return found
 
 
@@ -94,8 +95,8 @@ def check_versions() -> None:
     mismatches = version_mismatches(installed_versions())
     if mismatches:
         warnings.warn(
-            "clear_ray uses private Ray/Optuna API checked against other releases: "
-            f"{', '.join(mismatches)}; see clear_ray/runtime/ray_compat.py",
+            "clear_ray uses private Ray/Optuna API tested only with the releases pyproject.toml "
+            f"allows: {', '.join(mismatches)}; see clear_ray/runtime/ray_compat.py",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Callback
 
 from clear_ray.cache import write_atomic
-from clear_ray.report.paired import SeedComparison, compare_seeds, endpoint_value
+from clear_ray.paired import SeedComparison, compare_seeds, endpoint_value
 
 if TYPE_CHECKING:
     from clear_ray.search.space import PublishedDefault
@@ -252,7 +252,7 @@ def read_confirm(path: Path, seeds: list[int]) -> dict[str, Any] | None:
 def write_confirm(
     path: Path, method: str, seeds: list[int], configurations: dict[str, Configuration]
 ) -> dict[str, Any]:
-    """``<method_dir>/confirm.json`` (shared CONTRACTS.md); returns what it wrote."""
+    """``<method_dir>/confirm.json``; returns what it wrote."""
     record = {
         "method": method,
         "fold": "report",

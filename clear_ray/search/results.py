@@ -28,7 +28,7 @@ from clear_ray.eval.names import (
     is_item_count,
     objective_tasks,
 )
-from clear_ray.report.paired import (
+from clear_ray.paired import (
     HIGH_DIFFERENCE,
     LOW_DIFFERENCE,
     MEAN_DIFFERENCE,
@@ -339,7 +339,7 @@ class LeaderboardRow:
         return f"{mean} ± {spread:.2g}"
 
     def paired_cell(self) -> str:
-        """tuned − default on the objective: the mean and its t-interval (report/paired.py)."""
+        """tuned − default on the objective: the mean and its t-interval (clear_ray/paired.py)."""
         mean, low, high = (
             self.value(k) for k in (MEAN_DIFFERENCE, LOW_DIFFERENCE, HIGH_DIFFERENCE)
         )
