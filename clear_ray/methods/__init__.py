@@ -45,8 +45,7 @@ def register_method(name: str, **declared: Any) -> Callable[[Loss], Loss]:
     ``declared`` holds :class:`~clear_ray.methods.base.Method`'s other fields (views,
     reference_views, paper, reads, ...).
     """
-    # Here, not at the top: the table is read by --help, which must not import torch.
-    from clear_ray.methods.base import Method
+    from clear_ray.methods.base import Method  # lazy: torch, not loaded by --help
 
     def decorate(loss: Loss) -> Loss:
         METHODS.register(name)(Method(name=name, loss=loss, **declared))
