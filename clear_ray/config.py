@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clear_ray.errors import ConfigError
+from clear_ray.robust.checks import ROBUST_CHECKS
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 ROLES = ("original", "gold")  # the reference models (model.original, model.gold)
 MODALITIES = ("text", "visual", "both")  # what is forgotten: TOFU QA rows, image rows, or both
-# Robustness checks of the selected models (clear_ray/robust/, registry in robust/run.py).
-ROBUST_CHECKS = ("relearn", "quantize", "prompts", "cross_modal")
 # What the console and leaderboard.md show (search/results.py); leaderboard_full.csv has all.
 LEADERBOARD_VIEWS = ("compact", "full")
 
@@ -198,6 +197,12 @@ class MethodConfig:
     kl_temperature: float = 4.0  # SCRUB: temperature of its KL terms (T² scaled, as SCRUB)
 
 
+# The hyperparameters a method may declare it reads (clear_ray/methods/base.py Method.reads).
+METHOD_FIELDS = tuple(
+    f"method.{f.name}" for f in dataclasses.fields(MethodConfig) if f.name != "name"
+)
+
+
 @dataclass
 class RegularizerConfig:
     l1: float = 0.0  # λ of CLEAR's λ·Σ|w| over the LoRA weights (un-normalised; paper: 0.01)
@@ -279,7 +284,7 @@ class EvalConfig:
     # (CLEAR used 300), so long captions and answers can reach full ROUGE-L recall.
     max_new_tokens: int = 200
     generate: bool = True  # greedy generation for ROUGE; off = ROUGE excluded from aggregates
-    tasks: str = "all"  # comma-separated task names (clear_ray.eval.tasks.TASKS) or "all"
+    tasks: str = "all"  # comma-separated task names (clear_ray.eval.names.TASKS) or "all"
     # Each task's first N rows only (0 = all): CLEAR's `ds_size: 300` for paper-comparable tables.
     clear_rows: int = 0
     # Proxy evaluation: a fixed seeded subset of each task's rows (of its first clear_rows, when
@@ -375,8 +380,9 @@ class RobustConfig:
     final evaluation. Defaults suit the tiny CPU preset; the relearning attack is a short LoRA
     finetune, so a 7B recipe sets learning rates at its own scale (models/presets.py)."""
 
-    # Comma-separated names of ROBUST_CHECKS, "all" or "none". All by default: on the tiny
-    # preset together < 1 min per best trial (docs/robustness.md gives each one's cost).
+    # Comma-separated names of ROBUST_CHECKS (robust/checks.py), "all" or "none". All by
+    # default: on the tiny preset together < 1 min per best trial (docs/robustness.md gives
+    # each one's cost).
     checks: str = "all"
     relearn_steps: int = 20  # optimiser steps of the relearning attack (robust/relearn.py)
     # Comma-separated learning rates of the attack, each a separate attack (of the unlearned

@@ -95,6 +95,18 @@ def test_search_space_bounds_outside_the_field_range_are_refused(tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
+def test_a_space_searching_a_field_its_method_ignores_is_refused(tmp_path: Path) -> None:
+    space = tmp_path / "ga_beta.yaml"
+    space.write_text("method.beta: {distribution: uniform, low: 0.1, high: 1}\n")
+    output = tmp_path / "out"
+    result = run_tune("--method", "ga", "--search-space", str(space), "--output-dir", str(output))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {space}: ga does not read method.beta; its method fields: none"
+    ]
+    assert not output.exists()
+
+
 def test_trial_shape_the_cluster_can_never_run_is_refused(tmp_path: Path) -> None:
     """Checked after connecting to Ray (the local one here), before anything is written; the
     shapes and messages: test_search_strategy.py."""

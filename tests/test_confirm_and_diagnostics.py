@@ -15,7 +15,6 @@ from clear_ray.search.confirm import (
     Configuration,
     ConfirmRun,
     confirm_seeds,
-    default_params,
     write_confirm,
 )
 from clear_ray.search.diagnostics import (
@@ -27,7 +26,7 @@ from clear_ray.search.diagnostics import (
     top_k_mean,
 )
 from clear_ray.search.results import LeaderboardRow
-from clear_ray.search.space import PublishedDefault, load_defaults, load_space
+from clear_ray.search.space import PublishedDefault, default_params, load_defaults, load_space
 
 
 def test_confirm_seeds_are_fresh_training_seeds() -> None:

@@ -15,7 +15,7 @@ from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.synthetic import generate
 from clear_ray.errors import ConfigError
 from clear_ray.eval import metrics
-from clear_ray.eval.names import FORGET_QUALITY_TASKS, TASK_NAMES
+from clear_ray.eval.names import FORGET_QUALITY_TASKS
 from clear_ray.eval.reference import GoldReference
 from clear_ray.eval.suite import (
     PROXY_METRIC,
@@ -359,11 +359,6 @@ def test_text_perturbed_task_scores_prob_and_truth_ratio(source: str, tiny_model
     assert len(result.tasks["forget_text_perturbed"].truth_ratios) == len(
         load_clear(source, "forget10_tofu_perturbed")
     )
-
-
-def test_the_light_task_names_are_the_registrys_in_its_order() -> None:
-    """The CLIs check eval.tasks against eval/names.py without importing the registry."""
-    assert tuple(TASKS) == TASK_NAMES
 
 
 def test_task_selection_accepts_all_or_names_and_rejects_unknown_ones_in_one_line() -> None:

@@ -26,6 +26,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "clear_ray.net",
             "clear_ray.provenance",
             "clear_ray.models.shapes",
+            # The generic registry of methods, evaluation tasks and robustness checks.
+            "clear_ray.registry",
             # Pure statistics with no clear_ray import: the confirm step and the report share it.
             "clear_ray.paired",
         },
@@ -41,6 +43,9 @@ LAYERS: list[tuple[str, set[str]]] = [
             "clear_ray.memory",
             "clear_ray.nodes",
             "clear_ray.mlflow_server",
+            # The checks' names, which the config validates robust.checks against; the
+            # checks themselves (robust/) are looked up by name, never imported here.
+            "clear_ray.robust.checks",
         },
     ),
     (

@@ -155,7 +155,9 @@ def tune_trial(tmp_path: Path, trial_id: str, **fields) -> SimpleNamespace:
 def test_child_runs_are_tagged_with_why_the_trial_ended(tmp_path: Path) -> None:
     tracker = SearchTracker(Config().replace({"output_dir": str(tmp_path)}))
     tracker.start_parent("s", {}, {})
-    logger = TrialLogger(tracker, {}, tmp_path / "adapters", THRESHOLDS, 3, {}, str(tmp_path))
+    logger = TrialLogger(
+        tracker, Config().to_flat(), tmp_path / "adapters", THRESHOLDS, 3, {}, str(tmp_path)
+    )
     stopped = tune_trial(tmp_path, "t1", last_result={"epoch": 1, RETAIN: 0.1})
     failed = tune_trial(tmp_path, "t2", last_result={}, error_file=None)
     for trial in (stopped, failed):
@@ -226,7 +228,9 @@ def test_a_failed_trial_is_one_line_and_only_a_lost_node_says_it_restarts(
 def test_a_failed_trials_run_keeps_its_traceback(tmp_path: Path) -> None:
     tracker = SearchTracker(Config().replace({"output_dir": str(tmp_path)}))
     tracker.start_parent("s", {}, {})
-    logger = TrialLogger(tracker, {}, tmp_path / "adapters", THRESHOLDS, 3, {}, str(tmp_path))
+    logger = TrialLogger(
+        tracker, Config().to_flat(), tmp_path / "adapters", THRESHOLDS, 3, {}, str(tmp_path)
+    )
     error = tmp_path / "error.txt"
     error.write_text("Failure # 1\nTraceback (most recent call last):\n  ...\nValueError: bad\n")
     failed = tune_trial(tmp_path, "t1", last_result={}, error_file=str(error))

@@ -72,7 +72,13 @@ def test_a_resumed_trial_gets_back_its_stored_epochs_and_the_ones_tune_never_saw
     tracker = SearchTracker(Config().replace({"output_dir": str(tmp_path)}))
     tracker.start_parent("s", {}, {})
     logger = TrialLogger(
-        tracker, {}, tmp_path / "adapters", THRESHOLDS, EPOCHS, {}, train_runs=str(runs)
+        tracker,
+        Config().to_flat(),
+        tmp_path / "adapters",
+        THRESHOLDS,
+        EPOCHS,
+        {},
+        train_runs=str(runs),
     )
     logger.on_trial_start(0, [], trial)
 
@@ -97,7 +103,13 @@ def test_an_unrecorded_best_epoch_brings_its_adapter(tmp_path: Path) -> None:
     tracker = SearchTracker(Config().replace({"output_dir": str(tmp_path)}))
     tracker.start_parent("s", {}, {})
     logger = TrialLogger(
-        tracker, {}, tmp_path / "adapters", THRESHOLDS, EPOCHS, {}, train_runs=str(runs)
+        tracker,
+        Config().to_flat(),
+        tmp_path / "adapters",
+        THRESHOLDS,
+        EPOCHS,
+        {},
+        train_runs=str(runs),
     )
     logger.on_trial_start(0, [], trial)
     assert result_epochs(Path(trial.local_path) / "result.json") == [(1.0, True)]

@@ -68,6 +68,7 @@ def test_one_parent_run_records_the_search(runs) -> None:
     assert all(f"search_space.{path}" in parent.data.params for path in SEARCHED)
     # A tuned parameter's default was never used: not a param of the search's run.
     assert not any(path in parent.data.params for path in SEARCHED)
+    assert "method.gamma" not in parent.data.params  # a method field dpo does not read
     assert "dpo" in parent.data.tags["mlflow.note.content"]
     # Per-epoch evaluations see the selection fold, the full ones the report fold: both are
     # logged. Only without folds and proxy rows would they be the same evaluation, logged once.
@@ -148,6 +149,12 @@ def test_each_trial_is_a_child_run_with_params_metrics_and_adapter(runs) -> None
         assert child.data.tags["stopped"] == "completed"
         assert all(path in child.data.params for path in SEARCHED)
         assert child.data.params["method.name"] == "dpo"
+        # Of the method fields, only those dpo reads (beta and alpha, both searched).
+        assert not [
+            p
+            for p in child.data.params
+            if p.startswith("method.") and p not in SEARCHED and p != "method.name"
+        ]
         history = client.get_metric_history(child.info.run_id, "log_forget_quality")
         assert [m.step for m in history] == [1]
         assert {"retain_metric", "forget_metric", "forget_quality", "loss/dpo"} <= set(

@@ -30,6 +30,7 @@ from clear_ray.pipeline.plan import (
     check_inputs,
     load_spaces,
     memory_lines,
+    method_fields_line,
     new_search,
     next_name,
     resumed_search,
@@ -238,6 +239,7 @@ def dry_run(args: argparse.Namespace, cfg: Config, state: SearchState, spaces: d
             f"train.lr bounds x search.lr_scale = {cfg.search.lr_scale:g}"
         )
         lines.extend(space_lines(space))
+        lines.append(method_fields_line(cfg, method, Path(state.space_origins[method])))
     return "\n".join([*lines, *memory_lines(cfg, state.methods)])
 
 

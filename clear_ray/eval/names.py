@@ -1,32 +1,43 @@
-"""Names of the evaluation tasks and of the aggregate metrics every evaluation reports.
+"""The registry of evaluation tasks and the names of the aggregate metrics every evaluation
+reports.
 
-Light on purpose (only the config is imported), so the CLIs can check ``eval.tasks`` and name
-metrics before torch is loaded: bad input fails in about a second, not after the ~5 s import of
-the evaluation stack. The trial bookkeeping (``train/selection.py``) and the evaluation summary
-list the same metrics; ``eval/tasks.py``'s registry holds exactly :data:`TASK_NAMES`.
+Light on purpose (no task is imported until one is looked up), so the CLIs can check
+``eval.tasks`` and name metrics before torch is loaded: bad input fails in about a second, not
+after the ~5 s import of the evaluation stack. The trial bookkeeping (``train/selection.py``)
+and the evaluation summary list the same metrics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from clear_ray.errors import ConfigError
+from clear_ray.registry import Registry
 
 ALL_TASKS = "all"
 FORGET_CAPTIONS = "forget_captions"
 FORGET_TEXT = "forget_text_perturbed"  # TOFU-style QA with paraphrased/perturbed answers
-# Registry order (eval/tasks.py ``TASKS``): evaluations run and report tasks in this order.
-TASK_NAMES = (
-    FORGET_CAPTIONS,
-    "retain_captions",
-    "forget_face_naming",
-    "retain_face_naming",
-    "forget_text_qa",
-    FORGET_TEXT,
-    "retain_text_qa",
-    "real_faces",
-    "real_world",
+# Each a ``Task`` registered in eval/tasks.py (``register_task``; a module that imports this
+# one). Evaluations run and report tasks in this order.
+TASKS: Registry[Any] = Registry(
+    "evaluation task",
+    {
+        name: "clear_ray.eval.tasks"
+        for name in (
+            FORGET_CAPTIONS,
+            "retain_captions",
+            "forget_face_naming",
+            "retain_face_naming",
+            "forget_text_qa",
+            FORGET_TEXT,
+            "retain_text_qa",
+            "real_faces",
+            "real_world",
+        )
+    },
 )
+TASK_NAMES = TASKS.names()
 FORGET_QUALITY_TASKS = (FORGET_CAPTIONS, FORGET_TEXT)  # what Gold's reference covers
 # The forget-quality task(s) of each ``data.modality``: forgetting is compared with Gold on what
 # was forgotten. ``both`` combines its two tasks' tests into one (eval/suite.py

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import datasets
 import numpy as np
@@ -26,7 +27,7 @@ from clear_ray.data.collate import caption_example
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.data.schema import retain_split_for
 from clear_ray.errors import ConfigError
-from clear_ray.eval.names import ALL_TASKS, named_tasks
+from clear_ray.eval.names import ALL_TASKS, FORGET_CAPTIONS, FORGET_TEXT, TASKS, named_tasks
 from clear_ray.eval.scoring import ScoringItem
 
 
@@ -112,31 +113,24 @@ def _option_item(question: str, image, true: str, options: Sequence[str]) -> Sco
     return ScoringItem(question, image, (true, *distractors))
 
 
-def _caption_item(row: dict) -> ScoringItem:
-    prompt = caption_example(row["image"], row["caption"])
-    candidates = (row["caption"], row["paraphrased_caption"], *row["perturbed_captions"])
-    return ScoringItem(prompt.question, prompt.image, candidates)
+def register_task(
+    name: str,
+    group: str,
+    config_for: Callable[[str], str],
+    reference: Callable[[dict], str],
+    layout: Layout,
+    **options: Any,
+) -> Callable[[Callable[[dict], ScoringItem]], Callable[[dict], ScoringItem]]:
+    """Decorator over a row -> ``ScoringItem`` builder: registers ``Task(name, group,
+    config_for, <it>, reference, layout, **options)`` in :data:`TASKS` (its order is the
+    table's in ``eval/names.py``). One builder may serve several tasks."""
 
+    def decorate(build_item: Callable[[dict], ScoringItem]) -> Callable[[dict], ScoringItem]:
+        task = Task(name, group, config_for, build_item, reference, layout, **options)
+        TASKS.register(name)(task)
+        return build_item
 
-def _face_name_item(row: dict) -> ScoringItem:
-    return _option_item(FACE_NAME_PROMPT, row["image"], row["name"], row["perturbed_names"])
-
-
-def _real_face_item(row: dict) -> ScoringItem:
-    return _option_item(FACE_NAME_PROMPT, row["image"], row["answer"], row["options"])
-
-
-def _real_world_item(row: dict) -> ScoringItem:
-    return _option_item(row["question"], row["image"], row["answer"], row["options"])
-
-
-def _text_qa_item(row: dict) -> ScoringItem:
-    return ScoringItem(row["question"], None, (row["answer"],))
-
-
-def _text_perturbed_item(row: dict) -> ScoringItem:
-    candidates = (row["answer"], row["paraphrased_answer"], *row["perturbed_answer"])
-    return ScoringItem(row["question"], None, candidates)
+    return decorate
 
 
 def _column(name: str) -> Callable[[dict], str]:
@@ -167,77 +161,48 @@ def _fixed(config: str) -> Callable[[str], str]:
     return lambda split: config
 
 
-TASKS: dict[str, Task] = {
-    task.name: task
-    for task in (
-        Task(
-            "forget_captions",
-            "forget",
-            _forget_perturbed,
-            _caption_item,
-            _column("caption"),
-            CAPTIONS,
-        ),
-        Task(
-            "retain_captions",
-            "retain",
-            _retain_perturbed,
-            _caption_item,
-            _column("caption"),
-            CAPTIONS,
-        ),
-        Task(
-            "forget_face_naming",
-            "forget",
-            _forget_perturbed,
-            _face_name_item,
-            _column("name"),
-            OPTIONS,
-        ),
-        Task(
-            "retain_face_naming",
-            "retain",
-            _retain_perturbed,
-            _face_name_item,
-            _column("name"),
-            OPTIONS,
-        ),
-        Task(
-            "forget_text_qa",
-            "forget",
-            _forget_tofu,
-            _text_qa_item,
-            _column("answer"),
-            ANSWER,
-            eligible_rows=_text_rows,
-        ),
-        # TOFU's forget-set truth ratio on the persons' text; like TOFU, no image.
-        Task(
-            "forget_text_perturbed",
-            "forget",
-            _forget_text_perturbed,
-            _text_perturbed_item,
-            _column("answer"),
-            CAPTIONS,
-            optional=True,
-        ),
-        Task(
-            "retain_text_qa",
-            "retain",
-            _retain_tofu,
-            _text_qa_item,
-            _column("answer"),
-            ANSWER,
-            eligible_rows=_text_rows,
-        ),
-        Task(
-            "real_faces", "real", _fixed("real_faces"), _real_face_item, _column("answer"), OPTIONS
-        ),
-        Task(
-            "real_world", "real", _fixed("real_world"), _real_world_item, _column("answer"), OPTIONS
-        ),
-    )
-}
+@register_task(FORGET_CAPTIONS, "forget", _forget_perturbed, _column("caption"), CAPTIONS)
+@register_task("retain_captions", "retain", _retain_perturbed, _column("caption"), CAPTIONS)
+def _caption_item(row: dict) -> ScoringItem:
+    prompt = caption_example(row["image"], row["caption"])
+    candidates = (row["caption"], row["paraphrased_caption"], *row["perturbed_captions"])
+    return ScoringItem(prompt.question, prompt.image, candidates)
+
+
+@register_task("forget_face_naming", "forget", _forget_perturbed, _column("name"), OPTIONS)
+@register_task("retain_face_naming", "retain", _retain_perturbed, _column("name"), OPTIONS)
+def _face_name_item(row: dict) -> ScoringItem:
+    return _option_item(FACE_NAME_PROMPT, row["image"], row["name"], row["perturbed_names"])
+
+
+@register_task("real_faces", "real", _fixed("real_faces"), _column("answer"), OPTIONS)
+def _real_face_item(row: dict) -> ScoringItem:
+    return _option_item(FACE_NAME_PROMPT, row["image"], row["answer"], row["options"])
+
+
+@register_task("real_world", "real", _fixed("real_world"), _column("answer"), OPTIONS)
+def _real_world_item(row: dict) -> ScoringItem:
+    return _option_item(row["question"], row["image"], row["answer"], row["options"])
+
+
+@register_task(
+    "forget_text_qa", "forget", _forget_tofu, _column("answer"), ANSWER, eligible_rows=_text_rows
+)
+@register_task(
+    "retain_text_qa", "retain", _retain_tofu, _column("answer"), ANSWER, eligible_rows=_text_rows
+)
+def _text_qa_item(row: dict) -> ScoringItem:
+    return ScoringItem(row["question"], None, (row["answer"],))
+
+
+# TOFU's forget-set truth ratio on the persons' text; like TOFU, no image. Its config is not one
+# of therem/CLEAR's own, hence optional.
+@register_task(
+    FORGET_TEXT, "forget", _forget_text_perturbed, _column("answer"), CAPTIONS, optional=True
+)
+def _text_perturbed_item(row: dict) -> ScoringItem:
+    candidates = (row["answer"], row["paraphrased_answer"], *row["perturbed_answer"])
+    return ScoringItem(row["question"], None, candidates)
 
 
 def resolve_task_names(

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clear_ray.config import MethodConfig
+from clear_ray.config import METHOD_FIELDS, MethodConfig
 
 IGNORE_INDEX = -100  # label value of image, prompt and padding positions (HF convention)
 
@@ -93,6 +93,9 @@ class LossInputs:
     reference_hidden: Mapping[str, Tensor] = field(default_factory=dict)
 
 
+Loss = Callable[[LossInputs, MethodConfig], tuple[Tensor, dict[str, float]]]
+
+
 @dataclass(frozen=True)
 class Method:
     """A registered unlearning method: which views it needs and how it turns them into a loss.
@@ -108,19 +111,26 @@ class Method:
         hidden_views: views whose decoder hidden states the loss reads (RMU).
         ascent: a phase with its own whole pass over the epoch's batches, taken *before* the
             main pass in the first ``ascent_epochs(config)`` epochs (SCRUB's max-steps).
+        reads: the ``method.*`` config fields that change what it does (in any of its passes,
+            or in the trainer for it, as ``method.layer_fraction`` for hidden views). Its runs
+            log only these; a search space that searches another one is refused.
     """
 
     name: str
     views: tuple[str, ...]
     reference_views: tuple[str, ...]
-    loss: Callable[[LossInputs, MethodConfig], tuple[Tensor, dict[str, float]]]
+    loss: Loss
     paper: str
     distribution_views: tuple[str, ...] = ()
     hidden_views: tuple[str, ...] = ()
     ascent: Method | None = None
     ascent_epochs: Callable[[MethodConfig], int] | None = None
+    reads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.reads) - set(METHOD_FIELDS))
+        if unknown:
+            raise ValueError(f"method {self.name!r}: reads {unknown}, not method fields")
         for kind in ("reference_views", "distribution_views", "hidden_views"):
             missing = set(getattr(self, kind)) - set(self.views)
             if missing:

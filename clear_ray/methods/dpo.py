@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods.base import LossInputs, Method, cross_entropy
+from clear_ray.methods import register_method
+from clear_ray.methods.base import LossInputs, cross_entropy
 
 
 def dpo_loss(
@@ -44,6 +45,13 @@ def dpo_loss(
     return -(2.0 / beta) * F.logsigmoid(beta * (chosen_logratio - rejected_logratio))
 
 
+@register_method(
+    "dpo",
+    views=("forget", "idk", "retain"),
+    reference_views=("forget", "idk"),
+    paper="https://arxiv.org/abs/2305.18290",
+    reads=("method.beta", "method.alpha"),
+)
 def dpo_unlearning_loss(
     inputs: LossInputs, config: MethodConfig
 ) -> tuple[Tensor, dict[str, float]]:
@@ -68,12 +76,3 @@ def dpo_unlearning_loss(
         "loss/idk_nll": float(cross_entropy(inputs.policy["idk"]).detach()),
         "loss/retain_nll": float(retain_nll.detach()),
     }
-
-
-METHOD = Method(
-    name="dpo",
-    views=("forget", "idk", "retain"),
-    reference_views=("forget", "idk"),
-    loss=dpo_unlearning_loss,
-    paper="https://arxiv.org/abs/2305.18290",
-)

@@ -10,9 +10,17 @@ from __future__ import annotations
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods.base import LossInputs, Method, cross_entropy
+from clear_ray.methods import register_method
+from clear_ray.methods.base import LossInputs, cross_entropy
 
 
+@register_method(
+    "ga",
+    views=("forget",),
+    reference_views=(),
+    paper="https://arxiv.org/abs/2210.01504",
+    reads=(),
+)
 def ga_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
     """−CE(F).
 
@@ -22,12 +30,3 @@ def ga_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str,
     """
     forget_nll = cross_entropy(inputs.policy["forget"])
     return -forget_nll, {"loss/forget_nll": float(forget_nll.detach())}
-
-
-METHOD = Method(
-    name="ga",
-    views=("forget",),
-    reference_views=(),
-    loss=ga_loss,
-    paper="https://arxiv.org/abs/2210.01504",
-)

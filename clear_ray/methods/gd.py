@@ -10,9 +10,17 @@ from __future__ import annotations
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods.base import LossInputs, Method, cross_entropy
+from clear_ray.methods import register_method
+from clear_ray.methods.base import LossInputs, cross_entropy
 
 
+@register_method(
+    "gd",
+    views=("forget", "retain"),
+    reference_views=(),
+    paper="https://arxiv.org/abs/2203.12817",
+    reads=("method.gamma", "method.alpha"),
+)
 def gd_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
     """−γ·CE(F) + α·CE(R).
 
@@ -27,12 +35,3 @@ def gd_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str,
         "loss/forget_nll": float(forget_nll.detach()),
         "loss/retain_nll": float(retain_nll.detach()),
     }
-
-
-METHOD = Method(
-    name="gd",
-    views=("forget", "retain"),
-    reference_views=(),
-    loss=gd_loss,
-    paper="https://arxiv.org/abs/2203.12817",
-)

@@ -11,9 +11,17 @@ from __future__ import annotations
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods.base import LossInputs, Method, cross_entropy
+from clear_ray.methods import register_method
+from clear_ray.methods.base import LossInputs, cross_entropy
 
 
+@register_method(
+    "idk",
+    views=("idk", "retain"),
+    reference_views=(),
+    paper="https://arxiv.org/abs/2401.06121",
+    reads=("method.gamma", "method.alpha"),
+)
 def idk_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
     """γ·CE(I) + α·CE(R).
 
@@ -28,12 +36,3 @@ def idk_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str
         "loss/idk_nll": float(idk_nll.detach()),
         "loss/retain_nll": float(retain_nll.detach()),
     }
-
-
-METHOD = Method(
-    name="idk",
-    views=("idk", "retain"),
-    reference_views=(),
-    loss=idk_loss,
-    paper="https://arxiv.org/abs/2401.06121",
-)

@@ -10,9 +10,18 @@ from __future__ import annotations
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods.base import LossInputs, Method, cross_entropy, kl_divergence
+from clear_ray.methods import register_method
+from clear_ray.methods.base import LossInputs, cross_entropy, kl_divergence
 
 
+@register_method(
+    "kl",
+    views=("forget", "retain"),
+    reference_views=("retain",),
+    distribution_views=("retain",),
+    paper="https://arxiv.org/abs/2401.06121",
+    reads=("method.gamma", "method.alpha"),
+)
 def kl_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
     """−γ·CE(F) + α·KL(π_θ₀ ‖ π_θ) on R.
 
@@ -27,13 +36,3 @@ def kl_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str,
         "loss/forget_nll": float(forget_nll.detach()),
         "loss/retain_kl": float(retain_kl.detach()),
     }
-
-
-METHOD = Method(
-    name="kl",
-    views=("forget", "retain"),
-    reference_views=("retain",),
-    distribution_views=("retain",),
-    loss=kl_loss,
-    paper="https://arxiv.org/abs/2401.06121",
-)

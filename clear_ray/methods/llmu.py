@@ -14,7 +14,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods.base import LossInputs, Method, cross_entropy, kl_divergence
+from clear_ray.methods import register_method
+from clear_ray.methods.base import LossInputs, cross_entropy, kl_divergence
 
 
 def llmu_terms(
@@ -31,6 +32,14 @@ def llmu_terms(
     }
 
 
+@register_method(
+    "llmu",
+    views=("forget", "idk", "retain"),
+    reference_views=("retain",),
+    distribution_views=("retain",),
+    paper="https://arxiv.org/abs/2310.10683",
+    reads=("method.gamma", "method.alpha"),
+)
 def llmu_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
     """−γ·CE(F) + CE(I) + α·KL(π_θ₀ ‖ π_θ) on R (forward KL, LLMU's ``compute_kl``).
 
@@ -41,13 +50,3 @@ def llmu_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[st
     """
     retain_kl = kl_divergence(inputs.reference_logprobs["retain"], inputs.policy_logprobs["retain"])
     return llmu_terms(inputs, config, retain_kl)
-
-
-METHOD = Method(
-    name="llmu",
-    views=("forget", "idk", "retain"),
-    reference_views=("retain",),
-    distribution_views=("retain",),
-    loss=llmu_loss,
-    paper="https://arxiv.org/abs/2310.10683",
-)

@@ -7,21 +7,22 @@ code uses the forward direction (``llmu``). Kept under its own name to reproduce
 
 from __future__ import annotations
 
-import dataclasses
-
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods import llmu
+from clear_ray.methods import llmu, register_method
 from clear_ray.methods.base import LossInputs, kl_divergence
 
 
+@register_method(
+    "llmu_clear",
+    views=("forget", "idk", "retain"),
+    reference_views=("retain",),
+    distribution_views=("retain",),
+    paper="https://arxiv.org/abs/2410.18057",
+    reads=("method.gamma", "method.alpha"),
+)
 def llmu_clear_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
     """−γ·CE(F) + CE(I) + α·KL(π_θ ‖ π_θ₀) on R (CLEAR's reverse KL)."""
     retain_kl = kl_divergence(inputs.policy_logprobs["retain"], inputs.reference_logprobs["retain"])
     return llmu.llmu_terms(inputs, config, retain_kl)
-
-
-METHOD = dataclasses.replace(
-    llmu.METHOD, name="llmu_clear", loss=llmu_clear_loss, paper="https://arxiv.org/abs/2410.18057"
-)

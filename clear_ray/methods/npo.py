@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods.base import LossInputs, Method, cross_entropy
+from clear_ray.methods import register_method
+from clear_ray.methods.base import LossInputs, cross_entropy
 
 
 def npo_loss(policy_logps: Tensor, ref_logps: Tensor, beta: float) -> Tensor:
@@ -34,6 +35,13 @@ def npo_loss(policy_logps: Tensor, ref_logps: Tensor, beta: float) -> Tensor:
     return -(2.0 / beta) * F.logsigmoid(-beta * (policy_logps - ref_logps))
 
 
+@register_method(
+    "npo",
+    views=("forget", "retain"),
+    reference_views=("forget",),
+    paper="https://arxiv.org/abs/2404.05868",
+    reads=("method.beta", "method.alpha"),
+)
 def npo_unlearning_loss(
     inputs: LossInputs, config: MethodConfig
 ) -> tuple[Tensor, dict[str, float]]:
@@ -53,12 +61,3 @@ def npo_unlearning_loss(
         "loss/forget_nll": float(cross_entropy(forget).detach()),
         "loss/retain_nll": float(retain_nll.detach()),
     }
-
-
-METHOD = Method(
-    name="npo",
-    views=("forget", "retain"),
-    reference_views=("forget",),
-    loss=npo_unlearning_loss,
-    paper="https://arxiv.org/abs/2404.05868",
-)

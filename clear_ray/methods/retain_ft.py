@@ -10,9 +10,17 @@ from __future__ import annotations
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods.base import LossInputs, Method, cross_entropy
+from clear_ray.methods import register_method
+from clear_ray.methods.base import LossInputs, cross_entropy
 
 
+@register_method(
+    "retain_ft",
+    views=("retain",),
+    reference_views=(),
+    paper="https://arxiv.org/abs/2410.18057",
+    reads=(),
+)
 def retain_ft_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
     """CE(R).
 
@@ -22,12 +30,3 @@ def retain_ft_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, di
     """
     retain_nll = cross_entropy(inputs.policy["retain"])
     return retain_nll, {"loss/retain_nll": float(retain_nll.detach())}
-
-
-METHOD = Method(
-    name="retain_ft",
-    views=("retain",),
-    reference_views=(),
-    loss=retain_ft_loss,
-    paper="https://arxiv.org/abs/2410.18057",
-)

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods.base import LossInputs, Method
+from clear_ray.methods import register_method
+from clear_ray.methods.base import LossInputs
 
 STEERING_SEED = 0  # u is fixed for a model width: every trial steers towards the same u
 
@@ -24,6 +25,14 @@ def steering_direction(hidden_size: int, device: torch.device, dtype: torch.dtyp
     return (u / u.norm()).to(device=device, dtype=dtype)
 
 
+@register_method(
+    "rmu",
+    views=("forget", "retain"),
+    reference_views=("retain",),
+    hidden_views=("forget", "retain"),
+    paper="https://arxiv.org/abs/2403.03218",
+    reads=("method.steering_coeff", "method.alpha", "method.layer_fraction"),
+)
 def rmu_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
     """MSE(h_ℓ(F), c·u) + α·MSE(h_ℓ(R), h_ℓ^θ₀(R)) over answer tokens.
 
@@ -50,13 +59,3 @@ def rmu_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str
         "loss/rmu_forget": float(forget_term.detach()),
         "loss/rmu_retain": float(retain_term.detach()),
     }
-
-
-METHOD = Method(
-    name="rmu",
-    views=("forget", "retain"),
-    reference_views=("retain",),
-    hidden_views=("forget", "retain"),
-    loss=rmu_loss,
-    paper="https://arxiv.org/abs/2403.03218",
-)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
+from clear_ray.methods import register_method
 from clear_ray.methods.base import LossInputs, Method, cross_entropy, kl_divergence
 
 
@@ -32,6 +33,28 @@ def scrub_max_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, di
     return -forget_kl, {"loss/forget_kl": float(forget_kl.detach())}
 
 
+def max_epochs(config: MethodConfig) -> int:
+    """SCRUB's ``msteps``: the number of leading epochs that take a max pass."""
+    return config.scrub_max_epochs
+
+
+@register_method(
+    "scrub",
+    views=("retain",),
+    reference_views=("retain",),
+    distribution_views=("retain",),
+    paper="https://arxiv.org/abs/2302.09880",
+    ascent=Method(
+        name="scrub_max",
+        views=("forget",),
+        reference_views=("forget",),
+        distribution_views=("forget",),
+        loss=scrub_max_loss,
+        paper="https://arxiv.org/abs/2302.09880",
+    ),
+    ascent_epochs=max_epochs,
+    reads=("method.alpha", "method.gamma", "method.kl_temperature", "method.scrub_max_epochs"),
+)
 def scrub_min_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, dict[str, float]]:
     """α·T²·KL_T(π_θ₀ ‖ π_θ) on R + γ·CE(R) (a min-step: stay with the teacher on retain)."""
     retain_kl = kl_divergence(
@@ -45,27 +68,3 @@ def scrub_min_loss(inputs: LossInputs, config: MethodConfig) -> tuple[Tensor, di
         "loss/retain_kl": float(retain_kl.detach()),
         "loss/retain_nll": float(retain_nll.detach()),
     }
-
-
-def max_epochs(config: MethodConfig) -> int:
-    """SCRUB's ``msteps``: the number of leading epochs that take a max pass."""
-    return config.scrub_max_epochs
-
-
-METHOD = Method(
-    name="scrub",
-    views=("retain",),
-    reference_views=("retain",),
-    distribution_views=("retain",),
-    loss=scrub_min_loss,
-    paper="https://arxiv.org/abs/2302.09880",
-    ascent=Method(
-        name="scrub_max",
-        views=("forget",),
-        reference_views=("forget",),
-        distribution_views=("forget",),
-        loss=scrub_max_loss,
-        paper="https://arxiv.org/abs/2302.09880",
-    ),
-    ascent_epochs=max_epochs,
-)

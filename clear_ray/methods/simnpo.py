@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clear_ray.config import MethodConfig
-from clear_ray.methods.base import LossInputs, Method, cross_entropy
+from clear_ray.methods import register_method
+from clear_ray.methods.base import LossInputs, cross_entropy
 
 
 def simnpo_loss(mean_nll: Tensor, beta: float, delta: float) -> Tensor:
@@ -34,6 +35,13 @@ def simnpo_loss(mean_nll: Tensor, beta: float, delta: float) -> Tensor:
     return -(2.0 / beta) * F.logsigmoid(beta * (mean_nll - delta))
 
 
+@register_method(
+    "simnpo",
+    views=("forget", "retain"),
+    reference_views=(),
+    paper="https://arxiv.org/abs/2410.07163",
+    reads=("method.beta", "method.delta", "method.alpha"),
+)
 def simnpo_unlearning_loss(
     inputs: LossInputs, config: MethodConfig
 ) -> tuple[Tensor, dict[str, float]]:
@@ -52,12 +60,3 @@ def simnpo_unlearning_loss(
         "loss/forget_nll": float(cross_entropy(forget).detach()),
         "loss/retain_nll": float(retain_nll.detach()),
     }
-
-
-METHOD = Method(
-    name="simnpo",
-    views=("forget", "retain"),
-    reference_views=(),
-    loss=simnpo_unlearning_loss,
-    paper="https://arxiv.org/abs/2410.07163",
-)

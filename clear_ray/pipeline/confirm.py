@@ -13,7 +13,7 @@ from clear_ray.config import Config
 from clear_ray.console import counted, log
 from clear_ray.data.folds import REPORT
 from clear_ray.pipeline.context import MethodSearch, Search
-from clear_ray.search.space import load_defaults
+from clear_ray.search.space import default_params, load_defaults
 
 if TYPE_CHECKING:  # heavy (ray, mlflow); imported where used
     from clear_ray.paired import SeedComparison
@@ -36,7 +36,6 @@ def confirm_method(
         TUNED,
         Configuration,
         confirm_seeds,
-        default_params,
         read_confirm,
         write_confirm,
     )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from clear_ray.console import log
 from clear_ray.data.folds import FOLDS_FILE
+from clear_ray.methods import method_params
 from clear_ray.pipeline.context import MethodSearch, Search, log_references, untuned
 from clear_ray.pipeline.final import finalise
 from clear_ray.pipeline.reports import report_search, rewrite_optuna_csv
@@ -69,7 +70,7 @@ def start_run(run: MethodSearch) -> str:
     parent_id = tracker.start_parent(
         f"{state.name}-{method}" if state.top_parent_id else state.name,
         params={
-            **untuned(cfg.to_flat(), run.space),
+            **untuned(method_params(cfg.to_flat()), run.space),
             **{f"search_space.{k}": v for k, v in describe(run.space).items()},
             "search.min_retain_metric": thresholds.min_retain_metric,
             "search.min_model_utility": thresholds.min_model_utility,

@@ -13,7 +13,7 @@ from clear_ray.data.source import check_source
 from clear_ray.errors import ConfigError
 from clear_ray.eval.names import OBJECTIVE_TASKS, named_tasks, objective_tasks
 from clear_ray.memory import TEXT_TOKENS, estimate_lines, estimate_trial_memory
-from clear_ray.methods import METHODS, TABLE_METHODS, get_method
+from clear_ray.methods import METHODS, TABLE_METHODS, check_space_fields, get_method
 from clear_ray.models.presets import get_preset
 from clear_ray.nodes import CLUSTER_YAML, fit_lines, node_types, workers_per_gpu
 from clear_ray.references.checkpoints import check_brought
@@ -24,7 +24,13 @@ from clear_ray.search.session import (
     check_storage_path,
     find_search,
 )
-from clear_ray.search.space import SEARCH_SPACE_DIR, load_defaults, load_space, scale_lr
+from clear_ray.search.space import (
+    SEARCH_SPACE_DIR,
+    default_params,
+    load_defaults,
+    load_space,
+    scale_lr,
+)
 
 ALL = "all"
 METHOD_ORDER = TABLE_METHODS  # the paper's Table 1 order; variants are searched by name
@@ -105,16 +111,28 @@ def method_names(spec: str) -> list[str]:
 
 
 def load_spaces(cfg: Config, state: SearchState) -> dict[str, dict]:
-    """Every method's space, checked (and grid sizes known) before anything starts."""
+    """Every method's space, checked (and grid sizes known) before anything starts: a space
+    that searches a method field its method does not read is refused."""
     from clear_ray.search.strategy import trial_count  # lazy: Ray, not loaded by --help
 
     spaces = {}
     for method, origin in state.space_origins.items():
         path = Path(origin)
         spaces[method] = scale_lr(load_space(path.stem, path.parent), cfg.search.lr_scale)
+        check_space_fields(method, tuple(spaces[method]), str(path))
         load_defaults(path.stem, path.parent)  # a published setting outside its range fails now
         trial_count(cfg.search, spaces[method])  # a grid needs categorical dimensions
     return spaces
+
+
+def method_fields_line(cfg: Config, method: str, origin: Path) -> str:
+    """The method fields ``method`` reads, each at its space's published ``default:`` where
+    it gives one, else the config's value: what its runs log, as its default configuration
+    sets them."""
+    published = load_defaults(origin.stem, origin.parent)
+    settings = default_params(cfg.to_flat(), get_method(method).reads, published)
+    shown = ", ".join(f"{path}={value}" for path, value in settings.items()) or "none"
+    return f"# method fields {method} reads (published default, else the config's): {shown}"
 
 
 def check_inputs(cfg: Config) -> None:

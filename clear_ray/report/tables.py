@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from clear_ray.config import ROBUST_CHECKS
 from clear_ray.console import counted
 from clear_ray.errors import ConfigError
 from clear_ray.eval.names import FORGET_CAPTIONS, ITEM_COUNT, KS_STATISTIC, is_item_count
 from clear_ray.report.inputs import REFERENCES, MethodRecord, SearchRecord
+from clear_ray.robust.checks import ROBUST_CHECKS
 from clear_ray.search.confirm import mean_and_sd as seed_mean_sd
 from clear_ray.search.confirm import seed_comparison
 from clear_ray.search.diagnostics import expected_best

@@ -9,6 +9,7 @@ same rows; with ``both`` there is no other modality and the check says so.
 from __future__ import annotations
 
 from clear_ray.eval.suite import with_objective
+from clear_ray.robust.checks import register_check
 from clear_ray.robust.context import FORGET_TASKS, CheckContext, CheckResult, knowledge, prefixed
 
 CHECK = "cross_modal"
@@ -21,6 +22,7 @@ def other_tasks(modality: str) -> tuple[str, ...]:
     return FORGET_TASKS[OTHER[modality]] if modality in OTHER else ()
 
 
+@register_check(CHECK)
 def check(ctx: CheckContext) -> CheckResult:
     tasks = other_tasks(ctx.modality)
     if not tasks:

@@ -34,6 +34,7 @@ from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.scoring import ScoringItem
 from clear_ray.eval.suite import TaskData, TaskResult, aggregate, run_task
 from clear_ray.eval.tasks import TASKS, Task
+from clear_ray.robust.checks import register_check
 from clear_ray.robust.context import (
     MIN_GAP,
     CheckContext,
@@ -153,6 +154,7 @@ def reference_results(
     }
 
 
+@register_check(CHECK)
 def check(ctx: CheckContext) -> CheckResult:
     data = ctx.data()
     config = ctx.eval_config(data, (FORGET_CAPTIONS,))

@@ -30,6 +30,7 @@ from torch import nn
 from clear_ray.config import EvalConfig
 from clear_ray.eval.suite import EvalResult
 from clear_ray.models.lora import all_linear_names
+from clear_ray.robust.checks import register_check
 from clear_ray.robust.context import (
     FORGET_TASKS,
     MIN_GAP,
@@ -182,6 +183,7 @@ def rounded(
     return ctx.scored("rounded", model_dir, condition, data, config, score)
 
 
+@register_check(CHECK)
 def check(ctx: CheckContext) -> CheckResult:
     from clear_ray.models.loading import load_for_evaluation
 

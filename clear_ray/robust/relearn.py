@@ -33,6 +33,7 @@ from clear_ray.eval.suite import EvalResult, TaskData
 from clear_ray.models.loading import load_for_evaluation
 from clear_ray.models.lora import attach_lora
 from clear_ray.models.presets import get_preset
+from clear_ray.robust.checks import register_check
 from clear_ray.robust.context import (
     FORGET_TASKS,
     MIN_GAP,
@@ -180,6 +181,7 @@ def lr_values(before: dict[str, float], gold_after: Scored, after: EvalResult) -
     return values
 
 
+@register_check(CHECK)
 def check(ctx: CheckContext) -> CheckResult:
     if len(ctx.persons) < 2:
         return CheckResult({}, notes=(f"skipped: {len(ctx.persons)} person(s), 2 needed",))

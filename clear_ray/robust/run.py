@@ -1,4 +1,4 @@
-"""The checks' registry, each check as a cached Ray task, and what the driver writes.
+"""Each check (robust/checks.py) as a cached Ray task, and what the driver writes.
 
 Each check runs as a Ray task with a trial worker's resources (runtime/driver_tasks.py), like
 the reference evaluations, and is cached on its node by a key of its inputs' content:
@@ -13,23 +13,16 @@ import hashlib
 import json
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from clear_ray.cache import cache_key, cached_dir
 from clear_ray.config import Config
-from clear_ray.robust import cross_modal, prompts, quantize, relearn
+from clear_ray.robust.checks import CHECKS
 from clear_ray.robust.context import CheckContext, CheckResult
 from clear_ray.runtime.staging import DriverDir, on_this_node
 
-CHECKS: dict[str, Callable[[CheckContext], CheckResult]] = {
-    "relearn": relearn.check,
-    "quantize": quantize.check,
-    "prompts": prompts.check,
-    "cross_modal": cross_modal.check,
-}
 RESULT_FILE = "result.json"
 CACHE_FORMAT = 4  # part of the key: a change of what result.json holds is a new entry
 # 2: relearn recovery clipped to [0, 1], a removal under MIN_GAP counts as none

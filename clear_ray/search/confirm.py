@@ -33,15 +33,12 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ray.tune import Callback
 
 from clear_ray.cache import write_atomic
 from clear_ray.paired import SeedComparison, compare_seeds, endpoint_value
-
-if TYPE_CHECKING:
-    from clear_ray.search.space import PublishedDefault
 
 CONFIRM_FILE = "confirm.json"
 TUNED, DEFAULT = "tuned", "default"
@@ -80,18 +77,6 @@ def seed_comparison(record: dict[str, Any], objective: str, original: float) -> 
         }
         values[label] = {seed: value for seed, value in found.items() if math.isfinite(value)}
     return compare_seeds(values[TUNED], values[DEFAULT])
-
-
-def default_params(
-    config: dict[str, Any], space: dict, published: dict[str, PublishedDefault]
-) -> dict[str, Any]:
-    """The method's published setting of each searched path (``search_spaces/<method>.yaml``
-    ``default:``), else the config's value (``Config.to_flat()``, preset recipe applied)."""
-    chosen = {}
-    for path in sorted(space):
-        value = published[path].value if path in published else None
-        chosen[path] = config[path] if value is None else value
-    return chosen
 
 
 @dataclass

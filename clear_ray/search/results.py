@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from clear_ray.config import LEADERBOARD_VIEWS, ROBUST_CHECKS, DataConfig, SearchConfig
+from clear_ray.config import LEADERBOARD_VIEWS, DataConfig, SearchConfig
 from clear_ray.eval.names import (
     FORGET_CAPTIONS,
     FORGET_DISTANCE,
@@ -36,6 +36,7 @@ from clear_ray.paired import (
     SeedComparison,
     comparison_metrics,
 )
+from clear_ray.robust.checks import ROBUST_CHECKS
 from clear_ray.train.keys import (
     BEST_EPOCH,
     BEST_OBJECTIVE,

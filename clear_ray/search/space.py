@@ -10,7 +10,7 @@ Example::
 ``default`` is the method's published setting, the one a paper runs it at, and ``source`` says
 where it is from; ``default: config`` (or no ``default``) means the config's value, which
 follows the preset's recipe (the tiny preset's lr is not a paper's). The confirm runs train the
-published setting as the "default" configuration (search/confirm.py ``default_params``).
+published setting as the "default" configuration (:func:`default_params`).
 
 Every path must exist in :class:`clear_ray.config.Config`; a malformed file fails here, with
 one line, before Ray or any model starts.
@@ -18,6 +18,7 @@ one line, before Ray or any model starts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,19 @@ def parse_defaults(raw: dict, origin: str) -> dict[str, PublishedDefault]:
             raise ConfigError(f"{where}: {error}") from None
         defaults[path] = PublishedDefault(value, source)
     return defaults
+
+
+def default_params(
+    config: Mapping[str, Any], paths: Iterable[str], published: Mapping[str, PublishedDefault]
+) -> dict[str, Any]:
+    """The method's published setting of each of ``paths`` (``search_spaces/<method>.yaml``
+    ``default:``), else the config's value (``Config.to_flat()``, preset recipe applied), by
+    path: the settings of its default configuration."""
+    chosen = {}
+    for path in sorted(paths):
+        value = published[path].value if path in published else None
+        chosen[path] = config[path] if value is None else value
+    return chosen
 
 
 def contains(distribution: BaseDistribution, value: Any) -> bool:

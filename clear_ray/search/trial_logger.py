@@ -19,6 +19,7 @@ from ray.train import Checkpoint
 from ray.tune import Callback
 
 from clear_ray.console import log
+from clear_ray.methods import method_params
 from clear_ray.search.strategy import ERROR, stop_reason
 from clear_ray.search.trial_history import (
     append_results,
@@ -32,6 +33,9 @@ from clear_ray.train.selection import Thresholds
 
 class TrialLogger(Callback):
     """Tune driver callback: a child run per trial, per-epoch metrics, the best epoch's adapter.
+
+    A trial's params are the config's, with the trial's sampled values, less the method
+    fields its method does not read (``methods.method_params``).
 
     The best epoch's adapter is copied out of the Train checkpoint when it is reported (Train
     may later delete checkpoints that are no longer among the best kept ones). Every trial
@@ -65,7 +69,7 @@ class TrialLogger(Callback):
         return self.adapters_dir / trial_id
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        params = {**self.base_params, **trial.config}
+        params = method_params({**self.base_params, **trial.config})
         self.run_ids[trial.trial_id] = self.tracker.start_child(trial.trial_id, params, self.tags)
         # Before Tune's own loggers open the trial's files (user callbacks come first).
         result_file = restore_result_files(trial)

@@ -25,7 +25,8 @@ from clear_ray.data.schema import retain_split_for
 from clear_ray.data.unlearning import UnlearningData, epoch_views, select_modality
 from clear_ray.eval.final import epoch_eval_config
 from clear_ray.eval.suite import Shard, TaskData, evaluate
-from clear_ray.methods import Method, get_method
+from clear_ray.methods import get_method
+from clear_ray.methods.base import Method
 from clear_ray.models.forward import to_device
 from clear_ray.models.introspection import steering_layer
 from clear_ray.models.loading import load_checkpoint
