@@ -25,7 +25,7 @@ from clear_ray.eval.names import (
 )
 from clear_ray.eval.reference import GoldReference, TaskReference
 from clear_ray.eval.suite import TaskResult, aggregate, with_objective
-from clear_ray.eval.tasks import OPTIONS, TASKS
+from clear_ray.eval.tasks import OPTIONS
 
 LN2, LN3, LN4, LN5 = (math.log(x) for x in (2, 3, 4, 5))
 
@@ -198,14 +198,6 @@ def test_clear_forget_quality_compares_the_forget_captions_with_golds() -> None:
 # ----------------------------------------------------------------------------- objective
 
 
-@pytest.fixture
-def text_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The text forget-quality task, registered for this test if eval/tasks.py lacks it."""
-    if FORGET_TEXT not in TASKS:
-        text = replace(TASKS[FORGET_CAPTIONS], name=FORGET_TEXT)
-        monkeypatch.setitem(TASKS, FORGET_TEXT, text)
-
-
 def forgetting(text_forgotten: bool) -> tuple[dict[str, TaskResult], GoldReference]:
     """Captions equal to Gold's; the text task equal to Gold's only once it is forgotten."""
     image = captions([1.0] * 3, [0.2, 0.9, 1.3], np.array([[1.0, 2.0], [0.4, 3.0], [1.0, 1.1]]))
@@ -216,7 +208,7 @@ def forgetting(text_forgotten: bool) -> tuple[dict[str, TaskResult], GoldReferen
     return {FORGET_CAPTIONS: image, FORGET_TEXT: text}, gold
 
 
-def test_objective_task_follows_the_modality(text_task) -> None:
+def test_objective_task_follows_the_modality() -> None:
     results, gold = forgetting(text_forgotten=False)
     per_modality = {m: aggregate(results, gold, modality=m) for m in MODALITIES}
     assert per_modality["visual"]["forget_quality"] == pytest.approx(1.0)
@@ -228,7 +220,7 @@ def test_objective_task_follows_the_modality(text_task) -> None:
         assert flat["clear/forget_quality"] == pytest.approx(1.0)  # CLEAR's: the captions
 
 
-def test_each_forget_quality_task_reports_d_n_and_w1_beside_its_p_value(text_task) -> None:
+def test_each_forget_quality_task_reports_d_n_and_w1_beside_its_p_value() -> None:
     # Text not forgotten: model log TRs [-3, -2, -1], Gold's [0, 1, 2]: fully separated
     # (D = 1, p = 0.1 at n = 3) and 3 nats apart everywhere (W1 = 3). Captions equal Gold's.
     flat = aggregate(*forgetting(text_forgotten=False), modality="both")
@@ -242,7 +234,7 @@ def test_each_forget_quality_task_reports_d_n_and_w1_beside_its_p_value(text_tas
     assert flat["forget_text_perturbed/forget_quality_js"] == pytest.approx(1.0)
 
 
-def test_both_modalities_combine_every_column_from_both_tasks(text_task) -> None:
+def test_both_modalities_combine_every_column_from_both_tasks() -> None:
     flat = aggregate(*forgetting(text_forgotten=False), modality="both")
     # Fisher: p = 1 and 0.1 combine to 0.1 (1 − ln 0.1) = 0.33026, not min p = 0.1.
     assert flat["forget_quality"] == pytest.approx(0.1 * (1 + math.log(10)))
@@ -278,7 +270,7 @@ def test_the_combination_weighs_distances_by_items_and_p_values_by_fisher() -> N
     assert with_objective(per_task, "visual")["forget_distance"] == 0.2
 
 
-def test_the_text_objective_moves_when_text_forgetting_happens(text_task) -> None:
+def test_the_text_objective_moves_when_text_forgetting_happens() -> None:
     before = aggregate(*forgetting(text_forgotten=False), modality="text")
     after = aggregate(*forgetting(text_forgotten=True), modality="text")
     assert after["log_forget_quality"] > before["log_forget_quality"]
@@ -297,9 +289,7 @@ def test_a_reference_of_other_items_is_an_error_not_a_silent_pairing() -> None:
         aggregate(results, GoldReference({FORGET_CAPTIONS: other_rows}))
 
 
-def test_without_the_text_task_visual_and_both_use_the_captions_and_text_has_none(
-    text_task,
-) -> None:
+def test_without_the_text_task_visual_and_both_use_the_captions_and_text_has_none() -> None:
     results, gold = forgetting(text_forgotten=False)
     del results[FORGET_TEXT]
     assert aggregate(results, gold, modality="both")["forget_quality"] == pytest.approx(1.0)
