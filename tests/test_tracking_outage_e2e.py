@@ -175,6 +175,6 @@ def test_mlflow_has_every_trial_and_epoch(stopped: dict, resumed, server: Server
             for line in (stopped["stderr"] + resumed.stderr).splitlines()
             if "MLflow" in line or trial in line
         ]
-        assert sorted(m.step for m in history) == [1, 2], (trial, tracking)
+        assert sorted(m.step for m in history) == [1, 2], "\n".join([trial, *tracking])
         assert client.list_artifacts(run.info.run_id, "best_adapter"), trial
     assert not (session_output / "searches" / stopped["name"] / OUTBOX_FILE).exists()
