@@ -49,6 +49,22 @@ def tune_trial(root: Path, trial_id: str) -> SimpleNamespace:
     )
 
 
+def trial_logger(tmp_path: Path, runs: Path) -> tuple[SearchTracker, TrialLogger]:
+    """A search's tracker (local MLflow store) and the trial logger over Train runs ``runs``."""
+    tracker = SearchTracker(Config().replace({"output_dir": str(tmp_path)}))
+    tracker.start_parent("s", {}, {})
+    logger = TrialLogger(
+        tracker,
+        Config().to_flat(),
+        tmp_path / "adapters",
+        THRESHOLDS,
+        EPOCHS,
+        {},
+        train_runs=str(runs),
+    )
+    return tracker, logger
+
+
 def result_epochs(path: Path) -> list[tuple[float, bool]]:
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     return [(line["epoch"], line.get(REPLAYED, False)) for line in lines]
@@ -69,17 +85,7 @@ def test_a_resumed_trial_gets_back_its_stored_epochs_and_the_ones_tune_never_saw
     (stored / "result.json").write_text(json.dumps({**history[0], "trial_id": "t1"}) + "\n")
     (stored / "progress.csv").write_text("epoch,clear/retain_metric\n1.0,0.6\n")
 
-    tracker = SearchTracker(Config().replace({"output_dir": str(tmp_path)}))
-    tracker.start_parent("s", {}, {})
-    logger = TrialLogger(
-        tracker,
-        Config().to_flat(),
-        tmp_path / "adapters",
-        THRESHOLDS,
-        EPOCHS,
-        {},
-        train_runs=str(runs),
-    )
+    tracker, logger = trial_logger(tmp_path, runs)
     logger.on_trial_start(0, [], trial)
 
     local = Path(trial.local_path)
@@ -100,17 +106,7 @@ def test_an_unrecorded_best_epoch_brings_its_adapter(tmp_path: Path) -> None:
     runs = tmp_path / "ray_train"
     checkpoint = train_checkpoint(runs, "t1", "checkpoint_a", [report(1, 1)])
     trial = tune_trial(tmp_path, "t1")  # nothing in storage: Tune never saw epoch 1
-    tracker = SearchTracker(Config().replace({"output_dir": str(tmp_path)}))
-    tracker.start_parent("s", {}, {})
-    logger = TrialLogger(
-        tracker,
-        Config().to_flat(),
-        tmp_path / "adapters",
-        THRESHOLDS,
-        EPOCHS,
-        {},
-        train_runs=str(runs),
-    )
+    _, logger = trial_logger(tmp_path, runs)
     logger.on_trial_start(0, [], trial)
     assert result_epochs(Path(trial.local_path) / "result.json") == [(1.0, True)]
     adapter = tmp_path / "adapters" / "t1" / "adapter_model.safetensors"

@@ -51,37 +51,26 @@ def recorded_epochs(result_file: Path) -> set[int]:
     """The epochs a trial's ``result.json`` holds."""
     if not result_file.is_file():
         return set()
-    return {
-        int(json.loads(line)[EPOCH])
-        for line in result_file.read_text().splitlines()
-        if line.strip() and EPOCH in json.loads(line)
-    }
+    results = (json.loads(line) for line in result_file.read_text().splitlines() if line.strip())
+    return {int(result[EPOCH]) for result in results if EPOCH in result}
 
 
-def train_checkpoints(train_runs: str, trial_id: str) -> dict[int, str]:
-    """The trial's epoch checkpoints that Train kept: epoch -> path in the storage's
-    filesystem (Train keeps the best-scoring ones and the latest)."""
-    filesystem, root = storage_filesystem(train_runs)
-    run = f"{root.rstrip('/')}/{trial_run_name(trial_id)}"
-    selector = fs.FileSelector(run, allow_not_found=True)
+def train_checkpoints(filesystem, run: str) -> dict[int, str]:
+    """The epoch checkpoints that Train kept of the run at ``run`` (a path in
+    ``filesystem``): epoch -> path (Train keeps the best-scoring ones and the latest)."""
     found = {}
-    for info in filesystem.get_file_info(selector):
-        progress = f"{info.path}/{PROGRESS_FILE}"
-        if info.type != fs.FileType.Directory:
-            continue
-        if filesystem.get_file_info(progress).type != fs.FileType.File:
-            continue
-        with filesystem.open_input_stream(progress) as stream:
-            found[int(json.loads(stream.read())["epoch"])] = info.path
+    for info in filesystem.get_file_info(fs.FileSelector(run, allow_not_found=True)):
+        if info.type == fs.FileType.Directory:
+            progress = _json_file(filesystem, f"{info.path}/{PROGRESS_FILE}")
+            if progress is not None:
+                found[int(progress["epoch"])] = info.path
     return found
 
 
-def checkpoint_history(train_runs: str, checkpoint: str) -> list[dict[str, Any]]:
-    """What every epoch up to ``checkpoint``'s reported, in order ([] if it has no history)."""
-    filesystem, _ = storage_filesystem(train_runs)
-    path = f"{checkpoint}/{HISTORY_FILE}"
+def _json_file(filesystem, path: str) -> Any:
+    """The JSON in ``path``, or None when there is no such file."""
     if filesystem.get_file_info(path).type != fs.FileType.File:
-        return []
+        return None
     with filesystem.open_input_stream(path) as stream:
         return json.loads(stream.read())
 
@@ -94,13 +83,16 @@ def unrecorded_epochs(
 
     A trial whose latest checkpoint is its last epoch reports that epoch again when it is
     restarted (train/loop.py ``replay_end``): that one is left to it."""
-    checkpoints = train_checkpoints(train_runs, trial_id)
+    filesystem, root = storage_filesystem(train_runs)
+    checkpoints = train_checkpoints(filesystem, f"{root.rstrip('/')}/{trial_run_name(trial_id)}")
     if not checkpoints:
         return []
-    latest = max(checkpoints)
+    # What every epoch up to the latest checkpoint reported (none in a checkpoint written
+    # before checkpoints carried it).
+    history = _json_file(filesystem, f"{checkpoints[max(checkpoints)]}/{HISTORY_FILE}") or []
     recorded = recorded_epochs(result_file)
     missing = []
-    for report in checkpoint_history(train_runs, checkpoints[latest]):
+    for report in history:
         epoch = int(report[EPOCH])
         if epoch in recorded or epoch == epochs:
             continue
