@@ -311,7 +311,11 @@ class SearchTracker:
         return True
 
     def _write(self, op: dict[str, Any]) -> None:
-        """Apply ``op`` now, or keep it in the outbox behind what is already there."""
+        """Apply ``op`` now, or keep it in the outbox behind what is already there.
+
+        Kept, it names its run by id once the run exists: a trial that started while the
+        server was away still holds the placeholder, and the next driver, which never saw
+        the placeholder's run made, could not resolve it."""
         if self._deliver():
             try:
                 self._apply(op)
@@ -319,7 +323,8 @@ class SearchTracker:
             except Exception as error:
                 if not self._away(error):
                     raise
-        self.outbox.append(op)
+        (kept,) = substitute([op], self.run_ids)
+        self.outbox.append(kept)
 
     def _needs_server(self, call, *args, **kwargs):
         """``call``'s answer, waiting for an away server up to ``tracking.max_outage_s``."""

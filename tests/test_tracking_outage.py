@@ -98,3 +98,27 @@ def test_an_outage_past_the_limit_is_reported(tmp_path: Path) -> None:
     with pytest.raises(TrackingOutage):  # a call that needs an answer does not wait any more
         tracker.children()
     assert time.monotonic() - started < 1
+
+
+def test_a_call_kept_after_its_pending_child_was_made_names_the_run(tmp_path: Path) -> None:
+    """A trial that started while the server was away keeps its placeholder; once the child
+    run is made, a call kept in a second outage must name the run, or the next driver (which
+    never saw the placeholder made) cannot deliver it."""
+    store, artifacts, port = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "art", free_port()
+    with mlflow_server(store, artifacts, port) as url:
+        tracker = tracker_of(url, tmp_path, max_outage_s=600)
+        tracker.start_parent("search", {}, {})
+    child = tracker.start_child("t1", {})  # away: a placeholder
+    with mlflow_server(store, artifacts, port):
+        time.sleep(PROBE_INTERVAL_S)
+        assert not tracker.heartbeat()  # back: the child run is made
+    tracker.log_metrics(child, {"retain_metric": 0.5}, step=1)  # away again: kept
+    (kept,) = Outbox(tmp_path / OUTBOX_FILE).pending()
+    assert not kept["run_id"].startswith(pending_child(""))
+
+    with mlflow_server(store, artifacts, port):
+        resumed = tracker_of(url, tmp_path, max_outage_s=600)  # the next driver's
+        resumed.wait_delivered()
+        (run_id,) = tracker.child_ids().values()
+        history = MlflowClient(url).get_metric_history(run_id, "retain_metric")
+        assert [(m.step, m.value) for m in history] == [(1, 0.5)]

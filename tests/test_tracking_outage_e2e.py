@@ -151,11 +151,6 @@ def test_the_resume_trains_no_finished_trial_again(stopped: dict, resumed, sessi
         assert epochs == [1.0, 2.0], (trial, epochs)  # each epoch trained and reported once
 
 
-@pytest.mark.xfail(
-    reason="open bug: the MLflow run of the trial the outage stopped mid-run can lack the epoch "
-    "it reported just before the stop (its result.json has it)",
-    strict=False,
-)
 def test_mlflow_has_every_trial_and_epoch(stopped: dict, resumed, server: Server, session_output):
     client = MlflowClient(server.url)
     experiment = client.get_experiment_by_name(EXPERIMENT)
