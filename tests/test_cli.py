@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from clear_ray.cli.flags import HelpFormatter
 from clear_ray.cli.tune import build_parser, plan_search
 from clear_ray.methods import TABLE_METHODS
+from clear_ray.net import free_port
 from clear_ray.pipeline.plan import method_names
 
 
@@ -117,6 +120,59 @@ def test_trial_shape_the_cluster_can_never_run_is_refused(tmp_path: Path) -> Non
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    assert not output.exists()
+
+
+def test_a_ray_that_does_not_start_ends_the_search_in_one_line(tmp_path: Path) -> None:
+    """Ray's own error when its local start times out on a loaded machine (seen under the
+    suite), raised by ``ray.init``: one line that says what to do, exit 1, nothing written."""
+    ray_error = (
+        "Failed to get node info for possible node ids: ['ab12'] when trying to resolve node "
+        "to connect to. Error: RpcError('RPC error: Deadline Exceeded')\nmore of Ray's text"
+    )
+    cli = (
+        "import sys, ray\n"
+        "def timed_out(**_): raise RuntimeError(sys.stdin.read())\n"
+        "ray.init = timed_out\n"
+        "from clear_ray.cli.tune import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    output = tmp_path / "out"
+    command = [sys.executable, "-c", cli, "--output-dir", str(output)]
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    result = subprocess.run(
+        command, input=ray_error, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: could not start a local Ray: Failed to get node info for possible node ids: "
+        "['ab12'] when trying to resolve node to connect to. Error: RpcError('RPC error: "
+        "Deadline Exceeded'). Nothing was trained; run the same command again when the machine "
+        "is less busy"
+    )
+    assert "Traceback" not in result.stderr
+    assert not output.exists()
+
+
+def test_a_ray_head_that_does_not_answer_is_refused_in_seconds(tmp_path: Path) -> None:
+    """Ray's own client retries an absent head for minutes on end (over 5 min, measured)."""
+    address = f"127.0.0.1:{free_port()}"
+    output = tmp_path / "out"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "clear_ray.tune", "--output-dir", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": address},
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: could not join the Ray cluster at RAY_ADDRESS={address}: no Ray head answers "
+        f"at {address} (Connection refused). Nothing was trained; run the same command again "
+        f"once the cluster is up (or without RAY_ADDRESS, for a local Ray)"
+    ]
+    assert time.monotonic() - started < 60
     assert not output.exists()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import ray
 
 from clear_ray.config import SearchConfig
-from clear_ray.errors import ConfigError
+from clear_ray.errors import ConfigError, SearchStopped
 from clear_ray.kernels import kernel_env, pin_this_process
 from clear_ray.runtime.ray_compat import has_autoscaler
 
@@ -40,6 +41,9 @@ RAY_ENV_DEFAULTS = {
 }
 
 
+HEAD_TIMEOUT_S = 10.0  # to open a TCP connection to RAY_ADDRESS's head
+
+
 def ray_env_vars() -> dict[str, str]:
     return {name: os.environ.get(name, value) for name, value in RAY_ENV_DEFAULTS.items()}
 
@@ -50,12 +54,51 @@ def init_ray(search: SearchConfig) -> None:
     kernels are pinned here, in this process and in every Ray process of the job
     (``search.pin_cpu_kernels``, clear_ray/kernels.py)."""
     pin_this_process(search)
-    ray.init(
-        ignore_reinit_error=True,
-        log_to_driver=False,
-        include_dashboard=search.ray_dashboard,
-        runtime_env={"env_vars": {**ray_env_vars(), **kernel_env(search)}},
-    )
+    address = os.environ.get("RAY_ADDRESS", "")
+    refused = unanswered(address)
+    if refused:
+        raise RayStartFailed(refused)
+    try:
+        ray.init(
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            include_dashboard=search.ray_dashboard,
+            runtime_env={"env_vars": {**ray_env_vars(), **kernel_env(search)}},
+        )
+    except Exception as error:  # Ray raises RuntimeError, ConnectionError, bare Exception...
+        ray.shutdown()  # whatever of a local Ray had started
+        raise RayStartFailed(str(error) or repr(error)) from None
+
+
+def unanswered(address: str) -> str | None:
+    """Why the head at ``address`` (``RAY_ADDRESS``'s ``host:port`` form) takes no connection,
+    or None. Ray itself retries a head that is not there for minutes on end; ``auto``,
+    ``local`` and ``ray://`` addresses are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if not host or "/" in address or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host, int(port)), timeout=HEAD_TIMEOUT_S).close()
+    except OSError as error:
+        return f"no Ray head answers at {address} ({error.strerror or error})"
+    return None
+
+
+class RayStartFailed(SearchStopped):
+    """Ray did not start here, or the cluster at ``RAY_ADDRESS`` did not answer: one line in
+    place of Ray's traceback. On a loaded machine a local start can time out waiting for its
+    own processes ("Deadline Exceeded"), and a second try usually works."""
+
+    def __init__(self, reason: str) -> None:
+        reason = (reason.strip().splitlines() or ["no reason given"])[0][:300]
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            what = f"could not join the Ray cluster at RAY_ADDRESS={address}: {reason}"
+            then = "once the cluster is up (or without RAY_ADDRESS, for a local Ray)"
+        else:
+            what = f"could not start a local Ray: {reason}"
+            then = "when the machine is less busy"
+        super().__init__(f"{what}. Nothing was trained; run the same command again {then}")
 
 
 def worker_resources(search: SearchConfig) -> dict[str, float]:
