@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 
 import optuna
 import pytest
 
 from clear_ray.runtime.ray_compat import RAY_TOKEN_LOGGER
-from clear_ray.search.quiet import quiet_console
+from clear_ray.search.quiet import TUNE_SLOW_CALL_S, quiet_console
 
 
 def test_quiet_console_drops_only_the_notes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +49,17 @@ def test_quiet_console_drops_only_the_notes(monkeypatch: pytest.MonkeyPatch) -> 
         assert seen[1:] == ["Experiment state snapshotting failed"]
     finally:
         optuna.logging.set_verbosity(before)
+
+
+def test_tune_names_only_callbacks_slower_than_five_seconds() -> None:
+    """Tune reads its threshold when ``ray.tune`` is first imported: after quiet_console in a
+    search driver (a fresh process here; this one may have imported Tune already)."""
+    code = (
+        "import os; os.environ.pop('TUNE_WARN_THRESHOLD_S', None)\n"
+        "from clear_ray.search.quiet import quiet_console\n"
+        "quiet_console()\n"
+        "from ray.tune.utils.util import warn_if_slow\n"
+        "print(warn_if_slow.DEFAULT_THRESHOLD)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == str(TUNE_SLOW_CALL_S) == "5.0", result.stderr[-2000:]

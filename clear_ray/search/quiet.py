@@ -19,6 +19,7 @@ RAY_TOKEN_NOTE = "Token authentication is enabled for this Ray cluster"
 # INFO lines at a level of detail no user acts on: Tune's "Wrote the latest version of all result
 # files", MLflow's "Creating initial MLflow database tables".
 INFO_LOGGERS = ("ray.tune.tune", "mlflow.store.db.utils")
+TUNE_SLOW_CALL_S = 5.0
 # Tune's closing list of trials that ended in error: each had its own FAILED line.
 TUNE_INCOMPLETE_NOTE = "Trials did not complete"
 
@@ -46,6 +47,10 @@ def quiet_console() -> None:
     # ProgressPrinter says it in one line that points to the trial's error.txt, which has it.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Tune warns when a callback takes over 0.5 s ("may be a performance bottleneck"): the
+    # trial logger's MLflow calls and adapter copy take that on a loaded machine, four lines
+    # each time. At 5 s a real stall (a tracking server that hangs) is still named.
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", str(TUNE_SLOW_CALL_S))
     # MLflow prints "View run <trial> at: <url>" and "View experiment at: <url>" to stdout for
     # every run it ends on a server: two lines per trial among ours (the search says once
     # where its runs are).
