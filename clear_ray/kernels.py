@@ -52,6 +52,13 @@ def pin_this_process(search: SearchConfig) -> None:
     os.environ.update(kernel_env(search))
 
 
+def kernels_key(search: SearchConfig) -> str:
+    """What the reference caches are keyed by: the kernels a build runs with. A pinned build,
+    an unpinned one (the CPU's own instruction sets) and a GPU one give other weights from the
+    same recipe, so none may be read back as another."""
+    return "gpu" if search.gpus_per_trial > 0 else kernels_tag(search)
+
+
 def kernels_tag(search: SearchConfig) -> str:
     """What the ``cpu.kernels`` provenance tag says: the pin settings in force, or unpinned."""
     env = kernel_env(search)

@@ -11,7 +11,7 @@ from clear_ray.data import drawing, synthetic
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.errors import ConfigError
 from clear_ray.references import recipes
-from clear_ray.references.recipes import model_name
+from clear_ray.references.recipes import BASE, model_name
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,21 @@ def test_pretraining_recipe_is_in_the_base_and_the_reference_cache_keys(source: 
     assert model_name(off, source, "gold") != model_name(cfg, source, "gold")
 
 
+def test_models_built_with_other_kernels_are_cached_under_other_names(source: str) -> None:
+    """Pinned AVX2, the CPU's own instruction sets, another thread count and a GPU each give
+    other weights from one recipe (clear_ray/kernels.py)."""
+    cfg = Config()
+    others = [
+        cfg.replace({"search.pin_cpu_kernels": False}),
+        cfg.replace({"search.cpus_per_worker": 2}),
+        cfg.replace({"search.gpus_per_trial": 1}),
+    ]
+    for role in (BASE, "original", "gold"):
+        names = {model_name(c, source, role) for c in (cfg, *others)}
+        assert len(names) == 4, role
+        assert model_name(Config(), source, role) == model_name(cfg, source, role)
+
+
 def test_original_and_gold_replay_the_knowledge_corpus_unless_turned_off(source: str) -> None:
     from clear_ray.references.recipes import training_set
 
@@ -89,7 +104,7 @@ def test_pretrained_base_learns_the_real_sets_and_is_cached(
     from clear_ray.models.loading import load_checkpoint
     from clear_ray.models.presets import get_preset
     from clear_ray.references.jobs import finetune_job
-    from clear_ray.references.recipes import BASE, tokenizer_corpus
+    from clear_ray.references.recipes import tokenizer_corpus
     from clear_ray.runtime.cluster import local_ray
 
     def real(model, processor) -> float:

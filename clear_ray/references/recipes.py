@@ -3,7 +3,7 @@
 CLEAR protocol step 1: Original (on full+tofu) and Gold (on retainNN+tofu) come from the same
 base model and recipe; only the training data differs, so Gold is what a perfectly unlearned
 Original would look like. Results are cached under a key of (preset, data fingerprint, recipe,
-split, base): a second search reuses them.
+split, base, kernels): a second search reuses them.
 
 Pretraining a random-init base: world knowledge older than Original and Gold. CLEAR (arXiv
 2410.18057, §3-4) finetunes LLaVA, which already knew the real_faces celebrities and the
@@ -31,6 +31,7 @@ from clear_ray.data.collate import Collator, Example, caption_example, row_examp
 from clear_ray.data.drawing import scene_captions
 from clear_ray.data.prompts import CAPTION_QUESTIONS, FACE_NAME_PROMPT, idk_responses
 from clear_ray.data.schema import CORPUS_CONFIGS, training_config_for
+from clear_ray.kernels import kernels_key
 from clear_ray.models.loading import load_checkpoint
 from clear_ray.models.lora import attach_lora, finetune_targets
 from clear_ray.models.presets import ModelPreset, get_preset
@@ -131,6 +132,7 @@ def model_name(cfg: Config, source: str, role: str) -> str:
         "data": fingerprint,
         "train_config": training_config_for(role, cfg.data.forget_split),
         "recipe": {k: v for k, v in cfg.to_flat().items() if k.startswith("finetune.")},
+        "kernels": kernels_key(cfg.search),
     }
     if pretrain_applies(cfg):
         inputs["base"] = base_name(cfg, source)
@@ -175,6 +177,7 @@ def base_name(cfg: Config, source: str) -> str:
             "data": data_fingerprint(source, CORPUS_CONFIGS),  # the tokenizer's corpus too
             "recipe": asdict(pretrain_recipe(cfg)),
             "scene_images": cfg.pretrain.scene_images,
+            "kernels": kernels_key(cfg.search),
         }
     )
     return f"{cfg.model.preset}-base-{key}"
