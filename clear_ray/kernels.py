@@ -22,6 +22,7 @@ GPU runs are not pinned: their numbers come from the GPU's kernels.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from clear_ray.config import SearchConfig
 
@@ -44,6 +45,12 @@ def pinned_settings(search: SearchConfig) -> dict[str, str]:
 def kernel_env(search: SearchConfig) -> dict[str, str]:
     """:func:`pinned_settings` with what the user's environment already sets winning."""
     return {name: os.environ.get(name, value) for name, value in pinned_settings(search).items()}
+
+
+def missing_pins(search: SearchConfig, job_env: Mapping[str, str]) -> dict[str, str]:
+    """The pins of :func:`kernel_env` that a Ray job's environment (its runtime_env's
+    ``env_vars``) lacks or sets otherwise: what that job's workers would run without."""
+    return {name: value for name, value in kernel_env(search).items() if job_env.get(name) != value}
 
 
 def pin_this_process(search: SearchConfig) -> None:

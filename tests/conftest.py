@@ -1,4 +1,5 @@
-"""Shared fixtures: one synthetic dataset and Original/Gold pair per session; a load counter."""
+"""Shared fixtures: one synthetic dataset and Original/Gold pair per session; a pinned Ray per
+module; a load counter."""
 
 from __future__ import annotations
 
@@ -25,6 +26,24 @@ def session_config(session_output: Path) -> Config:
 @pytest.fixture(scope="session")
 def synthetic_source(session_config: Config) -> str:
     return resolve_source(session_config)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray for the module, with a search's environment and CPU kernel pins
+    (``runtime/cluster.py`` ``init_ray``): the session's Original and Gold, built in it when
+    the module is the first to need them, are then the models every other module builds."""
+    import ray
+
+    from clear_ray.kernels import kernel_env
+    from clear_ray.runtime.cluster import ray_env_vars
+
+    env = {**ray_env_vars(), **kernel_env(Config().search)}
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
+    )
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture

@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from clear_ray.config import Config
-from clear_ray.kernels import kernel_env, kernels_tag, pinned_settings
+from clear_ray.errors import ConfigError
+from clear_ray.kernels import kernel_env, kernels_tag, missing_pins, pinned_settings
 
 PINS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_DYNAMIC")
 
@@ -50,6 +52,50 @@ def test_the_users_setting_wins_and_the_tag_says_so(clean_env, monkeypatch) -> N
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     assert kernel_env(search())["MKL_CBWR"] == "COMPATIBLE"
     assert "MKL_CBWR=COMPATIBLE" in kernels_tag(search())
+
+
+def test_a_ray_jobs_missing_pins_are_those_it_lacks_or_sets_otherwise(clean_env) -> None:
+    pinned = pinned_settings(search())
+    assert missing_pins(search(), {}) == pinned
+    assert missing_pins(search(), {**pinned, "TOKENIZERS_PARALLELISM": "false"}) == {}
+    threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert missing_pins(search(), {**pinned, "OMP_NUM_THREADS": "2"}) == {"OMP_NUM_THREADS": "1"}
+    assert missing_pins(search(pin_cpu_kernels=False), {}) == {}
+    assert missing_pins(search(cpus_per_worker=2.0), pinned) == {k: "2" for k in threads}
+
+
+@pytest.mark.parametrize("start", ["local_ray", "init_ray"])
+def test_a_ray_this_process_started_without_the_pins_is_refused(
+    clean_env, monkeypatch: pytest.MonkeyPatch, start: str
+) -> None:
+    """Joined as it is, its workers would build unpinned models under pinned models' cache
+    names: the tests' own Ray did (every weight of Original differed, same cache name)."""
+    import ray
+
+    from clear_ray.runtime import cluster
+
+    def joined(env: dict[str, str]) -> None:
+        monkeypatch.setattr(ray, "is_initialized", lambda: True)
+        context = SimpleNamespace(runtime_env={"env_vars": env})
+        monkeypatch.setattr(ray, "get_runtime_context", lambda: context)
+        monkeypatch.setattr(ray, "init", lambda **kwargs: pytest.fail("Ray started again"))
+
+    def run() -> None:
+        if start == "local_ray":
+            with cluster.local_ray(search()):
+                pass
+        else:
+            cluster.init_ray(search())
+
+    joined(cluster.ray_env_vars())
+    with pytest.raises(ConfigError, match=r"without ATEN_CPU_CAPABILITY=avx2, MKL_CBWR=AVX2"):
+        run()
+    joined({**cluster.ray_env_vars(), **pinned_settings(search())})
+    run()  # a pinned Ray is joined as it is
+    joined({})
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # the user's setting wins ...
+    with pytest.raises(ConfigError, match="ATEN_CPU_CAPABILITY=default"):  # ... in Ray too
+        run()
 
 
 PROBE = """

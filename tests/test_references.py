@@ -224,22 +224,6 @@ def test_room_is_waited_for_while_an_ended_job_frees_its_resources(monkeypatch) 
     assert not room_for(Config().search, 2, wait_s=0)
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from clear_ray.runtime.cluster import ray_env_vars
-
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": ray_env_vars()},
-    )
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.parametrize(
     ("proxy_items", "generate", "report_fraction", "expected"),
     [

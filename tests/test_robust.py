@@ -598,22 +598,6 @@ def test_confirm_runs_are_checked_by_seed(tmp_path: Path) -> None:
 # ---- end to end: relearning as a cached Ray task --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from clear_ray.runtime.cluster import ray_env_vars
-
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": ray_env_vars()},
-    )
-    yield
-    ray.shutdown()
-
-
 def adapter(original: Path, cfg: Config, out: Path, ascend_on: list | None = None) -> Path:
     """A LoRA adapter on Original: untrained (peft initialises B = 0: an Original-like model),
     or after a few steps of gradient ascent on ``ascend_on``'s examples (a model that removed

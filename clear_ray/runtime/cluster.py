@@ -20,7 +20,7 @@ import ray
 
 from clear_ray.config import SearchConfig
 from clear_ray.errors import ConfigError, SearchStopped
-from clear_ray.kernels import kernel_env, pin_this_process
+from clear_ray.kernels import kernel_env, missing_pins, pin_this_process
 from clear_ray.runtime.ray_compat import has_autoscaler
 
 # Defaults for the environment of every Ray process in a search (``ray.init``'s runtime_env);
@@ -54,6 +54,9 @@ def init_ray(search: SearchConfig) -> None:
     kernels are pinned here, in this process and in every Ray process of the job
     (``search.pin_cpu_kernels``, clear_ray/kernels.py)."""
     pin_this_process(search)
+    if ray.is_initialized():
+        refuse_unpinned_ray(search)
+        return
     address = os.environ.get("RAY_ADDRESS", "")
     refused = unanswered(address)
     if refused:
@@ -99,6 +102,22 @@ class RayStartFailed(SearchStopped):
             what = f"could not start a local Ray: {reason}"
             then = "when the machine is less busy"
         super().__init__(f"{what}. Nothing was trained; run the same command again {then}")
+
+
+def refuse_unpinned_ray(search: SearchConfig) -> None:
+    """Refuses the Ray this process already started when its job lacks the search's kernel
+    pins: its workers would build other models and evaluations under the cache names of pinned
+    ones (with AVX-512 kernels every weight of a finetuned Original differed from the AVX2 build
+    on the same machine, clear_ray/kernels.py)."""
+    job_env = ray.get_runtime_context().runtime_env.get("env_vars") or {}
+    missing = missing_pins(search, job_env)
+    if missing:
+        pins = ", ".join(f"{name}={value}" for name, value in sorted(missing.items()))
+        raise ConfigError(
+            f"search.pin_cpu_kernels: the Ray this process started runs its workers without "
+            f"{pins}; start it with clear_ray.runtime.cluster.init_ray (or with these in "
+            f"ray.init's runtime_env env_vars), or set search.pin_cpu_kernels=false"
+        )
 
 
 def worker_resources(search: SearchConfig) -> dict[str, float]:
@@ -152,6 +171,7 @@ def local_ray(search: SearchConfig) -> Iterator[None]:
     """The Ray this process is connected to, else the running one or a local one for the
     duration."""
     if ray.is_initialized():
+        refuse_unpinned_ray(search)
         yield
         return
     init_ray(search)
