@@ -23,6 +23,7 @@ from clear_ray.eval.suite import TaskResult
 from clear_ray.eval.tasks import TASKS
 from clear_ray.models.loading import save_checkpoint
 from clear_ray.models.tiny import build_tiny_llava, build_tiny_processor, train_tokenizer
+from clear_ray.references.prepare import ReferenceModels
 from clear_ray.robust import cross_modal, prompts, quantize, relearn
 from clear_ray.robust.checks import ROBUST_CHECKS
 from clear_ray.robust.context import (
@@ -598,52 +599,105 @@ def test_confirm_runs_are_checked_by_seed(tmp_path: Path) -> None:
 # ---- end to end: relearning as a cached Ray task --------------------------------------------
 
 
-def adapter(original: Path, cfg: Config, out: Path, ascend_on: list | None = None) -> Path:
+def adapter(
+    models: ReferenceModels, cfg: Config, out: Path, forget_source: str | None = None
+) -> Path:
     """A LoRA adapter on Original: untrained (peft initialises B = 0: an Original-like model),
-    or after a few steps of gradient ascent on ``ascend_on``'s examples (a model that removed
-    something, as the GA method does)."""
-    from clear_ray.models.loading import load_checkpoint
-    from clear_ray.models.lora import attach_lora
-    from clear_ray.models.presets import get_preset
+    or after gradient ascent (−CE, methods/ga.py) on the forget persons' text QA rows of
+    ``forget_source`` until their mean NLL reaches Gold's: a model that removed what Gold
+    never learned, as far as these rows tell, on any build of the references.
 
-    model, processor = load_checkpoint(original)
-    torch.manual_seed(0)
-    model = attach_lora(model, cfg.lora, get_preset(cfg.model.preset).lora_target_modules)
-    if ascend_on:
-        collator = Collator(processor)
-        trained = [weight for weight in model.parameters() if weight.requires_grad]
-        optimizer = torch.optim.AdamW(trained, lr=3e-3)
-        for step in range(10):
-            batch = collator(ascend_on[4 * step % len(ascend_on) :][:4])
-            (-model(**batch).loss).backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    model.save_pretrained(str(out))
+    Why a stopping rule: a fixed number of steps removed most on one build and little on
+    another (below). Made in a Ray task, with the kernels a search pins: this test's process
+    may compute with others (it is pinned only if a search ran in it before torch did)."""
+    import ray
+
+    def make() -> int:
+        from clear_ray.data.clear import load_clear
+        from clear_ray.data.collate import Collator, row_example
+        from clear_ray.data.unlearning import select_modality
+        from clear_ray.models.loading import load_checkpoint
+        from clear_ray.models.lora import attach_lora
+        from clear_ray.models.presets import get_preset
+
+        model, processor = load_checkpoint(models.original)
+        torch.manual_seed(0)
+        model = attach_lora(model, cfg.lora, get_preset(cfg.model.preset).lora_target_modules)
+        steps = 0
+        if forget_source:
+            rows = load_clear(forget_source, f"{cfg.data.forget_split}+tofu")
+            examples = select_modality([row_example(row) for row in rows], "text")
+            collator = Collator(processor)
+
+            def mean_nll(scored) -> float:
+                with torch.no_grad():
+                    return float(scored(**collator(examples)).loss)
+
+            gold_nll = mean_nll(load_checkpoint(models.gold)[0])
+            order = np.random.default_rng(0).permutation(len(examples))
+            trained = [weight for weight in model.parameters() if weight.requires_grad]
+            optimizer = torch.optim.AdamW(trained, lr=GA_LR)
+            while mean_nll(model) < gold_nll:
+                if steps == GA_MAX_STEPS:
+                    raise AssertionError(f"{steps} steps of ascent left NLL under Gold's")
+                batch = [examples[order[(4 * steps + i) % len(order)]] for i in range(4)]
+                (-model(**collator(batch)).loss).backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                steps += 1
+        model.save_pretrained(str(out))
+        return steps
+
+    steps = ray.get(ray.remote(num_cpus=cfg.search.cpus_per_worker)(make).remote())
+    assert steps > 0 or not forget_source
     return out
 
 
+# Measured on two builds of the session references, one with the pinned AVX2 kernels and one
+# with AVX-512 ones (kernels.py), at the default attack (20 steps, lrs 3e-4, 1e-3, 3e-3). A fixed
+# 10 steps at 3e-3 on all forget rows left knowledge 0.03 on the first and 0.71 on the second;
+# 15 steps left too little for the attack to bring back (gross recovery 0.14 in modality both).
+# Ascent on the text rows at 2e-3 until Gold's NLL stopped after 14 and 18 steps: knowledge
+# before the attack 0.14 and 0.05; the worst attack (lr 3e-3) recovered 0.91 and 0.87 gross
+# against Gold's 0.19 and 0.16, 0.88 and 0.85 net.
+GA_LR, GA_MAX_STEPS = 2e-3, 60
+REMOVED_BELOW, RECOVERED_ABOVE = 0.4, 0.5
+
+
+def net_by_hand(values: dict[str, float], lr: str) -> float:
+    """Net recovery from the raw forget metrics (relearn.py's formula): knowledge above Gold
+    before the attack (Gold as evaluated) and after it (Gold after the same attack), each on
+    the scale of Original's lead, and the share of the removed part that came back."""
+    original, gold = values["original_forget_metric"], values["gold_forget_metric_before"]
+    known_before = max((values["forget_metric_before"] - gold) / (original - gold), 0.0)
+    gold_after = values[f"{lr}/gold_forget_metric_after"]
+    known_after = (values[f"{lr}/forget_metric_after"] - gold_after) / (original - gold_after)
+    return min(max((known_after - known_before) / (1.0 - known_before), 0.0), 1.0)
+
+
 @pytest.mark.slow
-def test_relearning_sweeps_the_attack_and_compares_with_golds_floor(
+def test_relearning_recovers_part_of_what_gradient_ascent_removed_beyond_golds_floor(
     ray_session, session_config: Config, synthetic_source: str, session_output: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     import os
 
-    from clear_ray.data.collate import caption_example
     from clear_ray.references.prepare import reference_models
     from clear_ray.robust.run import run_checks
 
     models = reference_models(session_config, synthetic_source, session_output / "cache")
+    # The text forget tasks: their forget metric falls with what GA removes. With face naming
+    # (modality both or visual) it need not: its truth-ratio score min(TR, 1/TR) rises as the
+    # model stops telling the true name from the others, and it is the harmonic mean's
+    # smallest term (0.08 for Original), so a milder ascent read as more knowledge than
+    # Original's (1.1-1.3).
     cfg = session_config.replace(
-        {"output_dir": str(tmp_path), "robust.relearn_steps": 8, "eval.batch_size": 64}
+        {"output_dir": str(tmp_path), "eval.batch_size": 64, "data.modality": "text"}
     )
-    split = cfg.data.forget_split
-    persons = report_persons(tmp_path, synthetic_source, split)
-    rows = PersonData(synthetic_source, split, persons)[f"{split}_perturbed"]
-    captions = [caption_example(row["image"], row["caption"]) for row in rows]
+    persons = report_persons(tmp_path, synthetic_source, cfg.data.forget_split)
     adapters = {
-        "zero": adapter(models.original, cfg, tmp_path / "zero"),
-        "ga": adapter(models.original, cfg, tmp_path / "ga", ascend_on=captions),
+        "zero": adapter(models, cfg, tmp_path / "zero"),
+        "ga": adapter(models, cfg, tmp_path / "ga", forget_source=synthetic_source),
     }
 
     def run() -> dict[str, CheckOutcome]:
@@ -659,17 +713,27 @@ def test_relearning_sweeps_the_attack_and_compares_with_golds_floor(
     assert outcomes["ga"].ran_at["pid"] != os.getpid()
     assert outcomes["ga"].ran_at["resources"] == {"CPU": cfg.search.cpus_per_worker}
     assert zero["robust/relearn/net_recovery"] == 1.0  # nothing was removed
-    # After gradient ascent the attack lifts the held-out persons' forget metric more than it
-    # lifts Gold's (the floor) ...
-    assert 0 <= ga["net_recovery"] <= 1
-    assert ga["gross_recovery"] > ga["gold_recovery"]
-    # ... at the worst of the swept learning rates, each of which was attacked.
+    # First: gradient ascent removed most of the held-out persons' knowledge, their forget
+    # metric fell from Original's most of the way to Gold's ...
+    assert ga["knowledge_before"] < REMOVED_BELOW
+    assert ga["forget_metric_before"] < ga["original_forget_metric"]
+    # ... then the attack on the other persons brings a good part of it back, far more than
+    # it lifts Gold ...
     lrs = [f"lr_{lr:g}" for lr in cfg.robust.lrs()]
-    assert ga["net_recovery"] == max(ga[f"{lr}/net_recovery"] for lr in lrs)
-    assert f"lr_{ga['worst_lr']:g}" in lrs and ga["worst_normalised"] == ga["knowledge_after"]
+    assert ga["gross_recovery"] > RECOVERED_ABOVE
+    assert ga["gross_recovery"] > 2 * ga["gold_recovery"]
+    assert ga["net_recovery"] > RECOVERED_ABOVE
+    # ... and the net recovery is the formula's, at every learning rate, on the raw metrics.
+    for lr in lrs:
+        assert ga[f"{lr}/net_recovery"] == pytest.approx(net_by_hand(ga, lr), abs=1e-12)
+    # The worst of the swept learning rates is the one whose attack left most knowledge.
+    worst = max(lrs, key=lambda lr: ga[f"{lr}/knowledge_after"])
+    assert ga["worst_lr"] == cfg.robust.lrs()[lrs.index(worst)]
+    assert ga["net_recovery"] == ga[f"{worst}/net_recovery"]
+    assert ga["worst_normalised"] == ga["knowledge_after"] == ga[f"{worst}/knowledge_after"]
     held = outcomes["ga"].result.items["held_out_persons"]
-    assert len(held) == ga["held_out_persons"]
-    assert held and not set(held) & set(outcomes["ga"].result.items["attacked_persons"])
+    assert len(held) == ga["held_out_persons"] == 2
+    assert not set(held) & set(outcomes["ga"].result.items["attacked_persons"])
     again = run()  # cached: the same records, not a second attack
     assert all(again[label].seconds == outcomes[label].seconds for label in adapters)
     assert len(list((tmp_path / "cache" / "robust").glob("relearn-*"))) == 2
