@@ -1,523 +1,576 @@
-"""Search efficiency: TPE + ASHA against the full grid that bash sweeps in this field run.
+"""Search efficiency at equal budget: RS, RS+ASHA, TPE, TPE+ASHA, the grid and RS at twice the
+budget, 10 paired sampler seeds, per method, on one pinned reference draw (STUDY_DESIGN §4;
+pre-registered in bench/PREREGISTRATION.md, amendment "Search efficiency at equal budget").
 
-Per method, through the real CLI (``python -m clear_ray.tune``), in one output dir:
+Through the real CLI (``python -m clear_ray.tune``, one trial at a time, kernels pinned by
+``search.pin_cpu_kernels``, draw 0: data, reference and fold seed 0), per method:
 
-- grid: 3 learning rates × 3 retain weights × 2 L1 strengths = 18 trials, every epoch run
-  (``--scheduler none``), so every trial's full per-epoch curve is on disk;
-- TPE + ASHA: the same ranges as continuous (log) dimensions, L1 from the same two values,
-  once per sampler seed and per ASHA setting (grace period, reduction factor).
+- **the pool**: ``--pool`` random configurations of the method's search space, every epoch of
+  each trained (``--scheduler none``; TPE with as many random start-up trials as trials is
+  Optuna's RandomSampler, seeded apart from the arms' seeds). RS and RS+ASHA of seed s are
+  exact replays of it: a seeded draw without replacement, ASHA replayed on the full curves;
+- **the grid**: 3 learning rates × 3 retain weights × 2 L1 strengths, every epoch trained;
+- **live** TPE and TPE+ASHA searches, ``--trials`` each (the default search's 24), per seed;
+- **Original's** selection- and report-fold values (the headroom gate's reference);
+- **confirm runs** of every configuration some arm selects at its budget: a one-point search
+  (``--sampler grid``) with ``--confirm-seeds`` fresh seeds, scored on the report fold.
 
-Cost is counted in trial-epochs (every epoch a trial trains and evaluates). The grid's cost to
-reach its best feasible objective is its whole sweep (a sweep cannot know its best before it
-ends); TPE + ASHA's is the trial-epochs spent, in trial order, until a feasible trial matches
-or beats that objective. The grid's best is shown next to Original's (and Gold's) value: if
-it is Original's level there was nothing to find.
+Every trial, Original and confirm record is appended as one JSON line to the raw file as soon
+as its search ends; nothing is averaged before. bench/efficiency_analysis.py reads only that
+file and writes the tables, the verdict and the anytime plot (run at the end of each call).
 
-ASHA's own settings are examined by replaying Ray's ASHA (one bracket, trials one at a time,
-as ``search.max_concurrent = 1`` runs them) on the grid's full curves: the grid's order does
-not depend on results, so the replay is what a grid + ASHA search with those settings would
-have stopped, with no extra training. It shows what each grace period and reduction factor
-saves and whether it stops the trials worth keeping (good idk trials peak at epochs 3-4).
+    python bench/search_efficiency.py --smoke    # gd, 2 seeds, tiny pool: proves the pipeline
+    python bench/search_efficiency.py            # the study (~15 h of one core; see --help)
 
-    python bench/search_efficiency.py                 # 3 methods x (grid + 5 seeds)
-    python bench/search_efficiency.py --smoke         # a reduced run that proves the pipeline
-
-Searches run ``--lanes`` at once (default: the cores, at most 4), each in its own output dir
-that shares the data and the reference cache (bench/searches.py); the trial-epoch counts are
-the same whatever the lanes, only wall times change. Searches run without confirm runs and
-robustness checks: the trial curves are what is measured.
-
-Rerun the same command after an interruption: finished searches are kept (bench/searches.py).
+Resumable: rerun the same command. A search whose trial lines are in the raw file is skipped, an
+interrupted one is continued with ``--resume`` (bench/searches.py); the confirm stage runs only
+the configurations without a line. Searches run ``--lanes`` at once, each with its own Ray.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import queue
 import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from searches import (
-    find_search,
-    lane_of,
-    make_lanes,
-    references_from_leaderboard,
-    run_logged,
-    search_done,
-    trial_curves,
-)
+import efficiency_analysis as analysis
+from searches import find_search, lane_of, make_lanes, run_logged, search_done, trial_curves
 
-from clear_ray.provenance import machine_summary
+from clear_ray.eval.names import FORGET_QUALITY_TASKS, ITEM_COUNT, KS_STATISTIC
 
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT / "bench" / "results" / "search_efficiency_runs.jsonl"
 LEARNING_RATES = [3e-4, 1e-3, 3e-3]
 RETAIN_WEIGHTS = [0.3, 1.0, 3.0]
 L1_STRENGTHS = [0.0, 1e-3]
-# (grace period, reduction factor) pairs replayed on the grid's curves.
-REPLAYED_ASHA = [(1, 2.0), (2, 2.0), (3, 2.0), (1, 3.0), (2, 3.0)]
-INFEASIBLE = -math.inf
-SMOKE = {"methods": "gd", "seeds": "0", "epochs": 2, "tpe_samples": 3, "asha": "1:2",
-         "grid": ([1e-3, 3e-3], [1.0], [0.0])}  # fmt: skip
-
-
-# ---------------------------------------------------------------- pure functions
+POOL_SEED = 1000  # the pool's sampler seed: none of the arms' seeds 0..9
+DRAW_FLAGS = ["--set", "data.synthetic_seed=0", "--set", "finetune.seed=0",
+              "--set", "search.fold_seed=0"]  # fmt: skip
 
 
 @dataclass(frozen=True)
-class TrialCurve:
-    """A trial's per-epoch running best: ASHA's score (``best_score``: the objective when
-    feasible, far below any objective when not) and the feasible best objective
-    (−inf while no epoch has been feasible)."""
+class Settings:
+    """The pre-registered sizes, or the smoke test's."""
 
-    scores: list[float]
-    objectives: list[float]
+    methods: tuple[str, ...] = ("gd", "dpo", "idk")
+    seeds: tuple[int, ...] = tuple(range(10))
+    pool: int = 100
+    trials: int = 24
+    epochs: int = 3
+    grace: int = 2
+    reduction_factor: float = 2.0
+    startup_trials: int = 4
+    confirm_seeds: int = 2
+    grid: tuple = (tuple(LEARNING_RATES), tuple(RETAIN_WEIGHTS), tuple(L1_STRENGTHS))
+    objective: str = "log_forget_quality"
 
-    @classmethod
-    def from_reports(cls, reports: list[dict]) -> TrialCurve:
-        return cls(
-            scores=[float(report["best_score"]) for report in reports],
-            objectives=[
-                float(report["best_objective"]) if report.get("feasible") else INFEASIBLE
-                for report in reports
-            ],
-        )
-
-    def best_at(self, epochs: int) -> float:
-        """The feasible best objective after ``epochs`` epochs (−inf before any)."""
-        return self.objectives[min(epochs, len(self.objectives)) - 1] if epochs else INFEASIBLE
-
-
-def asha_rungs(grace: int, reduction_factor: float, max_t: int) -> list[float]:
-    """The epochs at which Ray's ASHAScheduler (one bracket) compares trials, ascending."""
-    grace = min(grace, max_t)
-    count = int(np.log(max_t / grace) / np.log(reduction_factor) + 1)  # as Ray computes it
-    return [grace * reduction_factor**k for k in range(count)]
-
-
-def asha_stops(
-    curves: list[list[float]], grace: int, reduction_factor: float, max_t: int
-) -> list[int]:
-    """Epochs each trial runs when Ray's ASHA sees ``curves`` (per-epoch scores, higher is
-    better) one trial after another: at each rung a trial whose score is below the
-    (1 − 1/factor) percentile of the scores recorded there before it is stopped. A curve
-    shorter than ``max_t`` ended by itself (a collapse). Mirrors ray.tune.schedulers
-    .async_hyperband._Bracket.on_result and ASHAScheduler.on_trial_complete."""
-    rungs: dict[float, dict[int, float]] = {
-        rung: {} for rung in asha_rungs(grace, reduction_factor, max_t)
-    }
-
-    def on_result(trial: int, epoch: int, score: float) -> bool:
-        """Whether ASHA stops ``trial`` on this result; records it at its rung."""
-        for rung in sorted(rungs, reverse=True):
-            if epoch < rung or trial in rungs[rung]:
-                continue
-            recorded = list(rungs[rung].values())
-            rungs[rung][trial] = score
-            percentile = (1 - 1 / reduction_factor) * 100
-            return bool(recorded) and score < np.nanpercentile(recorded, percentile)
-        return False
-
-    stops = []
-    for trial, curve in enumerate(curves):
-        ran = len(curve)
-        for epoch, score in enumerate(curve, 1):
-            if epoch >= max_t:  # Tune stops it at max_t without recording
-                ran = epoch
-                break
-            if on_result(trial, epoch, score):
-                ran = epoch
-                break
-        if ran:
-            on_result(trial, ran, curve[ran - 1])  # on_trial_complete records its last result
-        stops.append(ran)
-    return stops
+    def record(self) -> dict:
+        """The raw file's settings record (what the analysis needs)."""
+        return {
+            "objective": self.objective,
+            "max_t": self.epochs,
+            "grace": self.grace,
+            "reduction_factor": self.reduction_factor,
+            "seeds": list(self.seeds),
+            "methods": list(self.methods),
+            "pool": self.pool,
+            "trials": self.trials,
+            "confirm_seeds": self.confirm_seeds,
+            "grid": [list(g) for g in self.grid],
+        }
 
 
-def epochs_until(costs: list[int], objectives: list[float], target: float) -> int | None:
-    """Trial-epochs spent, in trial order, until a trial's feasible objective reaches
-    ``target``; None if none does."""
-    spent = 0
-    for cost, objective in zip(costs, objectives, strict=True):
-        spent += cost
-        if objective >= target:
-            return spent
-    return None
+SMOKE = Settings(
+    methods=("gd",),
+    seeds=(0, 1),
+    pool=4,
+    trials=3,
+    epochs=2,
+    grace=1,
+    startup_trials=1,
+    confirm_seeds=1,
+    grid=((1e-3, 3e-3), (1.0,), (0.0,)),
+)
 
 
-def run_summary(curves: list[TrialCurve], costs: list[int], target: float) -> dict:
-    """A search (or a replay) whose trials ran ``costs`` epochs: its cost, its best feasible
-    objective, the trial-epochs it took to reach ``target``."""
-    reached = [curve.best_at(cost) for curve, cost in zip(curves, costs, strict=True)]
-    best = max(reached, default=INFEASIBLE)
-    return {
-        "trials": len(curves),
-        "trial_epochs": sum(costs),
-        "best_feasible_objective": best if best > INFEASIBLE else None,
-        "trial_epochs_to_target": epochs_until(costs, reached, target),
-    }
+@dataclass(frozen=True, eq=False)
+class Planned:
+    """One search: its raw-line source, seed and CLI flags, and the saved-config values by
+    which a rerun finds it again."""
+
+    method: str
+    source: str  # pool | grid | tpe | tpe_asha
+    seed: int | None
+    flags: list[str]
+    config: dict
+    trial_epochs: float  # planned, for the ETA
+    space: str = field(default="")  # YAML, when not the method's shipped space
 
 
-def replay(curves: list[TrialCurve], grace: int, reduction_factor: float, max_t: int) -> dict:
-    """The grid's curves under ASHA(grace, factor): cost, best kept, whether the grid's best
-    trial survives to its best epoch, and the epochs to reach the full grid's best."""
-    full = run_summary(curves, [len(curve.scores) for curve in curves], math.inf)
-    stops = asha_stops([curve.scores for curve in curves], grace, reduction_factor, max_t)
-    target = full["best_feasible_objective"]
-    summary = run_summary(curves, stops, math.inf if target is None else target)
-    return {
-        "grace_period": grace,
-        "reduction_factor": reduction_factor,
-        "rungs": asha_rungs(grace, reduction_factor, max_t),
-        **summary,
-        "grid_best_kept": target is not None and summary["best_feasible_objective"] == target,
-    }
+# ---------------------------------------------------------------- plan (pure)
 
 
-def spread(values: list[float | None]) -> dict:
-    """Median and range of the values reached; how many runs reached one at all."""
-    reached = [value for value in values if value is not None]
-    return {
-        "reached": len(reached),
-        "runs": len(values),
-        "median": statistics.median(reached) if reached else None,
-        "min": min(reached, default=None),
-        "max": max(reached, default=None),
-    }
-
-
-def _num(value: float | None, digits: int = 4) -> str:
-    return "–" if value is None else f"{value:.{digits}g}"
-
-
-def _range(stats: dict, digits: int = 4) -> str:
-    if stats["median"] is None:
-        return f"none of {stats['runs']}"
-    return (
-        f"{_num(stats['median'], digits)} [{_num(stats['min'], digits)}–"
-        f"{_num(stats['max'], digits)}] ({stats['reached']}/{stats['runs']})"
+def grid_space(lrs, alphas, l1s) -> str:
+    return "".join(
+        f"{path}: {{distribution: categorical, choices: {list(values)}}}\n"
+        for path, values in (("train.lr", lrs), ("method.alpha", alphas), ("regularizer.l1", l1s))
     )
 
 
-def efficiency_markdown(record: dict) -> str:
-    """The bench/RESULTS.md section from ``record`` (the JSON this script writes)."""
-    objective = record["objective"]
-    lines = [
-        "## Search efficiency: TPE + ASHA against the full grid",
-        "",
-        f"Objective `{objective}` (higher is better), {record['epochs']} epochs per trial, "
-        f"retain constraint as the search's default. Grid: {record['grid_size']} trials, every "
-        f"epoch run. TPE + ASHA: {record['tpe_samples']} trials per run, sampler seeds "
-        f"{record['seeds']}. Median [min–max] over seeds (runs that reached it / runs).",
-        "",
-        "| method | Original | Gold | grid best feasible | grid trial-epochs | ASHA | "
-        "TPE best feasible | TPE trial-epochs to the grid's best | ratio to the grid's cost |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for method, result in record["methods"].items():
-        grid = result["grid"]
-        for setting, tpe in result["tpe"].items():
-            lines.append(
-                f"| {method} | {_num(result['original'])} | {_num(result['gold'])} | "
-                f"{_num(grid['best_feasible_objective'])} | {grid['trial_epochs']} (its best at "
-                f"{grid['trial_epochs_to_target'] or '–'}) | {setting} | "
-                f"{_range(tpe['best'])} | {_range(tpe['epochs_to_grid_best'], 3)} | "
-                f"{_range(tpe['ratio'], 2)} |"
-            )
-    lines += [
-        "",
-        "ASHA's settings replayed on the grid's full curves (what a grid + ASHA search with "
-        "these settings stops; no extra training):",
-        "",
-        "| method | grace | factor | rungs | trial-epochs (of the grid's) | best feasible kept | "
-        "grid's best kept | trial-epochs to the grid's best |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for method, result in record["methods"].items():
-        for row in result["asha_replay"]:
-            rungs = ", ".join(f"{rung:g}" for rung in row["rungs"])
-            lines.append(
-                f"| {method} | {row['grace_period']} | {row['reduction_factor']:g} | {rungs} | "
-                f"{row['trial_epochs']} ({result['grid']['trial_epochs']}) | "
-                f"{_num(row['best_feasible_objective'])} | "
-                f"{'yes' if row['grid_best_kept'] else '**no**'} | "
-                f"{row['trial_epochs_to_target'] or '–'} |"
-            )
-    lanes = record.get("lanes", 1)
-    lines += [
-        "",
-        f"Machine: {record['machine']}; {lanes} search(es) at once. Raw output: "
-        f"`{record['json']}`.",
-    ]
-    return "\n".join(lines) + "\n"
+def point_space(params: dict) -> str:
+    """A search space of one point: each parameter a one-value choice. PyYAML writes floats
+    so that they read back exactly (1e-05 as 1.0e-05, which YAML 1.1 reads as a float)."""
+    import yaml
+
+    return yaml.safe_dump(
+        {
+            path: {"distribution": "categorical", "choices": [value]}
+            for path, value in params.items()
+        },
+        default_flow_style=None,
+        sort_keys=True,
+    )
+
+
+def plan(settings: Settings) -> list[Planned]:
+    """Per method: the pool, the grid, then TPE and TPE+ASHA per seed."""
+    e, common = settings.epochs, {"train.epochs": settings.epochs,
+                                  "search.objective": settings.objective}  # fmt: skip
+    asha_cost = settings.grace + (e - settings.grace) / settings.reduction_factor
+    grid_size = len(settings.grid[0]) * len(settings.grid[1]) * len(settings.grid[2])
+    planned = []
+    for method in settings.methods:
+        planned.append(Planned(
+            method, analysis.POOL, None,
+            ["--sampler", "tpe", "--scheduler", "none", "--seed", str(POOL_SEED),
+             "--num-samples", str(settings.pool),
+             "--set", f"search.startup_trials={settings.pool}"],
+            {**common, "search.sampler": "tpe", "search.scheduler": "none",
+             "search.seed": POOL_SEED, "search.num_samples": settings.pool},
+            settings.pool * e,
+        ))  # fmt: skip
+        planned.append(Planned(
+            method, analysis.GRID_SOURCE, None,
+            ["--sampler", "grid", "--scheduler", "none", "--num-samples", str(grid_size)],
+            {**common, "search.sampler": "grid", "search.scheduler": "none",
+             "search.num_samples": grid_size},
+            grid_size * e, grid_space(*settings.grid),
+        ))  # fmt: skip
+        for seed in settings.seeds:
+            for source, scheduler in (("tpe_asha", "asha"), ("tpe", "none")):
+                planned.append(Planned(
+                    method, source, seed,
+                    ["--sampler", "tpe", "--scheduler", scheduler, "--seed", str(seed),
+                     "--num-samples", str(settings.trials),
+                     "--grace-period", str(settings.grace),
+                     "--reduction-factor", str(settings.reduction_factor),
+                     "--set", f"search.startup_trials={settings.startup_trials}"],
+                    {**common, "search.sampler": "tpe", "search.scheduler": scheduler,
+                     "search.seed": seed, "search.num_samples": settings.trials},
+                    settings.trials * (asha_cost if scheduler == "asha" else e),
+                ))  # fmt: skip
+    return planned
+
+
+def trial_lines(
+    item: Planned, search: str, reports: list[list[dict]], objective: str
+) -> list[dict]:
+    """The raw lines of a finished search: one per trial, every epoch's running best, own
+    objective, feasibility and per-task [log p, D, n]."""
+    lines = []
+    for number, trial in enumerate(reports):
+        epochs = [
+            {
+                "epoch": int(r["epoch"]),
+                "objective": float(r[objective]),
+                "epoch_feasible": bool(r["epoch_feasible"]),
+                "best_objective": float(r["best_objective"]),
+                "best_score": float(r["best_score"]),
+                "feasible": bool(r["feasible"]),
+                "tasks": task_values(r),
+            }
+            for r in trial
+        ]
+        lines.append({
+            "kind": "trial", "method": item.method, "source": item.source, "seed": item.seed,
+            "trial": number, "search": search, "params": dict(trial[-1]["config"]),
+            "epochs": epochs, "wall_s": float(trial[-1].get("time_total_s", 0.0)),
+        })  # fmt: skip
+    return lines
+
+
+def task_values(metrics: dict) -> dict[str, list[float]]:
+    """Per forget-quality task the evaluation compared: [log p, KS D, n]."""
+    keys = ("log_forget_quality", KS_STATISTIC, ITEM_COUNT)
+    return {
+        task: [float(metrics[f"{task}/{key}"]) for key in keys]
+        for task in FORGET_QUALITY_TASKS
+        if all(f"{task}/{key}" in metrics for key in keys)
+    }
+
+
+def eta_seconds(per_epoch: list[float], epochs_left: float, lanes: int) -> float | None:
+    """Seconds left: the planned trial-epochs left at the measured seconds per trial-epoch
+    (each search's wall over its trial-epochs, start-up included), shared by the lanes."""
+    if not per_epoch:
+        return None
+    return statistics.fmean(per_epoch) * epochs_left / lanes
+
+
+# ---------------------------------------------------------------- raw file
+
+
+class Raw:
+    """The raw file, appended one line at a time under a lock (lanes finish at once)."""
+
+    def __init__(self, path: Path, commit: str = "") -> None:
+        self.path, self.commit, self.lock = path, commit, threading.Lock()
+        self.lines = analysis.read_raw([path]) if path.is_file() else []
+
+    def append(self, lines: list[dict]) -> None:
+        with self.lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as handle:
+                for line in lines:
+                    handle.write(json.dumps({**line, "commit": self.commit}, sort_keys=True))
+                    handle.write("\n")
+            self.lines += lines
+
+    def has_trials(self, item: Planned) -> bool:
+        return any(
+            line["kind"] == "trial" and line["method"] == item.method
+            and line["source"] == item.source and line.get("seed") == item.seed
+            for line in self.lines
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------- driving the CLI
+
+
+def cli_flags(settings: Settings, method: str) -> list[str]:
+    return [
+        "--method", method, "--epochs", str(settings.epochs), "--objective", settings.objective,
+        "--robustness", "none", "--max-concurrent", "1", "--experiment", "search_efficiency",
+        "--set", "eval.generate=false", *DRAW_FLAGS,
+    ]  # fmt: skip
+
+
+def run_search(args, flags: list[str], config: dict, method: str, name: str, lane: Path) -> Path:
+    """A search through the CLI: found done, resumed in its lane, or run in ``lane``."""
+    found = find_search(args.output_dir, method, config)
+    if found is not None and search_done(found, method):
+        return found
+    command = ["--resume", found.name] if found is not None else flags
+    lane = lane_of(found) if found is not None else lane
+    command = [sys.executable, "-u", "-m", "clear_ray.tune", *command, "--output-dir", str(lane)]
+    log = args.output_dir / "logs" / f"{re.sub(r'[^a-z0-9]+', '-', name.lower())}.log"
+    code = run_logged(command, log, on_line=lambda line: None)
+    found = find_search(args.output_dir, method, config)
+    if code != 0 or found is None or not search_done(found, method):
+        raise RuntimeError(f"{name}: clear_ray.tune exited with {code}; log {log}")
+    return found
+
+
+def original_line(settings: Settings, method: str, search: Path) -> dict:
+    """Original's selection- and report-fold values from the search's references (cached:
+    no training), in a process of its own that pins its kernels as the search did."""
+    code = (
+        "import json, sys\n"
+        "from clear_ray.config import Config\n"
+        "from clear_ray.console import log\n"
+        "from clear_ray.kernels import pin_this_process\n"
+        "cfg = Config.from_flat(json.load(open(sys.argv[1]))['config']).validate()\n"
+        "pin_this_process(cfg.search)\n"
+        "from clear_ray.references.prepare import prepare_references\n"
+        "from clear_ray.runtime.cluster import local_ray\n"
+        "with local_ray(cfg.search):\n"
+        "    refs = prepare_references(cfg, log)\n"
+        "print('ORIGINAL ' + json.dumps({'selection': refs.original.metrics,"
+        " 'report': refs.original_full.metrics}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(search / "state.json")], capture_output=True, text=True
+    )
+    found = [line for line in done.stdout.splitlines() if line.startswith("ORIGINAL ")]
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"{method}: Original's values not read: {done.stderr[-2000:]}")
+    values = json.loads(found[-1][len("ORIGINAL ") :])
+    objective = settings.objective
+    return {
+        "kind": "original", "method": method,
+        "selection": {"objective": float(values["selection"][objective]),
+                      "tasks": task_values(values["selection"])},
+        "report": {"objective": float(values["report"][objective]),
+                   "tasks": task_values(values["report"])},
+    }  # fmt: skip
+
+
+def confirm_line(settings: Settings, method: str, params: dict, search: Path) -> dict:
+    """The confirm runs of a one-point search: each seed's report-fold objective and
+    feasibility (confirm.json, the selected configuration's runs)."""
+    record = json.loads((search / method / "confirm.json").read_text())
+    runs = record["configurations"]["tuned"]["runs"]
+    return {
+        "kind": "confirm", "method": method, "params": params, "search": search.name,
+        "epochs": record["configurations"]["tuned"]["epochs"],
+        "runs": [{"seed": int(r["seed"]), "objective": float(r["metrics"][settings.objective]),
+                  "feasible": bool(r["feasible"])} for r in runs],
+    }  # fmt: skip
+
+
+class Runner:
+    """Runs the planned searches in lanes, appends their lines, prints progress with an ETA."""
+
+    def __init__(self, args, settings: Settings, raw: Raw) -> None:
+        self.args, self.settings, self.raw = args, settings, raw
+        self.lanes: queue.Queue[Path] = queue.Queue()
+        for lane in make_lanes(args.output_dir, args.lanes):
+            self.lanes.put(lane)
+        self.per_epoch: list[float] = []
+        self.lock = threading.Lock()
+
+    def search(self, item: Planned) -> Path:
+        lane, started = self.lanes.get(), time.time()
+        try:
+            flags = cli_flags(self.settings, item.method) + item.flags
+            if item.space:
+                space = self.args.output_dir / f"{item.source}.yaml"
+                space.write_text(item.space)
+                flags += ["--search-space", str(space)]
+            name = f"{item.method} {item.source} seed {item.seed}"
+            found = run_search(self.args, flags, item.config, item.method, name, lane)
+        finally:
+            self.lanes.put(lane)
+        reports = [r for r in trial_curves(found, item.method) if r]
+        self.raw.append(trial_lines(item, found.name, reports, self.settings.objective))
+        spent = sum(len(r) for r in reports)
+        with self.lock:
+            if spent:
+                self.per_epoch.append((time.time() - started) / spent)
+        return found
+
+    def stage(self, items: list[Planned], label: str) -> list[Path]:
+        """Every item (the first alone: it makes the draw's data and references)."""
+        left = [item for item in items if not self.raw.has_trials(item)]
+        total, done = sum(i.trial_epochs for i in left), [0.0]
+        print(f"[efficiency] {label}: {len(left)} of {len(items)} searches to run", flush=True)
+
+        def one(item: Planned) -> Path:
+            found = self.search(item)
+            with self.lock:
+                done[0] += item.trial_epochs
+                eta = eta_seconds(self.per_epoch, total - done[0], self.args.lanes)
+                when = "–" if eta is None else f"~{eta / 60:.0f} min"
+                print(f"[efficiency] {item.method} {item.source} seed {item.seed}: done "
+                      f"({done[0]:.0f}/{total:.0f} planned trial-epochs); ETA {when}",
+                      flush=True)  # fmt: skip
+            return found
+
+        found = [one(left[0])] if left else []
+        with ThreadPoolExecutor(self.args.lanes) as pool:
+            found += list(pool.map(one, left[1:]))
+        return found
+
+    def originals(self, pool_searches: dict[str, Path]) -> None:
+        have = {line["method"] for line in self.raw.lines if line["kind"] == "original"}
+        for method, search in pool_searches.items():
+            if method not in have:
+                self.raw.append([original_line(self.settings, method, search)])
+
+    def confirms(self) -> None:
+        """Confirm runs of every configuration an arm selects at B without a line yet."""
+        have = {
+            (line["method"], json.dumps(line["params"], sort_keys=True))
+            for line in self.raw.lines if line["kind"] == "confirm"
+        }  # fmt: skip
+        wanted = [
+            (method, params)
+            for method, configurations in analysis.selected_configurations(self.raw.lines).items()
+            for params in configurations
+            if (method, json.dumps(params, sort_keys=True)) not in have
+        ]
+        print(f"[efficiency] confirm runs: {len(wanted)} selected configurations", flush=True)
+        started, count = time.time(), [0]
+
+        def one(index_item) -> None:
+            index, (method, params) = index_item
+            lane = self.lanes.get()
+            try:
+                folder = self.args.output_dir / "points"
+                folder.mkdir(exist_ok=True)
+                space = folder / f"{method}-{index}.yaml"
+                space.write_text(point_space(params))
+                flags = [
+                    *cli_flags(self.settings, method),
+                    "--sampler", "grid", "--scheduler", "none", "--num-samples", "1",
+                    "--search-space", str(space),
+                    "--confirm-seeds", str(self.settings.confirm_seeds),
+                ]  # fmt: skip
+                # Found again by its space's values (state.json keeps the space's origin).
+                config = {
+                    "train.epochs": self.settings.epochs,
+                    "search.sampler": "grid",
+                    "search.num_samples": 1,
+                    "search.confirm_seeds": self.settings.confirm_seeds,
+                }
+                search = run_point(self.args, flags, config, method, params, lane)
+            finally:
+                self.lanes.put(lane)
+            self.raw.append([confirm_line(self.settings, method, params, search)])
+            with self.lock:
+                count[0] += 1
+                each = (time.time() - started) / count[0]
+                print(f"[efficiency] confirm {count[0]}/{len(wanted)} ({method}); ETA "
+                      f"~{each * (len(wanted) - count[0]) / 60:.0f} min", flush=True)  # fmt: skip
+
+        with ThreadPoolExecutor(self.args.lanes) as pool:
+            list(pool.map(one, enumerate(wanted)))
+
+
+def run_point(args, flags, config, method: str, params: dict, lane: Path) -> Path:
+    """A one-point search, run anew unless one of these params finished (an interrupted one is
+    run again: it is one trial)."""
+    for state in sorted(args.output_dir.glob("lane-*/searches/*/state.json")):
+        search = state.parent
+        saved = json.loads(state.read_text()).get("config", {})
+        confirm = search / method / "confirm.json"
+        if (
+            confirm.is_file()
+            and all(saved.get(k) == v for k, v in config.items())
+            and json.loads(confirm.read_text())["configurations"]["tuned"]["params"] == params
+        ):
+            return search
+    command = [sys.executable, "-u", "-m", "clear_ray.tune", *flags, "--output-dir", str(lane)]
+    slug = re.sub(r"[^a-z0-9]+", "-", f"confirm {method} {json.dumps(params, sort_keys=True)}")
+    log = args.output_dir / "logs" / f"{slug[:120]}.log"
+    code = run_logged(command, log, on_line=lambda line: None)
+    if code != 0:
+        raise RuntimeError(
+            f"confirm {method} {params}: clear_ray.tune exited with {code}; log {log}"
+        )
+    searches = sorted(lane.glob("searches/*/state.json"), key=lambda p: p.stat().st_mtime)
+    return searches[-1].parent
 
 
 # ---------------------------------------------------------------- driver
 
 
-def spaces(lrs: list[float], alphas: list[float], l1s: list[float]) -> tuple[str, str]:
-    """The grid's space (every value a choice) and TPE's over the same ranges (log-uniform,
-    L1 from the same values; a one-value dimension stays a fixed choice)."""
+def checkout_commit() -> str:
+    """HEAD of this checkout, ``-dirty`` with uncommitted changes to tracked files: every raw
+    line records what ran it."""
 
-    def choices(values: list[float]) -> str:
-        return f"{{distribution: categorical, choices: {values}}}"
+    def git(*command: str) -> str:
+        return subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(ROOT), *command],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
 
-    def log_range(values: list[float]) -> str:
-        if min(values) == max(values):
-            return choices(values)
-        return f"{{distribution: loguniform, low: {min(values)}, high: {max(values)}}}"
-
-    grid = f"train.lr: {choices(lrs)}\nmethod.alpha: {choices(alphas)}\n"
-    continuous = f"train.lr: {log_range(lrs)}\nmethod.alpha: {log_range(alphas)}\n"
-    l1 = f"regularizer.l1: {choices(l1s)}\n"
-    return grid + l1, continuous + l1
-
-
-@dataclass(frozen=True, eq=False)  # one per search, keyed by identity
-class Planned:
-    method: str
-    label: str  # "grid" or "TPE + ASHA (grace g, factor f)"
-    seed: int
-    flags: list[str]
-    config: dict  # saved-config values that find it again
-
-
-def plan(args: argparse.Namespace, grid_size: int) -> list[Planned]:
-    # One trial at a time, as the ASHA replay assumes (and as lanes share the cores).
-    common = {"train.epochs": args.epochs, "search.objective": args.objective,
-              "search.max_concurrent": 1}  # fmt: skip
-    planned = []
-    for method in args.methods:
-        grid_config = {**common, "search.sampler": "grid", "search.scheduler": "none"}
-        planned.append(
-            Planned(
-                method,
-                "grid",
-                0,
-                ["--sampler", "grid", "--scheduler", "none", "--num-samples", str(grid_size)],
-                grid_config,
-            )
-        )
-        for grace, factor in args.asha:
-            label = f"TPE + ASHA (grace {grace}, factor {factor:g})"
-            for seed in args.seeds:
-                flags = ["--sampler", "tpe", "--scheduler", "asha", "--seed", str(seed),
-                         "--grace-period", str(grace), "--reduction-factor", str(factor),
-                         "--num-samples", str(args.tpe_samples)]  # fmt: skip
-                config = {**common, "search.sampler": "tpe", "search.scheduler": "asha",
-                          "search.seed": seed, "search.grace_period": grace,
-                          "search.reduction_factor": factor,
-                          "search.num_samples": args.tpe_samples}  # fmt: skip
-                planned.append(Planned(method, label, seed, flags, config))
-    return planned
-
-
-def run_planned(args, item: Planned, space: Path, lane: Path) -> Path:
-    """The search of ``item``: found done, resumed (in its own lane), or run in ``lane``.
-
-    Only the trials are measured: no confirm runs, no robustness checks (each would add
-    minutes per search and nothing to the trial curves)."""
-    search = find_search(args.output_dir, item.method, item.config)
-    if search is not None and search_done(search, item.method):
-        return search
-    if search is not None:
-        lane, command = lane_of(search), ["--resume", search.name]
-    else:
-        command = [
-            "--method", item.method, "--search-space", str(space), "--epochs", str(args.epochs),
-            "--objective", args.objective, "--set", "eval.generate=false",
-            "--confirm-seeds", "0", "--robustness", "none", "--max-concurrent", "1",
-            "--experiment", "search_efficiency", *item.flags,
-        ]  # fmt: skip
-    command = [sys.executable, "-u", "-m", "clear_ray.tune", *command, "--output-dir", str(lane)]
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{item.method} {item.label} seed {item.seed}".lower())
-    log = args.output_dir / "logs" / f"{slug.strip('-')}.log"
-    code = run_logged(command, log, on_line=lambda line: None)
-    search = find_search(args.output_dir, item.method, item.config)
-    if code != 0 or search is None or not search_done(search, item.method):
-        sys.exit(f"{item.method} {item.label}: clear_ray.tune exited with {code}; log {log}")
-    return search
-
-
-def curves_of(search: Path, method: str) -> list[TrialCurve]:
-    return [TrialCurve.from_reports(reports) for reports in trial_curves(search, method) if reports]
-
-
-def summarise(args, found: dict[Planned, Path], walls: dict) -> dict:
-    """The JSON record from the searches' trial curves."""
-    methods = {}
-    for method in args.methods:
-        grid_item = next(item for item in found if item.method == method and item.label == "grid")
-        grid_curves = curves_of(found[grid_item], method)
-        grid_costs = [len(c.scores) for c in grid_curves]
-        target = run_summary(grid_curves, grid_costs, math.inf)["best_feasible_objective"]
-        # The sweep's cost is all of it; "to target" here is how far in its best trial came.
-        grid = run_summary(grid_curves, grid_costs, math.inf if target is None else target)
-        grid["wall_s"] = walls.get(str(found[grid_item]))
-        leaderboard = found[grid_item] / "leaderboard.md"
-        refs = references_from_leaderboard(leaderboard.read_text()) if leaderboard.is_file() else {}
-        tpe: dict[str, dict] = {}
-        for item, search in found.items():
-            if item.method != method or item.label == "grid":
-                continue
-            curves = curves_of(search, method)
-            run = run_summary(
-                curves, [len(c.scores) for c in curves], math.inf if target is None else target
-            )
-            run |= {"seed": item.seed, "wall_s": walls.get(str(search)), "search": search.name}
-            tpe.setdefault(item.label, {"runs": []})["runs"].append(run)
-        for setting in tpe.values():
-            runs = setting["runs"]
-            to_best = [run["trial_epochs_to_target"] for run in runs]
-            setting["best"] = spread([run["best_feasible_objective"] for run in runs])
-            setting["epochs_to_grid_best"] = spread(to_best)
-            setting["ratio"] = spread([None if e is None else e / grid["trial_epochs"]
-                                       for e in to_best])  # fmt: skip
-        max_t = args.epochs
-        methods[method] = {
-            "original": refs.get("Original", {}).get(args.objective),
-            "gold": refs.get("Gold", {}).get(args.objective),
-            "grid": grid,
-            "tpe": tpe,
-            "asha_replay": [replay(grid_curves, g, f, max_t) for g, f in REPLAYED_ASHA],
-        }
-    return {
-        "objective": args.objective,
-        "epochs": args.epochs,
-        "grid_size": args.grid_size,
-        "tpe_samples": args.tpe_samples,
-        "seeds": args.seeds,
-        "lanes": args.lanes,
-        "methods": methods,
-        "json": str(args.out),
-        "machine": machine_summary(),
-    }
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="gd,dpo,idk")
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="Optuna sampler seeds")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--tpe-samples", type=int, default=18)
+    parser = argparse.ArgumentParser(
+        prog="python bench/search_efficiency.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--methods", default="gd,dpo,idk", help="comma-separated")
+    parser.add_argument("--seeds", type=int, default=10, help="sampler seeds 0..N-1 per arm")
     parser.add_argument(
-        "--asha",
-        default="2:2",
-        help="grace:factor settings of the real TPE + ASHA runs, comma-separated "
-        "(more settings are replayed on the grid's curves for free)",
+        "--pool", type=int, default=100, help="random configurations evaluated once"
     )
     parser.add_argument(
-        "--objective",
-        default="log_forget_quality",
-        help="the search objective (log FQ; or neg_forget_distance, W1); never CLEAR's 1 - JS, "
-        "which is level-blind (docs/metrics.md)",
-    )
-    parser.add_argument("--output-dir", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=None, help="JSON")
-    parser.add_argument("--markdown", type=Path, default=None, help="the RESULTS.md section")
-    parser.add_argument("--smoke", action="store_true", help="gd, 1 seed, 2 epochs, tiny grid")
-    parser.add_argument("--report-only", action="store_true", help="no runs: tables again")
+        "--objective", default="log_forget_quality",
+        choices=["log_forget_quality", analysis.NEG_W1],
+        help="log FQ (KS log p against Gold) or neg_forget_distance (−W1 of log truth ratios); "
+        "never CLEAR's 1 − JS, which is level-blind (STUDY_DESIGN §1)",
+    )  # fmt: skip
+    parser.add_argument("--raw", type=Path, default=None, help=f"raw JSONL (default {RAW})")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="searches and logs (default /tmp/clear_ray_efficiency)")  # fmt: skip
     parser.add_argument(
-        "--lanes",
-        type=int,
-        default=min(os.cpu_count() or 1, 4),
-        help="searches at once, each with its own local Ray (one trial at a time on one CPU) "
-        "and MLflow store; trial-epochs do not depend on it, wall times do (default: the "
-        "cores, at most 4; ~3 GiB of RAM each)",
-    )
-    parser.set_defaults(grid=(LEARNING_RATES, RETAIN_WEIGHTS, L1_STRENGTHS))
-    if parser.parse_known_args(argv)[0].smoke:  # smaller defaults; flags given still win
-        parser.set_defaults(**SMOKE)
+        "--lanes", type=int, default=min(os.cpu_count() or 1, 4),
+        help="searches at once, each its own local Ray, one trial at a time (~3 GiB each); "
+        "trial-epochs do not depend on it, wall times do",
+    )  # fmt: skip
+    parser.add_argument(
+        "--smoke", action="store_true",
+        help="gd, seeds 0-1, a pool of 4, 3 trials, 2 epochs (ASHA grace 1), a 2-point grid, "
+        "1 confirm seed, into /tmp/clear_ray_efficiency_smoke: proves the pipeline",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.settings = SMOKE
+    else:
+        methods = tuple(m for m in args.methods.split(",") if m)
+        if not methods or args.seeds < 1 or args.pool < 2:
+            parser.exit(2, "error: need a method, --seeds >= 1 and --pool >= 2\n")
+        args.settings = Settings(methods=methods, seeds=tuple(range(args.seeds)),
+                                 pool=args.pool, objective=args.objective)  # fmt: skip
     base = Path("/tmp/clear_ray_efficiency" + ("_smoke" if args.smoke else ""))
     args.output_dir = (args.output_dir or base).resolve()
-    args.out = args.out or (
-        base / "search_efficiency.json"
-        if args.smoke
-        else Path("bench/results/search_efficiency.json")
-    )
-    args.markdown = args.markdown or args.out.with_suffix(".md")
-    args.methods = [method for method in args.methods.split(",") if method]
-    args.seeds = [int(seed) for seed in args.seeds.split(",")]
-    args.asha = [(int(g), float(f)) for g, f in (pair.split(":") for pair in args.asha.split(","))]
-    args.grid_size = math.prod(len(values) for values in args.grid)
+    args.raw = (args.raw or (base / RAW.name if args.smoke else RAW)).resolve()
     return args
 
 
-def run_all(args, planned: list[Planned], space: dict[str, Path], walls: dict) -> dict:
-    """Every planned search, ``args.lanes`` at once (the first alone: it makes the data and the
-    references the others share); their folders. Wall times are kept in ``walls.json``."""
-    lanes: queue.Queue[Path] = queue.Queue()
-    for lane in make_lanes(args.output_dir, args.lanes):
-        lanes.put(lane)
-    walls_file, lock, durations = args.output_dir / "walls.json", threading.Lock(), []
-    done = [0]
-
-    def one(item: Planned) -> Path:
-        lane, started = lanes.get(), time.time()
-        try:
-            kind = "grid" if item.label == "grid" else "tpe"
-            search = run_planned(args, item, space[kind], lane)
-        finally:
-            lanes.put(lane)
-        took = time.time() - started
-        with lock:
-            done[0] += 1
-            walls.setdefault(str(search), took)
-            walls_file.write_text(json.dumps(walls, indent=2) + "\n")
-            if took > 60:  # run now, not found done
-                durations.append(took)
-            left = len(planned) - done[0]
-            eta = statistics.fmean(durations) * left / args.lanes if durations else 0.0
-            print(
-                f"[efficiency] {done[0]}/{len(planned)} {item.method} {item.label} seed "
-                f"{item.seed}: done in {took:.0f} s; ETA ~{eta / 60:.0f} min",
-                flush=True,
-            )
-        return search
-
-    found = {planned[0]: one(planned[0])}
-    with ThreadPoolExecutor(args.lanes) as pool:
-        futures = {item: pool.submit(one, item) for item in planned[1:]}
-        found |= {item: future.result() for item, future in futures.items()}
-    return found
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    output = args.output_dir
-    output.mkdir(parents=True, exist_ok=True)
-    grid_text, continuous_text = spaces(*args.grid)
-    space = {"grid": output / "grid.yaml", "tpe": output / "continuous.yaml"}
-    space["grid"].write_text(grid_text)
-    space["tpe"].write_text(continuous_text)
-    walls_file = output / "walls.json"
-    walls = json.loads(walls_file.read_text()) if walls_file.is_file() else {}
-    planned = plan(args, args.grid_size)
-    if args.report_only:
-        found = {}
-        for item in planned:
-            search = find_search(output, item.method, item.config)
-            if search is None or not search_done(search, item.method):
-                sys.exit(f"{item.method} {item.label} seed {item.seed}: no finished search")
-            found[item] = search
-    else:
-        print(f"[efficiency] {len(planned)} searches, {args.lanes} at once", flush=True)
-        found = run_all(args, planned, space, walls)
-    record = summarise(args, found, walls)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    args.markdown.write_text(efficiency_markdown(record))
-    print(efficiency_markdown(record))
+    settings = args.settings
+    try:
+        raw = Raw(args.raw, checkout_commit())
+    except analysis.RawFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    record = {"kind": "settings", "settings": settings.record()}
+    on_file = [line for line in raw.lines if line["kind"] == "settings"]
+    if on_file and on_file[0]["settings"] != record["settings"]:
+        print(f"error: {args.raw} holds another study's settings: {on_file[0]['settings']}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    if not on_file:
+        raw.append([record])
+    runner, started = Runner(args, settings, raw), time.time()
+    planned = plan(settings)
+    print(
+        f"[efficiency] {len(planned)} searches ({', '.join(settings.methods)}; seeds "
+        f"{len(settings.seeds)}; pool {settings.pool}); raw file {args.raw}",
+        flush=True,
+    )
+    try:
+        runner.stage([p for p in planned if p.source == analysis.POOL], "pools")
+        pools = {p.method: find_search(args.output_dir, p.method, p.config)
+                 for p in planned if p.source == analysis.POOL}  # fmt: skip
+        runner.originals(pools)
+        runner.stage([p for p in planned if p.source != analysis.POOL], "grid and live searches")
+        runner.confirms()
+    except RuntimeError as error:
+        print(f"[efficiency] {error}", file=sys.stderr, flush=True)
+        return 1
+    text = analysis.write_outputs(
+        [args.raw], args.raw.with_suffix(".md"), args.raw.with_suffix(".png")
+    )
+    print(text)
+    print(f"[efficiency] done in {(time.time() - started) / 60:.1f} min", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
