@@ -144,12 +144,12 @@ def events(curves: list[Curve], costs: list[int]) -> list[tuple[int, float]]:
 
 
 def best_so_far(run: list[tuple[int, float]], floor: float) -> list[float]:
-    """The anytime curve: after t trial-epochs (index t − 1), the best feasible objective
-    seen, ``floor`` (Original's value) before any feasible one."""
-    best, curve = floor, []
+    """The anytime curve: after t trial-epochs (index t − 1), the value ``at_budget`` gives at
+    t: the best feasible objective seen, ``floor`` (Original's value) before any feasible one."""
+    best, curve = -math.inf, []
     for _, value in run:
         best = max(best, value)
-        curve.append(best)
+        curve.append(best if best > -math.inf else floor)
     return curve
 
 

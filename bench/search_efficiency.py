@@ -257,8 +257,12 @@ class Raw:
 # ---------------------------------------------------------------- driving the CLI
 
 
-def cli_flags(settings: Settings, method: str) -> list[str]:
+def cli_flags(settings: Settings, method: str, confirm_seeds: int = 0) -> list[str]:
+    """Every search's flags: the draw, one trial at a time, no robustness checks, no
+    generation; confirm runs only for the one-point searches (the trials are what the arms
+    compare)."""
     return [
+        "--confirm-seeds", str(confirm_seeds),
         "--method", method, "--epochs", str(settings.epochs), "--objective", settings.objective,
         "--robustness", "none", "--max-concurrent", "1", "--experiment", "search_efficiency",
         "--set", "eval.generate=false", *DRAW_FLAGS,
@@ -354,9 +358,10 @@ class Runner:
         reports = [r for r in trial_curves(found, item.method) if r]
         self.raw.append(trial_lines(item, found.name, reports, self.settings.objective))
         spent = sum(len(r) for r in reports)
+        took = time.time() - started
         with self.lock:
-            if spent:
-                self.per_epoch.append((time.time() - started) / spent)
+            if spent and took > 60:  # ran now (a search found done takes seconds)
+                self.per_epoch.append(took / spent)
         return found
 
     def stage(self, items: list[Planned], label: str) -> list[Path]:
@@ -411,10 +416,9 @@ class Runner:
                 space = folder / f"{method}-{index}.yaml"
                 space.write_text(point_space(params))
                 flags = [
-                    *cli_flags(self.settings, method),
+                    *cli_flags(self.settings, method, self.settings.confirm_seeds),
                     "--sampler", "grid", "--scheduler", "none", "--num-samples", "1",
                     "--search-space", str(space),
-                    "--confirm-seeds", str(self.settings.confirm_seeds),
                 ]  # fmt: skip
                 # Found again by its space's values (state.json keeps the space's origin).
                 config = {

@@ -122,6 +122,10 @@ def test_budget_counts_only_epochs_that_end_within_it() -> None:
     assert analysis.at_budget(run, 4, floor=-9.0) == (6.0, 1)
     assert analysis.at_budget(run[2:3], 1, floor=-9.0) == (-9.0, None)  # none feasible: Original
     assert analysis.best_so_far(run, floor=-9.0) == [1.0, 2.0, 2.0, 6.0, 7.0]
+    # A feasible value below Original's is the arm's value, at B and on the anytime curve.
+    assert analysis.best_so_far(run[2:], floor=5.0) == [5.0, 6.0, 7.0]
+    assert analysis.best_so_far(run, floor=5.0)[:2] == [1.0, 2.0]
+    assert analysis.at_budget(run, 2, floor=5.0) == (2.0, 0)
     assert analysis.epochs_to(run, 6.0) == 4
     assert analysis.epochs_to(run, 8.0) is None
 
@@ -315,6 +319,9 @@ def test_plan_runs_a_pool_a_grid_and_both_live_arms_per_seed() -> None:
     live = [p for p in planned if p.method == "gd" and p.seed == 4]
     assert {p.config["search.scheduler"] for p in live} == {"asha", "none"}
     assert all(p.config["search.num_samples"] == 24 for p in live)
+    # Only the one-point searches of selected configurations run confirm runs.
+    flags = efficiency.cli_flags(settings, "gd")
+    assert flags[flags.index("--confirm-seeds") + 1] == "0"
 
 
 def test_trial_lines_keep_every_epoch_and_task(tmp_path) -> None:
