@@ -190,22 +190,24 @@ def lattice_step(tasks: dict[str, list[float]]) -> float:
     """One lattice step of log FQ at a point: the smallest drop in the objective (Fisher's
     combination of the tasks' KS log p, ``clear_ray.eval.metrics.combined_log_p``) that one
     more item apart on one task makes, D_t = k/n_t → (k + 1)/n_t (``metrics.ks_statistic``:
-    D is a multiple of 1/n). ``tasks``: task → [log p, D, n] at the point."""
+    D is a multiple of 1/n). At a point where every task is at D = 1 (nothing further apart),
+    the smallest rise one item closer makes. ``tasks``: task → [log p, D, n] at the point."""
     from clear_ray.eval.metrics import combined_log_p
 
     names = sorted(tasks)
+    if not names:
+        raise RawFileError("a point without per-task KS values has no lattice step")
     logs = [float(tasks[name][0]) for name in names]
     value = combined_log_p(logs)
-    drops = []
+    moves: dict[int, list[float]] = {1: [], -1: []}
     for index, name in enumerate(names):
         _, d, n = tasks[name]
         k, n = round(float(d) * float(n)), round(float(n))
-        if k < n:
-            worse = [*logs[:index], ks_log_p(k + 1, n), *logs[index + 1 :]]
-            drops.append(value - combined_log_p(worse))
-    if not drops:
-        raise RawFileError("no task can move one item further apart: no lattice step")
-    return min(drops)
+        for move in (1, -1):
+            if 0 <= k + move <= n:
+                moved = [*logs[:index], ks_log_p(k + move, n), *logs[index + 1 :]]
+                moves[move].append(abs(value - combined_log_p(moved)))
+    return min(moves[1] or moves[-1])
 
 
 def w1_step(original_distance: float, items: int) -> float:
@@ -409,10 +411,10 @@ def analyse(lines: list[dict]) -> dict:
         original = original_of(lines, method)
         floor = float(original["selection"]["objective"])
         pool, grid = curves_of(lines, method, POOL), curves_of(lines, method, GRID_SOURCE)
-        best = pool_best(lines, method)
-        if not pool or best is None:
-            raise RawFileError(f"{method}: no feasible pool trial")
-        target = best["objective"] - step_at(settings, best, original)
+        if not pool:
+            raise RawFileError(f"{method}: no pool trial")
+        best = pool_best(lines, method)  # None: no feasible pool epoch, no target
+        target = None if best is None else best["objective"] - step_at(settings, best, original)
         gate_step = step_at(settings, original["selection"], original)
         method_pairs, anytime, selections = [], {arm: [] for arm in ARMS}, []
         for seed in settings.seeds:
@@ -431,7 +433,9 @@ def analyse(lines: list[dict]) -> dict:
                 )
                 chosen[arm] = None if trial is None else curves[trial].params
                 anytime[arm].append(best_so_far(runs[arm][:limit], floor))
-            to_target = {arm: epochs_to(runs[arm], target) for arm in ARMS}
+            to_target = {
+                arm: None if target is None else epochs_to(runs[arm], target) for arm in ARMS
+            }
             method_pairs.append(Pair(method, seed, budget, values, to_target))
             selections.append({"seed": seed, "budget": budget, "selected": chosen})
         top = max((v for p in method_pairs for v in p.value.values()), default=floor)
@@ -443,7 +447,7 @@ def analyse(lines: list[dict]) -> dict:
             "original_report": original.get("report", {}).get("objective"),
             "pool_size": len(pool),
             "grid_size": len(grid),
-            "pool_best": best["objective"],
+            "pool_best": None if best is None else best["objective"],
             "target": target,
             "gate_step": gate_step,
             "best_value": top,
@@ -602,7 +606,10 @@ def plot(result: dict, path: Path) -> None:
         budgets = [p.budget for p in record["pairs"]]
         if budgets:
             axis.axvline(statistics.median(budgets), color="grey", linestyle=":", label="B")
-        axis.axhline(record["target"], color="black", linewidth=0.5, linestyle="--", label="target")
+        if record["target"] is not None:
+            axis.axhline(
+                record["target"], color="black", linewidth=0.5, linestyle="--", label="target"
+            )
         axis.set(title=method, xlabel="trial-epochs", ylabel=result["settings"].objective)
     axes[0][0].legend(fontsize="small")
     figure.tight_layout()

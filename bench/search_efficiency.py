@@ -188,7 +188,11 @@ def trial_lines(
     """The raw lines of a finished search: one per trial, every epoch's running best, own
     objective, feasibility and per-task [log p, D, n]."""
     lines = []
-    for number, trial in enumerate(reports):
+    for number, reports_of_trial in enumerate(reports):
+        # A diverged trial's last report holds the reason, not an epoch's metrics.
+        trial = [r for r in reports_of_trial if objective in r and "best_score" in r]
+        if not trial:
+            continue
         epochs = [
             {
                 "epoch": int(r["epoch"]),

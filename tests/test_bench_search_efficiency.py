@@ -163,6 +163,13 @@ def test_lattice_step_is_the_smallest_one_item_drop() -> None:
     assert drops[0] < drops[1]
 
 
+def test_lattice_step_at_the_far_end_is_the_step_one_item_closer() -> None:
+    far = {"t": [analysis.ks_log_p(12, 12), 1.0, 12]}
+    assert analysis.lattice_step(far) == pytest.approx(
+        analysis.ks_log_p(11, 12) - analysis.ks_log_p(12, 12)
+    )
+
+
 def test_w1_step_is_one_items_share_of_originals_distance() -> None:
     assert analysis.w1_step(2.0, 20) == pytest.approx(0.1)
 
@@ -272,6 +279,17 @@ def test_no_headroom_leaves_the_method_out_of_the_verdict() -> None:
     assert result["verdict"] == {"verdict": "NO HEADROOM", "pairs": 0}
 
 
+def test_a_pool_without_a_feasible_epoch_has_no_target() -> None:
+    lines = raw_lines([-1.9, -1.9, -0.45], [-0.5, -0.5], [-1.0, -1.0, -1.0])
+    for line in lines:
+        if line.get("source") == "pool":
+            for epoch in line["epochs"]:
+                epoch["epoch_feasible"] = epoch["feasible"] = False
+    gd = analysis.analyse(lines)["methods"]["gd"]
+    assert gd["target"] is None
+    assert all(t is None for p in gd["pairs"] for t in p.to_target.values())
+
+
 def test_a_missing_pair_is_left_out_not_counted() -> None:
     lines = raw_lines([-1.9, -1.9, -0.45], [-0.5, -0.5], [-1.0, -1.0, -1.0])
     lines = [line for line in lines if not (line.get("source") == "tpe" and line["seed"] == 3)]
@@ -333,6 +351,7 @@ def test_trial_lines_keep_every_epoch_and_task(tmp_path) -> None:
          "forget_captions/n_items": 30.0}
         for e in (1, 2)
     ]]  # fmt: skip
+    reports[0].append({"diverged": 1.0, "reason": "loss is nan"})  # kept out of the curve
     (line,) = efficiency.trial_lines(item, "gd-1", reports, "log_forget_quality")
     assert line["params"] == {"train.lr": 0.002} and line["source"] == "pool"
     assert [e["objective"] for e in line["epochs"]] == [-2.0, -1.0]
