@@ -326,11 +326,13 @@ def original_line(settings: Settings, method: str, search: Path) -> dict:
 def confirm_line(settings: Settings, method: str, params: dict, search: Path) -> dict:
     """The confirm runs of a one-point search: each seed's report-fold objective and
     feasibility (confirm.json, the selected configuration's runs)."""
+    from clear_ray.search.confirm import TUNED  # lazy: Ray Tune, not loaded by --help
+
     record = json.loads((search / method / "confirm.json").read_text())
-    runs = record["configurations"]["tuned"]["runs"]
+    runs = record["configurations"][TUNED]["runs"]
     return {
         "kind": "confirm", "method": method, "params": params, "search": search.name,
-        "epochs": record["configurations"]["tuned"]["epochs"],
+        "epochs": record["configurations"][TUNED]["epochs"],
         "runs": [{"seed": int(r["seed"]), "objective": float(r["metrics"][settings.objective]),
                   "feasible": bool(r["feasible"])} for r in runs],
     }  # fmt: skip
@@ -448,6 +450,8 @@ class Runner:
 def run_point(args, flags, config, method: str, params: dict, lane: Path) -> Path:
     """A one-point search, run anew unless one of these params finished (an interrupted one is
     run again: it is one trial)."""
+    from clear_ray.search.confirm import TUNED  # lazy: Ray Tune, not loaded by --help
+
     for state in sorted(args.output_dir.glob("lane-*/searches/*/state.json")):
         search = state.parent
         saved = json.loads(state.read_text()).get("config", {})
@@ -455,7 +459,7 @@ def run_point(args, flags, config, method: str, params: dict, lane: Path) -> Pat
         if (
             confirm.is_file()
             and all(saved.get(k) == v for k, v in config.items())
-            and json.loads(confirm.read_text())["configurations"]["tuned"]["params"] == params
+            and json.loads(confirm.read_text())["configurations"][TUNED]["params"] == params
         ):
             return search
     command = [sys.executable, "-u", "-m", "clear_ray.tune", *flags, "--output-dir", str(lane)]
