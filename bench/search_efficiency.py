@@ -10,17 +10,20 @@ Through the real CLI (``python -m clear_ray.tune``, one trial at a time, kernels
   Optuna's RandomSampler, seeded apart from the arms' seeds). RS and RS+ASHA of seed s are
   exact replays of it: a seeded draw without replacement, ASHA replayed on the full curves;
 - **the grid**: 3 learning rates × 3 retain weights × 2 L1 strengths, every epoch trained;
-- **live** TPE and TPE+ASHA searches, ``--trials`` each (the default search's 24), per seed;
+- **live** TPE and TPE+ASHA searches of 24 trials (the default search's), per sampler seed;
 - **Original's** selection- and report-fold values (the headroom gate's reference);
 - **confirm runs** of every configuration some arm selects at its budget: a one-point search
   (``--sampler grid``) with ``--confirm-seeds`` fresh seeds, scored on the report fold.
 
-Every trial, Original and confirm record is appended as one JSON line to the raw file as soon
-as its search ends; nothing is averaged before. bench/efficiency_analysis.py reads only that
-file and writes the tables, the verdict and the anytime plot (run at the end of each call).
+The budget B of seed s is what its TPE+ASHA search spent in trial-epochs; every arm of seed s
+is cut there (RS 2B at twice it). Every trial, Original and confirm record is appended as one
+JSON line to the raw file as soon as its search ends; nothing is averaged before.
+bench/efficiency_analysis.py reads only that file and writes the tables, the verdict (PASS,
+FAIL or NO HEADROOM by the pre-registered rule) and the anytime plot, beside the raw file; it
+runs at the end of each call.
 
     python bench/search_efficiency.py --smoke    # gd, 2 seeds, tiny pool: proves the pipeline
-    python bench/search_efficiency.py            # the study (~15 h of one core; see --help)
+    python bench/search_efficiency.py            # the study: 3 methods x 10 seeds, pool 100
 
 Resumable: rerun the same command. A search whose trial lines are in the raw file is skipped, an
 interrupted one is continued with ``--resume`` (bench/searches.py); the confirm stage runs only
@@ -529,8 +532,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.settings = SMOKE
     else:
         methods = tuple(m for m in args.methods.split(",") if m)
-        if not methods or args.seeds < 1 or args.pool < 2:
-            parser.exit(2, "error: need a method, --seeds >= 1 and --pool >= 2\n")
+        unknown = [m for m in methods if not (ROOT / "search_spaces" / f"{m}.yaml").is_file()]
+        if not methods or unknown or args.seeds < 1 or args.pool < 2:
+            parser.exit(
+                2,
+                f"error: need methods with a search_spaces/<method>.yaml (not {unknown}), "
+                "--seeds >= 1 and --pool >= 2\n",
+            )
         args.settings = Settings(methods=methods, seeds=tuple(range(args.seeds)),
                                  pool=args.pool, objective=args.objective)  # fmt: skip
     base = Path("/tmp/clear_ray_efficiency" + ("_smoke" if args.smoke else ""))

@@ -384,3 +384,15 @@ def test_trial_curves_are_read_in_trial_creation_order(tmp_path) -> None:
         [0.7, 0.8],
         [0.5],
     ]
+
+
+def test_bad_input_exits_2_with_nothing_written(tmp_path) -> None:
+    with pytest.raises(SystemExit) as exited:
+        efficiency.parse_args(["--methods", "gd,nosuch"])
+    assert exited.value.code == 2
+    raw = tmp_path / "runs.jsonl"
+    other = {"kind": "settings", "settings": {**efficiency.Settings().record(), "pool": 50}}
+    raw.write_text(json.dumps(other) + "\n")
+    output = tmp_path / "out"
+    assert efficiency.main(["--raw", str(raw), "--output-dir", str(output)]) == 2
+    assert raw.read_text() == json.dumps(other) + "\n" and not output.exists()
