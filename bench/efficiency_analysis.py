@@ -601,8 +601,8 @@ def plot(result: dict, path: Path) -> None:
             )
             q1, q2, q3 = np.nanpercentile(padded, [25, 50, 75], axis=0)
             steps = np.arange(1, width + 1)
-            axis.plot(steps, q2, label=arm)
-            axis.fill_between(steps, q1, q3, alpha=0.15)
+            axis.plot(steps, q2, label=arm, drawstyle="steps-post")
+            axis.fill_between(steps, q1, q3, alpha=0.15, step="post")
         budgets = [p.budget for p in record["pairs"]]
         if budgets:
             axis.axvline(statistics.median(budgets), color="grey", linestyle=":", label="B")
