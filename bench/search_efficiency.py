@@ -380,14 +380,15 @@ class Runner:
         print(f"[efficiency] {label}: {len(left)} of {len(items)} searches to run", flush=True)
 
         def one(item: Planned) -> Path:
+            started = time.time()
             found = self.search(item)
             with self.lock:
                 done[0] += item.trial_epochs
                 eta = eta_seconds(self.per_epoch, total - done[0], self.args.lanes)
                 when = "–" if eta is None else f"~{eta / 60:.0f} min"
-                print(f"[efficiency] {item.method} {item.source} seed {item.seed}: done "
-                      f"({done[0]:.0f}/{total:.0f} planned trial-epochs); ETA {when}",
-                      flush=True)  # fmt: skip
+                print(f"[efficiency] {item.method} {item.source} seed {item.seed}: done in "
+                      f"{time.time() - started:.0f} s ({done[0]:.0f}/{total:.0f} planned "
+                      f"trial-epochs); ETA {when}", flush=True)  # fmt: skip
             return found
 
         found = [one(left[0])] if left else []
