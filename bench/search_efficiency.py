@@ -373,8 +373,9 @@ class Runner:
                 self.per_epoch.append(took / spent)
         return found
 
-    def stage(self, items: list[Planned], label: str) -> list[Path]:
-        """Every item (the first alone: it makes the draw's data and references)."""
+    def stage(self, items: list[Planned], label: str, first_alone: bool = False) -> list[Path]:
+        """Every item, ``first_alone``: the first before the others (it makes the draw's data
+        and references, which the others then find cached)."""
         left = [item for item in items if not self.raw.has_trials(item)]
         total, done = sum(i.trial_epochs for i in left), [0.0]
         print(f"[efficiency] {label}: {len(left)} of {len(items)} searches to run", flush=True)
@@ -391,9 +392,10 @@ class Runner:
                       f"trial-epochs); ETA {when}", flush=True)  # fmt: skip
             return found
 
-        found = [one(left[0])] if left else []
+        alone = left[:1] if first_alone else []
+        found = [one(item) for item in alone]
         with ThreadPoolExecutor(self.args.lanes) as pool:
-            found += list(pool.map(one, left[1:]))
+            found += list(pool.map(one, left[len(alone) :]))
         return found
 
     def originals(self, pool_searches: dict[str, Path]) -> None:
@@ -576,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        runner.stage([p for p in planned if p.source == analysis.POOL], "pools")
+        runner.stage([p for p in planned if p.source == analysis.POOL], "pools", first_alone=True)
         pools = {p.method: find_search(args.output_dir, p.method, p.config)
                  for p in planned if p.source == analysis.POOL}  # fmt: skip
         runner.originals(pools)
