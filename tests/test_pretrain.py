@@ -10,6 +10,7 @@ from clear_ray.config import Config, resolve_config
 from clear_ray.data import drawing, synthetic
 from clear_ray.data.prompts import FACE_NAME_PROMPT
 from clear_ray.errors import ConfigError
+from clear_ray.kernels import pinned_settings
 from clear_ray.references import recipes
 from clear_ray.references.recipes import BASE, model_name
 
@@ -64,10 +65,16 @@ def test_pretraining_recipe_is_in_the_base_and_the_reference_cache_keys(source: 
     assert model_name(off, source, "gold") != model_name(cfg, source, "gold")
 
 
-def test_models_built_with_other_kernels_are_cached_under_other_names(source: str) -> None:
+def test_models_built_with_other_kernels_are_cached_under_other_names(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Pinned AVX2, the CPU's own instruction sets, another thread count and a GPU each give
     other weights from one recipe (clear_ray/kernels.py)."""
     cfg = Config()
+    # A setting in the environment wins over the pin (and an earlier test's driver code may
+    # have pinned this process): none here, so each config's own pins name its build.
+    for name in pinned_settings(cfg.search):
+        monkeypatch.delenv(name, raising=False)
     others = [
         cfg.replace({"search.pin_cpu_kernels": False}),
         cfg.replace({"search.cpus_per_worker": 2}),
