@@ -126,10 +126,10 @@ def test_each_failed_trial_is_one_start_and_one_failed_line(failed) -> None:
 def train_attempts(trial: str) -> int:
     """How many times Train started the workers of ``trial``: its controller's application log
     lines (the ``sys`` log repeats them), in the Ray session logs (Ray's temp folder; the run
-    is named after the trial), each file once."""
+    is named after the trial; RAY_TMPDIR when set), each file once."""
     logs = {  # resolved: session_latest links to one of the sessions
         path.resolve()
-        for path in Path(tempfile.gettempdir(), "ray").glob(
+        for path in Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir(), "ray").glob(
             "session_*/logs/train/ray-train-app-controller-*"
         )
     }
