@@ -60,17 +60,16 @@ def init_ray(search: SearchConfig) -> None:
     address = os.environ.get("RAY_ADDRESS", "")
     refused = unanswered(address)
     if refused:
-        raise RayStartFailed(refused)
+        raise RayStartFailed(refused, address)
     try:
         ray.init(
-            ignore_reinit_error=True,
             log_to_driver=False,
             include_dashboard=search.ray_dashboard,
             runtime_env={"env_vars": {**ray_env_vars(), **kernel_env(search)}},
         )
     except Exception as error:  # Ray raises RuntimeError, ConnectionError, bare Exception...
         ray.shutdown()  # whatever of a local Ray had started
-        raise RayStartFailed(str(error) or repr(error)) from None
+        raise RayStartFailed(str(error) or repr(error), address) from None
 
 
 def unanswered(address: str) -> str | None:
@@ -92,9 +91,8 @@ class RayStartFailed(SearchStopped):
     place of Ray's traceback. On a loaded machine a local start can time out waiting for its
     own processes ("Deadline Exceeded"), and a second try usually works."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, address: str) -> None:
         reason = (reason.strip().splitlines() or ["no reason given"])[0][:300]
-        address = os.environ.get("RAY_ADDRESS")
         if address:
             what = f"could not join the Ray cluster at RAY_ADDRESS={address}: {reason}"
             then = "once the cluster is up (or without RAY_ADDRESS, for a local Ray)"
