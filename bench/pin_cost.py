@@ -8,10 +8,11 @@ fresh process with the environment of its arm; pairs alternate which arm runs fi
 the machine's load falls on both arms alike. Process CPU time (``time.process_time``) is the
 primary measure: on a shared machine it moves far less with other work than wall time does.
 
-The workload is the tiny preset at the demo's shapes (models/tiny.py): LoRA-free training steps
-of the whole model (AdamW, batch 8 of image + 48 text tokens) and no-grad scoring passes (batch
-32). It is the compute inside a demo, not the demo: Ray, imports and evaluation bookkeeping are
-not pinned and cost the same in both arms, so the demo's relative cost is smaller than this.
+The workload is bench/tiny_workload.py, the tiny preset at the demo's shapes: LoRA-free training
+steps of the whole model (AdamW, batch 8 of image + 48 text tokens) and no-grad scoring passes
+(batch 32, per-sequence NLL). It is the compute inside a demo, not the demo: Ray, imports and
+evaluation bookkeeping are not pinned and cost the same in both arms, so the demo's relative
+cost is smaller than this.
 
     python bench/pin_cost.py                     # 5 pairs, appends to bench/results/pin_cost.jsonl
     python bench/pin_cost.py --pairs 1 --steps 20  # a quick look
@@ -28,12 +29,13 @@ import sys
 import time
 from pathlib import Path
 
+from tiny_workload import tiny_workload
+
 from clear_ray.config import SearchConfig
 from clear_ray.kernels import pinned_settings
 from clear_ray.provenance import machine_summary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pin_cost.jsonl"
-TRAIN_BATCH, SCORE_BATCH, TEXT_TOKENS = 8, 32, 48
 ARMS = ("pinned", "unpinned")
 
 
@@ -56,39 +58,15 @@ def measure(steps: int, passes: int) -> dict[str, float]:
     scoring passes of the tiny model, after one untimed warm-up of each."""
     import torch
 
-    from clear_ray.models.shapes import TINY_SHAPE
-    from clear_ray.models.tiny import build_tiny_llava, train_tokenizer
-
-    torch.manual_seed(0)
-    words = [f"w{i}" for i in range(400)]
-    tokenizer = train_tokenizer(" ".join(words[i : i + 20]) for i in range(0, 400, 5))
-    model = build_tiny_llava(tokenizer, seed=0)
-    image_token = model.config.image_token_index
-
-    def batch(size: int) -> dict[str, torch.Tensor]:
-        text = torch.randint(4, len(tokenizer), (size, TEXT_TOKENS))
-        images = torch.full((size, TINY_SHAPE.image_tokens), image_token)
-        ids = torch.cat([text[:, :1], images, text[:, 1:]], dim=1)
-        pixels = torch.randn(size, 3, TINY_SHAPE.image_size, TINY_SHAPE.image_size)
-        return {"input_ids": ids, "pixel_values": pixels, "labels": ids.clone()}
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def train_step() -> None:
-        loss = model(**batch(TRAIN_BATCH)).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
-    def score_pass() -> None:
-        with torch.no_grad():
-            model(**{k: v for k, v in batch(SCORE_BATCH).items() if k != "labels"})
-
+    workload = tiny_workload(seed=0)
     out = {
         "capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
     }
-    for name, work, count in (("train", train_step, steps), ("score", score_pass, passes)):
+    for name, work, count in (
+        ("train", workload.train_step, steps),
+        ("score", workload.score_pass, passes),
+    ):
         work()  # warm-up: first dispatch, allocator
         cpu, wall = time.process_time(), time.perf_counter()
         for _ in range(count):
@@ -138,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         order = ARMS if pair % 2 == 0 else ARMS[::-1]
         line = {"pair": pair, "first": order[0], "steps": args.steps, "passes": args.passes,
                 "machine": machine, "date": time.strftime("%Y-%m-%d"),
+                "pins": pinned_settings(SearchConfig(pin_cpu_kernels=True)),
                 "load_1min": os.getloadavg()[0]}  # fmt: skip
         for arm in order:
             line[arm] = run_arm(arm, args.steps, args.passes)

@@ -10,9 +10,14 @@ dispatcher (a variable the user already set wins, and the provenance tags say wh
 - ``ATEN_CPU_CAPABILITY=avx2``: ATen's vectorised kernels (``aten/src/ATen/native/
   DispatchStub.cpp`` reads it, capped at what the CPU has);
 - ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN's JIT kernels;
-- ``MKL_CBWR=AVX2`` with ``MKL_DYNAMIC=FALSE``: MKL's conditional numerical reproducibility
-  mode, the BLAS under every linear layer (``MKL_ENABLE_INSTRUCTIONS`` only caps the ISA, it
-  is not a reproducibility mode);
+- ``MKL_CBWR=COMPATIBLE`` with ``MKL_DYNAMIC=FALSE``: MKL's conditional numerical
+  reproducibility mode, the BLAS under every linear layer and the vector maths under
+  ``torch.exp``. COMPATIBLE is the one branch that gives the same results on Intel and other
+  x86 CPUs; MKL's AVX2 branch holds on Intel CPUs only, and elsewhere "the AUTO branch is used
+  instead" (oneMKL developer guide, "Getting Started with Conditional Numerical
+  Reproducibility"): with it, an AMD EPYC and an emulated Intel Haswell gave other bits for
+  ``F.linear`` and ``torch.exp``, with COMPATIBLE the same (bench/cross_cpu.py, bench/RESULTS.md).
+  ``MKL_ENABLE_INSTRUCTIONS`` only caps the ISA, it is not a reproducibility mode;
 - ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` = the worker's CPUs: reductions are split per thread.
 
 ``torch.use_deterministic_algorithms`` does nothing for differences across instruction sets.
@@ -35,7 +40,7 @@ def pinned_settings(search: SearchConfig) -> dict[str, str]:
     return {
         "ATEN_CPU_CAPABILITY": "avx2",
         "ONEDNN_MAX_CPU_ISA": "AVX2",
-        "MKL_CBWR": "AVX2",
+        "MKL_CBWR": "COMPATIBLE",
         "MKL_DYNAMIC": "FALSE",
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,

@@ -33,13 +33,13 @@ def test_a_cpu_search_is_pinned_to_avx2_with_one_thread_per_cpu(clean_env) -> No
     assert pinned_settings(search()) == {
         "ATEN_CPU_CAPABILITY": "avx2",
         "ONEDNN_MAX_CPU_ISA": "AVX2",
-        "MKL_CBWR": "AVX2",
+        "MKL_CBWR": "COMPATIBLE",
         "MKL_DYNAMIC": "FALSE",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
     assert pinned_settings(search(cpus_per_worker=4.0))["OMP_NUM_THREADS"] == "4"
-    assert kernels_tag(search()).startswith("pinned: ATEN_CPU_CAPABILITY=avx2, MKL_CBWR=AVX2")
+    assert kernels_tag(search()).startswith("pinned: ATEN_CPU_CAPABILITY=avx2, MKL_CBWR=COMPATIBLE")
 
 
 def test_gpu_searches_and_the_switch_off_are_not_pinned(clean_env) -> None:
@@ -49,9 +49,9 @@ def test_gpu_searches_and_the_switch_off_are_not_pinned(clean_env) -> None:
 
 
 def test_the_users_setting_wins_and_the_tag_says_so(clean_env, monkeypatch) -> None:
-    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
-    assert kernel_env(search())["MKL_CBWR"] == "COMPATIBLE"
-    assert "MKL_CBWR=COMPATIBLE" in kernels_tag(search())
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    assert kernel_env(search())["MKL_CBWR"] == "AVX2"
+    assert "MKL_CBWR=AVX2" in kernels_tag(search())
 
 
 def test_a_ray_jobs_missing_pins_are_those_it_lacks_or_sets_otherwise(clean_env) -> None:
@@ -88,7 +88,7 @@ def test_a_ray_this_process_started_without_the_pins_is_refused(
             cluster.init_ray(search())
 
     joined(cluster.ray_env_vars())
-    with pytest.raises(ConfigError, match=r"without ATEN_CPU_CAPABILITY=avx2, MKL_CBWR=AVX2"):
+    with pytest.raises(ConfigError, match=r"without ATEN_CPU_CAPABILITY=avx2, MKL_CBWR=COMPATIBLE"):
         run()
     joined({**cluster.ray_env_vars(), **pinned_settings(search())})
     run()  # a pinned Ray is joined as it is
@@ -131,6 +131,6 @@ def test_the_driver_and_its_ray_tasks_run_pinned_kernels(tmp_path: Path) -> None
     expected = "AVX2" if " avx2" in flags else "DEFAULT"  # capped at what the CPU has
     for process in ("driver", "task"):
         assert seen[process]["capability"] == expected, seen
-        assert seen[process]["MKL_CBWR"] == "AVX2"
+        assert seen[process]["MKL_CBWR"] == "COMPATIBLE"
         assert seen[process]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
     assert seen["task"]["threads"] == 1
