@@ -238,18 +238,22 @@ def eta_seconds(per_epoch: list[float], epochs_left: float, lanes: int) -> float
 
 
 class Raw:
-    """The raw file, appended one line at a time under a lock (lanes finish at once)."""
+    """The raw file, appended one line at a time under a lock (lanes finish at once). Every
+    line names the commit and the machine (CPU model, kernel level, pins) it ran on: the
+    study's draw is pinned, and its CPU type is part of the draw (PREREGISTRATION.md)."""
 
-    def __init__(self, path: Path, commit: str = "") -> None:
-        self.path, self.commit, self.lock = path, commit, threading.Lock()
+    def __init__(self, path: Path, commit: str = "", machine: str = "") -> None:
+        self.path, self.commit, self.machine = path, commit, machine
+        self.lock = threading.Lock()
         self.lines = analysis.read_raw([path]) if path.is_file() else []
 
     def append(self, lines: list[dict]) -> None:
+        stamp = {"commit": self.commit, "machine": self.machine}
         with self.lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as handle:
                 for line in lines:
-                    handle.write(json.dumps({**line, "commit": self.commit}, sort_keys=True))
+                    handle.write(json.dumps({**line, **stamp}, sort_keys=True))
                     handle.write("\n")
             self.lines += lines
 
@@ -483,6 +487,16 @@ def run_point(args, flags, config, method: str, params: dict, lane: Path) -> Pat
 # ---------------------------------------------------------------- driver
 
 
+def searched_machine() -> str:
+    """This machine's summary with the kernel pins its searches run under (the CLI pins its
+    Ray processes itself; ``search.pin_cpu_kernels`` is on by default)."""
+    from clear_ray.config import SearchConfig
+    from clear_ray.kernels import kernels_tag
+    from clear_ray.provenance import machine_summary
+
+    return f"{machine_summary()}; kernels {kernels_tag(SearchConfig())}"
+
+
 def checkout_commit() -> str:
     """HEAD of this checkout, ``-dirty`` with uncommitted changes to tracked files: every raw
     line records what ran it."""
@@ -554,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = args.settings
     try:
-        raw = Raw(args.raw, checkout_commit())
+        raw = Raw(args.raw, checkout_commit(), searched_machine())
     except analysis.RawFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Pinned CPU kernels: a CPU search gives the same numbers on any x86-64 machine with AVX2.
+"""Pinned CPU kernels, so that a CPU search's numbers depend on the CPU as little as they can.
 
 Why: torch's vectorised kernels, oneDNN and MKL each dispatch on the instruction set, and each
 instruction set rounds differently. The tiny preset's pretraining and finetunes amplify that
@@ -21,6 +21,8 @@ dispatcher (a variable the user already set wins, and the provenance tags say wh
 - ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` = the worker's CPUs: reductions are split per thread.
 
 ``torch.use_deterministic_algorithms`` does nothing for differences across instruction sets.
+What no setting pins: kernels that use the CPU's estimate instructions (``rsqrtps``, ``rcpps``)
+give each CPU design's own bits; docs/reproducibility.md says how far the pins are checked.
 GPU runs are not pinned: their numbers come from the GPU's kernels.
 """
 

@@ -358,6 +358,18 @@ def test_trial_lines_keep_every_epoch_and_task(tmp_path) -> None:
     assert line["epochs"][0]["tasks"] == {"forget_captions": [-3.0, 0.4, 30.0]}
 
 
+def test_every_raw_line_names_its_commit_and_machine(tmp_path) -> None:
+    path = tmp_path / "raw.jsonl"
+    raw = efficiency.Raw(path, "abc123", "x86_64, 2 cores, AMD EPYC; kernels pinned: …")
+    raw.append([{"kind": "original", "method": "gd"}, {"kind": "confirm", "method": "gd"}])
+    lines = [json.loads(text) for text in path.read_text().splitlines()]
+    assert [(line["kind"], line["commit"], line["machine"]) for line in lines] == [
+        ("original", "abc123", "x86_64, 2 cores, AMD EPYC; kernels pinned: …"),
+        ("confirm", "abc123", "x86_64, 2 cores, AMD EPYC; kernels pinned: …"),
+    ]
+    assert "MKL_CBWR=" in efficiency.searched_machine()
+
+
 def test_a_point_space_loads_with_its_exact_values(tmp_path) -> None:
     from clear_ray.search.space import load_space
 
