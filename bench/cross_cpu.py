@@ -36,13 +36,20 @@ import sys
 import time
 from pathlib import Path
 
-from pin_cost import ARMS, arm_env
+from pin_cost import arm_env
 from tiny_workload import tiny_workload
 
 from clear_ray.provenance import machine_summary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cross_cpu.jsonl"
 NATIVE = "native"
+# The pinned and unpinned arms of bench/pin_cost.py, and the pin as it was until 2026-12-07
+# (MKL's AVX2 branch, which MKL honours on Intel CPUs only).
+ARMS = {
+    "pinned": lambda: arm_env("pinned"),
+    "unpinned": lambda: arm_env("unpinned"),
+    "pinned-mkl-avx2": lambda: {**arm_env("pinned"), "MKL_CBWR": "AVX2"},
+}
 STAGES = ("losses", "parameters", "nll", "metrics")
 PARAPHRASED, PERTURBED = 8, 3  # a scoring pass's 32 NLLs as 8 items with 3 distractors each
 
@@ -131,7 +138,7 @@ def run(cpu: str, arm: str, steps: int) -> dict:
     emulator = [] if cpu == NATIVE else [shutil.which("qemu-x86_64") or "qemu-x86_64", "-cpu", cpu]
     command = [*emulator, sys.executable, __file__, "--measure", "--steps", str(steps)]
     started = time.perf_counter()
-    result = subprocess.run(command, env=arm_env(arm), capture_output=True, text=True)
+    result = subprocess.run(command, env=ARMS[arm](), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()[-400:]}")
     measured = json.loads(result.stdout.strip().splitlines()[-1])
@@ -152,9 +159,9 @@ def differing_ops(line: dict, reference: dict) -> list[str]:
 
 
 def summary(lines: list[dict]) -> list[str]:
-    """Per arm and emulated CPU: same bits as this machine's CPU, or the first stage that
-    differs; and per arm a verdict (the pinned arm should agree everywhere, the unpinned arm
-    should not, or the check could not have failed)."""
+    """Per arm and emulated CPU: the same bits as this machine's CPU, or the first stage that
+    differs and the kernels that do. The unpinned arm is the control: it should differ, or
+    the check could not have failed."""
     out = []
     for arm in ARMS:
         runs = [line for line in lines if line["arm"] == arm]
@@ -187,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         "--cpus", default="Haswell,EPYC-Rome", help="QEMU CPU models (qemu-x86_64 -cpu help)"
     )
     parser.add_argument("--steps", type=int, default=20, help="training steps per run")
+    parser.add_argument(
+        "--arms", default="pinned,unpinned", help=f"comma-separated, of {', '.join(ARMS)}"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="raw results, a JSON line a run")
     # One run's measurement, in the process that run() starts with the arm's environment.
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -199,10 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, "error: qemu-x86_64 not found (Debian: apt install qemu-user)\n")
     if args.steps < 1:
         parser.exit(2, "error: --steps must be at least 1\n")
+    arms = [arm for arm in args.arms.split(",") if arm]
+    if not arms or set(arms) - set(ARMS):
+        parser.exit(2, f"error: --arms takes {', '.join(ARMS)}, not {args.arms!r}\n")
     context = {"date": time.strftime("%Y-%m-%d"), "machine": machine_summary(), "steps": args.steps}
     lines = []
     for cpu in [NATIVE, *cpus]:
-        for arm in ARMS:
+        for arm in arms:
             line = {**context, **run(cpu, arm, args.steps)}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             with args.out.open("a") as handle:

@@ -53,8 +53,26 @@ def test_the_digest_reads_the_bits_of_tensors_and_arrays_alike() -> None:
     assert cross_cpu.digest(values[:1], values[1:]) == cross_cpu.digest(values)
 
 
-def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--steps", "0"], "error: --steps must be at least 1\n"),
+        (["--arms", "pinned,avx9"], "error: --arms takes pinned, unpinned, pinned-mkl-avx2, "
+         "not 'pinned,avx9'\n"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture, tmp_path
+) -> None:
+    out = tmp_path / "raw.jsonl"
     with pytest.raises(SystemExit) as stopped:
-        cross_cpu.main(["--cpus", "", "--steps", "0"])
+        cross_cpu.main(["--cpus", "", "--out", str(out), *flags])
     assert stopped.value.code == 2
-    assert capsys.readouterr().err == "error: --steps must be at least 1\n"
+    assert capsys.readouterr().err == message
+    assert not out.exists()
+
+
+def test_the_former_pin_differs_from_todays_in_mkls_branch_only() -> None:
+    pinned, former = cross_cpu.ARMS["pinned"](), cross_cpu.ARMS["pinned-mkl-avx2"]()
+    assert pinned["MKL_CBWR"] == "COMPATIBLE" and former["MKL_CBWR"] == "AVX2"
+    assert {**former, "MKL_CBWR": "COMPATIBLE"} == pinned
