@@ -21,8 +21,10 @@ dispatcher (a variable the user already set wins, and the provenance tags say wh
 - ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` = the worker's CPUs: reductions are split per thread.
 
 ``torch.use_deterministic_algorithms`` does nothing for differences across instruction sets.
-What no setting pins: kernels that use the CPU's estimate instructions (``rsqrtps``, ``rcpps``)
-give each CPU design's own bits; docs/reproducibility.md says how far the pins are checked.
+What is not shown pinned: MKL's vector-maths square root under ``torch.sqrt`` (AdamW's
+denominator) runs one kernel whatever ``MKL_CBWR`` says, and emulation cannot say whether it
+gives the same bits on Intel and AMD CPUs; docs/reproducibility.md says how far the pins are
+checked.
 GPU runs are not pinned: their numbers come from the GPU's kernels.
 """
 
