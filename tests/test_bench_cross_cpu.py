@@ -34,9 +34,11 @@ def test_the_summary_names_the_first_stage_whose_bits_differ() -> None:
     ]
     assert cross_cpu.summary(lines) == [
         "pinned (AVX2 here): Haswell (AVX2): the same bits; "
-        "EPYC-Rome (AVX2): other bits from the nll on, other kernels: sqrt",
+        "EPYC-Rome (AVX2): other bits from the nll on, other kernels: sqrt; "
+        "EPYC-Rome against Haswell: other bits from the nll on, other kernels: sqrt",
         "unpinned (AVX512 here): Haswell (AVX2): other bits from the losses on, "
-        "other kernels: exp; EPYC-Rome (AVX2): other bits from the losses on, other kernels: exp",
+        "other kernels: exp; EPYC-Rome (AVX2): other bits from the losses on, other kernels: exp; "
+        "EPYC-Rome against Haswell: the same bits",
     ]
 
 
