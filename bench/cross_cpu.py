@@ -9,8 +9,8 @@ vendor (MKL takes other paths on Intel than on AMD), no AVX-512. QEMU's TCG emul
 instruction's IEEE result, so what differs between the runs is which instructions the
 libraries chose, with one exception: the estimate instructions (``rsqrtps``, ``rcpps``), which
 QEMU computes exactly and a CPU to 12 bits of its own design. A kernel that uses them differs
-under QEMU from every real CPU, so it is compared between the emulated CPUs only. QEMU 7.2
-emulates AVX2 at most, which is the instruction set the pin claims to cover.
+under QEMU from every real CPU; for it only the emulated CPUs compared with each other count.
+QEMU 7.2 emulates AVX2 at most, which is the instruction set the pin claims to cover.
 
 Each run is a fresh process with its arm's environment (bench/pin_cost.py's ``arm_env``): it
 scores a batch, trains ``--steps`` AdamW steps of the tiny model (bench/tiny_workload.py) and
