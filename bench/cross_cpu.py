@@ -112,7 +112,8 @@ def measure(steps: int) -> dict:
 
     def log_tr(nll: np.ndarray) -> np.ndarray:
         items = nll[: PARAPHRASED * (1 + PERTURBED)]
-        return metrics.log_truth_ratios(items[:PARAPHRASED], items[PARAPHRASED:].reshape(-1, 3))
+        perturbed = items[PARAPHRASED:].reshape(PARAPHRASED, PERTURBED)
+        return metrics.log_truth_ratios(items[:PARAPHRASED], perturbed)
 
     model, gold = log_tr(after), log_tr(before)
     values = {
