@@ -3,10 +3,11 @@ unpinned, in fresh processes run in interleaved pairs.
 
 ``search.pin_cpu_kernels`` (clear_ray/kernels.py) caps ATen and oneDNN at AVX2 and puts MKL on its
 COMPATIBLE branch so that a CPU search gives the same numbers on any x86-64 machine with AVX2. On
-a CPU with AVX-512 that may cost speed. Each library reads its variable when it first dispatches, so each measurement is a
-fresh process with the environment of its arm; pairs alternate which arm runs first, so drift of
-the machine's load falls on both arms alike. Process CPU time (``time.process_time``) is the
-primary measure: on a shared machine it moves far less with other work than wall time does.
+a CPU with AVX-512 that may cost speed. Each library reads its variable when it first
+dispatches, so each measurement is a fresh process with the environment of its arm; pairs
+alternate which arm runs first, so drift of the machine's load falls on both arms alike.
+Process CPU time (``time.process_time``) is the primary measure: on a shared machine it moves
+far less with other work than wall time does. bench/demo_pin_cost.py times the whole demo.
 
 The workload is bench/tiny_workload.py, the tiny preset at the demo's shapes: LoRA-free training
 steps of the whole model (AdamW, batch 8 of image + 48 text tokens) and no-grad scoring passes

@@ -30,13 +30,13 @@ def test_only_the_flag_decides_the_arm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_summary_is_each_arms_median_and_compares_the_pinned_leaderboards() -> None:
     def line(arm: str, wall: float, cpu: float, digest: str = "a") -> dict:
-        return {"arm": arm, "wall_s": wall, "unniced_user_cpu_s": cpu, "leaderboard_sha256": digest}
+        return {"arm": arm, "wall_s": wall, "machine_cpu_s": cpu, "leaderboard_sha256": digest}
 
     lines = [line("pinned", 1200, 2000), line("unpinned", 1000, 1500, "b"),
              line("unpinned", 900, 1700, "c"), line("pinned", 1300, 2200)]  # fmt: skip
     assert demo_pin_cost.summary(lines) == (
         "wall_s median pinned 1250 / unpinned 950 = 1.316; "
-        "unniced_user_cpu_s median pinned 2100 / unpinned 1600 = 1.312; "
+        "machine_cpu_s median pinned 2100 / unpinned 1600 = 1.312; "
         "pinned leaderboards identical"
     )
     lines[3]["leaderboard_sha256"] = "z"
