@@ -10,7 +10,7 @@ falls on both arms alike. Measures: wall seconds, and the CPU seconds the whole 
 busy (``/proc/stat``), which is the demo's own CPU time on an otherwise quiet machine: run it
 alone (Ray starts its workers at ``nice 15``, so niced background work still takes a share).
 Two pinned runs must give the same leaderboard to the digit; the SHA-256 of each run's
-``leaderboard_full.csv`` shows it.
+``leaderboard_full.csv`` (trial ids left out) shows it.
 
     python bench/demo_pin_cost.py --work-dir /tmp/demo-pin-cost        # 2 pairs, appends raw lines
 """
@@ -18,6 +18,7 @@ Two pinned runs must give the same leaderboard to the digit; the SHA-256 of each
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -62,8 +63,12 @@ def busy_cpu_seconds() -> float:
 
 
 def leaderboard_digest(output_dir: Path) -> str:
+    """SHA-256 of the run's ``leaderboard_full.csv`` without its ``trial`` column: Ray Tune
+    draws trial ids at random, every number is what must repeat."""
     (board,) = output_dir.glob("searches/*/leaderboard_full.csv")
-    return hashlib.sha256(board.read_bytes()).hexdigest()
+    with board.open(newline="") as handle:
+        rows = [{**row, "trial": ""} for row in csv.DictReader(handle)]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def run_demo(arm: str, output_dir: Path) -> dict:

@@ -41,3 +41,17 @@ def test_the_summary_is_each_arms_median_and_compares_the_pinned_leaderboards() 
     )
     lines[3]["leaderboard_sha256"] = "z"
     assert demo_pin_cost.summary(lines).endswith("pinned leaderboards DIFFER")
+
+
+def test_the_leaderboard_digest_leaves_out_the_random_trial_ids(tmp_path: Path) -> None:
+    def board(run: str, trial: str, value: str) -> Path:
+        folder = tmp_path / run / "searches" / "dpo-1"
+        folder.mkdir(parents=True)
+        text = f'model,trial,log FQ\nOriginal,,-6.75\n"dpo (tuned, 3 seeds)",{trial},{value}\n'
+        (folder / "leaderboard_full.csv").write_text(text)
+        return tmp_path / run
+
+    first, second = board("a", "eacc5970", "-6.5767"), board("b", "538edaea", "-6.5767")
+    other = board("c", "eacc5970", "-6.5768")
+    digest = demo_pin_cost.leaderboard_digest
+    assert digest(first) == digest(second) != digest(other)
