@@ -220,6 +220,16 @@ def line_of(**changes) -> str:
             [line_of(), line_of(seed=2, original_objective=-9.0)],
             "runs.jsonl:2: draw 0: Original's objective -9.0 differs from earlier lines' -15.0",
         ),
+        (
+            [line_of(), line_of(seed=2, cpu="Intel Xeon Platinum 8481C")],
+            "runs.jsonl:2: draw 0 ran with cpu Intel Xeon Platinum 8481C, earlier lines with "
+            "AMD EPYC 9B14: a draw runs whole on one commit and CPU type",
+        ),
+        (
+            [line_of(), line_of(seed=2, pins={"MKL_CBWR": "COMPATIBLE"})],
+            "runs.jsonl:2: draw 0 ran with pins {'MKL_CBWR': 'COMPATIBLE'}, earlier lines with",
+        ),
+        ([line_of(), line_of(seed=2, commit="f30a824")], "draw 0 ran with commit f30a824"),
         ([""], "runs.jsonl: no runs"),
     ],
 )

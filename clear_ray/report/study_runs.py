@@ -189,7 +189,10 @@ def read_runs(path: Path) -> list[StudyRun]:
 
 
 def _check_consistent(earlier: list[StudyRun], run: StudyRun, where: str) -> None:
-    """The same objective on every line; a draw's lines agree on its seeds and Original."""
+    """The same objective on every line; a draw's lines agree on its seeds, its Original, and
+    where they ran: one commit, one CPU type and one set of kernel pins (bench/PREREGISTRATION.md,
+    amendment on the CPU type: a draw runs whole on one CPU type, since pinned kernels are not
+    shown to give the same bits on two)."""
     if earlier and earlier[0].objective_name != run.objective_name:
         raise RawFileError(
             f"{where}: objective {run.objective_name}, earlier lines {earlier[0].objective_name}"
@@ -204,6 +207,12 @@ def _check_consistent(earlier: list[StudyRun], run: StudyRun, where: str) -> Non
             f"{where}: draw {run.draw.index}: Original's objective {run.original_objective} "
             f"differs from earlier lines' {same.original_objective}"
         )
+    for name in ("commit", "cpu", "cpu_capability", "pins"):
+        if getattr(same, name) != getattr(run, name):
+            raise RawFileError(
+                f"{where}: draw {run.draw.index} ran with {name} {getattr(run, name)}, earlier "
+                f"lines with {getattr(same, name)}: a draw runs whole on one commit and CPU type"
+            )
 
 
 def append_run(path: Path, run: StudyRun) -> None:
