@@ -77,15 +77,31 @@ def device_name() -> str:
     return f"cuda:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_model(cpuinfo: str) -> str | None:
+    """The first CPU's model name in /proc/cpuinfo's text, with its family, model and stepping
+    numbers: a hypervisor may mask the name (a cloud VM's "AMD EPYC" is any of several
+    generations), and the numbers still tell the microarchitecture. None without a name."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block only
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    if "model name" not in fields:
+        return None
+    keys = ("cpu family", "model", "stepping")
+    numbers = [f"{key} {fields[key]}" for key in keys if key in fields]
+    return f"{fields['model name']} ({', '.join(numbers)})" if numbers else fields["model name"]
+
+
 def cpu_name() -> str:
-    """The CPU's model name: /proc/cpuinfo's on Linux, ``platform.processor()`` elsewhere."""
+    """The CPU's model name and numbers (``cpu_model``) on Linux, ``platform.processor()``
+    elsewhere."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        name = cpu_model(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        name = None
+    return name or platform.processor() or "unknown"
 
 
 def cpu_capability() -> str:
