@@ -28,12 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-from clear_ray.config import SearchConfig
-from clear_ray.kernels import pinned_settings
+from pin_cost import ARMS, caller_env_without_pins, search_pins
+
 from clear_ray.provenance import machine_summary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo_pin_cost.jsonl"
-ARMS = ("pinned", "unpinned")
 DEMO = ("-m", "clear_ray.tune", "--method", "dpo")
 
 
@@ -45,12 +44,6 @@ def arm_order(runs: int) -> list[str]:
 def demo_command(arm: str, output_dir: Path) -> list[str]:
     unpin = ["--set", "search.pin_cpu_kernels=false"] if arm == "unpinned" else []
     return [sys.executable, *DEMO, "--output-dir", str(output_dir), *unpin]
-
-
-def demo_env() -> dict[str, str]:
-    """The caller's environment without any pin variable, so that only the flag decides."""
-    pins = pinned_settings(SearchConfig(pin_cpu_kernels=True))
-    return {name: value for name, value in os.environ.items() if name not in pins}
 
 
 def busy_cpu_seconds() -> float:
@@ -77,9 +70,12 @@ def run_demo(arm: str, output_dir: Path) -> dict:
     load, cpu, wall = os.getloadavg()[0], busy_cpu_seconds(), time.perf_counter()
     with (output_dir / "demo.log").open("w") as log:
         subprocess.run(
-            demo_command(arm, output_dir), env=demo_env(), stdout=log, stderr=subprocess.STDOUT,
+            demo_command(arm, output_dir),
+            env=caller_env_without_pins(),  # only the flag decides the arm
+            stdout=log,
+            stderr=subprocess.STDOUT,
             check=True,
-        )  # fmt: skip
+        )
     return {
         "arm": arm,
         "wall_s": round(time.perf_counter() - wall, 1),
@@ -118,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.runs < 2:
         parser.error("--runs must be at least 2 (one run per arm)")
     common = {"machine": machine_summary(), "date": time.strftime("%Y-%m-%d"),
-              "pins": pinned_settings(SearchConfig(pin_cpu_kernels=True)),
+              "pins": search_pins(),
               "command": " ".join(["python", *DEMO])}  # fmt: skip
     lines = []
     for index, arm in enumerate(arm_order(args.runs)):

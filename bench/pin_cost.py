@@ -43,15 +43,26 @@ ARMS = ("pinned", "unpinned")
 THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def search_pins() -> dict[str, str]:
+    """The variables and values a pinned CPU search sets (clear_ray/kernels.py)."""
+    return pinned_settings(SearchConfig(pin_cpu_kernels=True))
+
+
+def caller_env_without_pins() -> dict[str, str]:
+    """The caller's environment less every variable the pin sets: no arm inherits the
+    caller's own pin."""
+    pins = search_pins()
+    return {name: value for name, value in os.environ.items() if name not in pins}
+
+
 def arm_env(arm: str) -> dict[str, str]:
     """The environment of one measurement: the search's pin settings, or only their thread
     counts. Ray gives every worker ``OMP_NUM_THREADS`` = its CPUs whether pinned or not, so
     the unpinned arm keeps one thread too; what differs is the instruction sets (a variable
     of the caller's own environment is dropped in both arms)."""
-    pinned = pinned_settings(SearchConfig(pin_cpu_kernels=True))
-    env = {name: value for name, value in os.environ.items() if name not in pinned}
+    pinned = search_pins()
     kept = pinned if arm == "pinned" else {name: pinned[name] for name in THREADS}
-    return {**env, **kept}
+    return {**caller_env_without_pins(), **kept}
 
 
 def measure(steps: int, passes: int) -> dict[str, float]:
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         order = ARMS if pair % 2 == 0 else ARMS[::-1]
         line = {"pair": pair, "first": order[0], "steps": args.steps, "passes": args.passes,
                 "machine": machine, "date": time.strftime("%Y-%m-%d"),
-                "pins": pinned_settings(SearchConfig(pin_cpu_kernels=True)),
+                "pins": search_pins(),
                 "load_1min": os.getloadavg()[0]}  # fmt: skip
         for arm in order:
             line[arm] = run_arm(arm, args.steps, args.passes)

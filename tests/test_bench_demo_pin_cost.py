@@ -20,7 +20,7 @@ def test_runs_alternate_abba_so_a_drift_falls_on_both_arms() -> None:
 def test_only_the_flag_decides_the_arm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MKL_CBWR", "AVX2")  # a caller's own pin would decide for the driver
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")
-    env = demo_pin_cost.demo_env()
+    env = demo_pin_cost.caller_env_without_pins()  # so that only the flag decides
     assert "MKL_CBWR" not in env and "ATEN_CPU_CAPABILITY" not in env
     pinned = demo_pin_cost.demo_command("pinned", Path("/o"))
     unpinned = demo_pin_cost.demo_command("unpinned", Path("/o"))
