@@ -79,7 +79,7 @@ def device_name() -> str:
 
 def cpu_model(cpuinfo: str) -> str | None:
     """The first CPU's model name in /proc/cpuinfo's text, with its family, model and stepping
-    numbers: a hypervisor may mask the name (a cloud VM's "AMD EPYC" is any of several
+    numbers: a hypervisor may mask the name (a cloud virtual machine's "AMD EPYC" is any of several
     generations), and the numbers still tell the microarchitecture. None without a name."""
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
