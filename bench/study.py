@@ -39,6 +39,7 @@ checkout with uncommitted changes to tracked files.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import statistics
@@ -52,6 +53,7 @@ from searches import find_search, run_logged
 from study_measures import DRAW_FILE, FOLDER, MACHINE_FILE
 
 import clear_ray
+from clear_ray.cache import write_atomic
 from clear_ray.eval.names import FORGET_DISTANCE, FORGET_QUALITY_TASKS, ITEM_COUNT, KS_STATISTIC
 from clear_ray.report.study_runs import (
     DEFAULT,
@@ -588,6 +590,20 @@ def setup_frozen(directory: Path, commit: str, draws: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- driver
 
 
+def add_wall(walls_file: Path, key: str, seconds: float) -> dict[str, float]:
+    """Add ``seconds`` to ``key``'s wall time in ``walls_file`` and return all of it. Lanes that
+    share an output dir (``--methods`` split over two processes) share the file, so it is read
+    again under a lock at each write rather than kept from the start: a copy read at start and
+    written back would drop the pairs the other lane finished meanwhile."""
+    walls_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(walls_file.with_name(f".{walls_file.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        walls = json.loads(walls_file.read_text()) if walls_file.is_file() else {}
+        walls[key] = walls.get(key, 0.0) + seconds
+        write_atomic(walls_file, json.dumps(walls, indent=2) + "\n")
+    return walls
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from clear_ray.cli.flags import HelpFormatter
 
@@ -686,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         key = f"draw-{draw.index}/{method}"
         started, trials, left = time.time(), [0], units[position:]
 
-        def on_trial(started=started, trials=trials, left=left) -> None:
+        def on_trial(started=started, trials=trials, left=left, walls=walls) -> None:
             trials[0] += 1
             draws_left = len({d.index for d, _ in left})
             eta = eta_seconds(list(walls.values()), len(left), draws_left, time.time() - started)
@@ -703,8 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in lines:
             append_run(args.raw, line)
         runs += lines
-        walls[key] = walls.get(key, 0.0) + time.time() - started
-        walls_file.write_text(json.dumps(walls, indent=2) + "\n")
+        walls = add_wall(walls_file, key, time.time() - started)
         left = units[position + 1 :]
         eta = eta_seconds(list(walls.values()), len(left), 0, 0.0)
         print(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -355,6 +356,36 @@ def test_eta_uses_measured_pairs_then_the_plan() -> None:
     planned = 4 * study.PLANNED_UNIT_S + 1 * study.PLANNED_DRAW_S
     assert study.eta_seconds([], 4, 1, 0.0) == pytest.approx(planned)
     assert study.eta_seconds([600.0], 0, 0, 0.0) == 0.0
+
+
+def _add_walls(walls_file: Path, key: str, times: int, go) -> None:
+    go.wait(60)
+    for _ in range(times):
+        study.add_wall(walls_file, key, 1.0)
+
+
+def test_lanes_sharing_an_output_dir_keep_each_others_wall_times(tmp_path: Path) -> None:
+    walls_file = tmp_path / "study_walls.json"
+    study.add_wall(walls_file, "draw-0/gd", 600.0)  # lane A
+    study.add_wall(walls_file, "draw-0/dpo", 700.0)  # lane B, meanwhile
+    assert study.add_wall(walls_file, "draw-0/gd", 50.0) == {
+        "draw-0/gd": 650.0,
+        "draw-0/dpo": 700.0,
+    }
+    # two processes writing at once lose nothing: each reads, adds and replaces under a lock.
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    lanes = [
+        context.Process(target=_add_walls, args=(walls_file, key, 300, go)) for key in ("a", "b")
+    ]
+    for lane in lanes:
+        lane.start()
+    go.set()
+    for lane in lanes:
+        lane.join(timeout=60)
+    assert [lane.exitcode for lane in lanes] == [0, 0]
+    walls = json.loads(walls_file.read_text())
+    assert (walls["a"], walls["b"], walls["draw-0/dpo"]) == (300.0, 300.0, 700.0)
 
 
 # ---------------------------------------------------------------- retain matching
