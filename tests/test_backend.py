@@ -13,11 +13,12 @@ from clear_ray.runtime.backend import TorchProcessGroupConfig
 @pytest.mark.slow
 def test_two_workers_share_one_gloo_group_without_trains_helper_actors(tmp_path: Path) -> None:
     """Neither Ray Data's actor nor Train's placement group cleaner starts (runtime/trainer.py);
-    the controller's record of the group lives as long as the group (runtime/groups.py)."""
+    GCS names the workers' group's creator as the class the sweeps look for
+    (runtime/cleanup.py), and the controller removes the group itself."""
     import ray
 
     from clear_ray.config import SearchConfig
-    from clear_ray.runtime.groups import recorded_groups
+    from clear_ray.runtime.ray_compat import placement_groups
     from clear_ray.runtime.train_run import data_parallel_trainer
 
     def check_group(config: dict) -> None:  # defined here: pickled by value
@@ -38,11 +39,13 @@ def test_two_workers_share_one_gloo_group_without_trains_helper_actors(tmp_path:
         dist.all_reduce(total)
         (Path(config["out"]) / f"rank{rank}.txt").write_text(str(total.item()))
         if rank == 0:
-            from clear_ray.runtime.groups import recorded_groups
+            from clear_ray.runtime.cleanup import creator_class
+            from clear_ray.runtime.ray_compat import placement_groups
 
-            recorded = list(recorded_groups("group").values())
             own = ray.get_runtime_context().get_placement_group_id()
-            (Path(config["out"]) / "recorded.txt").write_text(str(recorded == [own]))
+            group = next(g for g in placement_groups() if g.group_id == own)
+            creator = f"{creator_class(group)}, dead: {group.creator_dead}"
+            (Path(config["out"]) / "creator.txt").write_text(creator)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -52,14 +55,14 @@ def test_two_workers_share_one_gloo_group_without_trains_helper_actors(tmp_path:
         )
         result = trainer.fit()
         started = {actor["ActorClassName"] for actor in ray._private.state.actors().values()}
-        left = recorded_groups("group")
+        left = [group for group in placement_groups() if group.live]
     finally:
         ray.shutdown()
     assert "TrainController" in started
     assert not started & {"DatasetManager", "PlacementGroupCleaner"}
     assert result.error is None
-    assert (tmp_path / "recorded.txt").read_text() == "True"  # while the workers ran
-    assert left == {}  # the controller removed the group itself, and its record
+    assert (tmp_path / "creator.txt").read_text() == "TrainController, dead: False"
+    assert left == []  # the controller removed the group itself
     # 1 + 2 on both ranks: each took part in the other's all-reduce
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["3.0", "3.0"]
 

@@ -1,8 +1,9 @@
 """A search never waits silently on resources.
 
 Two causes of the hang, each provoked on a small local Ray: a placement group left behind by a
-killed Train controller (reaped by ``TrainGroupReaper``), and workers that can never start (the
-trial fails after ``search.worker_start_timeout_s`` with the reason, and the search ends).
+dead Train controller (removed by the sweeps of ``runtime/cleanup.py``), and workers that can
+never start (the trial fails after ``search.worker_start_timeout_s`` with the reason, and the
+search ends).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from pathlib import Path
 import pytest
 import ray
 from ray import tune
-from ray.util.placement_group import placement_group_table
-from train_controller import Controller
+from ray.util.placement_group import (
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+from train_controller import TrainController, orphaned_group
 
 from clear_ray.config import Config
-from clear_ray.runtime.cleanup import RecordedGroup, TrainGroupReaper
-from clear_ray.runtime.groups import recorded_groups
-from clear_ray.runtime.train_run import trial_run_name
+from clear_ray.runtime.cleanup import TrainGroupReaper, reap, reap_orphans
 from clear_ray.search.trainable import trial_trainable
 from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.selection import Thresholds
@@ -27,7 +30,7 @@ from clear_ray.train.selection import Thresholds
 
 @pytest.fixture(scope="module")
 def local_ray():
-    # No dashboard: the reaper must not depend on the State API.
+    # No dashboard: the sweeps must not depend on the State API.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
@@ -37,40 +40,40 @@ def group_state(group_id: str) -> str:
     return placement_group_table()[group_id]["state"]
 
 
-class FakeTrial:
-    def __init__(self, trial_id: str) -> None:
-        self.trial_id = trial_id
-
-
-def test_group_of_a_killed_controller_is_removed_once_it_is_dead(local_ray) -> None:
-    killed, alive = Controller.remote(), Controller.remote()
-    killed_group, alive_group = ray.get(
-        [
-            killed.start_group.remote(trial_run_name("killed")),
-            alive.start_group.remote(trial_run_name("alive")),
-        ]
-    )
-    alive_id = ray.get(alive.actor_id.remote())
-    assert recorded_groups(trial_run_name("alive")) == {alive_id: alive_group}
-    reaper = TrainGroupReaper()
-    for trial_id in ("killed", "alive", "never-started"):
-        reaper.on_trial_complete(0, [], FakeTrial(trial_id))
-    ray.kill(killed)
-    time.sleep(2)
+def test_only_a_dead_controllers_group_is_removed(local_ray) -> None:
+    alive = TrainController.remote()
+    alive_group = ray.get(alive.start_group.remote())
+    orphan = orphaned_group()
     # What Ray does on its own while the job lives: the group outlives its creator.
-    assert group_state(killed_group) == "CREATED"
+    assert group_state(orphan) == "CREATED"
 
-    removed, deadline = [], time.monotonic() + 30
-    while not removed and time.monotonic() < deadline:  # reap waits for the live one till then
-        removed = reaper.reap(wait_s=1)
-    assert removed == [killed_group]
-    assert group_state(killed_group) == "REMOVED"
-    assert recorded_groups(trial_run_name("killed")) == {}  # its record goes with it
+    started = time.monotonic()
+    assert reap(wait_s=2) == [orphan]  # and waits for the live one till then
+    assert time.monotonic() - started >= 2
+    assert group_state(orphan) == "REMOVED"
     # A live controller keeps its group: it would take the lost workers for a crash.
     assert group_state(alive_group) == "CREATED"
-    assert reaper.pending == [RecordedGroup(trial_run_name("alive"), alive_id, alive_group)]
     ray.kill(alive)
-    assert reaper.reap(wait_s=30) == [alive_group]
+    assert reap(wait_s=30) == [alive_group]  # once it is dead
+    assert reap_orphans() == []
+
+
+def test_a_group_a_driver_holds_is_not_an_orphan(local_ray) -> None:
+    held = placement_group([{"CPU": 1}])
+    ray.get(held.ready())
+    try:
+        assert reap_orphans() == []
+        assert group_state(held.id.hex()) == "CREATED"
+    finally:
+        remove_placement_group(held)
+
+
+def test_the_tune_callback_removes_orphans(local_ray) -> None:
+    """Tune calls it at each step of its loop: a trial Tune starts, or retries after its node
+    was lost, gets the CPUs a dead controller's group held."""
+    orphan = orphaned_group()
+    TrainGroupReaper().on_step_begin(0, [])
+    assert group_state(orphan) == "REMOVED"
 
 
 def test_trial_whose_workers_cannot_start_fails_with_the_reason(local_ray, tmp_path: Path) -> None:
@@ -103,15 +106,3 @@ def test_a_trial_drivers_own_error_is_final_and_raised_again_by_a_retry(tmp_path
     with pytest.raises(FloatingPointError, match="epoch 2: gd loss became nan"):
         FinalError(str(tmp_path / "train"), "train-t1").raise_if_recorded()
     FinalError(str(tmp_path / "train"), "train-t2").raise_if_recorded()  # per trial
-
-
-def test_a_retried_trials_old_group_is_queued_for_removal(local_ray) -> None:
-    """Tune retries a trial whose node was lost; the lost run's group, rescheduled by GCS onto
-    a live node, must not keep the retry's workers from starting."""
-    lost = Controller.remote()
-    group = ray.get(lost.start_group.remote(trial_run_name("retried")))
-    reaper = TrainGroupReaper()
-    reaper.on_trial_recover(0, [], FakeTrial("retried"))
-    assert [record.group for record in reaper.pending] == [group]
-    ray.kill(lost)
-    assert reaper.reap(wait_s=30) == [group]

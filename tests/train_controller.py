@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import time
+
 import ray
 from ray.util.placement_group import placement_group
 
 
 @ray.remote(num_cpus=0)
-class Controller:
-    """Stands in for a Train controller: it creates its workers' placement group and records it
-    with the recorder ``runtime/trainer.py`` gives every Train run."""
+class TrainController:
+    """Stands in for Ray Train's controller (the sweeps know it by its class name, as GCS
+    gives it: tests/test_backend.py checks the name on a real run). It creates its workers'
+    placement group, and nothing else: like a controller killed before its workers ran."""
 
-    def start_group(self, run_name: str) -> str:
-        from types import SimpleNamespace
-
-        from clear_ray.runtime.groups import GroupRecorder
-
+    def start_group(self) -> str:
         group = placement_group([{"CPU": 1}])
         ray.get(group.ready())
-        state = SimpleNamespace(placement_group_handle=SimpleNamespace(placement_group=group))
-        GroupRecorder(run_name).after_worker_group_start(
-            SimpleNamespace(get_worker_group_state=lambda: state)
-        )
         return group.id.hex()
 
     def actor_id(self) -> str:
         return ray.get_runtime_context().get_actor_id()
+
+
+def orphaned_group() -> str:
+    """The group of a stand-in controller killed before its workers ran, once GCS has marked
+    the controller dead."""
+    from clear_ray.runtime.ray_compat import actor_info
+
+    controller = TrainController.remote()
+    group = ray.get(controller.start_group.remote())
+    controller_id = ray.get(controller.actor_id.remote())
+    ray.kill(controller)
+    while actor_info(controller_id).get("State") != "DEAD":
+        time.sleep(0.1)
+    return group

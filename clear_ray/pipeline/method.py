@@ -21,8 +21,6 @@ if TYPE_CHECKING:  # heavy (ray); imported where used
 
     from clear_ray.runtime.cleanup import TrainGroupReaper
 
-REAP_WAIT_S = 60  # for stopped trials' Train controllers to die, so their groups can go
-
 
 def search_method(search: Search, method: str, space: dict) -> None:
     """One Tune search for ``method``: trials, reports, final evaluation, registered adapter."""
@@ -103,8 +101,7 @@ def tune_trials(run: MethodSearch, resuming: bool) -> tuple[ResultGrid, bool]:
     # lazy: Ray, not loaded by --help
     from ray import tune
 
-    from clear_ray.runtime.cleanup import TrainGroupReaper
-    from clear_ray.search.results import trial_ids
+    from clear_ray.runtime.cleanup import TrainGroupReaper, reap
     from clear_ray.search.strategy import trial_count
     from clear_ray.search.trainable import trial_trainable
 
@@ -128,10 +125,7 @@ def tune_trials(run: MethodSearch, resuming: bool) -> tuple[ResultGrid, bool]:
     else:
         tuner = new_tuner(run, trainable, num_samples, callbacks)
     results = tuner.get_results() if searched else tuner.fit()
-    # A restored Tuner calls its own unpickled copy of the reaper (runtime/cleanup.py), so the
-    # trials are named here; the final evaluation and the next method need those CPUs.
-    reaper.track(trial_ids(results))
-    reaper.reap(wait_s=REAP_WAIT_S)
+    reap()  # the last trials' groups: the final evaluation needs their CPUs
     if search.tracker.outage:  # Tune stopped (its state saved) because MLflow stayed away
         raise search.tracker.outage
     return results, searched

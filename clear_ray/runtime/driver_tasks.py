@@ -23,9 +23,8 @@ import ray
 
 from clear_ray.config import SearchConfig
 from clear_ray.errors import SearchStopped
-from clear_ray.runtime.cleanup import reap_orphans
-from clear_ray.runtime.groups import every_recorded_group
-from clear_ray.runtime.ray_compat import kv_del, kv_exists, kv_put
+from clear_ray.runtime.cleanup import creator_class, reap_orphans
+from clear_ray.runtime.ray_compat import kv_del, kv_exists, kv_put, placement_groups
 
 NAMESPACE = "clear_ray.task_starts"
 POLL_S = 0.5
@@ -127,24 +126,22 @@ def each_result(
 
 
 def holders() -> str:
-    """What holds the cluster's resources: free and total, and the placement groups alive."""
+    """What holds the cluster's resources: free and total, and the live placement groups with
+    their creators (an orphan a sweep missed shows as a dead Train controller's)."""
     total = {k: round(v, 3) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
     available = ray.available_resources()  # omits what is all taken
     free = {k: round(available.get(k, 0.0), 3) for k in total}
-    owners = {group: run for (run, _), group in every_recorded_group().items()}
     groups = []
-    for group_id, group in ray.util.placement_group_table().items():
-        if group.get("state") != "CREATED":
+    for group in placement_groups():
+        if group.state != "CREATED":
             continue
-        bundles = [
-            {k: v for k, v in bundle.items() if k in ("CPU", "GPU")}
-            for bundle in group.get("bundles", {}).values()
-        ]
-        owner = owners.get(group_id)
-        groups.append(
-            f"{group_id[:12]} {bundles}"
-            + (f" (Train run {owner}, its controller alive)" if owner else "")
-        )
+        bundles = [{k: v for k, v in b.items() if k in ("CPU", "GPU")} for b in group.bundles]
+        if group.creator:
+            state = "dead" if group.creator_dead else "alive"
+            creator = f"{creator_class(group) or 'actor'} {group.creator[:12]}, {state}"
+        else:
+            creator = "a driver or task"
+        groups.append(f"{group.group_id[:12]} {bundles} (created by {creator})")
     held = "; ".join(groups) if groups else "no placement group (tasks or other jobs hold them)"
     return f"the cluster has {total}, free now {free}; placement groups holding resources: {held}"
 

@@ -7,26 +7,27 @@ and importing this module warns once when the installed Ray or Optuna is not the
 uses were tested with, the one pyproject.toml allows (tests/test_backend.py, tests/test_failures.py,
 tests/test_optuna_storage.py and tests/test_search_cleanup.py exercise each of them).
 
-Kept light at import time: Train controllers and driver-side Ray tasks import it (through
-``runtime/groups.py``, ``runtime/failures.py`` and ``runtime/driver_tasks.py``), so Optuna is
-not imported here.
+Kept light at import time: Train controllers (through ``runtime/failures.py``) and driver-side
+Ray tasks (through ``runtime/driver_tasks.py``) import it, so Optuna is not imported here.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 import ray
 import ray._private.state
+from ray.core.generated import gcs_pb2
 from ray.experimental import internal_kv
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import (
     PlacementGroupCleanerCallback,
 )
 from ray.train.v2._internal.exceptions import RayTrainError
-from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+from ray.train.v2._internal.execution.controller import TrainController
 from ray.train.v2._internal.execution.failure_handling import (
     DefaultFailurePolicy,
     FailureDecision,
@@ -42,27 +43,27 @@ WRITTEN_FOR = {"ray": "2.60", "optuna": "5.1"}
 
 __all__ = [
     "RAY_TOKEN_LOGGER",
+    "TRAIN_CONTROLLER_CLASS",
     "WRITTEN_FOR",
     "DatasetsCallback",
     "DefaultFailurePolicy",
     "FailureDecision",
     "PlacementGroupCleanerCallback",
+    "PlacementGroupInfo",
     "RayTrainError",
-    "WorkerGroupCallback",
     "actor_info",
     "check_versions",
     "has_autoscaler",
     "installed_versions",
     "kv_del",
     "kv_exists",
-    "kv_get",
-    "kv_keys",
     "kv_put",
     "mark_completed",
     "optuna_metrics",
     "optuna_study",
     "optuna_trial",
     "optuna_trial_numbers",
+    "placement_groups",
     "reopen_searcher",
     "searcher_state",
     "stored_trial",
@@ -104,7 +105,7 @@ def check_versions() -> None:
 
 check_versions()
 
-# ---- GCS: key-value store and actor state ------------------------------------------------------
+# ---- GCS: key-value store, actors and placement groups ---------------------------------------
 
 # Ray's note that a new local cluster uses token authentication (search/quiet.py silences it).
 RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -112,10 +113,6 @@ RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 def kv_put(key: str | bytes, value: str | bytes, namespace: str) -> None:
     internal_kv._internal_kv_put(key, value, overwrite=True, namespace=namespace)
-
-
-def kv_get(key: str | bytes, namespace: str) -> bytes | None:
-    return internal_kv._internal_kv_get(key, namespace=namespace)
 
 
 def kv_exists(key: str | bytes, namespace: str) -> bool:
@@ -126,14 +123,55 @@ def kv_del(key: str | bytes, namespace: str) -> None:
     internal_kv._internal_kv_del(key, namespace=namespace)
 
 
-def kv_keys(prefix: bytes, namespace: str) -> list[bytes]:
-    return internal_kv._internal_kv_list(prefix, namespace=namespace)
-
-
 def actor_info(actor_id: str) -> dict[str, Any]:
     """GCS's record of an actor (empty if unknown), read from GCS directly: the dashboard's
     State API is what fails under load."""
     return ray._private.state.actors(actor_id=actor_id)
+
+
+# The class name GCS gives a Train run's controller actor (its ``ActorClassName``).
+TRAIN_CONTROLLER_CLASS = TrainController.__name__
+
+
+@dataclass(frozen=True)
+class PlacementGroupInfo:
+    """A placement group as GCS keeps it, with what Ray's public ``placement_group_table``
+    leaves out: who created it, whether that creator is dead, and the job."""
+
+    group_id: str
+    state: str  # PENDING | PREPARED | CREATED | RESCHEDULING | REMOVED
+    creator: str | None  # the creating actor's id; None when a driver or task created it
+    creator_dead: bool  # GCS marks it when the creating actor dies
+    detached: bool
+    job: str  # the creator's job id (hex)
+    bundles: tuple[dict[str, float], ...]
+
+    @property
+    def live(self) -> bool:
+        return self.state != "REMOVED"
+
+
+def placement_groups() -> list[PlacementGroupInfo]:
+    """Every placement group GCS knows (removed ones it still lists included), from its table
+    directly (``GlobalStateAccessor``, as ``ray.util.placement_group_table`` reads it)."""
+    states = gcs_pb2.PlacementGroupTableData.PlacementGroupState
+    accessor = ray._private.state.state._connect_and_get_accessor()
+    groups = []
+    for raw in accessor.get_placement_group_table():
+        data = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        creator = ray.ActorID(data.creator_actor_id) if data.creator_actor_id else None
+        groups.append(
+            PlacementGroupInfo(
+                group_id=data.placement_group_id.hex(),
+                state=states.Name(data.state),
+                creator=None if creator is None or creator.is_nil() else creator.hex(),
+                creator_dead=data.creator_actor_dead,
+                detached=data.is_detached,
+                job=data.creator_job_id.hex(),
+                bundles=tuple(dict(bundle.unit_resources) for bundle in data.bundles),
+            )
+        )
+    return groups
 
 
 def has_autoscaler() -> bool:

@@ -3,8 +3,8 @@
 Never waiting silently: workers that cannot start within ``search.worker_start_timeout_s``
 (Train's ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S``; its default failure policy would retry such
 a start for ever) fail the run once, with the resources asked for and those the cluster has.
-The Train controller records its workers' placement group (``runtime/groups.py``), so the search
-driver can remove a group Tune's stop left behind (``runtime/cleanup.py``).
+A group Tune's stop left behind is removed by the search driver's sweeps
+(``runtime/cleanup.py``).
 """
 
 from __future__ import annotations

@@ -366,10 +366,9 @@ def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from clear_ray.runtime.cleanup import TrainGroupReaper
+    from clear_ray.runtime.cleanup import TrainGroupReaper, reap
     from clear_ray.runtime.cluster import concurrent_trials
     from clear_ray.runtime.store import storage_filesystem
-    from clear_ray.search.results import trial_ids
     from clear_ray.search.trainable import trial_trainable
     from clear_ray.search.trial_logger import TrialLogger
 
@@ -377,7 +376,6 @@ def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
     # fold (robust/run.py), so the trial-end attack of search.constrain_relearn is not run.
     inputs = replace(inputs, thresholds=replace(inputs.thresholds, max_relearn_recovery=None))
     filesystem = storage_filesystem(dirs.storage)[0]
-    reaper = TrainGroupReaper()
     callbacks, labels, points = {}, {}, []
     for label, (configuration, seeds) in runs.items():
         out = confirm_dir(dirs, method, label)
@@ -419,13 +417,13 @@ def _train_group(cfg, inputs, dirs, method, runs, tracker, tags, log):
         run_config=tune.RunConfig(
             name=f"{method}-confirm-{'+'.join(runs)}",
             storage_path=dirs.ray_results,
-            callbacks=[PerConfiguration(label_of, callbacks), reaper],
+            callbacks=[PerConfiguration(label_of, callbacks), TrainGroupReaper()],
             stop=stop,
             verbose=0,
         ),
     )
-    reaper.track(trial_ids(tuner.fit()))
-    reaper.reap(wait_s=60)
+    tuner.fit()
+    reap()  # the stopped runs' groups: their evaluations need the CPUs
     return {label: recorder.records for label, (_, recorder) in callbacks.items()}
 
 
