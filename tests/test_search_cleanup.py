@@ -22,7 +22,8 @@ from ray.util.placement_group import (
 from train_controller import TrainController, orphaned_group
 
 from clear_ray.config import Config
-from clear_ray.runtime.cleanup import TrainGroupReaper, reap, reap_orphans
+from clear_ray.runtime.cleanup import TrainGroupReaper, creator_class, reap, reap_orphans
+from clear_ray.runtime.ray_compat import PlacementGroupInfo, placement_groups
 from clear_ray.search.trainable import trial_trainable
 from clear_ray.train.inputs import TrialInputs
 from clear_ray.train.selection import Thresholds
@@ -66,6 +67,55 @@ def test_a_group_a_driver_holds_is_not_an_orphan(local_ray) -> None:
         assert group_state(held.id.hex()) == "CREATED"
     finally:
         remove_placement_group(held)
+
+
+def live_groups() -> dict[str, PlacementGroupInfo]:
+    return {group.group_id: group for group in placement_groups() if group.live}
+
+
+def wait_for(condition, what: str, timeout_s: float = 120):
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s:g} s"
+        time.sleep(0.2)
+    return value
+
+
+@pytest.mark.slow
+def test_a_train_run_killed_before_its_workers_ran_leaves_a_group_a_sweep_frees(
+    local_ray, tmp_path: Path
+) -> None:
+    """Ray Train's own controller, killed with its trial while its workers' group waits for
+    CPUs, leaves the group; GCS creates it once the CPUs are free, and it holds them for ever.
+    Nothing ran in the group to record it: the sweep knows it by its dead creator."""
+
+    @ray.remote(num_cpus=0)
+    class TrialActor:  # defined here: pickled by value; Tune's trial actor stands in
+        def fit(self, storage: str) -> None:
+            from clear_ray.config import SearchConfig
+            from clear_ray.runtime.train_run import data_parallel_trainer
+
+            def no_training(config: dict) -> None:
+                pass
+
+            data_parallel_trainer(no_training, {}, SearchConfig(), "starting", storage).fit()
+
+    held = placement_group([{"CPU": 2}])  # this driver's: the controller's group waits
+    ray.get(held.ready())
+    trial = TrialActor.remote()
+    trial.fit.remote(str(tmp_path))
+    (group,) = wait_for(
+        lambda: [g for g in live_groups().values() if g.group_id != held.id.hex()],
+        "Train worker group",
+    )
+    assert (group.state, creator_class(group)) == ("PENDING", "TrainController")
+    ray.kill(trial)
+    wait_for(lambda: live_groups()[group.group_id].creator_dead, "dead controller")
+    remove_placement_group(held)
+    wait_for(lambda: live_groups()[group.group_id].state == "CREATED", "leaked group")
+
+    assert reap_orphans() == [group.group_id]
+    assert group_state(group.group_id) == "REMOVED"
 
 
 def test_the_tune_callback_removes_orphans(local_ray) -> None:
