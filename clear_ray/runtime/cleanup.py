@@ -5,8 +5,8 @@ Why (Ray 2.60): when Tune stops a trial (ASHA's STOP, which it also gives every 
 the trial actor while ``trainer.fit()`` still runs there. The Train controller is fate-shared
 with that actor and dies, often before it removed its workers' placement group: mid-run,
 mid-shutdown, or while the group was still starting. GCS keeps a non-detached group until its
-creator actor *and* its job are dead, and the job (this search) lives on, so the group holds
-its CPUs for ever, and the next trial or evaluation waits for them (with 2 cores: for ever).
+creator actor *and* its job are dead, and the job (this search) lives on, so the group keeps
+its CPUs, and the next trial or evaluation waits for them (with 2 cores: for ever).
 
 Ray's remedy, a detached ``PlacementGroupCleaner`` per run that polls the dashboard's State API,
 costs a process per trial and fails with the dashboard, so runs start without it
@@ -20,7 +20,8 @@ start a new group.
 
 Nothing has to be recorded first, so no moment is uncovered: a controller killed after it created
 its group and before its workers ran leaves an orphan like one killed mid-run (an earlier
-design, records written once the workers ran, left exactly those groups behind). Sweeps run
+design, records written once the workers ran, left exactly those groups behind;
+tests/test_search_cleanup.py kills a real Train run while its group waits). Sweeps run
 while Tune runs (:class:`TrainGroupReaper`), after a Tune run until its stopped trials'
 controllers are dead (:func:`reap`), and while a driver-side task waits to start
 (``runtime/driver_tasks.py``).
