@@ -52,24 +52,24 @@ def creator_class(group: PlacementGroupInfo) -> str | None:
     return actor_info(group.creator).get("ActorClassName") if group.creator else None
 
 
-def is_orphan(group: PlacementGroupInfo) -> bool:
-    """A live group whose creating Train controller is dead."""
-    return (
-        group.live
-        and group.creator_dead
-        and not group.detached
-        and creator_class(group) == TRAIN_CONTROLLER_CLASS
-    )
+def is_train_group(group: PlacementGroupInfo) -> bool:
+    """A live group a Train controller created: its workers' group."""
+    return group.live and not group.detached and creator_class(group) == TRAIN_CONTROLLER_CLASS
+
+
+def remove_orphans(groups: list[PlacementGroupInfo]) -> list[str]:
+    """Removes those of ``groups`` whose Train controller is dead; returns their ids."""
+    removed = []
+    for group in groups:
+        if group.creator_dead and is_train_group(group):
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group.group_id)))
+            removed.append(group.group_id)
+    return removed
 
 
 def reap_orphans() -> list[str]:
     """Removes every orphaned Train group on the cluster; returns the ids removed now."""
-    removed = []
-    for group in placement_groups():
-        if is_orphan(group):
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group.group_id)))
-            removed.append(group.group_id)
-    return removed
+    return remove_orphans(placement_groups())
 
 
 def reap(wait_s: float = REAP_WAIT_S) -> list[str]:
@@ -83,14 +83,12 @@ def reap(wait_s: float = REAP_WAIT_S) -> list[str]:
     removed = []
     deadline = time.monotonic() + wait_s
     while True:
-        removed += reap_orphans()
+        groups = placement_groups()
+        removed += remove_orphans(groups)
         dying = [
             group
-            for group in placement_groups()
-            if group.live
-            and group.job == job
-            and not group.creator_dead
-            and creator_class(group) == TRAIN_CONTROLLER_CLASS
+            for group in groups
+            if group.job == job and not group.creator_dead and is_train_group(group)
         ]
         if not dying or time.monotonic() >= deadline:
             return removed
